@@ -1,0 +1,30 @@
+"""Where Duetto keeps what a user owns: settings, personas, recordings, models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "duetto"
+
+
+def config_dir() -> Path:
+    """Settings and the user's own personas."""
+    override = os.environ.get("DUETTO_CONFIG_DIR")
+    return Path(override) if override else Path(platformdirs.user_config_dir(APP_NAME))
+
+
+def data_dir() -> Path:
+    """Session recordings and logs."""
+    override = os.environ.get("DUETTO_DATA_DIR")
+    return Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def models_dir() -> Path:
+    """Downloaded checkpoints. Large, so it may be moved with DUETTO_MODELS_DIR."""
+    override = os.environ.get("DUETTO_MODELS_DIR")
+    if override:
+        return Path(override)
+    return Path(platformdirs.user_cache_dir(APP_NAME)) / "models"
