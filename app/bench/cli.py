@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 
-# Benchmark name -> (module with add_arguments/run, one-line description).
+from app.cli_dispatch import add_lazy_subcommands, load_subcommand
+
+# Benchmark name -> (module with add_arguments/run, one line of help). Imported only
+# when chosen.
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "timeline": ("app.bench.timeline", "one simulated hour of mic audio and camera frames"),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
-    for name, (module_name, help_text) in BENCHMARKS.items():
-        module = importlib.import_module(module_name)
-        bench_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(bench_parser)
-        bench_parser.set_defaults(_bench=module)
+    add_lazy_subcommands(parser, BENCHMARKS, dest="benchmark")
 
 
 def run(args: argparse.Namespace) -> int:
-    return int(args._bench.run(args) or 0)
+    if args.benchmark is None:
+        print("duetto bench: name a benchmark: " + ", ".join(BENCHMARKS))
+        return 2
+    module, bench_args = load_subcommand("duetto bench", args.benchmark, BENCHMARKS, args._rest)
+    return int(module.run(bench_args) or 0)
