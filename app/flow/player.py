@@ -1,0 +1,238 @@
+"""The player: the assistant's speech out to the speaker, stoppable at once.
+
+The session (or a decoder thread) calls `write()` with speech chunks; an output device
+callback pulls samples from a ring buffer. The callback never blocks, never allocates
+beyond numpy views, and fills silence on underrun (counted). `flush()` drops everything
+queued, so the next device block is silent: the stop latency of a barge-in is at most
+one block plus what the device had already taken.
+
+Everything the callback learns (which sample it played, when it reached the speaker,
+when a flush took effect) lands in plain int/float attributes that other threads read:
+no locks on the callback's side.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from app.flow.audio_ring import AudioRing
+from app.model.contract import SpeechChunk
+
+
+class ChunkResampler(Protocol):
+    def process(self, samples: np.ndarray) -> np.ndarray: ...
+
+
+ResamplerFactory = Callable[[int, int], ChunkResampler]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Where one speech chunk lies in the ring (running sample counts)."""
+
+    start: int
+    length: int
+    response_id: int
+    seq: int
+    text_span: str
+
+    @property
+    def end(self) -> int:
+        return self.start + self.length
+
+
+@dataclass(frozen=True)
+class Heard:
+    """How much of one response reached the speaker."""
+
+    response_id: int
+    samples: int
+    chunks_complete: int
+    text: str
+
+
+@dataclass(frozen=True)
+class PlayerStats:
+    underruns: int
+    underrun_samples: int
+    dropped_chunks: int
+    overflow_samples: int
+    queued_seconds: float
+
+
+class Player:
+    """Speech out. Thread-safe for writers; `callback` is for the output stream only.
+
+    `output_rate` is the device's native rate: chunks at any other rate are resampled
+    here, upstream of the callback, by a resampler made per response.
+    """
+
+    def __init__(
+        self,
+        output_rate: int,
+        *,
+        capacity_seconds: float = 120.0,
+        resampler_factory: ResamplerFactory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 8000 <= output_rate <= 192000:
+            raise ValueError(f"unsupported output sample rate {output_rate} Hz")
+        self.output_rate = output_rate
+        self._ring = AudioRing(int(capacity_seconds * output_rate))
+        self._resampler_factory = resampler_factory
+        self._resamplers: dict[int, ChunkResampler] = {}
+        self._clock = clock
+        self._write_lock = threading.Lock()  # writers among themselves, never the callback
+        self._segments: deque[Segment] = deque(maxlen=4096)
+        self._open_response: int | None = None  # a response still being written
+        self._flushed_through = -1  # responses at or below this id are rejected
+        self._dropped_chunks = 0
+        self._overflow_samples = 0
+        # Set by writers, honoured by the callback.
+        self._flush_to = 0
+        self._flush_requested_at = 0.0
+        # Set by the callback, read by anyone.
+        self.underruns = 0
+        self.underrun_samples = 0
+        # (cut at, resumed at) ring positions of honoured flushes; appended only on a
+        # flush, never in steady state.
+        self.flushes: deque[tuple[int, int]] = deque(maxlen=256)
+        self.last_flush_silent_at = 0.0  # monotonic time the first silent block was due out
+        self.last_flush_latency = 0.0  # request -> first silent block at the speaker (s)
+        self._block_start = 0  # ring position of the last block's first sample
+        self._block_time = 0.0  # monotonic time that sample reaches the speaker
+        self._stream_offset = 0.0  # monotonic - stream clock, learnt on the first callback
+        self._offset_known = False
+        self._expecting_more = False  # inside a response whose end was not written yet
+
+    # ----------------------------------------------------------------- writers
+    def write(self, chunk: SpeechChunk) -> bool:
+        """Queue one chunk. Returns False when the chunk was dropped (a flushed response)."""
+        with self._write_lock:
+            if chunk.response_id <= self._flushed_through:
+                self._dropped_chunks += 1
+                return False
+            samples = self._to_output_rate(chunk)
+            start = self._ring.write_pos
+            taken = self._ring.write(samples)
+            if taken < len(samples):
+                self._overflow_samples += len(samples) - taken
+            self._segments.append(
+                Segment(start, taken, chunk.response_id, chunk.seq, chunk.text_span)
+            )
+            self._open_response = chunk.response_id
+            self._expecting_more = True
+            return True
+
+    def end_response(self, response_id: int) -> None:
+        """The backend finished this response: silence after it is not an underrun."""
+        with self._write_lock:
+            if self._open_response == response_id:
+                self._expecting_more = False
+            self._resamplers.pop(response_id, None)
+
+    def flush(self) -> None:
+        """Silence now: drop all queued audio and reject the rest of the open response."""
+        with self._write_lock:
+            if self._open_response is not None:
+                self._flushed_through = max(self._flushed_through, self._open_response)
+            self._expecting_more = False
+            self._resamplers.clear()
+            self._flush_requested_at = self._clock()
+            self._flush_to = self._ring.write_pos
+
+    def _to_output_rate(self, chunk: SpeechChunk) -> np.ndarray:
+        audio = np.asarray(chunk.audio, dtype=np.float32).reshape(-1)
+        if chunk.sample_rate == self.output_rate:
+            return audio
+        if self._resampler_factory is None:
+            raise ValueError(
+                f"speech at {chunk.sample_rate} Hz cannot be played at {self.output_rate} Hz "
+                "without a resampler"
+            )
+        resampler = self._resamplers.get(chunk.response_id)
+        if resampler is None:
+            resampler = self._resampler_factory(chunk.sample_rate, self.output_rate)
+            self._resamplers[chunk.response_id] = resampler
+        return resampler.process(audio)
+
+    # ----------------------------------------------------------------- callback
+    def callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        """sounddevice OutputStream callback: copy from the ring, never wait."""
+        if not self._offset_known:
+            self._stream_offset = self._clock() - float(time_info.currentTime)
+            self._offset_known = True
+        dac_time = float(time_info.outputBufferDacTime) + self._stream_offset
+        flush_to = self._flush_to
+        if flush_to > self._ring.read_pos:
+            self.flushes.append((self._ring.read_pos, flush_to))
+            self._ring.skip_to(flush_to)
+            self.last_flush_silent_at = dac_time
+            self.last_flush_latency = dac_time - self._flush_requested_at
+        self._block_start = self._ring.read_pos
+        self._block_time = dac_time
+        mono = outdata[:, 0]
+        got = self._ring.read_into(mono)
+        if got < frames and (got > 0 or self._expecting_more):
+            self.underruns += 1
+            self.underrun_samples += frames - got
+        for channel in range(1, outdata.shape[1]):
+            outdata[:, channel] = mono
+
+    # ----------------------------------------------------------------- readers
+    @property
+    def played_position(self) -> int:
+        """Ring position of the next sample the device will take."""
+        return self._ring.read_pos
+
+    def time_of_position(self, position: int) -> float | None:
+        """When ring sample `position` reached (or reaches) the speaker, if known."""
+        if not self._offset_known:
+            return None
+        return self._block_time + (position - self._block_start) / self.output_rate
+
+    def response_start(self, response_id: int) -> int | None:
+        """Ring position of a response's first sample, while it is still remembered."""
+        with self._write_lock:
+            for seg in self._segments:
+                if seg.response_id == response_id:
+                    return seg.start
+        return None
+
+    def heard(self, response_id: int) -> Heard:
+        """What of `response_id` was actually played, e.g. after a barge-in."""
+        played_until = self._ring.read_pos
+        flushes = list(self.flushes)
+        with self._write_lock:
+            segments = [s for s in self._segments if s.response_id == response_id]
+        samples = 0
+        complete = 0
+        texts: list[str] = []
+        for seg in segments:
+            # A flush that skipped over this segment's start cut it at the skip point.
+            cut = played_until
+            for cut_at, resumed_at in flushes:
+                if cut_at < seg.end and seg.start < resumed_at:
+                    cut = min(cut, cut_at)
+            played = max(0, min(seg.end, cut) - seg.start)
+            samples += played
+            if played == seg.length and seg.length > 0:
+                complete += 1
+                texts.append(seg.text_span)
+        return Heard(response_id, samples, complete, "".join(texts))
+
+    def stats(self) -> PlayerStats:
+        return PlayerStats(
+            underruns=self.underruns,
+            underrun_samples=self.underrun_samples,
+            dropped_chunks=self._dropped_chunks,
+            overflow_samples=self._overflow_samples,
+            queued_seconds=self._ring.available / self.output_rate,
+        )

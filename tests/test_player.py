@@ -1,0 +1,146 @@
+"""The player: ordered playback, instant flush, honest underrun counts, what was heard."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from app.flow.player import Player
+from app.flow.virtual_output import StreamTime, VirtualOutputStream
+from app.model.contract import SpeechChunk
+
+RATE = 24000
+BLOCK = 240  # 10 ms
+
+
+def chunk(values: np.ndarray, response_id: int = 1, seq: int = 0, text: str = "") -> SpeechChunk:
+    return SpeechChunk(values.astype(np.float32), RATE, response_id, seq, text)
+
+
+def pull(player: Player, blocks: int, channels: int = 1, t0: float = 0.0) -> np.ndarray:
+    """Drive the callback by hand like a device would, `blocks` times."""
+    out = []
+    for i in range(blocks):
+        buf = np.full((BLOCK, channels), 9.0, dtype=np.float32)  # garbage must be overwritten
+        t = t0 + i * BLOCK / RATE
+        player.callback(buf, BLOCK, StreamTime(currentTime=t, outputBufferDacTime=t + 0.01), None)
+        out.append(buf.copy())
+    return np.concatenate(out)
+
+
+def test_chunks_play_in_order_sample_for_sample_on_every_channel():
+    player = Player(RATE)
+    a = np.linspace(-0.5, 0.5, 1000)
+    b = np.linspace(0.3, -0.3, 700)
+    player.write(chunk(a, seq=0))
+    player.write(chunk(b, seq=1))
+    out = pull(player, 10, channels=2)
+    expected = np.concatenate([a, b]).astype(np.float32)
+    np.testing.assert_array_equal(out[:1700, 0], expected)
+    np.testing.assert_array_equal(out[:1700, 1], expected)
+    assert np.all(out[1700:] == 0.0)
+
+
+def test_flush_silences_the_next_block_and_rejects_the_rest_of_the_response():
+    player = Player(RATE)
+    player.write(chunk(np.ones(RATE), seq=0))  # one second queued
+    assert np.all(pull(player, 2) == 1.0)
+    player.flush()
+    assert np.all(pull(player, 1) == 0.0)
+    # The backend had not stopped yet: its late chunk must not play.
+    assert player.write(chunk(np.ones(500), seq=1)) is False
+    assert np.all(pull(player, 3) == 0.0)
+    # The next response plays normally.
+    assert player.write(chunk(np.full(300, 0.25), response_id=2)) is True
+    out = pull(player, 2)
+    assert np.all(out[:300] == 0.25) and np.all(out[300:] == 0.0)
+    assert player.stats().dropped_chunks == 1
+
+
+def test_underruns_count_only_when_a_response_runs_dry():
+    player = Player(RATE)
+    pull(player, 5)  # idle silence is not an underrun
+    assert player.underruns == 0
+    player.write(chunk(np.ones(BLOCK + 100)))
+    pull(player, 3)  # the response is still open: its end was not written
+    assert player.underruns == 2
+    assert player.underrun_samples == (BLOCK - 100) + BLOCK
+    player.write(chunk(np.ones(BLOCK), seq=1))
+    player.end_response(1)
+    pull(player, 4)
+    assert player.underruns == 2
+
+
+def test_heard_keeps_only_chunks_that_were_played_in_full():
+    player = Player(RATE)
+    player.write(chunk(np.ones(BLOCK * 2), seq=0, text="Hello "))
+    player.write(chunk(np.ones(BLOCK * 2), seq=1, text="there, "))
+    player.write(chunk(np.ones(BLOCK * 2), seq=2, text="friend."))
+    pull(player, 3)  # first chunk and half the second
+    player.flush()
+    pull(player, 2)
+    heard = player.heard(1)
+    assert heard.text == "Hello "
+    assert heard.chunks_complete == 1
+    assert heard.samples == BLOCK * 3
+    # A later flush of another response does not rewrite what was heard of this one.
+    player.write(chunk(np.ones(BLOCK), response_id=2, text="Next"))
+    pull(player, 2)
+    assert player.heard(1).samples == BLOCK * 3
+    assert player.heard(2).text == "Next"
+
+
+def test_resampling_happens_upstream_of_the_callback():
+    class Doubler:  # a stand-in resampler: each sample twice
+        def process(self, samples):
+            return np.repeat(samples, 2)
+
+    made = []
+
+    def factory(src, dst):
+        made.append((src, dst))
+        return Doubler()
+
+    player = Player(48000, resampler_factory=factory)
+    player.write(chunk(np.arange(10) / 10.0))
+    out = np.zeros((40, 1), dtype=np.float32)
+    player.callback(out, 40, StreamTime(0.0, 0.0), None)
+    assert made == [(RATE, 48000)]
+    np.testing.assert_allclose(out[:20, 0], np.repeat(np.arange(10) / 10.0, 2), rtol=1e-6)
+
+
+def test_speech_at_another_rate_without_a_resampler_is_a_clear_error():
+    player = Player(48000)
+    with pytest.raises(ValueError, match="24000 Hz cannot be played at 48000 Hz"):
+        player.write(chunk(np.zeros(10)))
+
+
+@pytest.mark.parametrize("rate", [0, -1, 1000, 10**6])
+def test_unsupported_output_rate_is_rejected(rate):
+    with pytest.raises(ValueError, match="unsupported output sample rate"):
+        Player(rate)
+
+
+def test_overflow_is_counted_not_hidden():
+    player = Player(RATE, capacity_seconds=0.1)
+    player.write(chunk(np.ones(RATE)))
+    assert player.stats().overflow_samples == RATE - int(0.1 * RATE)
+
+
+def test_flush_takes_effect_within_one_block_on_a_real_time_device():
+    player = Player(RATE)
+    stream = VirtualOutputStream(RATE, BLOCK, player.callback, keep=True)
+    with stream:
+        player.write(chunk(np.ones(RATE * 2)))
+        time.sleep(0.15)
+        player.flush()
+        time.sleep(0.1)
+    assert stream.error is None
+    played = stream.played()[:, 0]
+    sounding = np.flatnonzero(played)
+    assert len(sounding) > 0
+    # One stretch of speech, then silence for good: nothing leaks out after the flush.
+    assert sounding[-1] - sounding[0] + 1 == len(sounding)
+    assert 0.0 <= player.last_flush_latency <= BLOCK / RATE + 0.005
