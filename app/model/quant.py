@@ -11,7 +11,9 @@ What bitsandbytes 0.50 can do was checked on its own code and by running it:
   for a fused kernel (`_convert_weight_packed_for_cpu`) in blocks of 32 output rows and
   reshapes the per-block scales by the 64-element quantization block, so every
   quantized Linear needs out_features % 32 == 0 and in_features % 64 == 0; other shapes
-  fail with an AssertionError or a reshape RuntimeError at the first forward.
+  fail with an AssertionError or a reshape RuntimeError at the first forward. That path
+  is taken in inference only (eval mode, input without grad), so a forward with grad
+  enabled can pass where real use fails: test under torch.no_grad().
 """
 
 from __future__ import annotations
