@@ -1,0 +1,105 @@
+"""Session recording: aligned stereo, a readable log, and survival of kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import soundfile
+
+from app.flow.recording import SessionRecorder, read_events
+
+RATE = 24000
+
+
+def test_channels_are_aligned_by_clock_time_not_by_arrival(tmp_path):
+    rec = SessionRecorder(tmp_path, RATE)
+    click_at = 1.2345
+    user = np.zeros(2 * RATE, np.float32)
+    user[round(click_at * RATE)] = 0.9
+    assistant = np.zeros(RATE, np.float32)
+    assistant[round((click_at - 0.8) * RATE)] = 0.9
+    # The assistant's audio arrives first and starts later on the clock.
+    rec.write_assistant(assistant, t=0.8)
+    for start in range(0, len(user), 480):  # the mic in 20 ms blocks
+        rec.write_user(user[start : start + 480], t=start / RATE)
+    rec.close()
+    data, rate = soundfile.read(tmp_path / "conversation.wav")
+    left_click = int(np.argmax(np.abs(data[:, 0])))
+    right_click = int(np.argmax(np.abs(data[:, 1])))
+    assert rate == RATE
+    assert abs(left_click - right_click) / RATE <= 0.001
+
+
+def test_a_stalled_channel_does_not_hold_the_other_back(tmp_path):
+    rec = SessionRecorder(tmp_path, RATE, max_lag_seconds=0.5)
+    for second in range(3):
+        rec.write_user(np.full(RATE, 0.1, np.float32), t=float(second))
+    # Nothing from the assistant: the user's audio is still written, up to the lag.
+    rec._sync()
+    assert soundfile.info(str(tmp_path / "conversation.wav")).frames >= int(2.5 * RATE)
+    # Assistant audio for a stretch already written is dropped and counted.
+    rec.write_assistant(np.ones(RATE, np.float32), t=0.0)
+    assert rec.late_samples == RATE
+    rec.close()
+
+
+def test_events_are_json_lines_on_the_session_clock(tmp_path):
+    rec = SessionRecorder(tmp_path, RATE)
+    rec.event("state", 0.5, state="listening")
+    rec.event("text", 1.25, text="héllo")
+    rec.close()
+    events = read_events(tmp_path / "events.jsonl")
+    assert events == [
+        {"t": 0.5, "event": "state", "state": "listening"},
+        {"t": 1.25, "event": "text", "text": "héllo"},
+    ]
+
+
+def test_a_torn_last_log_line_is_skipped(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"t": 0.1, "event": "a"}\n{"t": 0.2, "ev', encoding="utf-8")
+    assert read_events(path) == [{"t": 0.1, "event": "a"}]
+
+
+def test_kill_minus_9_leaves_all_but_the_last_second(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        import numpy as np
+        from pathlib import Path
+        from app.flow.recording import SessionRecorder
+        rec = SessionRecorder(Path({str(tmp_path)!r}), {RATE}, sync_interval=1.0)
+        block = np.full(480, 0.25, np.float32)
+        start = time.monotonic()
+        n = 0
+        while True:  # real time: 20 ms of both channels every 20 ms
+            t = n * 0.02
+            rec.write_user(block, t)
+            rec.write_assistant(-block, t)
+            if n % 50 == 0:
+                rec.event("tick", t, n=n)
+            n += 1
+            if n == 150:
+                print("recorded", flush=True)
+            time.sleep(max(0.0, start + n * 0.02 - time.monotonic()))
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
+    assert proc.stdout.readline().strip() == b"recorded"  # 3 s recorded
+    written_at_least = 3.0
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    data, rate = soundfile.read(tmp_path / "conversation.wav")
+    assert len(data) / rate >= written_at_least - 1.0
+    assert np.allclose(data[:, 0], 0.25, atol=1e-3)
+    assert np.allclose(data[:, 1], -0.25, atol=1e-3)
+    events = read_events(tmp_path / "events.jsonl")
+    assert [e["n"] for e in events][:2] == [0, 50]
