@@ -1,0 +1,116 @@
+"""Voice activity on the (echo-cancelled) microphone: where speech starts and ends.
+
+silero-vad scores 512-sample windows at 16 kHz (32 ms). This module turns the scores into
+onsets and offsets with hysteresis: an onset needs `min_speech_ms` of windows above
+`threshold`, an offset needs `min_silence_ms` below `threshold - 0.15` (silero's own
+recommended gap). Times are on the session clock: an onset is stamped with the start of
+its first speech window, an offset with the end of its last one. What an onset or an
+offset *means* (end of turn, barge-in, backchannel) is the duplex controller's business.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+
+WINDOW = 512
+RATE = 16000
+WINDOW_SECONDS = WINDOW / RATE
+
+
+class VadKind(enum.StrEnum):
+    ONSET = "onset"
+    OFFSET = "offset"
+
+
+@dataclass(frozen=True)
+class VadEvent:
+    kind: VadKind
+    t: float  # session-clock seconds: where speech began (onset) or ended (offset)
+    detected_at: float  # session-clock seconds of the audio that made the decision
+
+
+class VoiceActivity:
+    def __init__(
+        self,
+        *,
+        threshold: float = 0.5,
+        min_speech_ms: float = 64.0,
+        min_silence_ms: float = 96.0,
+        model=None,
+    ) -> None:
+        import torch
+
+        if model is None:
+            from silero_vad import load_silero_vad
+
+            model = load_silero_vad()
+        self._torch = torch
+        self._model = model
+        self.threshold = threshold
+        self.off_threshold = max(0.05, threshold - 0.15)
+        self._need_speech = max(1, round(min_speech_ms / 1000 / WINDOW_SECONDS))
+        self._need_silence = max(1, round(min_silence_ms / 1000 / WINDOW_SECONDS))
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._pending_t = 0.0
+        self.speaking = False
+        self._run = 0  # windows in a row that argue for switching state
+        self._run_start = 0.0  # where that run began
+        self._last_speech_end = 0.0
+        self.last_probability = 0.0
+
+    def reset(self) -> None:
+        self._model.reset_states()
+        self._pending = np.zeros(0, dtype=np.float32)
+        self.speaking = False
+        self._run = 0
+
+    def feed(self, samples: np.ndarray, t: float) -> list[VadEvent]:
+        """Score 16 kHz mono `samples` starting at session time `t`; return new events."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if len(self._pending) == 0:
+            self._pending_t = t
+        buf = np.concatenate([self._pending, samples])
+        events: list[VadEvent] = []
+        whole = len(buf) // WINDOW * WINDOW
+        window_t = self._pending_t
+        with self._torch.inference_mode():
+            for start in range(0, whole, WINDOW):
+                chunk = self._torch.from_numpy(buf[start : start + WINDOW].copy())
+                prob = float(self._model(chunk, RATE))
+                event = self._decide(prob, window_t)
+                if event is not None:
+                    events.append(event)
+                window_t += WINDOW_SECONDS
+        self._pending = buf[whole:]
+        self._pending_t = window_t
+        return events
+
+    def _decide(self, prob: float, window_t: float) -> VadEvent | None:
+        self.last_probability = prob
+        window_end = window_t + WINDOW_SECONDS
+        if not self.speaking:
+            if prob >= self.threshold:
+                if self._run == 0:
+                    self._run_start = window_t
+                self._run += 1
+                if self._run >= self._need_speech:
+                    self.speaking = True
+                    self._run = 0
+                    self._last_speech_end = window_end
+                    return VadEvent(VadKind.ONSET, self._run_start, window_end)
+            else:
+                self._run = 0
+            return None
+        if prob < self.off_threshold:
+            self._run += 1
+            if self._run >= self._need_silence:
+                self.speaking = False
+                self._run = 0
+                return VadEvent(VadKind.OFFSET, self._last_speech_end, window_end)
+        else:
+            self._run = 0
+            self._last_speech_end = window_end
+        return None
