@@ -1,0 +1,239 @@
+"""The warm conversation: thinker (and mirrored talker) caches, positions, trimming.
+
+Every segment (prompt.py) is prefilled into the thinker as soon as it exists, with
+explicit multimodal rotary positions: `thinker.get_rope_index` on the chunk alone plus
+the running offset (the next free position). Leaving positions to the library is
+wrong for a chunk holding a new image (FACTS.md).
+
+The talker is kept warm too. For speech, Qwen2.5-Omni's talker reads the whole
+conversation as its own prompt: per token the thinker's input embedding (zeroed on
+audio/image placeholders) plus the thinker's last hidden state, at the thinker's
+positions. Those are exactly what a thinker prefill computes, so each prefill feeds the
+talker's cache in the same breath, and at the end of a turn only the answer itself is
+left for the talker to process. The two caches always hold the same token count at
+segment boundaries, so one rollback serves both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from app.model.qwen_omni.prompt import Kind, Segment
+
+
+def truncate_cache(cache, length: int) -> None:
+    """Drop cached tokens past `length` (transformers 5 crops by a negative count)."""
+    extra = cache.get_seq_length() - length
+    if extra > 0:
+        cache.crop(-extra)
+
+
+@dataclass
+class Prefilled:
+    logits: torch.Tensor  # (vocab,) next-token logits after the chunk, float32
+    talker_inputs: torch.Tensor  # (1, n, hidden): embedding + last hidden per token
+    positions: torch.Tensor  # (3, 1, n)
+
+
+@dataclass
+class _Entry:
+    segment: Segment
+    end_len: int  # cache length after this segment
+    end_pos: int  # next free rotary position after this segment
+
+
+class WarmContext:
+    """The conversation as the model holds it, kept valid after every call."""
+
+    def __init__(
+        self,
+        model,
+        *,
+        token_budget: int = 24000,
+        trim_to: float = 0.75,
+        mirror_talker: bool = True,
+    ) -> None:
+        from transformers import DynamicCache
+
+        self.model = model
+        self.thinker = model.thinker
+        self.talker = model.talker if mirror_talker else None
+        self.device = next(self.thinker.parameters()).device
+        self.dtype = self.thinker.get_input_embeddings().weight.dtype
+        cfg = self.thinker.config
+        self._mm_ids = torch.tensor(
+            [cfg.audio_token_index, cfg.image_token_index, cfg.video_token_index]
+        )
+        if token_budget < 64:
+            raise ValueError("token_budget must be at least 64 tokens")
+        self.token_budget = token_budget
+        self.trim_to = trim_to
+        self._cache_cls = DynamicCache
+        self.cache = DynamicCache()
+        self.talker_cache = DynamicCache() if self.talker is not None else None
+        self.entries: list[_Entry] = []
+        self.last_logits: torch.Tensor | None = None
+        self.trims = 0
+
+    # --- bookkeeping -----------------------------------------------------------------
+
+    @property
+    def length(self) -> int:
+        return self.entries[-1].end_len if self.entries else 0
+
+    @property
+    def next_pos(self) -> int:
+        return self.entries[-1].end_pos if self.entries else 0
+
+    @property
+    def segments(self) -> list[Segment]:
+        return [e.segment for e in self.entries]
+
+    def reset(self) -> None:
+        self.cache = self._cache_cls()
+        self.talker_cache = self._cache_cls() if self.talker is not None else None
+        self.entries = []
+        self.last_logits = None
+
+    # --- prefill ---------------------------------------------------------------------
+
+    def positions_for(self, seg: Segment, offset: int) -> torch.Tensor:
+        grid = seg.image.grid_thw if seg.image is not None else None
+        seqlens = seg.audio.mask.sum(-1) if seg.audio is not None else None
+        # The text-only branch of get_rope_index needs a mask; all ones, no padding.
+        mask = torch.ones_like(seg.ids)
+        pos, _ = self.thinker.get_rope_index(seg.ids, grid, None, mask, False, seqlens, None)
+        return pos + offset
+
+    @torch.no_grad()
+    def forward_chunk(self, seg: Segment, offset: int) -> Prefilled:
+        """Run the thinker (and mirror into the talker) on one segment at `offset`."""
+        pos = self.positions_for(seg, offset)
+        kwargs: dict = {}
+        if seg.audio is not None:
+            kwargs["input_features"] = seg.audio.features.to(self.device, self.dtype)
+            kwargs["feature_attention_mask"] = seg.audio.mask.to(self.device)
+        if seg.image is not None:
+            kwargs["pixel_values"] = seg.image.pixel_values.to(self.device, self.dtype)
+            kwargs["image_grid_thw"] = seg.image.grid_thw.to(self.device)
+        ids = seg.ids.to(self.device)
+        out = self.thinker(
+            input_ids=ids,
+            position_ids=pos.to(self.device),
+            cache=self.cache,
+            use_cache=True,
+            output_hidden_states=self.talker is not None,
+            **kwargs,
+        )
+        talker_inputs = torch.empty(0)
+        if self.talker is not None:
+            talker_inputs = self.talker_inputs(ids, out.hidden_states)
+            self.talker(
+                inputs_embeds=talker_inputs.to(self.talker.dtype),
+                position_ids=pos.to(self.device),
+                cache=self.talker_cache,
+                use_cache=True,
+            )
+        return Prefilled(out.logits[0, -1].float(), talker_inputs, pos)
+
+    def talker_inputs(self, ids: torch.Tensor, hidden_states) -> torch.Tensor:
+        """Embedding (zeroed on audio/image placeholders) + last hidden state per token,
+        as Qwen2_5OmniForConditionalGeneration.generate builds the talker's prompt."""
+        embeds = hidden_states[0]
+        mm = torch.isin(ids, self._mm_ids.to(ids.device)).unsqueeze(-1)
+        embeds = embeds.masked_fill(mm, 0.0)
+        return embeds + hidden_states[-1]
+
+    def append(self, seg: Segment) -> torch.Tensor:
+        """Prefill `seg` at the end of the conversation; returns next-token logits."""
+        if self.length != self.cache.get_seq_length():
+            # An answer left tokens past the last segment: they are not part of the
+            # conversation until committed (backend.heard / answer end) — drop them.
+            self.rollback_to(len(self.entries))
+        res = self.forward_chunk(seg, self.next_pos)
+        end_pos = int(res.positions.max()) + 1
+        self.entries.append(_Entry(seg, self.length + seg.length, end_pos))
+        self.last_logits = res.logits
+        return res.logits
+
+    def rollback_to(self, n_entries: int) -> None:
+        """Keep the first `n_entries` segments; drop everything after them from both caches."""
+        self.entries = self.entries[:n_entries]
+        truncate_cache(self.cache, self.length)
+        if self.talker_cache is not None:
+            truncate_cache(self.talker_cache, self.length)
+        self.last_logits = None
+
+    # --- trimming --------------------------------------------------------------------
+
+    def over_budget(self, extra: int = 0) -> bool:
+        return self.length + extra > self.token_budget
+
+    def trim(self, extra: int = 0) -> int:
+        """Drop the oldest user/assistant segments until there is room for `extra` more
+        tokens with slack, keeping the system prompt and the open turn's opener, then
+        re-prefill what is kept so every position is what a fresh prefill would give.
+        Returns the number of segments dropped."""
+        if not self.over_budget(extra) or len(self.entries) < 2:
+            return 0
+        target = int(self.token_budget * self.trim_to) - extra
+        keep_head = 1 if self.entries[0].segment.kind is Kind.SYSTEM else 0
+        tail = [e.segment for e in self.entries[keep_head:]]
+        head_len = self.entries[keep_head - 1].end_len if keep_head else 0
+        total = head_len + sum(s.length for s in tail)
+        dropped = 0
+        # Whole turns first: never leave half a past turn behind.
+        while tail and total > target:
+            turn = tail[0].turn
+            if all(s.turn == turn for s in tail):
+                break  # only the open turn is left
+            while tail and tail[0].turn == turn:
+                total -= tail.pop(0).length
+                dropped += 1
+        # Then the open turn's oldest units, keeping its opener so the layout stays valid.
+        i = 1 if tail and tail[0].kind is Kind.USER_OPEN else 0
+        while total > target and i < len(tail) and tail[i].kind is Kind.UNIT:
+            total -= tail.pop(i).length
+            dropped += 1
+        if dropped:
+            self.rollback_to(keep_head)
+            for seg in tail:
+                self.append(seg)
+            self.trims += 1
+        return dropped
+
+
+@torch.no_grad()
+def one_shot_logits(thinker, segments: list[Segment]) -> torch.Tensor:
+    """Next-token logits of the whole conversation prefilled in one forward pass.
+
+    The reference that chunked prefill and trimming are checked against; also useful
+    for debugging a real checkpoint.
+    """
+    device = next(thinker.parameters()).device
+    dtype = thinker.get_input_embeddings().weight.dtype
+    ids = torch.cat([s.ids for s in segments], dim=1)
+    audios = [s.audio for s in segments if s.audio is not None]
+    images = [s.image for s in segments if s.image is not None]
+    kwargs: dict = {}
+    seqlens = None
+    if audios:
+        frames = max(a.features.shape[-1] for a in audios)
+        feats = torch.zeros(len(audios), audios[0].features.shape[1], frames)
+        mask = torch.zeros(len(audios), frames, dtype=torch.long)
+        for i, a in enumerate(audios):
+            feats[i, :, : a.features.shape[-1]] = a.features[0]
+            mask[i, : a.features.shape[-1]] = 1
+        kwargs["input_features"] = feats.to(device, dtype)
+        kwargs["feature_attention_mask"] = mask.to(device)
+        seqlens = mask.sum(-1)
+    grid = None
+    if images:
+        grid = torch.cat([im.grid_thw for im in images])
+        kwargs["pixel_values"] = torch.cat([im.pixel_values for im in images]).to(device, dtype)
+        kwargs["image_grid_thw"] = grid.to(device)
+    pos, _ = thinker.get_rope_index(ids, grid, None, torch.ones_like(ids), False, seqlens, None)
+    out = thinker(input_ids=ids.to(device), position_ids=pos.to(device), use_cache=False, **kwargs)
+    return out.logits[0, -1].float()
