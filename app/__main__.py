@@ -13,6 +13,7 @@ from app.cli_dispatch import add_lazy_subcommands, load_subcommand
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("app.doctor", "show what this machine offers and lacks for Duetto"),
     "bench": ("app.bench.cli", "run a benchmark and check its targets"),
+    "models": ("app.model.cli", "list, download or build model checkpoints"),
 }
 
 
