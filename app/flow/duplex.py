@@ -1,0 +1,181 @@
+"""The duplex controller: who has the floor, decided from voice activity and the model.
+
+A pure state machine: it is told what happened (a voice-activity onset or offset, the
+model's first speech, the end of playback, the clock moving on) and answers with the
+actions the session must take. It owns no threads and touches no device, so every
+timing rule is tested by feeding it events.
+
+Barge-in without cutting off backchannels: the moment the user starts talking over the
+assistant, playback *pauses* (so the channel is silent within the VAD's onset latency,
+about 64 ms); if the user stops again before `barge_in_min_speech` ("mm-hm", a cough),
+playback resumes where it paused and nothing is lost; if they keep talking, it is a
+barge-in: the queued audio is flushed, the model is stopped and told what was heard.
+
+Turn-based backends (runtime duplex) get their end of turn from here: the user's speech
+ended and `end_of_turn_silence` passed without new speech. Native-duplex backends decide
+for themselves when to speak; a confirmed barge-in still forces them to listen, because
+such models may never yield by themselves.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from app.flow.vad import VadEvent, VadKind
+
+# Times are sums of float seconds: compare with a tolerance far below one audio sample.
+_EPSILON = 1e-6
+
+
+class DuplexState(enum.StrEnum):
+    LISTENING = "listening"
+    RESPONDING = "responding"  # the user's turn ended; the model is preparing its answer
+    SPEAKING = "speaking"
+    INTERRUPTED = "interrupted"  # the user took the floor back; waiting for them to finish
+
+
+class Action(enum.StrEnum):
+    END_TURN = "end_turn"  # tell a turn-based backend the user's turn is over
+    PAUSE_PLAYBACK = "pause_playback"
+    RESUME_PLAYBACK = "resume_playback"
+    BARGE_IN = "barge_in"  # flush playback, stop the model, tell it what was heard
+    CANCEL_RESPONSE = "cancel_response"  # the user went on before any audio played
+
+
+@dataclass(frozen=True)
+class DuplexConfig:
+    end_of_turn_silence: float = 0.6
+    barge_in_min_speech: float = 0.3
+    pause_on_onset: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.end_of_turn_silence <= 5.0:
+            raise ValueError("end-of-turn silence must be between 0.05 s and 5 s")
+        if not 0.0 <= self.barge_in_min_speech <= 3.0:
+            raise ValueError("barge-in minimum speech must be between 0 s and 3 s")
+
+
+@dataclass(frozen=True)
+class Transition:
+    """Why the state changed, for the event log and the UI."""
+
+    t: float
+    state: DuplexState
+    reason: str
+
+
+class DuplexController:
+    def __init__(self, config: DuplexConfig | None = None, *, native_duplex: bool = False):
+        self.config = config or DuplexConfig()
+        self.native_duplex = native_duplex
+        self.state = DuplexState.LISTENING
+        self.user_speaking = False
+        self._speech_start = 0.0  # onset time of the current user speech
+        self._turn_due: float | None = None  # when the end of turn fires, if nothing changes
+        self._paused = False
+        self.history: list[Transition] = []
+        self.barge_ins = 0
+        self.backchannels = 0
+
+    # ------------------------------------------------------------------ inputs
+    def on_vad(self, event: VadEvent) -> list[Action]:
+        if event.kind is VadKind.ONSET:
+            return self._on_onset(event)
+        return self._on_offset(event)
+
+    def on_clock(self, now: float) -> list[Action]:
+        """Advance timers to session time `now` (the audio processed so far)."""
+        actions: list[Action] = []
+        if (
+            self.user_speaking
+            and self.state in (DuplexState.SPEAKING, DuplexState.RESPONDING)
+            and now - self._speech_start >= self.config.barge_in_min_speech - _EPSILON
+        ):
+            actions += self._take_floor_back(now)
+        if (
+            self._turn_due is not None
+            and now >= self._turn_due - _EPSILON
+            and self.state is DuplexState.LISTENING
+        ):
+            self._turn_due = None
+            if not self.native_duplex:
+                self._enter(DuplexState.RESPONDING, now, "end of user turn")
+                actions.append(Action.END_TURN)
+        return actions
+
+    def on_model_speech(self, t: float) -> list[Action]:
+        """The first audio of a response went to the player (or a native model said SPEAK)."""
+        if self.state in (DuplexState.RESPONDING, DuplexState.LISTENING):
+            self._enter(DuplexState.SPEAKING, t, "assistant speaks")
+            self._turn_due = None
+        return []
+
+    def on_model_listen(self, t: float) -> list[Action]:
+        """A native-duplex model chose to listen, or a turn-based answer ended unspoken."""
+        if self.state in (DuplexState.RESPONDING, DuplexState.SPEAKING):
+            self._enter(DuplexState.LISTENING, t, "assistant yields")
+        return []
+
+    def on_playback_done(self, t: float) -> list[Action]:
+        """The model finished and the player drained: the floor is the user's again."""
+        actions: list[Action] = []
+        if self._paused:  # the user was mid-"mm-hm" as the answer ended
+            self._paused = False
+            actions.append(Action.RESUME_PLAYBACK)
+        if self.state is DuplexState.SPEAKING:
+            self._enter(DuplexState.LISTENING, t, "assistant finished")
+        return actions
+
+    def force_listen(self, t: float) -> list[Action]:
+        """The user pressed "stop talking": same as a barge-in, without the speech."""
+        if self.state in (DuplexState.SPEAKING, DuplexState.RESPONDING):
+            return self._take_floor_back(t, reason="stopped by the user")
+        return []
+
+    # ------------------------------------------------------------------ rules
+    def _on_onset(self, event: VadEvent) -> list[Action]:
+        self.user_speaking = True
+        self._speech_start = event.t
+        self._turn_due = None
+        actions: list[Action] = []
+        if (
+            self.state is DuplexState.SPEAKING
+            and self.config.pause_on_onset
+            and not self._paused
+        ):
+            self._paused = True
+            actions.append(Action.PAUSE_PLAYBACK)
+        # A long enough onset may already be a barge-in by the time it is detected.
+        return actions + self.on_clock(event.detected_at)
+
+    def _on_offset(self, event: VadEvent) -> list[Action]:
+        self.user_speaking = False
+        actions: list[Action] = []
+        if self.state in (DuplexState.SPEAKING, DuplexState.RESPONDING):
+            # Ended before it counted as a barge-in: a backchannel. Carry on.
+            self.backchannels += 1
+            if self._paused:
+                self._paused = False
+                actions.append(Action.RESUME_PLAYBACK)
+            return actions
+        self._turn_due = event.t + self.config.end_of_turn_silence
+        if self.state is DuplexState.INTERRUPTED:
+            self._enter(DuplexState.LISTENING, event.detected_at, "user finished")
+        return actions + self.on_clock(event.detected_at)
+
+    def _take_floor_back(self, t: float, reason: str = "user barged in") -> list[Action]:
+        self._paused = False
+        was_speaking = self.state is DuplexState.SPEAKING
+        self._enter(
+            DuplexState.INTERRUPTED if self.user_speaking else DuplexState.LISTENING, t, reason
+        )
+        if was_speaking:
+            self.barge_ins += 1
+            return [Action.BARGE_IN]
+        return [Action.CANCEL_RESPONSE]
+
+    def _enter(self, state: DuplexState, t: float, reason: str) -> None:
+        if state is not self.state:
+            self.state = state
+            self.history.append(Transition(t, state, reason))

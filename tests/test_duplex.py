@@ -1,0 +1,114 @@
+"""The duplex controller's rules, fed with voice-activity events on a known clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.flow.duplex import Action, DuplexConfig, DuplexController, DuplexState
+from app.flow.vad import VadEvent, VadKind
+
+
+def onset(t: float, lag: float = 0.064) -> VadEvent:
+    return VadEvent(VadKind.ONSET, t, t + lag)
+
+
+def offset(t: float, lag: float = 0.1) -> VadEvent:
+    return VadEvent(VadKind.OFFSET, t, t + lag)
+
+
+def speaking_controller(**config) -> DuplexController:
+    ctl = DuplexController(DuplexConfig(**config))
+    ctl.on_vad(onset(1.0))
+    ctl.on_vad(offset(2.5))
+    assert ctl.on_clock(3.2) == [Action.END_TURN]
+    ctl.on_model_speech(3.4)
+    assert ctl.state is DuplexState.SPEAKING
+    return ctl
+
+
+def test_end_of_turn_fires_after_the_configured_silence_and_only_once():
+    ctl = DuplexController(DuplexConfig(end_of_turn_silence=0.6))
+    assert ctl.on_vad(onset(1.0)) == []
+    assert ctl.on_vad(offset(2.5)) == []
+    assert ctl.on_clock(3.09) == []
+    assert ctl.on_clock(3.1) == [Action.END_TURN]
+    assert ctl.state is DuplexState.RESPONDING
+    assert ctl.on_clock(4.0) == []
+
+
+def test_a_pause_shorter_than_the_silence_does_not_end_the_turn():
+    ctl = DuplexController(DuplexConfig(end_of_turn_silence=0.6))
+    ctl.on_vad(onset(1.0))
+    ctl.on_vad(offset(2.5))
+    ctl.on_vad(onset(2.9))
+    assert ctl.on_clock(3.5) == []
+    ctl.on_vad(offset(4.0))
+    assert ctl.on_clock(4.6) == [Action.END_TURN]
+
+
+def test_a_backchannel_pauses_then_resumes_without_interrupting():
+    ctl = speaking_controller(barge_in_min_speech=0.3)
+    assert ctl.on_vad(onset(5.0)) == [Action.PAUSE_PLAYBACK]
+    assert ctl.on_clock(5.2) == []
+    assert ctl.on_vad(offset(5.2)) == [Action.RESUME_PLAYBACK]
+    assert ctl.state is DuplexState.SPEAKING
+    assert (ctl.backchannels, ctl.barge_ins) == (1, 0)
+
+
+def test_speech_that_goes_on_is_a_barge_in_then_a_new_turn():
+    ctl = speaking_controller(barge_in_min_speech=0.3, end_of_turn_silence=0.5)
+    assert ctl.on_vad(onset(5.0)) == [Action.PAUSE_PLAYBACK]
+    assert ctl.on_clock(5.29) == []
+    assert ctl.on_clock(5.3) == [Action.BARGE_IN]
+    assert ctl.state is DuplexState.INTERRUPTED
+    ctl.on_vad(offset(6.5))
+    assert ctl.state is DuplexState.LISTENING
+    assert ctl.on_clock(7.0) == [Action.END_TURN]
+    assert ctl.barge_ins == 1
+
+
+def test_an_onset_detected_late_is_a_barge_in_at_once():
+    ctl = speaking_controller(barge_in_min_speech=0.2)
+    assert ctl.on_vad(onset(5.0, lag=0.25)) == [Action.PAUSE_PLAYBACK, Action.BARGE_IN]
+
+
+def test_talking_on_before_the_answer_starts_cancels_it():
+    ctl = DuplexController(DuplexConfig(end_of_turn_silence=0.5, barge_in_min_speech=0.3))
+    ctl.on_vad(onset(1.0))
+    ctl.on_vad(offset(2.0))
+    assert ctl.on_clock(2.5) == [Action.END_TURN]
+    assert ctl.on_vad(onset(2.7)) == []  # nothing is playing: nothing to pause
+    assert ctl.on_clock(3.0) == [Action.CANCEL_RESPONSE]
+    assert ctl.barge_ins == 0
+
+
+def test_playback_end_returns_the_floor():
+    ctl = speaking_controller()
+    ctl.on_playback_done(8.0)
+    assert ctl.state is DuplexState.LISTENING
+
+
+def test_native_duplex_gets_no_end_of_turn_but_still_barge_in():
+    ctl = DuplexController(DuplexConfig(), native_duplex=True)
+    ctl.on_vad(onset(1.0))
+    ctl.on_vad(offset(2.0))
+    assert ctl.on_clock(5.0) == []
+    ctl.on_model_speech(5.5)
+    ctl.on_vad(onset(6.0))
+    assert Action.BARGE_IN in ctl.on_clock(6.4)
+
+
+def test_force_listen_stops_the_assistant():
+    ctl = speaking_controller()
+    assert ctl.force_listen(4.0) == [Action.BARGE_IN]
+    assert ctl.state is DuplexState.LISTENING
+    assert ctl.force_listen(4.1) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"end_of_turn_silence": 0.0}, {"end_of_turn_silence": 9}, {"barge_in_min_speech": -1}],
+)
+def test_nonsense_settings_are_rejected(kwargs):
+    with pytest.raises(ValueError):
+        DuplexConfig(**kwargs)
