@@ -144,3 +144,16 @@ def test_flush_takes_effect_within_one_block_on_a_real_time_device():
     # One stretch of speech, then silence for good: nothing leaks out after the flush.
     assert sounding[-1] - sounding[0] + 1 == len(sounding)
     assert 0.0 <= player.last_flush_latency <= BLOCK / RATE + 0.005
+
+
+def test_pause_holds_the_place_and_resume_carries_on_from_it():
+    player = Player(RATE)
+    ramp = np.arange(BLOCK * 4, dtype=np.float32) / (BLOCK * 4)
+    player.write(chunk(ramp))
+    first = pull(player, 1)
+    player.pause()
+    assert np.all(pull(player, 3) == 0.0)
+    assert player.underruns == 0  # a pause is not an underrun
+    player.resume()
+    rest = pull(player, 3)
+    np.testing.assert_array_equal(np.concatenate([first, rest])[: len(ramp), 0], ramp)

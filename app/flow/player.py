@@ -111,6 +111,7 @@ class Player:
         self._stream_offset = 0.0  # monotonic - stream clock, learnt on the first callback
         self._offset_known = False
         self._expecting_more = False  # inside a response whose end was not written yet
+        self.paused = False  # set by pause()/resume(); the callback holds its place
 
     # ----------------------------------------------------------------- writers
     def write(self, chunk: SpeechChunk) -> bool:
@@ -148,6 +149,14 @@ class Player:
             self._flush_requested_at = self._clock()
             self._flush_to = self._ring.write_pos
 
+    def pause(self) -> None:
+        """Silence from the next block on, keeping the queue (a user's "mm-hm" may follow)."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """Carry on from the sample where pause() stopped."""
+        self.paused = False
+
     def _to_output_rate(self, chunk: SpeechChunk) -> np.ndarray:
         audio = np.asarray(chunk.audio, dtype=np.float32).reshape(-1)
         if chunk.sample_rate == self.output_rate:
@@ -178,6 +187,9 @@ class Player:
             self.last_flush_latency = dac_time - self._flush_requested_at
         self._block_start = self._ring.read_pos
         self._block_time = dac_time
+        if self.paused:
+            outdata.fill(0.0)
+            return
         mono = outdata[:, 0]
         got = self._ring.read_into(mono)
         if got < frames and (got > 0 or self._expecting_more):
