@@ -45,7 +45,7 @@ def _offline_error(entry: RegistryEntry, why: str) -> BackendError:
         hint=(
             "use a model folder you already have with `duetto --model DIR`; or, on a "
             f"machine with network, run `hf download {entry.hub_id} --local-dir "
-            f"{entry.id}` and copy that folder here"
+            f"{entry.id}`, copy that folder to this machine and pass it with --model DIR"
         ),
     )
 
@@ -152,8 +152,9 @@ def progress_bar_class(
             self._done = 0
             kwargs["disable"] = not (show and self._reports)
             if self._reports and show:
+                # huggingface_hub grows this bar's total as each file starts; keep its
+                # total, but use tqdm's plain format (its own names fields we don't set).
                 kwargs["desc"] = "downloading"
-                kwargs["total"] = total_bytes or kwargs.get("total")
                 kwargs.pop("bar_format", None)
             super().__init__(*args, **kwargs)
 
