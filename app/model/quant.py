@@ -101,9 +101,11 @@ def bnb_config(
 ) -> BitsAndBytesConfig | None:
     """transformers' BitsAndBytesConfig for `quant`, or None for BF16/FP16.
 
-    `skip_modules` are module names kept in floating point (transformers matches them
-    against each module's dotted name). `device` picks the 4-bit compute dtype; by
-    default the first CUDA device when there is one, else the CPU.
+    `skip_modules` are module names kept in floating point (transformers matches each as
+    a regex prefix or a suffix of a module's dotted name). A non-empty list replaces
+    transformers' default skips (the output head, e.g. `lm_head`): include those yourself.
+    An empty list keeps the defaults. `device` picks the 4-bit compute dtype; by default
+    the first CUDA device when there is one, else the CPU.
     """
     if quant not in _QUANTIZED:
         return None
