@@ -125,6 +125,9 @@ def list_audio_devices() -> AudioDevices:
         return AudioDevices((), (), str(exc))
     except Exception as exc:  # PortAudio failing to initialise is a finding, not a crash
         return AudioDevices((), (), f"PortAudio could not list devices: {exc}")
+    if not inputs and not outputs:
+        reason = "PortAudio found no audio devices (no sound card, or no access to it)"
+        return AudioDevices((), (), reason)
     reasons = []
     if not inputs:
         reasons.append("no audio input device (no sound card, or no access to it)")
@@ -283,9 +286,11 @@ def list_cameras(
     Each probe gets `timeout_s`; a probe that hangs ends the search with a reason.
     """
     open_capture = open_capture or _open_with_opencv
-    contiguous = indices is None and not sys.platform.startswith("linux")
+    linux = sys.platform.startswith("linux")
+    from_nodes = indices is None and linux
+    contiguous = indices is None and not linux
     if indices is None:
-        if sys.platform.startswith("linux"):
+        if linux:
             nodes = _linux_video_indices()
             if not nodes:
                 return CameraList((), "no camera device nodes (/dev/video*) on this machine")
@@ -316,7 +321,7 @@ def list_cameras(
     if not found:
         where = ", ".join(f"#{i}" for i in tried) or "none"
         why = "no camera opened (tried " + where + ")"
-        if sys.platform.startswith("linux") and tried:
+        if from_nodes and tried:
             why += "; check that your user may use /dev/video* (the 'video' group)"
         notes.insert(0, why)
     return CameraList(tuple(found), "; ".join(notes))
