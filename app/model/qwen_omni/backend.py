@@ -1,0 +1,275 @@
+"""QwenOmniBackend: Qwen2.5-Omni (3B/7B) behind the backend contract, runtime duplex.
+
+Threads and interruption
+------------------------
+All calls except `interrupt()` come from one thread (the session loop). `step()`
+prefills its unit at once (before returning) and returns an iterator; for a unit that
+ends the user's turn, iterating it generates the answer as it goes: SPEAK, then text
+and speech outputs, then END_OF_TURN.
+
+`interrupt()` may be called from any thread at any time. It sets a flag that the answer
+loop checks before every forward pass, so generation stops within one step (one thinker
+token + one talker code, or one token2wav chunk) and the iterator ends without
+END_OF_TURN. Then, from the session thread:
+
+* `heard(played_text)` keeps in the context only what the user actually heard: the
+  cache is rolled back to the end of the user's turn, `played_text` is prefilled as the
+  assistant's words and the assistant turn is closed, so the next answer continues
+  from there.
+* A `step()` with `Control(barge_in=True)` or `force_listen=True` does the same as
+  `interrupt()` first (for callers without a second thread); if `heard()` was not
+  called, the text of the speech chunks already yielded counts as heard.
+
+Long sessions: when the context passes `token_budget` tokens, the oldest turns (then
+the open turn's oldest units) are dropped, the system prompt is kept, and what remains
+is prefilled again so positions are exactly those of a fresh conversation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import threading
+from collections.abc import Iterator
+
+import torch
+
+from app.model.contract import (
+    BackendError,
+    BackendSpec,
+    Control,
+    Decision,
+    ModelSource,
+    Output,
+    Persona,
+    Progress,
+    Quant,
+    SpeechChunk,
+    Unit,
+)
+from app.model.qwen_omni import loader
+from app.model.qwen_omni.cache import WarmContext
+from app.model.qwen_omni.features import AudioFeaturizer, ImagePatcher
+from app.model.qwen_omni.prompt import Kind, Layout
+from app.model.qwen_omni.speech import Answer, AnswerConfig
+
+log = logging.getLogger(__name__)
+
+FAMILY = "qwen2.5-omni"
+AUDIO_OUT_RATE = 24000
+DEFAULT_VOICES = ("Chelsie", "Ethan")
+# GiB for weights + a working cache, 7B checkpoint (about 10.7 B parameters in all:
+# thinker 7.6 B, vision 0.7 B, audio 0.6 B, talker 1.4 B, token2wav 0.4 B).
+VRAM_7B = {Quant.BF16: 24.0, Quant.FP16: 24.0, Quant.INT8: 15.0, Quant.NF4: 10.0}
+
+
+class QwenOmniBackend:
+    """Qwen2.5-Omni on transformers' own classes; see the module docstring for threads."""
+
+    def __init__(
+        self,
+        *,
+        unit_ms: int = 1000,
+        token_budget: int = 24000,
+        max_answer_tokens: int = 512,
+        device: str | None = None,
+        image_max_pixels: int = 224 * 224 * 2,
+        answer: AnswerConfig | None = None,
+    ) -> None:
+        if not 100 <= unit_ms <= 10000:
+            raise ValueError("unit_ms must lie between 100 and 10000")
+        self.spec = BackendSpec(
+            family=FAMILY,
+            unit_ms=unit_ms,
+            audio_in_rate=16000,
+            audio_out_rate=AUDIO_OUT_RATE,
+            frames_per_unit=1,
+            native_duplex=False,
+            voices=DEFAULT_VOICES,
+            accepts_reference_voice=False,
+            vram_gib=dict(VRAM_7B),
+        )
+        self.token_budget = token_budget
+        self.device = device
+        self.answer_config = answer or AnswerConfig(max_answer_tokens=max_answer_tokens)
+        self._featurize = AudioFeaturizer()
+        self._patch = ImagePatcher(max_pixels=image_max_pixels)
+        self._stop = threading.Event()
+        self._lock = threading.RLock()
+        self._loaded: loader.Loaded | None = None
+        self._layout: Layout | None = None
+        self.ctx: WarmContext | None = None
+        self._speaker: dict | None = None
+        self._turn = 0
+        self._user_open = False
+        self._answer: Answer | None = None
+        self._answer_committed = True
+        self._response_id = 0
+        self.last_answer: Answer | None = None  # for benchmarks and tests
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def load(self, source: ModelSource, quant: Quant, progress: Progress) -> None:
+        self.close()
+        self._loaded = loader.load(source, quant, progress, device=self.device)
+        self._layout = Layout(self._loaded.tokenizer)
+        voices = tuple(self._loaded.model.speaker_map.keys())
+        self.spec = dataclasses.replace(self.spec, voices=voices)
+        meta_min = self._loaded.min_answer_tokens
+        if meta_min:
+            # Random tiny models stop at once; their folder asks for a minimum length.
+            self.answer_config = dataclasses.replace(
+                self.answer_config,
+                min_answer_tokens=max(self.answer_config.min_answer_tokens, meta_min),
+                min_codes=max(self.answer_config.min_codes, meta_min + 1),
+            )
+
+    def _require_loaded(self) -> loader.Loaded:
+        if self._loaded is None:
+            raise BackendError("the model is not loaded", hint="call load() first")
+        return self._loaded
+
+    def start(self, persona: Persona) -> None:
+        loaded = self._require_loaded()
+        speakers = loaded.model.speaker_map
+        name = persona.voice.builtin or next(iter(speakers))
+        if persona.voice.reference_audio is not None and not persona.voice.builtin:
+            raise BackendError(
+                "Qwen2.5-Omni speaks only with its built-in voices, not a reference recording",
+                hint=f"pick one of: {', '.join(speakers)}",
+            )
+        if name not in speakers:
+            raise BackendError(
+                f"unknown speaker '{name}'",
+                hint=f"available speakers: {', '.join(speakers)}",
+            )
+        with self._lock:
+            self._speaker = speakers[name]
+            self.ctx = WarmContext(loaded.model, token_budget=self.token_budget)
+            self.ctx.append(self._layout.system(persona.role_prompt))
+            self._turn = 0
+            self._user_open = False
+            self._answer = None
+            self._answer_committed = True
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self.ctx = None
+            self._answer = None
+            self.last_answer = None
+            self._loaded = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # --- interruption ------------------------------------------------------------------
+
+    def interrupt(self) -> None:
+        """Stop the answer in progress within one generation step. Any thread."""
+        self._stop.set()
+
+    # --- the conversation ------------------------------------------------------------
+
+    def _require_started(self) -> WarmContext:
+        if self.ctx is None:
+            raise BackendError("no conversation", hint="call start(persona) first")
+        return self.ctx
+
+    def step(self, unit: Unit, control: Control) -> Iterator[Output]:
+        ctx = self._require_started()
+        if control.barge_in or control.force_listen:
+            self.interrupt()
+        self._settle_answer()
+        audio = self._featurize(unit.audio, unit.sample_rate)
+        image = self._patch(unit.frames[-1].pixels) if unit.frames else None
+        with self._lock:
+            if not self._user_open:
+                self._turn += 1
+                ctx.trim()
+                ctx.append(self._layout.user_open(self._turn))
+                self._user_open = True
+            seg = self._layout.unit(self._turn, audio, image)
+            ctx.trim(extra=seg.length)
+            ctx.append(seg)
+        if not control.turn_ended or control.force_listen:
+            return iter([Output(decision=Decision.LISTEN)])
+        return self._respond()
+
+    def _respond(self) -> Iterator[Output]:
+        ctx = self._require_started()
+        with self._lock:
+            ctx.trim(extra=self.answer_config.max_answer_tokens)
+            logits = ctx.append(self._layout.user_close(self._turn))
+            self._user_open = False
+            # A fresh flag per answer: a late interrupt() or heard() can only stop the
+            # answer it was meant for, and a stopped answer can never resume.
+            self._stop = threading.Event()
+            self._response_id += 1
+            answer = Answer(ctx, self._layout, self._speaker, self.answer_config,
+                            self._stop, self._lock)
+            self._answer = answer
+            self.last_answer = answer
+            self._answer_committed = False
+        return self._stream(answer, logits, self._response_id)
+
+    def _stream(self, answer: Answer, logits: torch.Tensor, rid: int) -> Iterator[Output]:
+        yield Output(decision=Decision.SPEAK)
+        seq = 0
+        for ev in answer.run(logits):
+            if ev.kind == "text":
+                yield Output(text=ev.text)
+            elif ev.kind == "speech":
+                chunk = SpeechChunk(ev.audio, AUDIO_OUT_RATE, rid, seq, ev.text)
+                seq += 1
+                yield Output(speech=chunk)
+            elif ev.kind == "done":
+                with self._lock:
+                    if self._answer is answer:
+                        self._commit(answer.state.token_ids, answer.state.text)
+                yield Output(decision=Decision.END_OF_TURN)
+            elif ev.kind == "interrupted":
+                return
+
+    def _settle_answer(self) -> None:
+        """Close an interrupted answer nobody reported on: what was yielded was heard."""
+        with self._lock:
+            if self._answer is not None and not self._answer_committed:
+                self._commit_text(self._answer.state.spoken_text)
+
+    def _answer_start(self) -> int:
+        """Index just past the last user_close segment (where the answer begins)."""
+        ctx = self._require_started()
+        for i in range(len(ctx.entries) - 1, -1, -1):
+            if ctx.entries[i].segment.kind is Kind.USER_CLOSE:
+                return i + 1
+        raise BackendError("there is no answer to correct", hint="heard() follows an answer")
+
+    def _commit(self, token_ids: list[int], text: str) -> None:
+        ctx = self._require_started()
+        ctx.rollback_to(self._answer_start())
+        ctx.append(self._layout.assistant(self._turn, token_ids, text))
+        self._answer_committed = True
+
+    def _commit_text(self, played: str) -> None:
+        ids: list[int] = []
+        if self._answer is not None:
+            gen = self._answer.state.token_ids
+            # Prefer the model's own tokens for the played prefix; re-encode otherwise.
+            for n in range(len(gen), -1, -1):
+                if self._layout.decode(gen[:n]) == played:
+                    ids = gen[:n]
+                    break
+            else:
+                ids = self._layout.encode(played)
+        else:
+            ids = self._layout.encode(played)
+        self._commit(ids, played)
+
+    def heard(self, played_text: str) -> None:
+        """Keep only `played_text` of the last answer in the context (after a barge-in)."""
+        self._require_started()
+        self._stop.set()
+        with self._lock:
+            self._commit_text(played_text or "")

@@ -1,0 +1,162 @@
+"""Streaming token2wav: talker codes in, 24 kHz waveform out, chunk by chunk.
+
+transformers' Qwen2_5OmniToken2WavModel turns a whole code sequence into a waveform:
+a DiT (flow matching, block-local attention) makes the mel spectrogram, BigVGAN makes
+the wave. Streaming here uses the same two modules on windows:
+
+* DiT: each window starts on a DiT block boundary with `left_blocks` blocks of already
+  decoded context on the left and, except at the end, `lookahead_codes` codes on the
+  right. Only the window's new mel frames are kept. The starting noise is drawn once
+  per absolute mel frame (not per window), so overlapping windows integrate the same
+  ODE and their frames agree where their contexts agree.
+* BigVGAN is a pure convolution stack with a finite receptive field (±16 mel frames for
+  the real kernel/rate layout, measured by perturbation). Each vocoder window gets
+  `vocoder_context` frames of context on both sides and only its middle samples are
+  kept, so the streamed waveform is sample-for-sample what vocoding the assembled mel
+  in one pass gives: no seam at chunk boundaries (tests/test_qwen_voice.py checks it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import RungeKutta4ODESolver
+
+VOCODER_CONTEXT_FRAMES = 18
+
+
+class VoiceStream:
+    """Codes pushed one at a time; `pull()` returns new audio when a chunk is due."""
+
+    def __init__(
+        self,
+        token2wav,
+        speaker: dict,
+        *,
+        chunk_codes: int = 24,
+        first_chunk_codes: int = 6,
+        lookahead_codes: int = 6,
+        left_blocks: int = 1,
+        vocoder_context: int = VOCODER_CONTEXT_FRAMES,
+        num_steps: int = 10,
+        guidance_scale: float = 0.5,
+        sway_coefficient: float = -1.0,
+        seed: int = 0,
+    ) -> None:
+        self.dit = token2wav.code2wav_dit_model
+        self.vocoder = token2wav.code2wav_bigvgan_model
+        self.device = next(self.dit.parameters()).device
+        cfg = self.dit.config
+        self.repeats = int(cfg.repeats)
+        self.block_frames = int(cfg.block_size)
+        self.block_codes = max(1, self.block_frames // self.repeats)
+        self.mel_dim = int(cfg.mel_dim)
+        self.samples_per_frame = int(np.prod(token2wav.config.bigvgan_config.upsample_rates))
+        self.cond = speaker["cond"].to(self.device).float()
+        self.ref_mel = speaker["ref_mel"].to(self.device).float()
+        self.chunk_frames = chunk_codes * self.repeats
+        self.first_chunk_frames = first_chunk_codes * self.repeats
+        self.lookahead_codes = lookahead_codes
+        self.left_codes = left_blocks * self.block_codes
+        self.vctx = vocoder_context
+        self.num_steps = num_steps
+        self.guidance = guidance_scale
+        self.sway = sway_coefficient
+        self._gen = torch.Generator(device="cpu").manual_seed(seed)
+        self.codes: list[int] = []
+        self.noise = torch.empty(1, 0, self.mel_dim)
+        self.mel = torch.empty(1, self.mel_dim, 0, device=self.device)  # final frames
+        self.emitted_frames = 0
+        self.finished = False
+
+    # --- inputs ----------------------------------------------------------------------
+
+    def push(self, code: int) -> None:
+        if self.finished:
+            raise RuntimeError("push after finish")
+        self.codes.append(int(code))
+
+    @property
+    def emitted_samples(self) -> int:
+        return self.emitted_frames * self.samples_per_frame
+
+    # --- outputs ---------------------------------------------------------------------
+
+    def pull(self) -> np.ndarray | None:
+        """New samples when at least one chunk's worth is final, else None."""
+        n = len(self.codes)
+        mel_end = max(0, (n - self.lookahead_codes) * self.repeats)
+        wave_end = mel_end - self.vctx
+        need = self.first_chunk_frames if self.emitted_frames == 0 else self.chunk_frames
+        if wave_end - self.emitted_frames < need:
+            return None
+        return self._emit(mel_end, wave_end)
+
+    def finish(self) -> np.ndarray:
+        """Everything not yet emitted (the codes are complete)."""
+        self.finished = True
+        end = len(self.codes) * self.repeats
+        if end <= self.emitted_frames:
+            return np.zeros(0, dtype=np.float32)
+        return self._emit(end, end)
+
+    # --- internals -------------------------------------------------------------------
+
+    def _noise(self, start: int, end: int) -> torch.Tensor:
+        if end > self.noise.shape[1]:
+            grow = max(end - self.noise.shape[1], 4 * self.block_frames)
+            extra = torch.randn(1, grow, self.mel_dim, generator=self._gen)
+            self.noise = torch.cat([self.noise, extra], dim=1)
+        return self.noise[:, start:end].to(self.device)
+
+    @torch.no_grad()
+    def decode_mel(self, codes: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """DiT flow-matching on one window: codes (1, n) → mel (1, mel_dim, n*repeats)."""
+        frames = codes.shape[1] * self.repeats
+        cond = self.cond.unsqueeze(1).repeat(1, frames, 1)
+        dit, guidance = self.dit, self.guidance
+
+        def velocity(t, x):
+            if guidance < 1e-5:
+                return dit(hidden_states=x, speaker_embedding=cond, condition_vector=self.ref_mel,
+                           quantized_code=codes, time_step=t, apply_cfg=False)
+            out = dit(hidden_states=x, speaker_embedding=cond, condition_vector=self.ref_mel,
+                      quantized_code=codes, time_step=t, apply_cfg=True)
+            cond_v, null_v = torch.chunk(out, 2, dim=0)
+            return cond_v + (cond_v - null_v) * guidance
+
+        times = torch.linspace(0, 1, self.num_steps, device=self.device)
+        if self.sway is not None:
+            times = times + self.sway * (torch.cos(math.pi / 2 * times) - 1 + times)
+        solver = RungeKutta4ODESolver(function=velocity, initial_value=noise.float())
+        return solver.integrate(times)[-1].permute(0, 2, 1)
+
+    def _extend_mel(self, mel_end: int) -> None:
+        have = self.mel.shape[-1]
+        if mel_end <= have:
+            return
+        # Window start: a block boundary at least `left_codes` before the first new frame.
+        first_code = have // self.repeats
+        start = max(0, (first_code - self.left_codes) // self.block_codes * self.block_codes)
+        stop = len(self.codes)
+        codes = torch.tensor([self.codes[start:stop]], dtype=torch.long, device=self.device)
+        mel = self.decode_mel(codes, self._noise(start * self.repeats, stop * self.repeats))
+        offset = start * self.repeats
+        self.mel = torch.cat([self.mel, mel[..., have - offset : mel_end - offset]], dim=-1)
+
+    @torch.no_grad()
+    def _emit(self, mel_end: int, wave_end: int) -> np.ndarray:
+        self._extend_mel(mel_end)
+        lo = max(0, self.emitted_frames - self.vctx)
+        wave = self.vocoder(self.mel[..., lo:mel_end]).reshape(-1)
+        spf = self.samples_per_frame
+        out = wave[(self.emitted_frames - lo) * spf : (wave_end - lo) * spf]
+        self.emitted_frames = wave_end
+        return out.float().cpu().numpy().astype(np.float32, copy=False)
+
+    @torch.no_grad()
+    def vocode_all(self) -> np.ndarray:
+        """The assembled mel vocoded in one pass: the reference the stream must equal."""
+        return self.vocoder(self.mel).reshape(-1).float().cpu().numpy()
