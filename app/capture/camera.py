@@ -1,5 +1,8 @@
 """A camera on its own thread, pushing RGB frames stamped with time.monotonic().
 
+A frame is stamped when read() returns, so the stamp is late by the driver's buffering
+and decode (a few ms to a frame period); the microphone, the master clock, is exact.
+
 Faults: `start()` raises CaptureError naming the camera when it cannot be opened (or
 does not open within `open_timeout_s`). After that the camera only reports: when no
 frame arrives for `lost_after_s` (`first_frame_timeout_s` for the first one, since
