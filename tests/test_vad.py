@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from speech import needs_espeak, silence, speak
 
 from app.flow.vad import VadKind, VoiceActivity
-from tests.speech import needs_espeak, silence, speak
 
 RATE = 16000
 
