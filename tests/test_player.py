@@ -157,3 +157,30 @@ def test_pause_holds_the_place_and_resume_carries_on_from_it():
     player.resume()
     rest = pull(player, 3)
     np.testing.assert_array_equal(np.concatenate([first, rest])[: len(ramp), 0], ramp)
+
+
+def test_reference_holds_every_played_sample_with_its_speaker_time():
+    player = Player(RATE)
+    assert player.drain_reference() is None
+    player.write(chunk(np.full(BLOCK + 50, 0.5)))
+    out = pull(player, 3, t0=10.0)
+    reference, t = player.drain_reference()
+    np.testing.assert_array_equal(reference, out[:, 0])
+    assert t == pytest.approx(10.0 + 0.01)  # the first block's DAC time
+    pull(player, 1, t0=20.0)
+    more, t2 = player.drain_reference()
+    assert len(more) == BLOCK and t2 == pytest.approx(20.0 + 0.01)
+
+
+def test_going_silent_by_pause_or_flush_is_counted_once_with_its_time():
+    player = Player(RATE)
+    player.write(chunk(np.ones(RATE)))
+    pull(player, 2, t0=1.0)
+    player.pause()
+    pull(player, 2, t0=2.0)
+    assert player.silenced == 1 and player.silenced_at == pytest.approx(2.01)
+    player.resume()
+    pull(player, 1, t0=3.0)
+    player.flush()
+    pull(player, 1, t0=4.0)
+    assert player.silenced == 2 and player.silenced_at == pytest.approx(4.01)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from app.flow.audio_ring import AudioRing
+from app.flow.spsc_ring import SpscRing
 from app.model.contract import SpeechChunk
 
 
@@ -79,13 +79,14 @@ class Player:
         output_rate: int,
         *,
         capacity_seconds: float = 120.0,
+        reference_seconds: float = 5.0,
         resampler_factory: ResamplerFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 8000 <= output_rate <= 192000:
             raise ValueError(f"unsupported output sample rate {output_rate} Hz")
         self.output_rate = output_rate
-        self._ring = AudioRing(int(capacity_seconds * output_rate))
+        self._ring = SpscRing(int(capacity_seconds * output_rate))
         self._resampler_factory = resampler_factory
         self._resamplers: dict[int, ChunkResampler] = {}
         self._clock = clock
@@ -112,6 +113,17 @@ class Player:
         self._offset_known = False
         self._expecting_more = False  # inside a response whose end was not written yet
         self.paused = False  # set by pause()/resume(); the callback holds its place
+        # What the speaker played, every sample including silence, for the echo canceller
+        # and the recording. `reference_mark` is (reference position, speaker time) of the
+        # latest block, one tuple swapped in whole so readers never see half an update.
+        self.reference = SpscRing(int(reference_seconds * output_rate))
+        self.reference_mark: tuple[int, float] | None = None
+        self.reference_overflows = 0
+        # Counts of blocks where playback went from sound to silence by pause or flush,
+        # and the speaker time of the latest such block.
+        self.silenced = 0
+        self.silenced_at = 0.0
+        self._sounding = False
 
     # ----------------------------------------------------------------- writers
     def write(self, chunk: SpeechChunk) -> bool:
@@ -180,23 +192,48 @@ class Player:
             self._offset_known = True
         dac_time = float(time_info.outputBufferDacTime) + self._stream_offset
         flush_to = self._flush_to
+        flushed = False
         if flush_to > self._ring.read_pos:
             self.flushes.append((self._ring.read_pos, flush_to))
             self._ring.skip_to(flush_to)
             self.last_flush_silent_at = dac_time
             self.last_flush_latency = dac_time - self._flush_requested_at
+            flushed = True
         self._block_start = self._ring.read_pos
         self._block_time = dac_time
-        if self.paused:
-            outdata.fill(0.0)
-            return
         mono = outdata[:, 0]
-        got = self._ring.read_into(mono)
-        if got < frames and (got > 0 or self._expecting_more):
-            self.underruns += 1
-            self.underrun_samples += frames - got
+        if self.paused:
+            mono.fill(0.0)
+            got = 0
+        else:
+            got = self._ring.read_into(mono)
+            if got < frames and (got > 0 or self._expecting_more):
+                self.underruns += 1
+                self.underrun_samples += frames - got
+        if self._sounding and (self.paused or flushed):
+            self.silenced += 1
+            self.silenced_at = dac_time
+        self._sounding = got > 0
         for channel in range(1, outdata.shape[1]):
             outdata[:, channel] = mono
+        mark = self.reference.write_pos
+        if self.reference.write(mono) < frames:
+            self.reference_overflows += 1  # nobody drains it: keep playing regardless
+        self.reference_mark = (mark, dac_time)
+
+    def drain_reference(self) -> tuple[np.ndarray, float] | None:
+        """What was played since the last call and when its first sample was heard.
+
+        For one consumer (the session's listener). Returns None before the first block.
+        """
+        mark = self.reference_mark
+        if mark is None:
+            return None
+        start = self.reference.read_pos
+        out = np.empty(self.reference.available, dtype=np.float32)
+        self.reference.read_into(out)
+        mark_pos, mark_time = mark
+        return out, mark_time + (start - mark_pos) / self.output_rate
 
     # ----------------------------------------------------------------- readers
     @property

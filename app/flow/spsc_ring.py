@@ -1,5 +1,8 @@
 """A single-producer single-consumer ring of float32 samples for device callbacks.
 
+(The timeline has its own ring, `app/flow/ring.py`, which overwrites its oldest audio
+under a lock and reports it; this one never overwrites and never locks.)
+
 The read and write positions are running sample counts (they never wrap; the buffer
 index is the count modulo capacity). Each side writes only its own counter, and a
 Python int assignment is atomic under the GIL, so the audio callback never takes a lock
@@ -11,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 
-class AudioRing:
+class SpscRing:
     def __init__(self, capacity: int) -> None:
         if capacity <= 0:
             raise ValueError(f"ring capacity must be positive, got {capacity}")
