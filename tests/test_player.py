@@ -160,7 +160,7 @@ def test_pause_holds_the_place_and_resume_carries_on_from_it():
 
 
 def test_reference_holds_every_played_sample_with_its_speaker_time():
-    player = Player(RATE)
+    player = Player(RATE, clock=lambda: 10.0)  # stream clock == monotonic clock
     assert player.drain_reference() is None
     player.write(chunk(np.full(BLOCK + 50, 0.5)))
     out = pull(player, 3, t0=10.0)
@@ -173,7 +173,7 @@ def test_reference_holds_every_played_sample_with_its_speaker_time():
 
 
 def test_going_silent_by_pause_or_flush_is_counted_once_with_its_time():
-    player = Player(RATE)
+    player = Player(RATE, clock=lambda: 1.0)  # stream clock == monotonic clock
     player.write(chunk(np.ones(RATE)))
     pull(player, 2, t0=1.0)
     player.pause()
