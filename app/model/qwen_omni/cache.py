@@ -187,8 +187,8 @@ class WarmContext:
         # Whole turns first: never leave half a past turn behind.
         while tail and total > target:
             turn = tail[0].turn
-            if all(s.turn == turn for s in tail):
-                break  # only the open turn is left
+            if all(s.turn == turn for s in tail) and tail[-1].kind is not Kind.ASSISTANT:
+                break  # only the open turn is left: it is trimmed unit by unit below
             while tail and tail[0].turn == turn:
                 total -= tail.pop(0).length
                 dropped += 1

@@ -1,0 +1,126 @@
+"""Warm prefill and trimming of the Qwen2.5-Omni context, against one full prefill."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tiny_models
+import torch
+from tiny_models import make_unit, started_backend
+
+from app.model.contract import Control
+from app.model.qwen_omni.cache import WarmContext, one_shot_logits
+from app.model.qwen_omni.features import AudioFeaturizer, ImagePatcher, audio_token_count
+from app.model.qwen_omni.prompt import Kind, Layout
+
+# The session-wide tiny model fixtures.
+qwen_tiny_factory = tiny_models.qwen_tiny_factory
+qwen_tiny = tiny_models.qwen_tiny
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def model_and_layout(qwen_tiny):
+    from transformers import AutoTokenizer, Qwen2_5OmniForConditionalGeneration
+
+    model = Qwen2_5OmniForConditionalGeneration.from_pretrained(qwen_tiny).eval()
+    return model, Layout(AutoTokenizer.from_pretrained(qwen_tiny))
+
+
+def _conversation(layout: Layout, n_units: int, turn: int = 1, seed: int = 0):
+    feat, patch = AudioFeaturizer(), ImagePatcher()
+    segs = [layout.user_open(turn)]
+    for i in range(n_units):
+        u = make_unit(i, image=(i % 2 == 0), seed=seed + turn)
+        image = patch(u.frames[0].pixels) if u.frames else None
+        segs.append(layout.unit(turn, feat(u.audio, 16000), image))
+    return segs
+
+
+def test_audio_tokens_per_second():
+    # 1 s at 16 kHz: 100 mel frames -> 50 after the conv -> 25 tokens (Qwen's 25 Hz).
+    assert audio_token_count(100) == 25
+    feats = AudioFeaturizer()(np.zeros(16000, np.float32), 16000)
+    assert feats.features.shape == (1, 128, 100) and feats.n_tokens == 25
+
+
+def test_per_unit_prefill_equals_one_full_prefill(model_and_layout):
+    model, layout = model_and_layout
+    ctx = WarmContext(model)
+    segs = [layout.system("Be kind."), *_conversation(layout, 4), layout.user_close(1)]
+    assert any(s.image is not None for s in segs[2:])  # units with a new image
+    for seg in segs:
+        chunked = ctx.append(seg)
+    full = one_shot_logits(model.thinker, segs)
+    assert (chunked - full).abs().max().item() < TOL
+    # Both caches hold the same count of tokens at segment boundaries.
+    assert ctx.cache.get_seq_length() == ctx.talker_cache.get_seq_length() == ctx.length
+
+
+def test_library_positions_would_be_wrong_for_a_new_image(model_and_layout):
+    """Guards the reason explicit positions exist: the library's own are off for images."""
+    model, layout = model_and_layout
+    segs = [layout.system(""), *_conversation(layout, 2), layout.user_close(1)]
+    full = one_shot_logits(model.thinker, segs)
+    ctx = WarmContext(model, mirror_talker=False)
+    for seg in segs[:-1]:
+        ctx.append(seg)
+    wrong = model.thinker(input_ids=segs[-1].ids, cache=ctx.cache, use_cache=True)
+    good = WarmContext(model, mirror_talker=False)
+    for seg in segs:
+        logits = good.append(seg)
+    assert (logits - full).abs().max().item() < TOL
+    assert (wrong.logits[0, -1] - full).abs().max().item() > TOL
+
+
+def test_trimming_keeps_logits_of_a_fresh_prefill(model_and_layout):
+    model, layout = model_and_layout
+    system = layout.system("Short.")
+
+    def turn_segments(turn):
+        return [
+            *_conversation(layout, 2, turn=turn),
+            layout.user_close(turn),
+            layout.assistant(turn, layout.encode("ok then"), "ok then"),
+        ]
+
+    turn_len = sum(s.length for s in turn_segments(1))
+    budget = system.length + int(2.5 * turn_len)
+    ctx = WarmContext(model, token_budget=budget)
+    ctx.append(system)
+    for turn in (1, 2, 3):
+        for seg in turn_segments(turn):
+            ctx.trim(extra=seg.length)
+            ctx.append(seg)
+    ctx.trim(extra=turn_len // 2)
+    assert ctx.trims >= 1
+    assert ctx.entries[0].segment is system  # the system prompt is kept
+    assert ctx.length + turn_len // 2 <= budget
+    kept = ctx.segments
+    assert kept[1].kind is Kind.USER_OPEN and kept[1].turn > 1  # whole turns were dropped
+    probe = _conversation(layout, 1, turn=9)[1]
+    trimmed = ctx.append(probe)
+    fresh = WarmContext(model)
+    for seg in [*kept, probe]:
+        reference = fresh.append(seg)
+    assert fresh.next_pos == ctx.next_pos
+    assert (trimmed - reference).abs().max().item() < TOL
+    assert (trimmed - one_shot_logits(model.thinker, [*kept, probe])).abs().max().item() < TOL
+
+
+def test_backend_trims_a_long_session(qwen_tiny):
+    backend = started_backend(qwen_tiny, token_budget=500, max_answer_tokens=10)
+    for turn in range(3):
+        for i in range(3):
+            list(backend.step(make_unit(i, image=(i == 0), seed=turn), Control()))
+        outs = list(backend.step(make_unit(3, image=False, seed=turn), Control(turn_ended=True)))
+        assert outs[-1].decision is not None
+    ctx = backend.ctx
+    assert ctx.trims >= 1 and ctx.length <= 500
+    assert ctx.entries[0].segment.kind is Kind.SYSTEM
+    with torch.no_grad():
+        probe = backend._layout.user_open(99)
+        got = ctx.append(probe)
+        want = one_shot_logits(backend._loaded.model.thinker, ctx.segments)
+    assert (got - want).abs().max().item() < TOL

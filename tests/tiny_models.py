@@ -1,0 +1,71 @@
+"""Tiny random-weight model folders, built once per test session.
+
+Use from any test module (pytest puts tests/ on sys.path):
+
+    import tiny_models
+
+    qwen_tiny_factory = tiny_models.qwen_tiny_factory  # a module attribute is a fixture
+
+    def test_x(qwen_tiny_factory):
+        folder = qwen_tiny_factory(min_answer_tokens=8)
+
+Each distinct set of arguments is built once into the session's temp dir and shared.
+Helpers below make units and loaded backends for the Qwen tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.model.contract import ModelSource, Persona, Quant, Unit, VideoFrame, Voice
+
+
+@pytest.fixture(scope="session")
+def qwen_tiny_factory(tmp_path_factory) -> Callable[..., Path]:
+    """Returns build(min_answer_tokens=8, seed=0) -> folder of a tiny Qwen2.5-Omni."""
+    from app.model.qwen_omni.tiny import build_tiny
+
+    built: dict[tuple[int, int], Path] = {}
+
+    def build(min_answer_tokens: int = 8, seed: int = 0) -> Path:
+        key = (min_answer_tokens, seed)
+        if key not in built:
+            folder = tmp_path_factory.mktemp(f"qwen_tiny_{min_answer_tokens}_{seed}")
+            built[key] = build_tiny(folder, min_answer_tokens=min_answer_tokens, seed=seed)
+        return built[key]
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def qwen_tiny(qwen_tiny_factory) -> Path:
+    """The default tiny Qwen2.5-Omni folder (answers of at least 8 tokens)."""
+    return qwen_tiny_factory()
+
+
+def make_unit(index: int, *, image: bool = True, seed: int = 0, seconds: float = 1.0) -> Unit:
+    rng = np.random.default_rng(seed * 1000 + index)
+    audio = (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32)
+    frames = ()
+    if image:
+        pixels = rng.integers(0, 256, (96, 128, 3), dtype=np.uint8)
+        frames = (VideoFrame(pixels=pixels, t=float(index), seq=index),)
+    return Unit(index, float(index), seconds, 16000, audio, frames)
+
+
+def loaded_backend(folder: Path, quant: Quant = Quant.BF16, **kwargs):
+    from app.model.qwen_omni.backend import QwenOmniBackend
+
+    backend = QwenOmniBackend(**kwargs)
+    backend.load(ModelSource(local_dir=folder), quant, lambda what, frac: None)
+    return backend
+
+
+def started_backend(folder: Path, voice: str = "Chelsie", **kwargs):
+    backend = loaded_backend(folder, **kwargs)
+    backend.start(Persona("test", "Answer briefly.", voice=Voice(builtin=voice)))
+    return backend
