@@ -13,27 +13,20 @@ whole, with no overflow and no gap, since the consumer keeps up.
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
 import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
-# Keep numeric libraries to one thread where they are first imported here; when numpy
-# was imported earlier, the CPU affinity pin in `run` is what holds the bench to one core.
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import numpy as np
+import psutil
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import resource  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import psutil  # noqa: E402
-
-from app.flow.resample import StreamResampler  # noqa: E402
-from app.flow.timeline import Timeline  # noqa: E402
+from app.flow.resample import StreamResampler
+from app.flow.timeline import Timeline
 
 MB = 1024 * 1024
 BLOCK_SECONDS = 0.01  # one device callback
@@ -62,7 +55,7 @@ class Figures:
     rss_end_mb: float
     rss_growth_mb: float | None
     rss_peak_sampled_mb: float
-    max_rss_mb: float
+    max_rss_mb: float | None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,7 +77,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _pin_one_core() -> tuple[str, set[int] | None]:
-    """Pin this process to one CPU; return its name and the affinity to restore."""
+    """Pin this process to one CPU; return its name and the affinity to restore.
+
+    Affinity binds every thread numpy or scipy might start, which thread-count variables
+    cannot do once those libraries are imported (and setting them at import time here
+    would leak into the app, since `duetto` imports every subcommand to build its parser).
+    """
     if not hasattr(os, "sched_setaffinity"):
         return "not pinned (this platform cannot set CPU affinity)", None
     before = os.sched_getaffinity(0)
@@ -97,7 +95,13 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def _max_rss_mb() -> float:
+def _max_rss_mb() -> float | None:
+    """The process's peak resident memory, where the platform keeps it."""
+    try:
+        import resource  # Unix only; imported here so the CLI still loads on Windows
+    except ImportError:
+        peak = getattr(psutil.Process().memory_info(), "peak_wset", None)  # Windows
+        return None if peak is None else peak / MB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak / MB if sys.platform == "darwin" else peak / 1024
@@ -127,10 +131,10 @@ def measure(
     units = bad = 0
     rss_first_minute = rss_peak = _rss()
     start = time.perf_counter()
+    blocks_per_second = round(1 / BLOCK_SECONDS)
     for i in range(n_blocks):
-        t = i * BLOCK_SECONDS
-        push_audio(blocks[i % 32], native_rate, t)
-        block_end = t + BLOCK_SECONDS
+        push_audio(blocks[i % 32], native_rate, i / blocks_per_second)
+        block_end = (i + 1) / blocks_per_second
         while next_frame_t < block_end:
             push_frame(frames[frame_index % 4], next_frame_t)
             frame_index += 1
@@ -209,7 +213,8 @@ def _table(fig: Figures, ok: dict[str, bool | None], target_rtf: float, slack: f
         ("RSS at end (growth)", f"{fig.rss_end_mb:.1f} MB ({growth})", f"<= +{slack:g} MB",
          _mark(ok["memory_flat"])),
         ("peak RSS (sampled / process max)",
-         f"{fig.rss_peak_sampled_mb:.1f} / {fig.max_rss_mb:.1f} MB", "", ""),
+         f"{fig.rss_peak_sampled_mb:.1f} / "
+         + ("n/a" if fig.max_rss_mb is None else f"{fig.max_rss_mb:.1f}") + " MB", "", ""),
     ]
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
     head = ("figure", "value", "target", "ok")

@@ -80,7 +80,8 @@ class SampleClock:
             self.offset = capture_time - t_samples
             return 0
         block_s = n_samples / self.rate
-        step = late * min(1.0, block_s * self._alpha_per_s)
+        gain = block_s * self._alpha_per_s
+        step = late * gain if gain < 1.0 else late
         cap = self.max_drift * block_s
         self.offset = off + (cap if step > cap else -cap if step < -cap else step)
         return 0
