@@ -113,6 +113,19 @@ def test_clock_resyncs_when_samples_run_ahead_of_time():
     assert clock.to_session(1.0) == pytest.approx(1.0)
 
 
+def test_a_jump_longer_than_the_buffer_re_anchors_instead_of_filling():
+    # Suspend and resume: an hour of silent units would only bury the conversation.
+    tl = Timeline(0.08, OUT, audio_capacity_seconds=5.0)
+    tl.push_audio(noise(1280), OUT, 10.0)
+    tl.push_audio(noise(1280), OUT, 3610.0)
+    stats = tl.stats()
+    assert (stats.gaps, stats.clock_resyncs, stats.overflows) == (0, 1, 0)
+    assert [tl.next_unit().gap_samples for _ in range(2)] == [0, 0]
+    assert tl.session_time(3610.0) == pytest.approx(0.08)
+    tl.push_audio(noise(160), OUT, 3610.0 + 4.0)  # a long gap, but within the buffer
+    assert tl.stats().gaps == 1
+
+
 def test_untimed_audio_never_makes_a_gap():
     tl = Timeline(0.08, OUT)
     for _ in range(5):

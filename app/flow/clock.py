@@ -25,6 +25,7 @@ class SampleClock:
         "gap_tolerance",
         "gaps",
         "max_drift",
+        "max_gap",
         "offset",
         "rate",
         "resyncs",
@@ -36,6 +37,7 @@ class SampleClock:
         gap_tolerance: float = 0.04,
         time_constant: float = 5.0,
         max_drift: float = 1e-3,
+        max_gap: float = 60.0,
     ) -> None:
         if not (math.isfinite(gap_tolerance) and gap_tolerance > 0):
             raise ValueError(f"gap tolerance must be a positive number of seconds, "
@@ -45,10 +47,14 @@ class SampleClock:
         self.rate = rate
         self.gap_tolerance = gap_tolerance
         self.max_drift = max_drift
+        # A jump longer than this is a clock discontinuity (suspend and resume, a source
+        # restarted on another axis), not lost audio: re-anchor instead of making the
+        # consumer chew through minutes of silent units.
+        self.max_gap = max(max_gap, gap_tolerance)
         self._alpha_per_s = 1.0 / time_constant
         self.offset: float | None = None  # capture_time - session_time; None until anchored
         self.gaps = 0  # gaps found
-        self.resyncs = 0  # times capture times ran ahead of the samples and the offset jumped
+        self.resyncs = 0  # times the offset was re-anchored (samples early, or a huge jump)
 
     def to_session(self, capture_time: float) -> float | None:
         """Session time of a capture time, or None before the first timed audio block."""
@@ -68,6 +74,10 @@ class SampleClock:
             self.offset = capture_time - t_samples
             return 0
         late = capture_time - off - t_samples  # > 0: the capture clock is ahead of the samples
+        if late > self.max_gap:
+            self.resyncs += 1
+            self.offset = capture_time - t_samples
+            return 0
         if late > self.gap_tolerance:
             # Samples are missing. Fill the whole difference so the block lands where it was
             # captured; the offset stays, since it was right before the gap.

@@ -126,6 +126,16 @@ class Timeline:
     Threads: any number of producers (`push_audio` from the audio callback, `push_frame`
     from the camera thread) and one consumer (`next_unit` / `wait_unit` / `flush`; extra
     consumers are serialised, not parallel).
+
+    Arguments: `unit_seconds` and `out_rate` are the backend's unit and input rate (a unit
+    must be a whole number of samples). `native_rate` pre-allocates for a known device
+    rate; otherwise the first `push_audio` sets it. `audio_capacity_seconds` bounds the
+    unread audio (overflow past it); a capture-time jump longer than it re-anchors the
+    clock (`clock_resyncs`) instead of being filled with silence. `frame_capacity` bounds
+    the frames held. `gap_tolerance` is the lateness taken as jitter, not a gap.
+    `frame_max_age` leaves a slot empty rather than give it a frame older than that.
+    `on_overflow` runs on the producer's thread, outside the lock: keep it short, and
+    let it not raise.
     """
 
     def __init__(
@@ -234,7 +244,9 @@ class Timeline:
         """Allocate everything that depends on the device's rate (once, under _lock)."""
         resampler = StreamResampler(rate, self.out_rate)
         capacity = round(self.audio_capacity_seconds * rate)
-        self._clock = SampleClock(rate, gap_tolerance=self.gap_tolerance)
+        self._clock = SampleClock(
+            rate, gap_tolerance=self.gap_tolerance, max_gap=self.audio_capacity_seconds
+        )
         self._ring = AudioRing(capacity)
         self._resampler = resampler
         self._need_in = resampler.input_needed(self.unit_samples)
