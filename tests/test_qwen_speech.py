@@ -1,0 +1,140 @@
+"""Streaming speech, barge-in and `heard` on the tiny Qwen2.5-Omni."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import tiny_models
+import torch
+from tiny_models import make_unit, started_backend
+
+from app.model.contract import Control, Decision
+from app.model.qwen_omni.cache import one_shot_logits
+from app.model.qwen_omni.prompt import Kind
+from app.model.qwen_omni.voice import VoiceStream
+
+qwen_tiny_factory = tiny_models.qwen_tiny_factory
+
+LONG = 40  # tokens: long enough that speech must start before the thinker is done
+
+
+@pytest.fixture(scope="module")
+def backend(qwen_tiny_factory):
+    b = started_backend(qwen_tiny_factory(min_answer_tokens=LONG), max_answer_tokens=LONG + 8)
+    yield b
+    b.close()
+
+
+def _listen(b, n=2, seed=0):
+    for i in range(n):
+        outs = list(b.step(make_unit(i, image=(i == 0), seed=seed), Control()))
+        assert [o.decision for o in outs] == [Decision.LISTEN]
+
+
+def test_voice_stream_is_seamless(backend):
+    model = backend._loaded.model
+    stream = VoiceStream(model.token2wav, model.speaker_map["Chelsie"])
+    codes = torch.randint(0, 60, (90,), generator=torch.Generator().manual_seed(1)).tolist()
+    pieces = []
+    for c in codes:
+        stream.push(c)
+        if (w := stream.pull()) is not None:
+            pieces.append(w)
+    assert len(pieces) >= 2  # it really streamed
+    pieces.append(stream.finish())
+    wave = np.concatenate(pieces)
+    assert wave.size == len(codes) * 2 * 240
+    # The vocoder windows add no seam: identical to vocoding the whole mel at once.
+    assert np.abs(wave - stream.vocode_all()).max() < 1e-4
+    # The DiT windows agree with one pass over all codes from the same noise.
+    full = stream.decode_mel(torch.tensor([codes]), stream.noise[:, : len(codes) * 2])
+    assert (full - stream.mel).abs().max().item() < 1e-3
+    assert float(np.sqrt(np.mean(wave**2))) > 0.01  # audible
+
+
+def test_first_speech_before_the_thinker_finishes(backend):
+    _listen(backend)
+    it = backend.step(make_unit(2, image=False), Control(turn_ended=True))
+    first = next(it)
+    assert first.decision is Decision.SPEAK
+    answer = backend.last_answer
+    tokens_at_first_chunk = None
+    outs = []
+    for out in it:
+        outs.append(out)
+        if out.speech is not None and tokens_at_first_chunk is None:
+            tokens_at_first_chunk = len(answer.state.token_ids)
+            assert answer.state.thinker_done_at is None  # the thinker is still going
+    assert outs[-1].decision is Decision.END_OF_TURN
+    chunks = [o.speech for o in outs if o.speech is not None]
+    assert len(chunks) >= 2 and tokens_at_first_chunk < len(answer.state.token_ids)
+    assert answer.state.first_chunk_at < answer.state.thinker_done_at
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    assert all(c.sample_rate == 24000 and c.audio.dtype == np.float32 for c in chunks)
+    assert "".join(o.text for o in outs) == answer.state.text
+    assert "".join(c.text_span for c in chunks) == answer.state.text
+    # The answer is now part of the context, closed, and the caches agree with it.
+    last = backend.ctx.entries[-1].segment
+    assert last.kind is Kind.ASSISTANT and last.text == answer.state.text
+    got = backend.ctx.append(backend._layout.user_open(50))
+    want = one_shot_logits(backend._loaded.model.thinker, backend.ctx.segments)
+    assert (got - want).abs().max().item() < 1e-4
+    backend.ctx.rollback_to(len(backend.ctx.entries) - 1)
+
+
+def test_barge_in_stops_within_one_step_and_heard_keeps_played_text(backend):
+    _listen(backend, seed=3)
+    it = backend.step(make_unit(2, image=False, seed=3), Control(turn_ended=True))
+    answer = backend.last_answer
+    played = ""
+    for out in it:
+        if out.speech is not None:
+            played = out.speech.text_span or answer.state.text[:3]
+            # The session loop calls interrupt() from another thread.
+            t = threading.Thread(target=backend.interrupt)
+            t.start()
+            t.join()
+            tokens, codes = len(answer.state.token_ids), answer.state.codes
+            break
+    rest = list(it)
+    assert all(o.speech is None for o in rest)  # nothing more was synthesized
+    assert all(o.decision is not Decision.END_OF_TURN for o in rest)
+    assert len(answer.state.token_ids) == tokens and answer.state.codes == codes
+    assert answer.state.interrupted and tokens < LONG
+
+    backend.heard(played)
+    ctx = backend.ctx
+    last = ctx.entries[-1].segment
+    assert last.kind is Kind.ASSISTANT and last.text == played
+    layout = backend._layout
+    assert layout.tok.decode(last.ids[0].tolist()) == played + "<|im_end|>\n"
+    assert ctx.entries[-2].segment.kind is Kind.USER_CLOSE
+    assert ctx.cache.get_seq_length() == ctx.talker_cache.get_seq_length() == ctx.length
+    # The warm cache is exactly the conversation that ends at the played text.
+    probe = layout.user_open(77)
+    got = ctx.append(probe)
+    want = one_shot_logits(backend._loaded.model.thinker, ctx.segments)
+    assert (got - want).abs().max().item() < 1e-4
+    ctx.rollback_to(len(ctx.entries) - 1)
+    # The conversation goes on from there.
+    outs = list(backend.step(make_unit(0, image=False, seed=4), Control(turn_ended=True)))
+    assert outs[-1].decision is Decision.END_OF_TURN
+
+
+def test_barge_in_control_settles_an_unreported_answer(backend):
+    _listen(backend, n=1, seed=5)
+    it = backend.step(make_unit(1, image=False, seed=5), Control(turn_ended=True))
+    spoken = ""
+    for out in it:
+        if out.speech is not None:
+            spoken += out.speech.text_span
+            break
+    outs = list(backend.step(make_unit(2, image=False, seed=5), Control(barge_in=True)))
+    assert [o.decision for o in outs] == [Decision.LISTEN]
+    kinds = [e.segment.kind for e in backend.ctx.entries]
+    i = len(kinds) - 1 - kinds[::-1].index(Kind.ASSISTANT)
+    assert backend.ctx.entries[i].segment.text == spoken
+    assert kinds[-2:] == [Kind.USER_OPEN, Kind.UNIT]  # the barge-in opened a new turn
+    list(backend.step(make_unit(3, image=False, seed=5), Control(turn_ended=True)))
