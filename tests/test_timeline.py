@@ -211,7 +211,7 @@ def test_mono_column_and_float64_audio_are_accepted():
     tl = Timeline(0.08, OUT)
     x = noise(1280)
     tl.push_audio(x[:640].reshape(-1, 1), OUT)  # sounddevice's (frames, 1)
-    tl.push_audio(x[640:].astype(np.float64), OUT)
+    tl.push_audio(x[640:].astype(np.float64), OUT, np.float64(0.04))
     np.testing.assert_array_equal(tl.next_unit().audio, x)
 
 
@@ -225,6 +225,7 @@ def test_mono_column_and_float64_audio_are_accepted():
         (np.zeros(10, np.float32), 10**9, 0.0, "not supported"),
         (np.zeros(10, np.float32), None, 0.0, "a number"),
         (np.zeros(10, np.float32), OUT, float("nan"), "finite"),
+        (np.zeros(10, np.float32), OUT, "soon", "finite"),
     ],
 )
 def test_bad_audio_gets_a_clear_error(samples, rate, when, message):

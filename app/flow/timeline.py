@@ -111,6 +111,16 @@ class _Frame:
         self.delivered = False
 
 
+def _check_time(value: object) -> float:
+    """A capture time as a float, or a ValueError that says what was wrong with it."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"capture time must be a finite number of seconds, got {value!r}")
+    t = float(value)
+    if not math.isfinite(t):
+        raise ValueError(f"capture time must be a finite number of seconds, got {value!r}")
+    return t
+
+
 def _positive_seconds(value: object, what: str, upper: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{what} must be a number of seconds, got {value!r}")
@@ -263,9 +273,10 @@ class Timeline:
             samples = self._coerce_audio(samples)
         if sample_rate != self.native_rate or self._ring is None:
             self._check_audio_rate(sample_rate)
-        if capture_time is not None and not math.isfinite(capture_time):
-            raise ValueError(f"capture time must be a finite number of seconds, "
-                             f"got {capture_time!r}")
+        if capture_time is not None and not (
+            type(capture_time) is float and math.isfinite(capture_time)
+        ):
+            capture_time = _check_time(capture_time)
         n = len(samples)
         if n == 0:
             return
@@ -304,7 +315,7 @@ class Timeline:
             raise ValueError(
                 f"audio must be floating-point samples in [-1, 1], got dtype {samples.dtype}"
             )
-        return samples.astype(np.float32)
+        return samples if samples.dtype == _F32 else samples.astype(np.float32)
 
     def _check_audio_rate(self, sample_rate: int) -> None:
         with self._lock:
@@ -343,12 +354,7 @@ class Timeline:
                 + (f"shape {pixels.shape} dtype {pixels.dtype}"
                    if isinstance(pixels, np.ndarray) else repr(type(pixels)))
             )
-        if isinstance(capture_time, bool) or not isinstance(capture_time, int | float) or (
-            not math.isfinite(capture_time)
-        ):
-            raise ValueError(f"capture time must be a finite number of seconds, "
-                             f"got {capture_time!r}")
-        t = float(capture_time)
+        t = _check_time(capture_time)
         clock = self._clock
         # A float read needs no lock; a stale offset moves the horizon by microseconds.
         offset = None if clock is None else clock.offset
