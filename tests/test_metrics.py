@@ -10,12 +10,13 @@ from app.flow.metrics import SessionMetrics, Summary
 def test_turn_taking_and_interruption_latencies_are_paired_in_order():
     m = SessionMetrics()
     m.user_turn_ended(2.0)
-    assert m.first_audio_out(2.75) == pytest.approx(0.75)
+    assert m.first_audio_out(2.75) == ("turn_taking", pytest.approx(0.75))
     assert m.first_audio_out(3.0) is None  # no open turn: not counted twice
     m.barge_in_started(5.0)
+    assert m.awaiting_silence
     assert m.output_silent(5.08) == pytest.approx(0.08)
     m.user_turn_ended(6.0, after_interruption=True)
-    assert m.first_audio_out(6.5) == pytest.approx(0.5)
+    assert m.first_audio_out(6.5) == ("response_after_interruption", pytest.approx(0.5))
     summary = m.summary()
     assert summary["turn_taking_latency"]["count"] == 1
     assert summary["stop_latency"]["median"] == pytest.approx(0.08)

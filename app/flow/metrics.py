@@ -52,15 +52,23 @@ class SessionMetrics:
         self._user_turn_end = t
         self._after_interruption = after_interruption
 
-    def first_audio_out(self, t: float) -> float | None:
-        """The first sample of a response reached the speaker; returns the latency."""
+    def first_audio_out(self, t: float) -> tuple[str, float] | None:
+        """The first sample of a response reached the speaker: (which latency, seconds)."""
         if self._user_turn_end is None:
             return None
         latency = t - self._user_turn_end
-        target = self.response_after_interruption if self._after_interruption else self.turn_taking
+        if self._after_interruption:
+            kind, target = "response_after_interruption", self.response_after_interruption
+        else:
+            kind, target = "turn_taking", self.turn_taking
         target.append(latency)
         self._user_turn_end = None
-        return latency
+        return kind, latency
+
+    @property
+    def awaiting_silence(self) -> bool:
+        """A barge-in began and the output has not been seen to go silent yet."""
+        return self._barge_in_start is not None
 
     def barge_in_started(self, t: float) -> None:
         self._barge_in_start = t

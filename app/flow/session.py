@@ -1,0 +1,586 @@
+"""The session: one conversation, from the microphone and camera to the speaker.
+
+Two threads, so that listening never waits for the model:
+
+* The listener cuts short ticks (40 ms) from the timeline. For each tick it drains what
+  the speaker played (the far end), cancels the echo, runs voice activity, advances the
+  duplex controller and carries out its actions at once (pause, flush, interrupt), writes
+  the recording, measures latencies, and gathers ticks into the backend's units.
+* The model worker takes units from a short queue, calls `backend.step()` and hands the
+  speech it yields to the player. After a barge-in it tells the backend what was heard.
+
+The worker talks back to the listener only through an inbox (a deque); the duplex
+controller is touched by the listener alone. A slow backend makes the queue grow: past
+`max_pending_units` the frames of queued units are dropped (and counted), never audio,
+and the lag between a unit's end and its prefill is reported with every unit.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from app.flow.duplex import Action, DuplexConfig, DuplexController, DuplexState
+from app.flow.echo import EchoCanceller
+from app.flow.events import EventHub, EventKind, Subscriber
+from app.flow.farend import FarEnd
+from app.flow.metrics import SessionMetrics
+from app.flow.player import Player
+from app.flow.recording import SessionRecorder
+from app.flow.resample import StreamResampler
+from app.flow.timeline import OverflowEvent, Timeline
+from app.flow.vad import VadKind, VoiceActivity
+from app.model.contract import Backend, Control, Decision, Persona, Unit
+
+log = logging.getLogger(__name__)
+
+ANALYSIS_RATE = 16000  # echo cancellation and voice activity run here
+
+
+class Source(Protocol):
+    def start(self) -> None: ...
+    def stop(self, timeout_s: float | None = None) -> bool: ...
+
+
+class OutputStream(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    tick_seconds: float = 0.04
+    duplex: DuplexConfig = dataclasses.field(default_factory=DuplexConfig)
+    echo_cancellation: bool = True
+    record_dir: Path | None = None
+    recording_rate: int = 24000
+    max_pending_units: int = 3
+    audio_capacity_seconds: float = 30.0
+    skip_silent_units_while_speaking: bool = True
+    levels_every_ticks: int = 2
+
+
+def _dbfs(samples: np.ndarray) -> float:
+    if len(samples) == 0:
+        return -120.0
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return max(-120.0, 20.0 * np.log10(rms + 1e-12))
+
+
+class _UnitBuilder:
+    """Gathers cleaned ticks into units of the backend's length."""
+
+    def __init__(self, unit_seconds: float, rate: int) -> None:
+        self.unit_samples = round(unit_seconds * rate)
+        self.rate = rate
+        self._parts: list[np.ndarray] = []
+        self._n = 0
+        self._start = 0.0
+        self._frames: tuple = ()
+        self._gap = 0
+        self._had_speech = False
+        self.index = 0
+
+    @property
+    def empty(self) -> bool:
+        return self._n == 0
+
+    def add(self, tick: Unit, cleaned: np.ndarray, speech: bool) -> Unit | None:
+        if self._n == 0:
+            self._start = tick.start
+            self._had_speech = False
+            self._gap = 0
+        self._parts.append(cleaned)
+        self._n += len(cleaned)
+        if tick.frames:
+            self._frames = tick.frames
+        self._gap += tick.gap_samples
+        self._had_speech |= speech
+        if self._n >= self.unit_samples:
+            return self.take()
+        return None
+
+    @property
+    def had_speech(self) -> bool:
+        return self._had_speech
+
+    def take(self) -> Unit | None:
+        if self._n == 0:
+            return None
+        audio = np.concatenate(self._parts)
+        unit = Unit(
+            index=self.index,
+            start=self._start,
+            duration=len(audio) / self.rate,
+            sample_rate=self.rate,
+            audio=audio,
+            frames=self._frames[-1:] if self._frames else (),
+            gap_samples=self._gap,
+        )
+        self.index += 1
+        self._parts, self._n = [], 0
+        return unit
+
+
+@dataclass
+class _Work:
+    unit: Unit
+    control: Control
+    queued_at: float
+
+
+class Session:
+    """One conversation. Build it, attach sources, `start()`, later `stop()`.
+
+    Thread-safe for callers: `force_listen()`, `set_mic_muted()`, `stop()`.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        player: Player,
+        persona: Persona,
+        config: SessionConfig | None = None,
+        *,
+        output: OutputStream | None = None,
+        vad: VoiceActivity | None = None,
+    ) -> None:
+        self.backend = backend
+        self.player = player
+        self.persona = persona
+        self.config = config or SessionConfig()
+        self.output = output
+        spec = backend.spec
+        self.backend_rate = spec.audio_in_rate
+        if self.backend_rate != ANALYSIS_RATE:
+            raise ValueError(
+                f"backends taking {self.backend_rate} Hz audio are not wired into the session "
+                f"yet; it runs at {ANALYSIS_RATE} Hz"
+            )
+        self.events = EventHub()
+        self.metrics = SessionMetrics()
+        self.timeline = Timeline(
+            self.config.tick_seconds,
+            ANALYSIS_RATE,
+            frames_per_unit=max(1, spec.frames_per_unit),
+            audio_capacity_seconds=self.config.audio_capacity_seconds,
+            on_overflow=self._on_overflow,
+        )
+        self.controller = DuplexController(self.config.duplex, native_duplex=spec.native_duplex)
+        self.vad = vad or VoiceActivity()
+        self.echo = EchoCanceller(ANALYSIS_RATE, enabled=self.config.echo_cancellation)
+        self.far_end = FarEnd(
+            player.drain_reference,
+            player.output_rate,
+            self._session_time_of,
+            echo_rate=ANALYSIS_RATE,
+            record_rate=self.config.recording_rate,
+        )
+        self.recorder: SessionRecorder | None = None
+        self._user_to_record = StreamResampler(ANALYSIS_RATE, self.config.recording_rate)
+        self._user_record_anchor: float | None = None
+        self._user_record_out = 0
+        self._units = _UnitBuilder(spec.unit_ms / 1000.0, ANALYSIS_RATE)
+        self._held_unit: Unit | None = None  # a silent unit kept in case speech follows
+        self._sources: list[Source] = []
+        self._queue: collections.deque[_Work] = collections.deque()
+        self._queue_cond = threading.Condition()
+        self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
+        self._stop = threading.Event()
+        self._listener: threading.Thread | None = None
+        self._worker: threading.Thread | None = None
+        self._muted = False
+        self._force_listen = threading.Event()
+        self._now = 0.0  # session time the listener has processed up to
+        self._ticks = 0
+        self._last_offset_t = 0.0
+        self._after_interruption = False
+        # The response on the air, as the listener sees it.
+        self._response: int | None = None
+        self._response_done = False
+        self._first_audio_pending: int | None = None
+        self._interrupted: set[int] = set()
+        self._interrupt_lock = threading.Lock()
+        self._pending_onset: float | None = None
+        self._silenced_seen = 0
+        self._stop_from: float | None = None  # onset time of a barge-in awaiting silence
+        self.dropped_frames = 0
+        self.ended_reason = ""
+        self._busy = False  # the worker is inside backend.step()
+        self._assistant_level = -120.0
+
+    # ------------------------------------------------------------------ wiring
+    def attach(self, source: Source) -> None:
+        """A capture source built with `self.timeline` as its sink."""
+        self._sources.append(source)
+
+    def subscribe(self, subscriber: Subscriber):
+        return self.events.subscribe(subscriber)
+
+    def on_source_event(self, event: Any) -> None:
+        """Pass as the capture sources' `on_event`: device news becomes session events."""
+        self.events.emit(
+            EventKind.DEVICE,
+            self._now,
+            source=event.source,
+            kind=str(event.kind),
+            message=event.message,
+        )
+
+    def _session_time_of(self, monotonic_time: float) -> float | None:
+        return self.timeline.session_time(monotonic_time)
+
+    def _on_overflow(self, event: OverflowEvent) -> None:
+        self.events.emit(EventKind.OVERFLOW, event.lost_to, description=event.describe())
+
+    # ------------------------------------------------------------------ control
+    def start(self) -> None:
+        if self.config.record_dir is not None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            self.recorder = SessionRecorder(
+                self.config.record_dir / stamp, self.config.recording_rate
+            )
+            self.events.subscribe(self._record_event)
+        self.backend.start(self.persona)
+        self._emit_state("session started")
+        self._worker = threading.Thread(target=self._work_loop, name="session-model", daemon=True)
+        self._listener = threading.Thread(
+            target=self._listen_loop, name="session-listener", daemon=True
+        )
+        self._worker.start()
+        self._listener.start()
+        if self.output is not None:
+            self.output.start()
+        for source in self._sources:
+            source.start()
+
+    def stop(self, reason: str = "stopped") -> None:
+        if self._stop.is_set():
+            return
+        self.ended_reason = reason
+        for source in self._sources:
+            try:
+                source.stop()
+            except Exception:
+                log.exception("stopping a source failed")
+        self.timeline.close()
+        self._stop.set()
+        self.backend.interrupt()
+        with self._queue_cond:
+            self._queue_cond.notify_all()
+        for thread in (self._listener, self._worker):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5.0)
+        if self.output is not None:
+            self.output.stop()
+        self.metrics.underruns = self.player.underruns
+        self.metrics.dropped_frames = self.dropped_frames + self.timeline.stats().frames_dropped
+        self.events.emit(EventKind.ENDED, self._now, reason=reason, metrics=self.metrics.summary())
+        if self.recorder is not None:
+            self.recorder.close()
+
+    def force_listen(self) -> None:
+        """The user asked the assistant to stop talking (a button, a shortcut)."""
+        self._force_listen.set()
+
+    def set_mic_muted(self, muted: bool) -> None:
+        self._muted = muted
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until the model has nothing queued or running (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._queue_cond:
+                idle = not self._queue and not self._busy
+            if idle:
+                return True
+            time.sleep(0.01)
+        return False
+
+    # ------------------------------------------------------------------ listener
+    def _listen_loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                tick = self.timeline.wait_unit(timeout=0.1)
+                if tick is None:
+                    self._drain_inbox()
+                    self._check_playback()
+                    continue
+                self._process_tick(tick)
+        except Exception as exc:  # the conversation cannot go on; say why
+            log.exception("session listener failed")
+            self.events.emit(EventKind.ERROR, self._now, message=f"listening failed: {exc}")
+
+    def _process_tick(self, tick: Unit) -> None:
+        mic = np.zeros_like(tick.audio) if self._muted else tick.audio
+        self._record_user(mic, tick.start)
+        self._feed_far_end()
+        cleaned = self.echo.process_near(mic, tick.start)
+        self._now = tick.end
+        speech_events = self.vad.feed(cleaned, tick.start)
+        for event in speech_events:
+            if event.kind is VadKind.ONSET:
+                self._pending_onset = event.t
+            else:
+                self._last_offset_t = event.t
+            self._act(self.controller.on_vad(event), event.t)
+        if self._force_listen.is_set():
+            self._force_listen.clear()
+            self._pending_onset = self._now
+            self._act(self.controller.force_listen(self._now), self._now)
+        self._act(self.controller.on_clock(self._now), self._now)
+        self._drain_inbox()
+        self._check_playback()
+        self._gather(tick, cleaned)
+        self._ticks += 1
+        if self._ticks % self.config.levels_every_ticks == 0:
+            self.events.emit(
+                EventKind.LEVELS, self._now, mic=_dbfs(mic), assistant=self._assistant_level
+            )
+
+    def _feed_far_end(self) -> None:
+        got = self.far_end.poll()
+        if got is None:
+            return
+        echo_block, record_block = got
+        self.echo.push_far(echo_block.samples, echo_block.t)
+        self._assistant_level = _dbfs(record_block.samples)
+        if self.recorder is not None:
+            self.recorder.write_assistant(record_block.samples, record_block.t)
+
+    def _record_user(self, mic: np.ndarray, t: float) -> None:
+        if self.recorder is None:
+            return
+        if self._user_record_anchor is None:
+            self._user_record_anchor = t
+        out = self._user_to_record.process(mic)
+        start = self._user_record_anchor + self._user_record_out / self.config.recording_rate
+        self._user_record_out += len(out)
+        self.recorder.write_user(out, start)
+
+    def _gather(self, tick: Unit, cleaned: np.ndarray) -> None:
+        speech = self.vad.speaking
+        unit = self._units.add(tick, cleaned, speech)
+        if unit is None:
+            return
+        quiet_listener = (
+            self.config.skip_silent_units_while_speaking
+            and self.controller.state in (DuplexState.SPEAKING, DuplexState.RESPONDING)
+            and not self._units.had_speech
+            and not unit.gap_samples
+        )
+        had_speech = speech or self.controller.user_speaking
+        if quiet_listener and not had_speech:
+            # The assistant is talking and the user is quiet: feeding the model its own
+            # (cancelled) echo only fills its context. Keep the last such unit in case the
+            # user's speech began in its tail.
+            self._held_unit = unit
+            return
+        if self._held_unit is not None:
+            self._enqueue(self._held_unit, Control())
+            self._held_unit = None
+        self._enqueue(unit, Control())
+
+    def _enqueue(self, unit: Unit, control: Control) -> None:
+        with self._queue_cond:
+            self._queue.append(_Work(unit, control, time.monotonic()))
+            while len(self._queue) > self.config.max_pending_units:
+                # Too slow: drop what can be dropped (frames) from the oldest waiting units.
+                stripped = False
+                for work in self._queue:
+                    if work.unit.frames:
+                        self.dropped_frames += len(work.unit.frames)
+                        work.unit = dataclasses.replace(work.unit, frames=())
+                        stripped = True
+                        break
+                if not stripped:
+                    break
+            self._queue_cond.notify_all()
+
+    # ------------------------------------------------------------------ actions
+    def _act(self, actions: list[Action], t: float) -> None:
+        for action in actions:
+            if action is Action.END_TURN:
+                self._end_turn(t)
+            elif action is Action.PAUSE_PLAYBACK:
+                self.player.pause()
+                self._stop_from = self._pending_onset
+            elif action is Action.RESUME_PLAYBACK:
+                self.player.resume()
+                self._stop_from = None
+            elif action in (Action.BARGE_IN, Action.CANCEL_RESPONSE):
+                self._barge_in(t, action)
+        if actions:
+            self._emit_state(", ".join(str(a) for a in actions))
+
+    def _end_turn(self, t: float) -> None:
+        self.metrics.user_turn_ended(self._last_offset_t, self._after_interruption)
+        self._after_interruption = False
+        self._held_unit = None
+        unit = self._units.take()
+        if unit is None:  # the turn ended right on a unit boundary: a sliver of silence
+            silence = np.zeros(ANALYSIS_RATE // 100, dtype=np.float32)
+            unit = Unit(self._units.index, self._now, 0.01, ANALYSIS_RATE, silence)
+            self._units.index += 1
+        self._enqueue(unit, Control(turn_ended=True))
+
+    def _barge_in(self, t: float, action: Action) -> None:
+        self.player.flush()
+        self.backend.interrupt()
+        with self._interrupt_lock:
+            if self._response is not None:
+                self._interrupted.add(self._response)
+        if action is Action.BARGE_IN:
+            self._after_interruption = True
+            if self._stop_from is None:
+                self._stop_from = self._pending_onset if self._pending_onset is not None else t
+            self.metrics.barge_in_started(self._stop_from)
+        self._response_done = True
+        self._first_audio_pending = None
+
+    # ------------------------------------------------------------------ playback
+    def _check_playback(self) -> None:
+        player = self.player
+        if player.silenced != self._silenced_seen:
+            self._silenced_seen = player.silenced
+            if self._stop_from is not None and self.controller.state in (
+                DuplexState.INTERRUPTED,
+                DuplexState.LISTENING,
+                DuplexState.SPEAKING,
+            ):
+                silent_at = self._session_time_of(player.silenced_at)
+                if silent_at is not None and self.metrics.awaiting_silence:
+                    latency = self.metrics.output_silent(silent_at)
+                    if latency is not None:
+                        self.events.emit(
+                            EventKind.LATENCY, silent_at, kind="stop", seconds=latency
+                        )
+                    self._stop_from = None
+        rid = self._first_audio_pending
+        if rid is not None:
+            start = player.response_start(rid)
+            if start is not None and player.played_position > start:
+                heard_at = player.time_of_position(start)
+                t = self._session_time_of(heard_at) if heard_at is not None else None
+                if t is not None:
+                    self._first_audio_pending = None
+                    self._act(self.controller.on_model_speech(t), t)
+                    measured = self.metrics.first_audio_out(t)
+                    if measured is not None:
+                        kind, latency = measured
+                        self.events.emit(EventKind.LATENCY, t, kind=kind, seconds=latency)
+        if (
+            self._response_done
+            and self.controller.state is DuplexState.SPEAKING
+            and player.stats().queued_seconds == 0
+            and not player.paused
+        ):
+            self._act(self.controller.on_playback_done(self._now), self._now)
+
+    # ------------------------------------------------------------------ worker
+    def _drain_inbox(self) -> None:
+        while self._inbox:
+            kind, payload = self._inbox.popleft()
+            if kind == "response":
+                self._response = payload
+                self._response_done = False
+                self._first_audio_pending = payload
+            elif kind == "done":
+                if payload == self._response:
+                    self._response_done = True
+            elif kind == "silent_answer":  # the turn ended and the model said nothing
+                self._act(self.controller.on_model_listen(self._now), self._now)
+            elif kind == "speak" and self.controller.native_duplex:
+                self._act(self.controller.on_model_speech(self._now), self._now)
+            elif kind == "listen" and self.controller.native_duplex:
+                self._act(self.controller.on_model_listen(self._now), self._now)
+
+    def _work_loop(self) -> None:
+        response_counter = 0
+        while True:
+            with self._queue_cond:
+                while not self._queue and not self._stop.is_set():
+                    self._busy = False
+                    self._queue_cond.wait(0.1)
+                if self._stop.is_set():
+                    self._busy = False
+                    return
+                work = self._queue.popleft()
+                self._busy = True
+            try:
+                response_counter = self._run_unit(work, response_counter)
+            except Exception as exc:
+                log.exception("the model failed on unit %d", work.unit.index)
+                self.events.emit(
+                    EventKind.ERROR, self._now, message=f"the model failed: {exc}"
+                )
+
+    def _run_unit(self, work: _Work, response_counter: int) -> int:
+        started = time.perf_counter()
+        outputs = self.backend.step(work.unit, work.control)
+        compute = time.perf_counter() - started
+        lag = max(0.0, self._now - work.unit.end)
+        self.metrics.unit_done(compute, lag)
+        self.events.emit(
+            EventKind.UNIT,
+            work.unit.end,
+            index=work.unit.index,
+            compute=compute,
+            lag=lag,
+            frames=len(work.unit.frames),
+        )
+        rid: int | None = None
+        speech_compute_from = time.perf_counter()
+        for out in outputs:
+            if out.decision is Decision.SPEAK:
+                self._inbox.append(("speak", None))
+            elif out.decision is Decision.LISTEN:
+                self._inbox.append(("listen", None))
+            if out.speech is not None:
+                chunk = out.speech
+                if rid != chunk.response_id:
+                    rid = chunk.response_id
+                    response_counter += 1
+                    self._inbox.append(("response", rid))
+                with self._interrupt_lock:
+                    interrupted = rid in self._interrupted
+                if not interrupted and self.player.write(chunk):
+                    self.metrics.speech_generated(
+                        len(chunk.audio) / chunk.sample_rate,
+                        time.perf_counter() - speech_compute_from,
+                    )
+                speech_compute_from = time.perf_counter()
+            if out.text:
+                self.events.emit(EventKind.TEXT, self._now, text=out.text, response=rid)
+            if out.decision is Decision.END_OF_TURN and rid is not None:
+                self.player.end_response(rid)
+        if rid is not None:
+            self.player.end_response(rid)
+            self._inbox.append(("done", rid))
+            with self._interrupt_lock:
+                interrupted = rid in self._interrupted
+            if interrupted:
+                heard = self.player.heard(rid).text
+                self.backend.heard(heard)
+                self.events.emit(EventKind.HEARD, self._now, text=heard, response=rid)
+        elif work.control.turn_ended:
+            self._inbox.append(("silent_answer", None))
+        return response_counter
+
+    # ------------------------------------------------------------------ events
+    def _emit_state(self, reason: str) -> None:
+        self.events.emit(
+            EventKind.STATE, self._now, state=str(self.controller.state), reason=reason
+        )
+
+    def _record_event(self, event) -> None:
+        if self.recorder is not None and event.kind is not EventKind.LEVELS:
+            self.recorder.event(str(event.kind), event.t, **event.data)
