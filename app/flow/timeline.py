@@ -238,7 +238,6 @@ class Timeline:
         self._index = 0  # the next unit to cut
         self._consumed = 0  # native samples fed to the resampler (lost ones as silence)
         self._staged: list[np.ndarray] = []  # resampled, not yet cut; starts at unit _index
-        self._staged_n = 0
         self._need_in = 0  # native samples that must exist before unit _index is complete
         self._units_cut = 0
         self._gap_samples_out = 0
@@ -467,7 +466,6 @@ class Timeline:
         audio = staged[:size]
         rest = staged[size:]
         self._staged = [rest.copy()] if len(rest) else []
-        self._staged_n = len(rest)
         start = k * self.unit_seconds
         frames = self._choose_frames(start)
         self._index = k + 1
@@ -513,7 +511,6 @@ class Timeline:
         out = self._resampler.process(chunk)
         if len(out):
             self._staged.append(out)
-            self._staged_n += len(out)
         return True
 
     def _choose_frames(self, start: float) -> tuple[VideoFrame, ...]:
