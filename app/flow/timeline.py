@@ -507,7 +507,7 @@ class Timeline:
         if need_in > stop:
             parts.append(np.zeros(need_in - stop, dtype=np.float32))
         self._consumed = max(consumed, need_in)
-        chunk = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        chunk = parts[0] if len(parts) == 1 else np.concatenate(parts or [np.zeros(0, np.float32)])
         out = self._resampler.process(chunk)
         if len(out):
             self._staged.append(out)
