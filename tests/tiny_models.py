@@ -65,7 +65,7 @@ def loaded_backend(folder: Path, quant: Quant = Quant.BF16, **kwargs):
     return backend
 
 
-def started_backend(folder: Path, voice: str = "Chelsie", **kwargs):
-    backend = loaded_backend(folder, **kwargs)
+def started_backend(folder: Path, voice: str = "Chelsie", quant: Quant = Quant.BF16, **kwargs):
+    backend = loaded_backend(folder, quant, **kwargs)
     backend.start(Persona("test", "Answer briefly.", voice=Voice(builtin=voice)))
     return backend

@@ -1,0 +1,95 @@
+"""Loading the tiny Qwen2.5-Omni: spec, speakers, bad folders, 8-bit and 4-bit."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import tiny_models
+from tiny_models import loaded_backend, make_unit, started_backend
+
+from app.model import quant
+from app.model.contract import (
+    Backend,
+    BackendError,
+    Control,
+    Decision,
+    ModelSource,
+    Persona,
+    Quant,
+    Unit,
+    Voice,
+)
+from app.model.qwen_omni.backend import QwenOmniBackend
+
+qwen_tiny = tiny_models.qwen_tiny
+qwen_tiny_factory = tiny_models.qwen_tiny_factory
+
+
+def test_spec_before_and_after_load(qwen_tiny):
+    b = QwenOmniBackend(unit_ms=500)
+    assert isinstance(b, Backend)
+    s = b.spec
+    assert (s.unit_ms, s.audio_in_rate, s.audio_out_rate) == (500, 16000, 24000)
+    assert s.frames_per_unit == 1 and not s.native_duplex
+    assert set(s.vram_gib) == set(Quant)
+    b.load(ModelSource(local_dir=qwen_tiny), Quant.BF16, lambda what, frac: None)
+    assert b.spec.voices == ("Chelsie", "Ethan")
+    b.close()
+    with pytest.raises(BackendError, match="not loaded"):
+        b.start(Persona("p", "hi"))
+
+
+def test_unknown_speaker_lists_the_available_ones(qwen_tiny):
+    b = loaded_backend(qwen_tiny)
+    with pytest.raises(BackendError) as err:
+        b.start(Persona("p", "hi", voice=Voice(builtin="Nobody")))
+    assert "Nobody" in str(err.value) and "Chelsie" in str(err.value) and "Ethan" in str(err.value)
+    b.start(Persona("p", "hi", voice=Voice(builtin="Ethan")))  # a known one is fine
+
+
+def test_missing_speaker_dict_is_a_backend_error(qwen_tiny, tmp_path):
+    folder = tmp_path / "no_spk"
+    shutil.copytree(qwen_tiny, folder)
+    (folder / "spk_dict.pt").unlink()
+    with pytest.raises(BackendError, match="spk_dict"):
+        loaded_backend(folder)
+
+
+def test_missing_folder_is_a_backend_error(tmp_path):
+    with pytest.raises(BackendError):
+        loaded_backend(tmp_path / "nothing here")
+
+
+def test_bad_units_get_clear_errors(qwen_tiny):
+    b = started_backend(qwen_tiny)
+    good = make_unit(0)
+    wrong_rate = Unit(0, 0.0, 1.0, 48000, np.zeros(48000, np.float32))
+    with pytest.raises(BackendError, match="16000 Hz"):
+        b.step(wrong_rate, Control())
+    bad_frame = Unit(0, 0.0, 1.0, 16000, good.audio, (good.frames[0].__class__(
+        pixels=np.zeros((4, 4), np.uint8), t=0.0, seq=0),))
+    with pytest.raises(BackendError, match="RGB"):
+        b.step(bad_frame, Control())
+    # The conversation is still usable after bad input.
+    assert [o.decision for o in b.step(good, Control())] == [Decision.LISTEN]
+
+
+@pytest.mark.parametrize("q", [Quant.INT8, Quant.NF4])
+def test_quantized_loading(qwen_tiny, q):
+    ok, why = quant.quant_support(q, "cpu")
+    if not ok:
+        pytest.skip(f"{q.value} not supported on this CPU: {why}")
+    b = started_backend(qwen_tiny, quant=q, max_answer_tokens=4)
+    import bitsandbytes as bnb
+
+    model = b._loaded.model
+    quantized = [n for n, m in model.named_modules()
+                 if isinstance(m, bnb.nn.Linear8bitLt | bnb.nn.Linear4bit)]
+    assert quantized, "nothing was quantized"
+    assert not any(n.startswith(("talker", "token2wav")) for n in quantized)
+    outs = list(b.step(make_unit(0), Control(turn_ended=True)))
+    assert outs[-1].decision is Decision.END_OF_TURN
+    assert any(o.speech is not None for o in outs)
+    b.close()
