@@ -112,7 +112,11 @@ class QwenOmniBackend:
 
     def load(self, source: ModelSource, quant: Quant, progress: Progress) -> None:
         self.close()
-        self._loaded = loader.load(source, quant, progress, device=self.device)
+        self.attach(loader.load(source, quant, progress, device=self.device))
+
+    def attach(self, loaded: loader.Loaded) -> None:
+        """Use a model that is already in memory (see loader.from_memory)."""
+        self._loaded = loaded
         self._layout = Layout(self._loaded.tokenizer)
         voices = tuple(self._loaded.model.speaker_map.keys())
         self.spec = dataclasses.replace(self.spec, voices=voices)

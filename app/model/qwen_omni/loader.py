@@ -142,3 +142,19 @@ def load(
         quant=q,
         min_answer_tokens=int(meta.get("min_answer_tokens", 0) or 0),
     )
+
+
+def from_memory(model, tokenizer, q: Quant = Quant.BF16, min_answer_tokens: int = 0) -> Loaded:
+    """Wrap a model built in memory (benchmarks' random full-size models) like a load."""
+    param = next(model.thinker.parameters())
+    model.token2wav.float()
+    model.eval()
+    return Loaded(
+        model=model,
+        tokenizer=tokenizer,
+        folder=Path("<memory>"),
+        device=param.device,
+        dtype=param.dtype,
+        quant=q,
+        min_answer_tokens=min_answer_tokens,
+    )

@@ -240,8 +240,19 @@ def build_tiny(folder: Path, *, min_answer_tokens: int = 8, seed: int = 0) -> Pa
         hf_logging.set_verbosity(previous)
 
 
+def make_tokenizer(special_ids: dict[str, int]):
+    """A byte-level Qwen2Tokenizer (one token per byte, no merges) whose special tokens
+    sit at `special_ids`: the tiny model's remapped ids, or the real checkpoint's."""
+    from transformers import Qwen2Tokenizer
+
+    vocab = {ch: i for i, ch in enumerate(_byte_alphabet())}
+    vocab.update(special_ids)
+    specials = [t for t in special_ids if t != "<|endoftext|>"]
+    return Qwen2Tokenizer(vocab=vocab, merges=[], additional_special_tokens=specials)
+
+
 def _build(folder: Path, min_answer_tokens: int, seed: int) -> Path:
-    from transformers import Qwen2_5OmniForConditionalGeneration, Qwen2Tokenizer
+    from transformers import Qwen2_5OmniForConditionalGeneration
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -258,10 +269,7 @@ def _build(folder: Path, min_answer_tokens: int, seed: int) -> Path:
     gen = torch.Generator().manual_seed(seed)
     torch.save(_speaker_dict(config, vocab, gen), folder / "spk_dict.pt")
 
-    specials = [t for t in SPECIAL_TOKENS if t != "<|endoftext|>"]
-    base_vocab = {k: v for k, v in vocab.items() if k not in SPECIAL_TOKENS[1:]}
-    tok = Qwen2Tokenizer(vocab=base_vocab, merges=[], additional_special_tokens=specials)
-    tok.save_pretrained(folder)
+    make_tokenizer({t: vocab[t] for t in SPECIAL_TOKENS}).save_pretrained(folder)
 
     meta = {"tiny": True, "min_answer_tokens": int(min_answer_tokens), "seed": int(seed)}
     (folder / DUETTO_META).write_text(json.dumps(meta, indent=1))
