@@ -61,7 +61,7 @@ class EventHub:
 
         return unsubscribe
 
-    def emit(self, kind: EventKind, t: float, **data: Any) -> SessionEvent:
+    def emit(self, kind: EventKind, t: float, /, **data: Any) -> SessionEvent:
         event = SessionEvent(kind, t, data)
         with self._lock:
             subscribers = list(self._subscribers)

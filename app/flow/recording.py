@@ -103,7 +103,7 @@ class SessionRecorder:
     def write_assistant(self, samples: np.ndarray, t: float) -> None:
         self._put(self._assistant, samples, t)
 
-    def event(self, kind: str, t: float, **fields: Any) -> None:
+    def event(self, kind: str, t: float, /, **fields: Any) -> None:
         """One line of the log: what happened, when on the session clock, details."""
         record = {"t": round(t, 6), "event": kind, **fields}
         line = json.dumps(record, ensure_ascii=False, default=str)

@@ -215,6 +215,7 @@ class Session:
         self.dropped_frames = 0
         self.ended_reason = ""
         self._busy = False  # the worker is inside backend.step()
+        self._history_seen = 0  # controller transitions already reported
         self._assistant_level = -120.0
 
     # ------------------------------------------------------------------ wiring
@@ -407,6 +408,7 @@ class Session:
 
     # ------------------------------------------------------------------ actions
     def _act(self, actions: list[Action], t: float) -> None:
+        """Carry out the controller's actions, then report its state changes."""
         for action in actions:
             if action is Action.END_TURN:
                 self._end_turn(t)
@@ -418,8 +420,12 @@ class Session:
                 self._stop_from = None
             elif action in (Action.BARGE_IN, Action.CANCEL_RESPONSE):
                 self._barge_in(t, action)
-        if actions:
-            self._emit_state(", ".join(str(a) for a in actions))
+        history = self.controller.history
+        for transition in history[self._history_seen :]:
+            self.events.emit(
+                EventKind.STATE, transition.t, state=str(transition.state), reason=transition.reason
+            )
+        self._history_seen = len(history)
 
     def _end_turn(self, t: float) -> None:
         self.metrics.user_turn_ended(self._last_offset_t, self._after_interruption)
