@@ -10,6 +10,7 @@ from app.cli_dispatch import add_lazy_subcommands, load_subcommand
 # when chosen.
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "timeline": ("app.bench.timeline", "one simulated hour of mic audio and camera frames"),
+    "backend": ("app.bench.backend", "Qwen2.5-Omni: prefill, first speech, speech RTF, memory"),
 }
 
 
