@@ -15,6 +15,12 @@ RATE = 24000
 BLOCK = 240  # 10 ms
 
 
+def make_player(rate: int = RATE, **kwargs) -> Player:
+    """A player that starts at once (no jitter cushion) unless a test asks for one."""
+    kwargs.setdefault("prebuffer_seconds", 0.0)
+    return Player(rate, **kwargs)
+
+
 def chunk(values: np.ndarray, response_id: int = 1, seq: int = 0, text: str = "") -> SpeechChunk:
     return SpeechChunk(values.astype(np.float32), RATE, response_id, seq, text)
 
@@ -31,7 +37,7 @@ def pull(player: Player, blocks: int, channels: int = 1, t0: float = 0.0) -> np.
 
 
 def test_chunks_play_in_order_sample_for_sample_on_every_channel():
-    player = Player(RATE)
+    player = make_player(RATE)
     a = np.linspace(-0.5, 0.5, 1000)
     b = np.linspace(0.3, -0.3, 700)
     player.write(chunk(a, seq=0))
@@ -44,7 +50,7 @@ def test_chunks_play_in_order_sample_for_sample_on_every_channel():
 
 
 def test_flush_silences_the_next_block_and_rejects_the_rest_of_the_response():
-    player = Player(RATE)
+    player = make_player(RATE)
     player.write(chunk(np.ones(RATE), seq=0))  # one second queued
     assert np.all(pull(player, 2) == 1.0)
     player.flush()
@@ -60,7 +66,7 @@ def test_flush_silences_the_next_block_and_rejects_the_rest_of_the_response():
 
 
 def test_underruns_count_only_when_a_response_runs_dry():
-    player = Player(RATE)
+    player = make_player(RATE)
     pull(player, 5)  # idle silence is not an underrun
     assert player.underruns == 0
     player.write(chunk(np.ones(BLOCK + 100)))
@@ -74,7 +80,7 @@ def test_underruns_count_only_when_a_response_runs_dry():
 
 
 def test_heard_keeps_only_chunks_that_were_played_in_full():
-    player = Player(RATE)
+    player = make_player(RATE)
     player.write(chunk(np.ones(BLOCK * 2), seq=0, text="Hello "))
     player.write(chunk(np.ones(BLOCK * 2), seq=1, text="there, "))
     player.write(chunk(np.ones(BLOCK * 2), seq=2, text="friend."))
@@ -103,7 +109,7 @@ def test_resampling_happens_upstream_of_the_callback():
         made.append((src, dst))
         return Doubler()
 
-    player = Player(48000, resampler_factory=factory)
+    player = make_player(48000, resampler_factory=factory)
     player.write(chunk(np.arange(10) / 10.0))
     out = np.zeros((40, 1), dtype=np.float32)
     player.callback(out, 40, StreamTime(0.0, 0.0), None)
@@ -112,7 +118,7 @@ def test_resampling_happens_upstream_of_the_callback():
 
 
 def test_speech_at_another_rate_without_a_resampler_is_a_clear_error():
-    player = Player(48000)
+    player = make_player(48000)
     with pytest.raises(ValueError, match="24000 Hz cannot be played at 48000 Hz"):
         player.write(chunk(np.zeros(10)))
 
@@ -124,13 +130,13 @@ def test_unsupported_output_rate_is_rejected(rate):
 
 
 def test_overflow_is_counted_not_hidden():
-    player = Player(RATE, capacity_seconds=0.1)
+    player = make_player(RATE, capacity_seconds=0.1)
     player.write(chunk(np.ones(RATE)))
     assert player.stats().overflow_samples == RATE - int(0.1 * RATE)
 
 
 def test_flush_takes_effect_within_one_block_on_a_real_time_device():
-    player = Player(RATE)
+    player = make_player(RATE)
     stream = VirtualOutputStream(RATE, BLOCK, player.callback, keep=True)
     with stream:
         player.write(chunk(np.ones(RATE * 2)))
@@ -147,7 +153,7 @@ def test_flush_takes_effect_within_one_block_on_a_real_time_device():
 
 
 def test_pause_holds_the_place_and_resume_carries_on_from_it():
-    player = Player(RATE)
+    player = make_player(RATE)
     ramp = np.arange(BLOCK * 4, dtype=np.float32) / (BLOCK * 4)
     player.write(chunk(ramp))
     first = pull(player, 1)
@@ -160,7 +166,7 @@ def test_pause_holds_the_place_and_resume_carries_on_from_it():
 
 
 def test_reference_holds_every_played_sample_with_its_speaker_time():
-    player = Player(RATE, clock=lambda: 10.0)  # stream clock == monotonic clock
+    player = make_player(RATE, clock=lambda: 10.0)  # stream clock == monotonic clock
     assert player.drain_reference() is None
     player.write(chunk(np.full(BLOCK + 50, 0.5)))
     out = pull(player, 3, t0=10.0)
@@ -173,7 +179,7 @@ def test_reference_holds_every_played_sample_with_its_speaker_time():
 
 
 def test_going_silent_by_pause_or_flush_is_counted_once_with_its_time():
-    player = Player(RATE, clock=lambda: 1.0)  # stream clock == monotonic clock
+    player = make_player(RATE, clock=lambda: 1.0)  # stream clock == monotonic clock
     player.write(chunk(np.ones(RATE)))
     pull(player, 2, t0=1.0)
     player.pause()
@@ -184,3 +190,33 @@ def test_going_silent_by_pause_or_flush_is_counted_once_with_its_time():
     player.flush()
     pull(player, 1, t0=4.0)
     assert player.silenced == 2 and player.silenced_at == pytest.approx(4.01)
+
+
+def test_a_response_starts_once_its_cushion_is_queued_then_plays_through():
+    player = make_player(prebuffer_seconds=0.05)  # 1200 samples
+    player.write(chunk(np.full(BLOCK * 3, 0.5), seq=0))  # 720: not enough yet
+    assert np.all(pull(player, 2) == 0.0)
+    assert player.underruns == 0
+    player.write(chunk(np.full(BLOCK * 3, 0.5), seq=1))  # 1440 queued: go
+    out = pull(player, 6)
+    assert np.all(out[: BLOCK * 6] == 0.5)
+
+
+def test_the_end_of_a_response_releases_a_short_answer_at_once():
+    player = make_player(prebuffer_seconds=0.5)
+    player.write(chunk(np.full(BLOCK, 0.5)))
+    player.end_response(1)
+    assert np.all(pull(player, 1) == 0.5)
+
+
+def test_running_dry_grows_the_cushion_and_rebuffers():
+    player = make_player(prebuffer_seconds=0.02)  # 480 samples
+    player.write(chunk(np.full(BLOCK * 2, 0.5)))
+    pull(player, 3)
+    assert player.underruns == 1
+    assert player.prebuffer == 960
+    player.write(chunk(np.full(BLOCK * 3, 0.5), seq=1))  # 720 < 960: still gathering
+    assert np.all(pull(player, 1) == 0.0)
+    player.write(chunk(np.full(BLOCK, 0.5), seq=2))  # 960: go
+    assert np.all(pull(player, 4) == 0.5)
+    assert player.underruns == 1

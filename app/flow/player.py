@@ -80,6 +80,8 @@ class Player:
         *,
         capacity_seconds: float = 120.0,
         reference_seconds: float = 5.0,
+        prebuffer_seconds: float = 0.15,
+        max_prebuffer_seconds: float = 1.5,
         resampler_factory: ResamplerFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -113,6 +115,14 @@ class Player:
         self._offset_known = False
         self._expecting_more = False  # inside a response whose end was not written yet
         self.paused = False  # set by pause()/resume(); the callback holds its place
+        # Jitter buffer: speech is generated in bursts, so a response starts (and restarts
+        # after running dry) only once `prebuffer` samples are queued or its end is known.
+        # Each underrun grows the prebuffer for what follows; clean responses shrink it.
+        self._min_prebuffer = int(prebuffer_seconds * output_rate)
+        self._max_prebuffer = int(max_prebuffer_seconds * output_rate)
+        self.prebuffer = self._min_prebuffer
+        self._buffering = False
+        self._underruns_at_response_start = 0
         # What the speaker played, every sample including silence, for the echo canceller
         # and the recording. `reference_mark` is (reference position, speaker time) of the
         # latest block, one tuple swapped in whole so readers never see half an update.
@@ -133,6 +143,10 @@ class Player:
                 self._dropped_chunks += 1
                 return False
             samples = self._to_output_rate(chunk)
+            if chunk.response_id != self._open_response:
+                self._adapt_prebuffer()
+                if self._ring.available == 0:
+                    self._buffering = True
             start = self._ring.write_pos
             taken = self._ring.write(samples)
             if taken < len(samples):
@@ -143,6 +157,12 @@ class Player:
             self._open_response = chunk.response_id
             self._expecting_more = True
             return True
+
+    def _adapt_prebuffer(self) -> None:
+        """Between responses: shrink the prebuffer slowly after a response ran clean."""
+        if self.underruns == self._underruns_at_response_start:
+            self.prebuffer = max(self._min_prebuffer, int(self.prebuffer * 0.9))
+        self._underruns_at_response_start = self.underruns
 
     def end_response(self, response_id: int) -> None:
         """The backend finished this response: silence after it is not an underrun."""
@@ -205,11 +225,18 @@ class Player:
         if self.paused:
             mono.fill(0.0)
             got = 0
+        elif self._buffering and self._expecting_more and self._ring.available < self.prebuffer:
+            mono.fill(0.0)  # gathering a cushion before (re)starting: not an underrun
+            got = 0
         else:
+            self._buffering = False
             got = self._ring.read_into(mono)
             if got < frames and (got > 0 or self._expecting_more):
                 self.underruns += 1
                 self.underrun_samples += frames - got
+                # Ran dry mid-response: wait for a bigger cushion before going on.
+                self.prebuffer = min(self._max_prebuffer, self.prebuffer * 2)
+                self._buffering = True
         if self._sounding and (self.paused or flushed):
             self.silenced += 1
             self.silenced_at = dac_time

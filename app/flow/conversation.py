@@ -1,0 +1,135 @@
+"""Putting a conversation together: a backend, devices or files, a player, a session.
+
+The UI, the command line and the benchmarks all start conversations through here, so a
+self-check from files runs exactly the code a live conversation runs. Loading a model is
+slow (seconds to minutes) and belongs on a background thread; building the session
+around a loaded backend is fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from app.capture.camera import PreviewCallback
+from app.capture.portaudio import load_sounddevice
+from app.capture.replay import ReplayClock
+from app.capture.sources import audio_source, video_source
+from app.flow.duplex import DuplexConfig
+from app.flow.player import Player
+from app.flow.resample import StreamResampler
+from app.flow.session import Session, SessionConfig
+from app.flow.virtual_output import VirtualOutputStream
+from app.model import families
+from app.model.contract import Backend, ModelSource, Persona, Progress, Quant
+
+NULL_SPEAKER = "null"
+VIRTUAL_RATE = 24000
+VIRTUAL_BLOCK = 240  # 10 ms: a flush takes effect within this
+
+
+@dataclass(frozen=True)
+class ConversationOptions:
+    """Everything a conversation needs, as the user chose it.
+
+    Devices: `mic` None is the default microphone, a number an index, a path an audio
+    file replayed as a microphone. `camera` None is camera off, a number an index, a path
+    a video file. `speaker` None is the default output, "null" plays to nowhere (in real
+    time), a path ending in .wav writes what would be played, a number an index.
+    """
+
+    model: ModelSource
+    persona: Persona
+    family: str = "qwen2.5-omni"
+    quant: Quant = Quant.BF16
+    mic: int | str | Path | None = None
+    camera: int | str | Path | None = None
+    speaker: int | str | Path | None = None
+    duplex: DuplexConfig = dataclasses.field(default_factory=DuplexConfig)
+    echo_cancellation: bool = True
+    record_dir: Path | None = None
+    loop_files: bool = False
+    unit_ms: int | None = None  # the backend's own default when None
+    backend_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def load_backend(options: ConversationOptions, progress: Progress) -> Backend:
+    """Build the family's backend and load its weights (slow; not on the UI thread)."""
+    family = families.get(options.family)
+    backend_class = families.load_object(family.backend)
+    kwargs = dict(options.backend_options)
+    if options.unit_ms is not None:
+        kwargs["unit_ms"] = options.unit_ms
+    backend = backend_class(**kwargs)
+    backend.load(options.model, options.quant, progress)
+    return backend
+
+
+def _is_virtual_speaker(spec: int | str | Path | None) -> bool:
+    return spec is not None and (
+        str(spec) == NULL_SPEAKER or str(spec).lower().endswith(".wav")
+    )
+
+
+def open_output(spec: int | str | Path | None) -> tuple[Player, Any]:
+    """A player and the output stream that pulls from it (not started yet)."""
+    if _is_virtual_speaker(spec):
+        player = Player(VIRTUAL_RATE, resampler_factory=StreamResampler)
+        wav = None if str(spec) == NULL_SPEAKER else Path(spec)
+        stream = VirtualOutputStream(VIRTUAL_RATE, VIRTUAL_BLOCK, player.callback, wav_path=wav)
+        return player, stream
+    sd = load_sounddevice()
+    device = int(spec) if isinstance(spec, str) and spec.isdigit() else spec
+    info = sd.query_devices(device, "output")
+    rate = int(info["default_samplerate"])
+    player = Player(rate, resampler_factory=StreamResampler)
+    stream = sd.OutputStream(
+        samplerate=rate,
+        blocksize=rate // 100,  # 10 ms blocks: a flush is heard within one of them
+        device=device,
+        channels=1,
+        dtype="float32",
+        latency="low",
+        callback=player.callback,
+    )
+    return player, stream
+
+
+def build_session(
+    backend: Backend,
+    options: ConversationOptions,
+    *,
+    preview: PreviewCallback | None = None,
+) -> Session:
+    """The session around a loaded backend, with its sources attached (not started)."""
+    player, output = open_output(options.speaker)
+    config = SessionConfig(
+        duplex=options.duplex,
+        echo_cancellation=options.echo_cancellation,
+        record_dir=options.record_dir,
+    )
+    session = Session(backend, player, options.persona, config, output=output)
+    clock = ReplayClock(realtime=True)  # file sources share it, like devices share time
+    session.attach(
+        audio_source(
+            options.mic,
+            session.timeline,
+            clock=clock,
+            loop=options.loop_files,
+            on_event=session.on_source_event,
+        )
+    )
+    if options.camera is not None:
+        session.attach(
+            video_source(
+                options.camera,
+                session.timeline,
+                clock=clock,
+                loop=options.loop_files,
+                preview=preview,
+                on_event=session.on_source_event,
+            )
+        )
+    return session
