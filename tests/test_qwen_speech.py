@@ -138,3 +138,40 @@ def test_barge_in_control_settles_an_unreported_answer(backend):
     assert backend.ctx.entries[i].segment.text == spoken
     assert kinds[-2:] == [Kind.USER_OPEN, Kind.UNIT]  # the barge-in opened a new turn
     list(backend.step(make_unit(3, image=False, seed=5), Control(turn_ended=True)))
+
+
+def test_units_heard_during_an_answer_wait_for_the_next_turn(backend):
+    _listen(backend, n=1, seed=6)
+    it = backend.step(make_unit(1, image=False, seed=6), Control(turn_ended=True))
+    next(it)  # SPEAK
+    next(it)  # the answer is under way
+    before = backend.ctx.length
+    outs = list(backend.step(make_unit(2, image=True, seed=6), Control()))
+    assert [o.decision for o in outs] == [Decision.LISTEN]
+    assert backend.ctx.length == before  # held, not prefilled into the answer's tail
+    rest = list(it)
+    assert rest[-1].decision is Decision.END_OF_TURN
+    list(backend.step(make_unit(3, image=False, seed=6), Control()))
+    kinds = [e.segment.kind for e in backend.ctx.entries]
+    assert kinds[-4:] == [Kind.ASSISTANT, Kind.USER_OPEN, Kind.UNIT, Kind.UNIT]
+    assert backend.ctx.entries[-2].segment.image is not None  # the held unit, in order
+
+
+def test_heard_after_the_barge_in_step_keeps_the_new_turn(backend):
+    _listen(backend, n=1, seed=7)
+    it = backend.step(make_unit(1, image=False, seed=7), Control(turn_ended=True))
+    for out in it:
+        if out.speech is not None:
+            break
+    answer = backend.last_answer
+    list(backend.step(make_unit(2, image=False, seed=7), Control(barge_in=True)))
+    played = answer.state.text[:5]
+    backend.heard(played)
+    ctx = backend.ctx
+    kinds = [e.segment.kind for e in ctx.entries]
+    assert kinds[-3:] == [Kind.ASSISTANT, Kind.USER_OPEN, Kind.UNIT]
+    assert ctx.entries[-3].segment.text == played
+    got = ctx.append(backend._layout.user_close(ctx.entries[-1].segment.turn))
+    want = one_shot_logits(backend._loaded.model.thinker, ctx.segments)
+    assert (got - want).abs().max().item() < 1e-4
+    ctx.rollback_to(len(ctx.entries) - 1)

@@ -20,6 +20,10 @@ END_OF_TURN. Then, from the session thread:
   `interrupt()` first (for callers without a second thread); if `heard()` was not
   called, the text of the speech chunks already yielded counts as heard.
 
+Units that arrive while an answer is still being generated (no barge-in) are held and
+prefilled, in order, into the user's next turn once the answer is committed: until then
+the answer's own tokens occupy the end of the cache.
+
 Long sessions: when the context passes `token_budget` tokens, the oldest turns (then
 the open turn's oldest units) are dropped, the system prompt is kept, and what remains
 is prefilled again so positions are exactly those of a fresh conversation.
@@ -105,6 +109,8 @@ class QwenOmniBackend:
         self._user_open = False
         self._answer: Answer | None = None
         self._answer_committed = True
+        self._answer_turn = 0
+        self._held: list = []  # (audio, image) of units that arrived during an answer
         self._response_id = 0
         self.last_answer: Answer | None = None  # for benchmarks and tests
 
@@ -156,6 +162,7 @@ class QwenOmniBackend:
             self._user_open = False
             self._answer = None
             self._answer_committed = True
+            self._held = []
 
     def close(self) -> None:
         self._stop.set()
@@ -185,21 +192,39 @@ class QwenOmniBackend:
         ctx = self._require_started()
         if control.barge_in or control.force_listen:
             self.interrupt()
-        self._settle_answer()
         audio = self._featurize(unit.audio, unit.sample_rate)
         image = self._patch(unit.frames[-1].pixels) if unit.frames else None
+        if self._answer_active():
+            # The answer's tokens occupy the cache's tail until it is committed, so a
+            # unit heard meanwhile waits and opens the user's next turn.
+            self._held.append((audio, image))
+            return iter([Output(decision=Decision.LISTEN)])
+        self._settle_answer()
         with self._lock:
-            if not self._user_open:
-                self._turn += 1
-                ctx.trim()
-                ctx.append(self._layout.user_open(self._turn))
-                self._user_open = True
-            seg = self._layout.unit(self._turn, audio, image)
-            ctx.trim(extra=seg.length)
-            ctx.append(seg)
+            for held_audio, held_image in [*self._held, (audio, image)]:
+                if not self._user_open:
+                    self._turn += 1
+                    ctx.trim()
+                    ctx.append(self._layout.user_open(self._turn))
+                    self._user_open = True
+                seg = self._layout.unit(self._turn, held_audio, held_image)
+                ctx.trim(extra=seg.length)
+                ctx.append(seg)
+            self._held = []
         if not control.turn_ended or control.force_listen:
             return iter([Output(decision=Decision.LISTEN)])
         return self._respond()
+
+    def _answer_active(self) -> bool:
+        """An answer is still being generated (its iterator neither done nor stopped)."""
+        a = self._answer
+        return (
+            a is not None
+            and not self._answer_committed
+            and not a.state.finished
+            and not a.state.interrupted
+            and not self._stop.is_set()
+        )
 
     def _respond(self) -> Iterator[Output]:
         ctx = self._require_started()
@@ -214,6 +239,7 @@ class QwenOmniBackend:
             answer = Answer(ctx, self._layout, self._speaker, self.answer_config,
                             self._stop, self._lock)
             self._answer = answer
+            self._answer_turn = self._turn
             self.last_answer = answer
             self._answer_committed = False
         return self._stream(answer, logits, self._response_id)
@@ -242,19 +268,34 @@ class QwenOmniBackend:
             if self._answer is not None and not self._answer_committed:
                 self._commit_text(self._answer.state.spoken_text)
 
-    def _answer_start(self) -> int:
-        """Index just past the last user_close segment (where the answer begins)."""
+    def _answer_start(self) -> int | None:
+        """Index just past the user_close that opened the last answer, or None when that
+        turn is no longer in the context (trimmed away)."""
         ctx = self._require_started()
         for i in range(len(ctx.entries) - 1, -1, -1):
-            if ctx.entries[i].segment.kind is Kind.USER_CLOSE:
-                return i + 1
-        raise BackendError("there is no answer to correct", hint="heard() follows an answer")
+            seg = ctx.entries[i].segment
+            if seg.kind is Kind.USER_CLOSE:
+                return i + 1 if seg.turn == self._answer_turn else None
+        return None
 
     def _commit(self, token_ids: list[int], text: str) -> None:
+        """Make `token_ids` the last answer's words in the context, keeping any segments
+        that came after it (a turn the user opened by barging in)."""
         ctx = self._require_started()
-        ctx.rollback_to(self._answer_start())
-        ctx.append(self._layout.assistant(self._turn, token_ids, text))
         self._answer_committed = True
+        start = self._answer_start()
+        if start is None:
+            log.info("the answered turn was trimmed away; nothing to correct")
+            return
+        entries = ctx.entries
+        if start < len(entries) and entries[start].segment.kind is Kind.ASSISTANT:
+            after = [e.segment for e in entries[start + 1 :]]
+        else:
+            after = [e.segment for e in entries[start:]]
+        ctx.rollback_to(start)
+        ctx.append(self._layout.assistant(self._answer_turn, token_ids, text))
+        for seg in after:
+            ctx.append(seg)
 
     def _commit_text(self, played: str) -> None:
         ids: list[int] = []

@@ -120,6 +120,14 @@ class Answer:
         self.device = ctx.device
         tk = self.talker
         self.talker_stop = {tk.codec_eos_token, tk.codec_pad_token}
+        with torch.no_grad():
+            self._init_embeds(speaker)
+        self._decoded = ""
+        self._spoken_tokens = 0
+        self._eos_sent = False
+
+    def _init_embeds(self, speaker: dict) -> None:
+        tk = self.talker
         emb = self.thinker.get_input_embeddings()
         ids = torch.tensor([tk.text_eos_token, tk.text_pad_token, speaker["bos_token"]],
                            device=self.device)
@@ -127,9 +135,6 @@ class Answer:
         self.text_eos_embed, self.text_pad_embed, self.text_bos_embed = emb(ids)[:, None, None]
         codec = torch.tensor([tk.codec_pad_token, tk.codec_bos_token], device=self.device)
         self.codec_pad_embed, self.codec_bos_embed = tk.get_input_embeddings()(codec)[:, None, None]
-        self._decoded = ""
-        self._spoken_tokens = 0
-        self._eos_sent = False
 
     # --- thinker -----------------------------------------------------------------------
 
@@ -269,6 +274,7 @@ class Answer:
         self.state.finished = True
         yield Event("done", text=self.state.text)
 
+    @torch.no_grad()
     def _talker_step(
         self, codes: list[int], queue: list[torch.Tensor], thinker_open: bool, pos: int
     ) -> tuple[Event | None, bool, int]:
