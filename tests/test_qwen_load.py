@@ -36,6 +36,9 @@ def test_spec_before_and_after_load(qwen_tiny):
     assert set(s.vram_gib) == set(Quant)
     b.load(ModelSource(local_dir=qwen_tiny), Quant.BF16, lambda what, frac: None)
     assert b.spec.voices == ("Chelsie", "Ethan")
+    # After load the VRAM needs come from this checkpoint: tiny, and smaller when quantized.
+    need = b.spec.vram_gib
+    assert 0 < need[Quant.NF4] <= need[Quant.INT8] <= need[Quant.BF16] < 1
     b.close()
     with pytest.raises(BackendError, match="not loaded"):
         b.start(Persona("p", "hi"))

@@ -125,7 +125,9 @@ class QwenOmniBackend:
         self._loaded = loaded
         self._layout = Layout(self._loaded.tokenizer)
         voices = tuple(self._loaded.model.speaker_map.keys())
-        self.spec = dataclasses.replace(self.spec, voices=voices)
+        self.spec = dataclasses.replace(
+            self.spec, voices=voices, vram_gib=self._vram_estimate(loaded)
+        )
         meta_min = self._loaded.min_answer_tokens
         if meta_min:
             # Random tiny models stop at once; their folder asks for a minimum length.
@@ -134,6 +136,25 @@ class QwenOmniBackend:
                 min_answer_tokens=max(self.answer_config.min_answer_tokens, meta_min),
                 min_codes=max(self.answer_config.min_codes, meta_min + 1),
             )
+
+    def _vram_estimate(self, loaded: loader.Loaded) -> dict[Quant, float]:
+        """Weights per quantization (from the checkpoint's headers) plus both KV caches
+        at the token budget; the 7B table when the folder cannot be read."""
+        from app.model import checkpoint
+
+        model = loaded.model
+        kv_bytes = 0
+        for cfg in (model.thinker.config.text_config, model.talker.config):
+            head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+            kv_bytes += 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 2
+        cache_gib = kv_bytes * self.token_budget / 2**30
+        try:
+            return {
+                q: round(checkpoint.estimate_weight_bytes(loaded.folder, q) / 2**30 + cache_gib, 2)
+                for q in Quant
+            }
+        except (BackendError, OSError):
+            return dict(VRAM_7B)
 
     def _require_loaded(self) -> loader.Loaded:
         if self._loaded is None:
