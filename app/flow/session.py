@@ -42,7 +42,24 @@ from app.model.contract import Backend, Control, Decision, Persona, Unit
 
 log = logging.getLogger(__name__)
 
-ANALYSIS_RATE = 16000  # echo cancellation and voice activity run here
+VAD_RATE = 16000  # silero-vad's rate
+# The echo canceller's rates; ticks are cut at the backend's rate when it is one of them
+# (no resampling on the model's path), else at 48 kHz, which keeps the whole band.
+ECHO_RATES = (16000, 32000, 48000)
+
+
+def _tick_rate(backend_rate: int) -> int:
+    return backend_rate if backend_rate in ECHO_RATES else 48000
+
+
+class _Converter:
+    """A streaming resampler, or nothing when the rates already agree."""
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        self._resampler = StreamResampler(in_rate, out_rate) if in_rate != out_rate else None
+
+    def __call__(self, samples: np.ndarray) -> np.ndarray:
+        return samples if self._resampler is None else self._resampler.process(samples)
 
 
 class Source(Protocol):
@@ -160,35 +177,33 @@ class Session:
         self.output = output
         spec = backend.spec
         self.backend_rate = spec.audio_in_rate
-        if self.backend_rate != ANALYSIS_RATE:
-            raise ValueError(
-                f"backends taking {self.backend_rate} Hz audio are not wired into the session "
-                f"yet; it runs at {ANALYSIS_RATE} Hz"
-            )
+        self.tick_rate = _tick_rate(self.backend_rate)
+        self._to_vad = _Converter(self.tick_rate, VAD_RATE)
+        self._to_backend = _Converter(self.tick_rate, self.backend_rate)
         self.events = EventHub()
         self.metrics = SessionMetrics()
         self.timeline = Timeline(
             self.config.tick_seconds,
-            ANALYSIS_RATE,
+            self.tick_rate,
             frames_per_unit=max(1, spec.frames_per_unit),
             audio_capacity_seconds=self.config.audio_capacity_seconds,
             on_overflow=self._on_overflow,
         )
         self.controller = DuplexController(self.config.duplex, native_duplex=spec.native_duplex)
         self.vad = vad or VoiceActivity()
-        self.echo = EchoCanceller(ANALYSIS_RATE, enabled=self.config.echo_cancellation)
+        self.echo = EchoCanceller(self.tick_rate, enabled=self.config.echo_cancellation)
         self.far_end = FarEnd(
             player.drain_reference,
             player.output_rate,
             self._session_time_of,
-            echo_rate=ANALYSIS_RATE,
+            echo_rate=self.tick_rate,
             record_rate=self.config.recording_rate,
         )
         self.recorder: SessionRecorder | None = None
-        self._user_to_record = StreamResampler(ANALYSIS_RATE, self.config.recording_rate)
+        self._user_to_record = _Converter(self.tick_rate, self.config.recording_rate)
         self._user_record_anchor: float | None = None
         self._user_record_out = 0
-        self._units = _UnitBuilder(spec.unit_ms / 1000.0, ANALYSIS_RATE)
+        self._units = _UnitBuilder(spec.unit_ms / 1000.0, self.backend_rate)
         self._held_unit: Unit | None = None  # a silent unit kept in case speech follows
         self._sources: list[Source] = []
         self._queue: collections.deque[_Work] = collections.deque()
@@ -326,7 +341,7 @@ class Session:
         self._feed_far_end()
         cleaned = self.echo.process_near(mic, tick.start)
         self._now = tick.end
-        speech_events = self.vad.feed(cleaned, tick.start)
+        speech_events = self.vad.feed(self._to_vad(cleaned), tick.start)
         for event in speech_events:
             if event.kind is VadKind.ONSET:
                 self._pending_onset = event.t
@@ -362,14 +377,14 @@ class Session:
             return
         if self._user_record_anchor is None:
             self._user_record_anchor = t
-        out = self._user_to_record.process(mic)
+        out = self._user_to_record(mic)
         start = self._user_record_anchor + self._user_record_out / self.config.recording_rate
         self._user_record_out += len(out)
         self.recorder.write_user(out, start)
 
     def _gather(self, tick: Unit, cleaned: np.ndarray) -> None:
         speech = self.vad.speaking
-        unit = self._units.add(tick, cleaned, speech)
+        unit = self._units.add(tick, self._to_backend(cleaned), speech)
         if unit is None:
             return
         quiet_listener = (
@@ -433,8 +448,8 @@ class Session:
         self._held_unit = None
         unit = self._units.take()
         if unit is None:  # the turn ended right on a unit boundary: a sliver of silence
-            silence = np.zeros(ANALYSIS_RATE // 100, dtype=np.float32)
-            unit = Unit(self._units.index, self._now, 0.01, ANALYSIS_RATE, silence)
+            silence = np.zeros(self.backend_rate // 100, dtype=np.float32)
+            unit = Unit(self._units.index, self._now, 0.01, self.backend_rate, silence)
             self._units.index += 1
         self._enqueue(unit, Control(turn_ended=True))
 

@@ -27,8 +27,11 @@ class VirtualRoom:
     """Speaker and microphone of one simulated room, at `rate` Hz, `block` samples a tick.
 
     `user` is what the user says (mono float32 at `user_rate`, or a path to an audio
-    file); it is heard once from the start, then silence. `echo_gain` and `echo_delay`
-    (seconds) shape the speaker-to-mic path; `impulse_response` replaces them when given.
+    file); it is heard once from the start, then silence. `say()` adds more speech while
+    the room runs, heard from the next block on: a test can react to what the assistant
+    does, as a person would. `echo_gain` and `echo_delay` (seconds) shape the
+    speaker-to-mic path; `impulse_response` replaces them when given. The room runs for
+    the user's audio plus `tail_seconds`, or until stopped when `until_stopped` is set.
     """
 
     def __init__(
@@ -45,6 +48,8 @@ class VirtualRoom:
         impulse_response: np.ndarray | None = None,
         realtime: bool = True,
         tail_seconds: float = 2.0,
+        until_stopped: bool = False,
+        keep: bool = True,
         on_event: EventCallback | None = None,
         name: str = "virtual room",
     ) -> None:
@@ -52,11 +57,13 @@ class VirtualRoom:
             audio, user_rate = soundfile.read(str(user), dtype="float32", always_2d=True)
             user = audio.mean(axis=1)
         user = np.asarray(user, dtype=np.float32).reshape(-1)
-        if user_rate != rate:
-            resampler = StreamResampler(user_rate, rate)
-            user = np.concatenate([resampler.process(user), resampler.flush()])
-        self.user = user
+        self.user_rate = user_rate
         self.rate = rate
+        user = self._to_room_rate(user, user_rate)
+        self.user = user
+        self._said: list[tuple[int, np.ndarray]] = []  # (first block index, samples)
+        self._said_lock = threading.Lock()
+        self._block_index = 0
         self.block = block
         self._sink = sink
         self._speaker = speaker
@@ -64,22 +71,61 @@ class VirtualRoom:
         self._on_event = on_event
         self.name = name
         if impulse_response is None:
-            taps = int(round(echo_delay * rate))
+            taps = round(echo_delay * rate)
             impulse_response = np.zeros(taps + 1, dtype=np.float32)
             impulse_response[taps] = echo_gain
         self._ir = np.asarray(impulse_response, dtype=np.float32)
         self._history = np.zeros(max(0, len(self._ir) - 1), dtype=np.float32)
-        self._length = len(user) + int(tail_seconds * rate)
+        self._length = None if until_stopped else len(user) + int(tail_seconds * rate)
         self._stop = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
+        self._keep = keep  # keep what was played and heard (off for long runs)
         self.played: list[np.ndarray] = []  # what the speaker played, block by block
         self.heard: list[np.ndarray] = []  # what the microphone heard, block by block
         self.error: BaseException | None = None
 
+    def _to_room_rate(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if rate == self.rate:
+            return samples
+        resampler = StreamResampler(rate, self.rate)
+        return np.concatenate([resampler.process(samples), resampler.flush()])
+
     @property
-    def duration(self) -> float:
-        return self._length / self.rate
+    def duration(self) -> float | None:
+        return None if self._length is None else self._length / self.rate
+
+    @property
+    def now(self) -> float:
+        """Room time (seconds since its start) of the next block to be heard."""
+        return self._block_index * self.block / self.rate
+
+    def say(self, samples: np.ndarray, rate: int | None = None) -> float:
+        """Speak `samples` from the next block on; returns the room time it starts at."""
+        audio = self._to_room_rate(samples, rate or self.user_rate)
+        with self._said_lock:
+            first = self._block_index + 1
+            self._said.append((first, audio))
+        return first * self.block / self.rate
+
+    def _live_voice(self, index: int) -> np.ndarray | None:
+        with self._said_lock:
+            if not self._said:
+                return None
+            mix = np.zeros(self.block, dtype=np.float32)
+            keep = []
+            for first, audio in self._said:
+                offset = (index - first) * self.block
+                if offset < 0:
+                    keep.append((first, audio))
+                    continue
+                part = audio[offset : offset + self.block]
+                mix[: len(part)] += part
+                if offset + self.block < len(audio):
+                    keep.append((first, audio))
+            self._said = keep
+            return mix
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
@@ -101,12 +147,15 @@ class VirtualRoom:
     def _run(self) -> None:
         out = np.zeros((self.block, 1), dtype=np.float32)
         origin = time.monotonic() if self._realtime else 0.0
-        period = self.block / self.rate
-        self._emit(SourceEventKind.STARTED, f"{self.duration:.1f} s at {self.rate} Hz")
+        length = "until stopped" if self._length is None else f"{self.duration:.1f} s"
+        self._emit(SourceEventKind.STARTED, f"{length} at {self.rate} Hz")
         try:
-            for start in range(0, self._length, self.block):
+            index = 0
+            while self._length is None or index * self.block < self._length:
                 if self._stop.is_set():
                     break
+                start = index * self.block
+                self._block_index = index
                 t = origin + start / self.rate
                 if self._realtime:
                     delay = t - time.monotonic()
@@ -118,9 +167,14 @@ class VirtualRoom:
                 mic = self._echo(played)
                 voice = self.user[start : start + self.block]
                 mic[: len(voice)] += voice
-                self.played.append(played)
-                self.heard.append(mic)
+                live = self._live_voice(index)
+                if live is not None:
+                    mic += live
+                if self._keep:
+                    self.played.append(played)
+                    self.heard.append(mic)
                 self._sink.push_audio(mic, self.rate, t)
+                index += 1
             self._emit(SourceEventKind.STOPPED, "end of the scripted audio")
         except BaseException as exc:  # a test double must report, not vanish
             self.error = exc
