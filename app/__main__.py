@@ -16,12 +16,34 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "models": ("app.model.cli", "list, download or build model checkpoints"),
 }
 
+QUANTS = ("bf16", "fp16", "int8", "nf4")  # app.model.contract.Quant, without importing it
+
+
+def add_app_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the window itself (this run only; Settings keeps the lasting choices)."""
+    group = parser.add_argument_group("the app (options for this run only)")
+    group.add_argument("--camera", metavar="INDEX|FILE",
+                       help="a camera index or a video file replayed as the camera")
+    group.add_argument("--mic", metavar="INDEX|NAME|FILE",
+                       help="a microphone index or name, or an audio file replayed as the mic")
+    group.add_argument("--speaker", metavar="INDEX|FILE.wav|null",
+                       help="an output index, a .wav file to write, or null (play nowhere)")
+    group.add_argument("--model", metavar="DIR",
+                       help="a model folder; a tiny one from `duetto models tiny` is the "
+                            "hardware self-check")
+    group.add_argument("--quant", choices=QUANTS, help="how to hold the weights")
+    group.add_argument("--device", choices=("auto", "cuda", "cpu"), help="where to run it")
+    group.add_argument("--persona", metavar="ID", help="a persona id (file name without .json)")
+    group.add_argument("--start", action="store_true",
+                       help="start the conversation as soon as the window opens")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="duetto",
         description="Live, full-duplex conversation with an omni model on your own GPU.",
     )
+    add_app_arguments(parser)
     add_lazy_subcommands(parser, SUBCOMMANDS, dest="command")
     return parser
 

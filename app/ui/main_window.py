@@ -1,29 +1,577 @@
-"""The main window. For now it only says what Duetto is; the live view comes with the UI
-issue (camera preview, state, subtitles, meters, controls)."""
+"""The main window: the camera preview with the state and live subtitles over it, the
+side panel (persona, levels, latency), the controls, and a status bar with the model.
+
+Everything slow happens elsewhere: the controller loads and starts conversations on
+worker threads, the bridge brings session events here as signals, and a probe finds
+the GPU in the background. Failures become messages at the top; the window stays usable.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QMainWindow, QVBoxLayout, QWidget
+import logging
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.config import personas as persona_store
+from app.config import settings as settings_store
+from app.config.personas import PersonaFile, PersonaLibrary
+from app.config.settings import Settings
+from app.model.contract import BackendError
+from app.ui import hardware, theme
+from app.ui.bridge import SessionBridge
+from app.ui.controller import ConversationController
+from app.ui.options import LaunchOverrides, build_options, describe_model, is_self_check
+from app.ui.widgets.banner import MessageBar
+from app.ui.widgets.side_panel import SidePanel
+from app.ui.widgets.state import StatePill
+from app.ui.widgets.subtitles import Subtitles
+from app.ui.widgets.video import VideoView
+
+log = logging.getLogger(__name__)
+
+SHORTCUTS = {
+    "start": "Ctrl+Return",
+    "mute": "M",
+    "camera": "C",
+    "stop_talking": "Esc",
+    "push_to_talk": "Space",
+    "settings": "Ctrl+,",
+}
+
+FALLBACK_PERSONA = PersonaFile(
+    id="plain", name="Assistant", role_prompt="You are a helpful assistant. Answer briefly.",
+    description="Used because no persona file could be read.",
+)
+
+
+class HardwareProbe(QObject):
+    """Finds the GPU and each family's voices on a worker thread (torch imports slowly)."""
+
+    ready = Signal(object, object)  # Hardware, {family: BackendSpec | None}
+
+    def __init__(self, detect: Callable[[], hardware.Hardware] = hardware.detect,
+                 parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._detect = detect
+        self.thread: threading.Thread | None = None
+        self.result: tuple[hardware.Hardware, dict[str, Any]] | None = None
+
+    def start(self, families: list[str]) -> None:
+        def work() -> None:
+            found = self._detect()
+            specs = {family: hardware.family_spec(family) for family in families}
+            self.result = (found, specs)
+            self.ready.emit(found, specs)
+
+        self.thread = threading.Thread(target=work, name="duetto-hardware", daemon=True)
+        self.thread.start()
+
+    def join(self, timeout_s: float) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout_s)
+
+
+class Stage(VideoView):
+    """The video with its overlays: the state pill, a self-check badge, the subtitles."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.pill = StatePill(self)
+        self.badge = QLabel("SELF-CHECK · tiny random model, not a real one", self)
+        self.badge.setStyleSheet(
+            f"background: {theme.WARNING}; color: #1b1405; font-weight: 700;"
+            " border-radius: 8px; padding: 5px 10px;"
+        )
+        self.badge.hide()
+        self.subtitles = Subtitles(self)
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self.pill.adjustSize()
+        self.pill.move(16, 16)
+        self.badge.adjustSize()
+        self.badge.move(self.width() - self.badge.width() - 16, 18)
+        width = min(self.width() - 48, 760)
+        self.subtitles.setFixedWidth(width)
+        self.subtitles.adjustSize()
+        self.subtitles.move((self.width() - width) // 2,
+                            self.height() - self.subtitles.height() - 22)
+
+    def relayout(self) -> None:
+        self.resizeEvent(None)
 
 
 class MainWindow(QMainWindow):
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        overrides: LaunchOverrides | None = None,
+        *,
+        controller: ConversationController | None = None,
+        detect_hardware: Callable[[], hardware.Hardware] | None = hardware.detect,
+    ) -> None:
         super().__init__()
         self.setWindowTitle("Duetto")
-        self.resize(960, 640)
+        self.resize(1180, 740)
+        self.setMinimumSize(900, 580)
+        self.overrides = overrides or LaunchOverrides()
+        self.bridge = SessionBridge(self)
+        self.controller = controller or ConversationController(self.bridge, parent=self)
+        if controller is not None:
+            controller.setParent(self)
+        self.hardware: hardware.Hardware | None = None
+        self.family_specs: dict[str, Any] = {}
+        self.camera_on = True
+        self.mic_muted = False
+        self._ptt_held = False
+        self._closed = False
+
+        self._build()
+        self._connect()
+        self._load_user_files()
+        self.probe = HardwareProbe(detect_hardware, self) if detect_hardware else None
+        if self.probe is not None:
+            self.probe.ready.connect(self._on_hardware)
+            self.probe.start(self._families())
+        self._vram_timer = QTimer(self)
+        self._vram_timer.setInterval(2000)
+        self._vram_timer.timeout.connect(self._update_vram)
+        self._vram_timer.start()
+        self._on_phase("idle")
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
         body = QWidget(self)
-        layout = QVBoxLayout(body)
-        title = QLabel("Duetto", body)
-        title.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        title.setStyleSheet("font-size: 28px; font-weight: 600;")
-        hint = QLabel(
-            "No conversation yet. Run `duetto doctor` to see what this machine offers.", body
-        )
-        hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        layout.addStretch(1)
-        layout.addWidget(title)
-        layout.addWidget(hint)
-        layout.addStretch(1)
+        outer = QVBoxLayout(body)
+        outer.setContentsMargins(18, 16, 18, 12)
+        outer.setSpacing(12)
+        self.messages = MessageBar(body)
+        outer.addWidget(self.messages)
+
+        middle = QHBoxLayout()
+        middle.setSpacing(16)
+        left = QVBoxLayout()
+        left.setSpacing(10)
+        self.stage = Stage(body)
+        left.addWidget(self.stage, 1)
+        self.progress_row = QWidget(body)
+        row = QHBoxLayout(self.progress_row)
+        row.setContentsMargins(4, 0, 0, 0)
+        self.progress_label = QLabel("", self.progress_row)
+        self.progress_label.setObjectName("muted")
+        self.progress = QProgressBar(self.progress_row)
+        self.progress.setRange(0, 1000)
+        self.progress.setFixedHeight(8)
+        self.cancel_button = QPushButton("Cancel", self.progress_row)
+        self.cancel_button.clicked.connect(self.controller.cancel_load)
+        row.addWidget(self.progress_label)
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.cancel_button)
+        self.progress_row.hide()
+        left.addWidget(self.progress_row)
+        middle.addLayout(left, 1)
+        self.side = SidePanel(body)
+        middle.addWidget(self.side)
+        outer.addLayout(middle, 1)
+
+        controls = QHBoxLayout()
+        controls.setSpacing(10)
+        self.start_button = QPushButton("Start conversation", body)
+        self.start_button.setObjectName("primary")
+        self.start_button.setMinimumWidth(210)
+        self.mute_button = QPushButton("Mute mic", body)
+        self.mute_button.setCheckable(True)
+        self.camera_button = QPushButton("Camera on", body)
+        self.camera_button.setCheckable(True)
+        self.stop_talking_button = QPushButton("Stop talking", body)
+        self.ptt_button = QPushButton("Hold to talk", body)
+        self.ptt_button.setToolTip(f"Push-to-talk: hold this or {SHORTCUTS['push_to_talk']}")
+        self.settings_button = QPushButton("Settings", body)
+        for button, key in (
+            (self.start_button, "start"), (self.mute_button, "mute"),
+            (self.camera_button, "camera"), (self.stop_talking_button, "stop_talking"),
+            (self.settings_button, "settings"),
+        ):
+            shortcut = QKeySequence(SHORTCUTS[key]).toString(QKeySequence.SequenceFormat.NativeText)
+            tip = button.toolTip() or button.text()
+            button.setToolTip(f"{tip}  ({shortcut})")
+            button.setCursor(Qt.CursorShape.PointingHandCursor)
+        controls.addWidget(self.start_button)
+        controls.addSpacing(8)
+        controls.addWidget(self.mute_button)
+        controls.addWidget(self.camera_button)
+        controls.addWidget(self.stop_talking_button)
+        controls.addWidget(self.ptt_button)
+        controls.addStretch(1)
+        self.hint = QLabel("", body)
+        self.hint.setObjectName("muted")
+        controls.addWidget(self.hint)
+        controls.addSpacing(8)
+        controls.addWidget(self.settings_button)
+        outer.addLayout(controls)
         self.setCentralWidget(body)
-        self.statusBar().showMessage("No model loaded")
+
+        status = self.statusBar()
+        status.setSizeGripEnabled(False)
+        self.status_model = QLabel("No model loaded", status)
+        self.status_quant = QLabel("", status)
+        self.status_device = QLabel("", status)
+        self.status_vram = QLabel("", status)
+        for label in (self.status_model, self.status_quant, self.status_device):
+            status.addWidget(label)
+        status.addPermanentWidget(self.status_vram)
+
+    def _connect(self) -> None:
+        self.start_button.clicked.connect(self.toggle_conversation)
+        self.mute_button.toggled.connect(self.set_mic_muted)
+        self.camera_button.toggled.connect(self.set_camera_on)
+        self.stop_talking_button.clicked.connect(self.stop_talking)
+        self.ptt_button.pressed.connect(lambda: self._push_to_talk(True))
+        self.ptt_button.released.connect(lambda: self._push_to_talk(False))
+        self.settings_button.clicked.connect(self.open_settings)
+        for key, slot in (
+            ("start", self.toggle_conversation),
+            ("mute", lambda: self.mute_button.toggle()),
+            ("camera", lambda: self.camera_button.toggle()),
+            ("stop_talking", self.stop_talking),
+            ("settings", self.open_settings),
+        ):
+            QShortcut(QKeySequence(SHORTCUTS[key]), self, activated=slot)
+
+        bridge = self.bridge
+        bridge.frame_ready.connect(self._show_frame)
+        bridge.state_changed.connect(self._on_state)
+        bridge.text_added.connect(self.stage.subtitles.add)
+        bridge.text_added.connect(lambda *_: self.stage.relayout())
+        bridge.heard.connect(self.stage.subtitles.mark_heard)
+        bridge.levels.connect(self._on_levels)
+        bridge.latency.connect(self.side.set_latency)
+        bridge.unit_done.connect(lambda _c, _l, rtf: self.side.set_rtf(rtf))
+        bridge.device_event.connect(self._on_device)
+        bridge.overflow.connect(lambda text: self.post("warning", f"audio was lost: {text}"))
+        bridge.error.connect(lambda text: self.post("error", text))
+        ctl = self.controller
+        ctl.phase_changed.connect(self._on_phase)
+        ctl.load_progress.connect(self._on_progress)
+        ctl.failed.connect(self._on_failed)
+        ctl.notice.connect(lambda text: self.post("info", text))
+        ctl.loaded.connect(self._on_loaded)
+        ctl.started.connect(self._on_started)
+
+    # ------------------------------------------------------------------ user files
+    def _load_user_files(self) -> None:
+        loaded = settings_store.load()
+        self.settings: Settings = loaded.settings
+        self.settings_existed = loaded.existed
+        for note in loaded.notes:
+            self.post("warning", note)
+        self.reload_personas()
+        self.camera_on = self.settings.devices.camera_on
+        self.camera_button.setChecked(self.camera_on)
+        self._sync_camera_button()
+        self._update_status()
+
+    def reload_personas(self) -> None:
+        self.library: PersonaLibrary = persona_store.load_all()
+        for problem in self.library.problems:
+            self.post("warning", problem.describe() + " (the other personas loaded)")
+        self._show_persona()
+
+    def current_persona(self) -> PersonaFile:
+        wanted = self.overrides.persona or self.settings.persona
+        found = self.library.get(wanted)
+        if found is None and self.library.personas:
+            found = self.library.personas[0]
+        return found or FALLBACK_PERSONA
+
+    def _show_persona(self) -> None:
+        persona = self.current_persona()
+        self.side.set_persona(persona.name, persona.description, persona.voice_text())
+
+    def save_settings(self) -> bool:
+        try:
+            settings_store.save(self.settings)
+        except OSError as exc:
+            self.post("error", f"settings could not be saved ({exc})")
+            return False
+        return True
+
+    # ------------------------------------------------------------------ messages
+    def post(self, level: str, text: str) -> None:
+        log.info("%s: %s", level, text)
+        self.messages.post(level, text)
+
+    # ------------------------------------------------------------------ conversation
+    def toggle_conversation(self) -> None:
+        phase = self.controller.phase
+        if phase == "idle":
+            self.start_conversation()
+        elif phase in ("loading", "starting"):
+            self.controller.cancel_load()
+        elif phase == "running":
+            self.controller.stop()
+
+    def start_conversation(self) -> None:
+        if self.controller.phase != "idle":
+            return
+        try:
+            options = build_options(self.settings, self.current_persona(), self.overrides,
+                                    camera_on=self.camera_on)
+        except BackendError as exc:
+            self.post("error", f"cannot start: {exc}")
+            return
+        self.stage.subtitles.clear_text()
+        self.side.reset_figures()
+        self._self_check = is_self_check(options.model.local_dir)
+        self.stage.badge.setVisible(self._self_check)
+        self.stage.relayout()
+        self._update_status()
+        self.controller.start(options)
+
+    def stop_talking(self) -> None:
+        if self.bridge.force_listen():
+            self.hint.setText("Stopped the answer; listening")
+
+    def set_mic_muted(self, muted: bool) -> None:
+        self.mic_muted = muted
+        self.mute_button.setText("Mic muted" if muted else "Mute mic")
+        self._apply_mic()
+
+    def _apply_mic(self) -> None:
+        ptt = self.settings.conversation.push_to_talk
+        muted = self.mic_muted or (ptt and not self._ptt_held)
+        self.bridge.set_mic_muted(muted)
+        self.side.mic_label.setText("You (muted)" if muted else "You")
+
+    def _push_to_talk(self, held: bool) -> None:
+        self._ptt_held = held
+        self._apply_mic()
+
+    def keyPressEvent(self, event: Any) -> None:
+        if (event.key() == Qt.Key.Key_Space and not event.isAutoRepeat()
+                and self.settings.conversation.push_to_talk):
+            self._push_to_talk(True)
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event: Any) -> None:
+        if (event.key() == Qt.Key.Key_Space and not event.isAutoRepeat()
+                and self.settings.conversation.push_to_talk):
+            self._push_to_talk(False)
+            return
+        super().keyReleaseEvent(event)
+
+    def set_camera_on(self, on: bool) -> None:
+        self.camera_on = on
+        self._sync_camera_button()
+        if self.controller.phase == "idle":
+            self.settings.devices.camera_on = on
+            self.save_settings()
+        self._show_idle_stage()
+
+    def _sync_camera_button(self) -> None:
+        # Checked means "off", drawn in the alarm colour like a muted mic.
+        self.camera_button.blockSignals(True)
+        self.camera_button.setChecked(not self.camera_on)
+        self.camera_button.blockSignals(False)
+        self.camera_button.setText("Camera on" if self.camera_on else "Camera off")
+
+    # ------------------------------------------------------------------ bridge slots
+    def _show_frame(self) -> None:
+        image = self.bridge.take_frame()
+        if image is not None and self.camera_on:
+            self.stage.set_frame(image)
+
+    def _on_state(self, state: str, reason: str) -> None:
+        self.stage.pill.set_state(state, reason)
+        self.stage.relayout()
+        if state == "listening" and reason == "user finished":
+            self.hint.setText("")
+
+    def _on_levels(self, mic: float, assistant: float) -> None:
+        self.side.mic_meter.set_level(mic)
+        self.side.assistant_meter.set_level(assistant)
+
+    def _on_device(self, source: str, kind: str, message: str) -> None:
+        if kind in ("lost", "error", "failed"):
+            self.post("error", f"{source}: {message or kind}. The conversation goes on "
+                               "without it; check the device in Settings → Devices")
+        elif kind == "stopped" and message and message != "stopped":
+            self.post("info", f"{source}: {message}")
+
+    # ------------------------------------------------------------------ controller slots
+    def _on_phase(self, phase: str) -> None:
+        running = phase == "running"
+        busy = phase in ("loading", "starting")
+        label = {"idle": "Start conversation", "loading": "Cancel loading",
+                 "starting": "Cancel", "running": "End conversation",
+                 "stopping": "Ending…"}[phase]
+        self.start_button.setText(label)
+        self.start_button.setProperty("running", running or busy)
+        self.start_button.style().unpolish(self.start_button)
+        self.start_button.style().polish(self.start_button)
+        self.start_button.setEnabled(phase != "stopping")
+        self.stop_talking_button.setEnabled(running)
+        self.ptt_button.setVisible(self.settings.conversation.push_to_talk)
+        self.ptt_button.setEnabled(running)
+        self.mute_button.setEnabled(True)
+        # The session cannot switch its camera mid-conversation: it applies to the next.
+        self.camera_button.setEnabled(not running and not busy)
+        self.settings_button.setEnabled(phase == "idle")
+        self.progress_row.setVisible(busy)
+        if phase == "loading":
+            self.progress.setValue(0)
+            self.progress_label.setText("Loading the model…")
+        elif phase == "starting":
+            self.progress_label.setText("Starting the conversation…")
+            self.progress.setRange(0, 0)
+        else:
+            self.progress.setRange(0, 1000)
+        if phase in ("idle", "loading", "starting", "stopping"):
+            self.stage.pill.set_state(phase)
+        if phase == "idle":
+            self.hint.setText("")
+            self._show_idle_stage()
+        self.stage.relayout()
+
+    def _show_idle_stage(self) -> None:
+        if self.controller.phase == "running" and self.camera_on:
+            return
+        if not self.camera_on:
+            self.stage.clear("Camera off", "The assistant will hear you but not see you.")
+        elif self.controller.phase == "idle":
+            self.stage.clear("Ready when you are",
+                             "Press Start conversation (Ctrl+Enter). Your camera preview "
+                             "appears here.")
+
+    def _on_progress(self, what: str, fraction: float) -> None:
+        self.progress.setRange(0, 1000)
+        self.progress.setValue(int(fraction * 1000))
+        self.progress_label.setText(what.capitalize())
+
+    def _on_failed(self, text: str) -> None:
+        self.post("error", f"The conversation could not start: {text}")
+
+    def _on_loaded(self, spec: Any) -> None:
+        self._update_status()
+
+    def _on_started(self) -> None:
+        self._apply_mic()
+        if self.camera_on:
+            self.stage.clear("Waiting for the camera…")
+        else:
+            self._show_idle_stage()
+        self.hint.setText("Talk any time; interrupt it by speaking")
+
+    # ------------------------------------------------------------------ status bar
+    def _families(self) -> list[str]:
+        from app.model import families
+
+        return families.known()
+
+    def _on_hardware(self, found: hardware.Hardware, specs: dict[str, Any]) -> None:
+        self.hardware = found
+        self.family_specs = specs
+        self._update_status()
+        quiet = (self.settings.model.device == "cpu" or self.overrides.device
+                 or is_self_check(self.overrides.model_dir))
+        if not found.gpus and not quiet:
+            self.post("info", f"{found.note}. Use a small model on the CPU (slow) or run "
+                                  "the self-check: Settings → Model.")
+
+    def _update_status(self) -> None:
+        name = describe_model(self.settings, self.overrides)
+        folder = self.overrides.model_dir or (
+            None if not self.settings.model.local_dir else self.settings.model.local_dir)
+        check = is_self_check(Path(folder)) if folder else False
+        self.status_model.setText(f"Model: {name}" + (" (self-check)" if check else ""))
+        self.status_quant.setText(f"Weights: {self.overrides.quant or self.settings.model.quant}")
+        device = self.overrides.device or self.settings.model.device
+        gpu = self.hardware.best if self.hardware else None
+        if device == "cpu" or (self.hardware is not None and gpu is None):
+            where = "CPU"
+        elif gpu is not None:
+            where = f"{gpu.name} ({gpu.total_gib:.0f} GiB)"
+        else:
+            where = "looking for a GPU…"
+        self.status_device.setText(f"Device: {where}")
+        self._update_vram()
+
+    def _update_vram(self) -> None:
+        used = hardware.vram_in_use_gib() if self.hardware is not None else None
+        self.status_vram.setText("VRAM: —" if used is None else f"VRAM in use: {used:.1f} GiB")
+
+    # ------------------------------------------------------------------ settings
+    def open_settings(self, page: str = "") -> None:
+        if self.controller.phase != "idle":
+            self.post("info", "Settings open when the conversation has ended.")
+            return
+        from app.ui.settings_dialog import SettingsDialog
+
+        dialog = SettingsDialog(self.settings, self.library, self.hardware,
+                                self.family_specs, self.controller.backend_spec, self)
+        if page:
+            dialog.show_page(page)
+        if dialog.exec():
+            self.apply_settings(dialog.result_settings())
+        if dialog.personas_changed:
+            self.reload_personas()
+
+    def apply_settings(self, new: Settings) -> None:
+        if new.model != self.settings.model:
+            self.controller.unload()
+        self.settings = new
+        self.save_settings()
+        self.camera_on = new.devices.camera_on
+        self._sync_camera_button()
+        self._show_persona()
+        self._update_status()
+        self._on_phase(self.controller.phase)
+
+    # ------------------------------------------------------------------ first run
+    def needs_first_run(self) -> bool:
+        return (not self.settings.first_run_done and not self.settings.model.configured
+                and self.overrides.model_dir is None)
+
+    def open_first_run(self) -> None:
+        from app.ui.first_run import FirstRunDialog
+
+        dialog = FirstRunDialog(self.hardware, self)
+        if self.hardware is None and self.probe is not None:
+            self.probe.ready.connect(dialog.set_hardware)
+        dialog.exec()
+        choice = dialog.choice
+        self.settings.first_run_done = True
+        if choice is not None:
+            choice.apply(self.settings)
+            if choice.open_model_page:
+                self.save_settings()
+                self.open_settings("model")
+                return
+        self.save_settings()
+        self._update_status()
+
+    # ------------------------------------------------------------------ closing
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self._closed:
+            self._closed = True
+            self._vram_timer.stop()
+            self.stage.pill.set_state("stopping")
+            if not self.controller.shutdown():
+                log.warning("a worker thread was still running at exit")
+            if self.probe is not None:
+                self.probe.join(10.0)
+        super().closeEvent(event)

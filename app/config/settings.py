@@ -1,0 +1,173 @@
+"""The user's settings: one JSON file in the config folder, read and written whole.
+
+Reading never fails: a missing file gives defaults; a file that is not JSON (or not an
+object) is renamed aside and defaults load, with a note the window shows; a value of
+the wrong type falls back to its default, with a note naming it. Writing is atomic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from app import paths
+from app.config.atomic import set_aside, write_text_atomic
+
+SETTINGS_NAME = "settings.json"
+SETTINGS_VERSION = 1
+
+DEVICE_CHOICES = ("auto", "cuda", "cpu")
+
+
+@dataclass
+class ModelSettings:
+    family: str = "qwen2.5-omni"
+    model_id: str = ""  # a registry id, used when `local_dir` is empty
+    local_dir: str = ""  # a model folder; wins over `model_id`
+    quant: str = "nf4"
+    device: str = "auto"  # auto | cuda | cpu
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.local_dir or self.model_id)
+
+
+@dataclass
+class DeviceSettings:
+    camera: str = "0"  # an index, a device path, or a video file
+    camera_on: bool = True
+    mic: str = ""  # "" the system default, an index, a name, or an audio file
+    speaker: str = ""  # "" the system default, an index, "null", or a .wav path
+
+
+@dataclass
+class ConversationSettings:
+    end_of_turn_silence: float = 0.6  # seconds of quiet that end the user's turn
+    barge_in_min_speech: float = 0.3  # seconds of speech over the assistant that stop it
+    echo_cancellation: bool = True
+    record: bool = False
+    record_dir: str = ""  # "" = the data folder's recordings/
+    push_to_talk: bool = False
+
+
+@dataclass
+class Settings:
+    persona: str = "friendly-assistant"
+    model: ModelSettings = field(default_factory=ModelSettings)
+    devices: DeviceSettings = field(default_factory=DeviceSettings)
+    conversation: ConversationSettings = field(default_factory=ConversationSettings)
+    first_run_done: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": SETTINGS_VERSION, **dataclasses.asdict(self)}
+
+    def recordings_dir(self) -> Path:
+        chosen = self.conversation.record_dir
+        return Path(chosen).expanduser() if chosen else paths.data_dir() / "recordings"
+
+
+@dataclass(frozen=True)
+class LoadedSettings:
+    """Settings as read, and what the user should be told about reading them."""
+
+    settings: Settings
+    notes: tuple[str, ...] = ()
+    set_aside_to: Path | None = None
+    existed: bool = True
+
+
+def settings_path() -> Path:
+    return paths.config_dir() / SETTINGS_NAME
+
+
+def _fits(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def _from_dict(cls: type, data: dict[str, Any], where: str, notes: list[str]) -> Any:
+    """Build dataclass `cls` from `data`, keeping defaults for anything missing or wrong."""
+    instance = cls()
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        default = getattr(instance, f.name)
+        hint = hints[f.name]
+        if dataclasses.is_dataclass(hint) and not isinstance(hint, types.GenericAlias):
+            if isinstance(value, dict):
+                setattr(instance, f.name, _from_dict(hint, value, f"{where}{f.name}.", notes))
+            else:
+                notes.append(f"setting '{where}{f.name}' is not a group; defaults used")
+            continue
+        if _fits(value, default):
+            setattr(instance, f.name, float(value) if isinstance(default, float) else value)
+        else:
+            notes.append(f"setting '{where}{f.name}' had an unusable value {value!r}; "
+                         f"using {default!r}")
+    return instance
+
+
+def _validate(settings: Settings, notes: list[str]) -> None:
+    """Ranges the conversation code would reject: clamp them, and say so."""
+    conv = settings.conversation
+    clamped = min(5.0, max(0.05, conv.end_of_turn_silence))
+    if clamped != conv.end_of_turn_silence:
+        notes.append(f"end-of-turn silence {conv.end_of_turn_silence} s is out of range; "
+                     f"using {clamped} s")
+        conv.end_of_turn_silence = clamped
+    clamped = min(3.0, max(0.0, conv.barge_in_min_speech))
+    if clamped != conv.barge_in_min_speech:
+        notes.append(f"barge-in speech {conv.barge_in_min_speech} s is out of range; "
+                     f"using {clamped} s")
+        conv.barge_in_min_speech = clamped
+    if settings.model.device not in DEVICE_CHOICES:
+        notes.append(f"unknown compute device {settings.model.device!r}; using auto")
+        settings.model.device = "auto"
+
+
+def from_dict(data: dict[str, Any]) -> tuple[Settings, list[str]]:
+    notes: list[str] = []
+    settings = _from_dict(Settings, data, "", notes)
+    _validate(settings, notes)
+    return settings, notes
+
+
+def load(path: Path | None = None) -> LoadedSettings:
+    """Read the settings; never raises for a bad file (see the module docstring)."""
+    path = path or settings_path()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return LoadedSettings(Settings(), existed=False)
+    except OSError as exc:
+        return LoadedSettings(Settings(), (f"settings could not be read ({exc}); "
+                                           "defaults are in use",))
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("the file does not hold a JSON object")
+    except (json.JSONDecodeError, ValueError) as exc:
+        try:
+            moved = set_aside(path)
+        except OSError:
+            moved = None
+        where = f"it was moved to {moved.name}" if moved else "it could not be moved aside"
+        note = f"the settings file was damaged ({exc}); {where} and defaults are in use"
+        return LoadedSettings(Settings(), (note,), set_aside_to=moved)
+    settings, notes = from_dict(data)
+    return LoadedSettings(settings, tuple(notes))
+
+
+def save(settings: Settings, path: Path | None = None) -> Path:
+    path = path or settings_path()
+    write_text_atomic(path, json.dumps(settings.to_dict(), indent=2) + "\n")
+    return path

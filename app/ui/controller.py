@@ -1,0 +1,271 @@
+"""Conversation lifecycle off the main thread: load the model, build and start a session,
+stop it, and close everything when the window goes.
+
+Phases: idle → loading → starting → running → stopping → idle. Each slow step runs on
+its own worker thread and reports back through signals; the loaded backend is kept
+between conversations (loading takes minutes on real weights) and reloaded only when
+the model, quantization or device changes.
+
+Cancelling a load: backends offer no cancel, so the progress callback raises at its
+next call and, whatever happens, the result is discarded; the window is usable at
+once. `shutdown()` joins every worker (bounded) so no thread outlives the window.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from app.flow.conversation import ConversationOptions, build_session, load_backend
+from app.model.contract import BackendError, BackendSpec
+from app.ui.bridge import SessionBridge
+from app.ui.options import fit_persona
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[ConversationOptions, Callable[[str, float], None]], Any]
+SessionBuilder = Callable[..., Any]
+
+
+class LoadCancelled(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class BackendKey:
+    """What a loaded backend was loaded from; another key means loading again."""
+
+    family: str
+    model: str
+    quant: str
+    options: str
+
+    @classmethod
+    def of(cls, options: ConversationOptions) -> BackendKey:
+        return cls(options.family, options.model.describe(), str(options.quant),
+                   repr(sorted(options.backend_options.items())))
+
+
+def explain(exc: BaseException) -> str:
+    """One sentence a user can act on, for any failure of loading or starting."""
+    name = type(exc).__name__
+    if isinstance(exc, BackendError):
+        return str(exc)
+    if "OutOfMemory" in name or "out of memory" in str(exc).lower():
+        return ("out of GPU memory: choose a smaller quantization (nf4) or a smaller model "
+                "in Settings → Model, or close other programs using the GPU")
+    if isinstance(exc, MemoryError):
+        return "out of memory: choose a smaller model or quantization in Settings → Model"
+    return f"{name}: {exc}"
+
+
+class ConversationController(QObject):
+    phase_changed = Signal(str)
+    load_progress = Signal(str, float)
+    loaded = Signal(object)  # BackendSpec of the loaded backend
+    failed = Signal(str)  # loading or starting failed; the app is back to idle
+    notice = Signal(str)  # something the user should know, not a failure
+    started = Signal()
+    stopped = Signal(str)
+
+    def __init__(
+        self,
+        bridge: SessionBridge,
+        *,
+        loader: Loader = load_backend,
+        session_builder: SessionBuilder = build_session,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.bridge = bridge
+        self._loader = loader
+        self._build = session_builder
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._phase = "idle"
+        self._backend: Any = None
+        self._backend_key: BackendKey | None = None
+        self._session: Any = None
+        self._job = 0  # the current start job; an older one's results are discarded
+        self._cancel = threading.Event()
+        self.bridge.ended.connect(self._on_session_ended)
+
+    # ------------------------------------------------------------ state
+    @property
+    def phase(self) -> str:
+        return self._phase
+
+    @property
+    def backend_spec(self) -> BackendSpec | None:
+        backend = self._backend
+        return backend.spec if backend is not None else None
+
+    def _set_phase(self, phase: str) -> None:
+        if phase != self._phase:
+            self._phase = phase
+            self.phase_changed.emit(phase)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=f"duetto-{name}", daemon=True)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+        thread.start()
+
+    # ------------------------------------------------------------ start
+    def start(self, options: ConversationOptions) -> None:
+        """Load if needed, then build and start a session (all off the main thread)."""
+        if self._phase not in ("idle",):
+            return
+        self._job += 1
+        job = self._job
+        self._cancel = threading.Event()
+        cancel = self._cancel
+        key = BackendKey.of(options)
+        need_load = self._backend is None or self._backend_key != key
+        self._set_phase("loading" if need_load else "starting")
+        old = self._backend if need_load else None
+        if need_load:
+            self._backend, self._backend_key = None, None
+        self._spawn("start", lambda: self._start_job(job, options, key, need_load, old, cancel))
+
+    def cancel_load(self) -> None:
+        if self._phase in ("loading", "starting"):
+            self._cancel.set()
+            self._job += 1  # whatever the worker returns now is thrown away
+            self._set_phase("idle")
+            self.notice.emit("loading cancelled")
+
+    def _start_job(self, job: int, options: ConversationOptions, key: BackendKey,
+                   need_load: bool, old: Any, cancel: threading.Event) -> None:
+        if old is not None:
+            _close_quietly(old)
+        backend = None
+        try:
+            if need_load:
+                def progress(what: str, fraction: float) -> None:
+                    if cancel.is_set():
+                        raise LoadCancelled()
+                    self.load_progress.emit(what, float(fraction))
+
+                backend = self._loader(options, progress)
+                if cancel.is_set() or job != self._job:
+                    raise LoadCancelled()
+                self._backend, self._backend_key = backend, key
+                self.loaded.emit(backend.spec)
+                self._deliver(job, "starting")
+            else:
+                backend = self._backend
+            persona, note = fit_persona(options.persona, backend.spec)
+            if note:
+                self.notice.emit(note)
+            session = self._build(backend, replace(options, persona=persona),
+                                  preview=self.bridge.on_preview)
+            if cancel.is_set() or job != self._job:
+                raise LoadCancelled()
+            self.bridge.attach(session)
+            self._session = session
+            session.start()
+        except LoadCancelled:
+            if backend is not None and backend is not self._backend:
+                _close_quietly(backend)
+            self._detach_failed_session()
+            return
+        except Exception as exc:  # any failure: say it, go back to idle, stay usable
+            log.exception("starting the conversation failed")
+            if need_load and backend is not None and backend is not self._backend:
+                _close_quietly(backend)
+            self._detach_failed_session()
+            if job == self._job:
+                self._deliver(job, "idle")
+                self.failed.emit(explain(exc))
+            return
+        if job == self._job:
+            self._deliver(job, "running")
+            self.started.emit()
+        else:
+            self._stop_session_now("cancelled")
+
+    def _deliver(self, job: int, phase: str) -> None:
+        """Set the phase from a worker thread (signals are queued to the main thread)."""
+        if job == self._job:
+            self._phase = phase
+            self.phase_changed.emit(phase)
+
+    def _detach_failed_session(self) -> None:
+        session, self._session = self._session, None
+        self.bridge.detach()
+        if session is not None:
+            try:
+                session.stop("failed to start")
+            except Exception:
+                log.exception("stopping a half-started session failed")
+
+    # ------------------------------------------------------------ stop
+    def stop(self) -> None:
+        if self._phase in ("loading", "starting"):
+            self.cancel_load()
+            return
+        if self._phase != "running":
+            return
+        self._set_phase("stopping")
+        self._spawn("stop", lambda: self._stop_session_now("stopped by the user"))
+
+    def _stop_session_now(self, reason: str) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            try:
+                session.stop(reason)  # emits ENDED through the bridge
+            except Exception as exc:
+                log.exception("stopping the session failed")
+                self.failed.emit(f"stopping failed: {explain(exc)}")
+        self.bridge.detach()
+        self._phase = "idle"
+        self.phase_changed.emit("idle")
+        self.stopped.emit(reason)
+
+    def _on_session_ended(self, reason: str, _metrics: dict) -> None:
+        """The session ended by itself (an error, a lost device): tidy up off-thread."""
+        if self._phase == "running" and self._session is not None:
+            self._set_phase("stopping")
+            self._spawn("stop", lambda: self._stop_session_now(reason or "ended"))
+
+    # ------------------------------------------------------------ shutdown
+    def unload(self) -> None:
+        """Forget the loaded model (settings changed); closes it off the main thread."""
+        if self._phase != "idle" or self._backend is None:
+            return
+        backend, self._backend, self._backend_key = self._backend, None, None
+        self._spawn("unload", lambda: _close_quietly(backend))
+
+    def shutdown(self, timeout_s: float = 10.0) -> bool:
+        """Stop the session, close the model, join every worker. True if all ended."""
+        self._cancel.set()
+        self._job += 1
+        if self._session is not None:
+            self._stop_session_now("window closed")
+        self.bridge.detach()
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout_s)
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            _close_quietly(backend)
+        return not any(t.is_alive() for t in threads)
+
+    def alive_threads(self) -> list[threading.Thread]:
+        with self._lock:
+            return [t for t in self._threads if t.is_alive()]
+
+
+def _close_quietly(backend: Any) -> None:
+    try:
+        backend.close()
+    except Exception:
+        log.exception("closing the backend failed")

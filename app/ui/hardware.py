@@ -1,0 +1,97 @@
+"""What the machine offers for a model: the GPU (through torch.cuda) and each family's
+voices. Importing torch takes seconds, so the window calls these off the main thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.model import families, registry
+from app.model.contract import BackendSpec, Quant
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    name: str
+    total_gib: float
+    free_gib: float
+    compute: str = ""
+
+
+@dataclass(frozen=True)
+class Hardware:
+    gpus: tuple[GpuInfo, ...]
+    note: str  # why there is no GPU, or "" when there is one
+
+    @property
+    def best(self) -> GpuInfo | None:
+        return max(self.gpus, key=lambda g: g.total_gib, default=None)
+
+
+def detect() -> Hardware:
+    """The CUDA GPUs torch sees; never raises (a broken torch is a note)."""
+    try:
+        import torch
+    except Exception as exc:
+        return Hardware((), f"torch cannot be imported ({exc})")
+    try:
+        if not torch.cuda.is_available():
+            return Hardware((), "no CUDA GPU found: models run on the CPU, far slower than "
+                                "real time")
+        gpus = []
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            free, total = torch.cuda.mem_get_info(index)
+            gpus.append(GpuInfo(props.name, total / 2**30, free / 2**30,
+                                f"{props.major}.{props.minor}"))
+        return Hardware(tuple(gpus), "")
+    except Exception as exc:  # a driver problem is something to show, not a crash
+        return Hardware((), f"the GPU could not be queried ({exc})")
+
+
+def vram_in_use_gib() -> float | None:
+    """GPU memory torch holds now, or None without CUDA.
+
+    Call only after `detect()` returned: torch is then fully imported and this is cheap
+    (while another thread is still importing it, its module is half-built).
+    """
+    import sys
+
+    torch = sys.modules.get("torch")
+    try:
+        if torch is None or not torch.cuda.is_available():
+            return None
+        return torch.cuda.memory_reserved() / 2**30
+    except Exception:  # a half-imported or broken torch: no figure rather than a crash
+        return None
+
+
+def family_spec(family: str) -> BackendSpec | None:
+    """The family's spec before loading (its built-in voices); None if it cannot be built."""
+    try:
+        return families.backend_class(family)().spec
+    except Exception:
+        return None
+
+
+@dataclass(frozen=True)
+class Fit:
+    needed_gib: float
+    available_gib: float | None
+    fits: bool | None  # None: no GPU to compare with
+
+    def describe(self) -> str:
+        if self.available_gib is None:
+            return f"needs about {self.needed_gib:.1f} GiB of GPU memory (no GPU detected)"
+        verdict = "fits" if self.fits else "does NOT fit"
+        return (f"needs about {self.needed_gib:.1f} GiB; your GPU has "
+                f"{self.available_gib:.1f} GiB: {verdict}")
+
+
+def fit(entry: registry.RegistryEntry, quant: Quant, hardware: Hardware | None) -> Fit:
+    needed = float(entry.vram_gib.get(quant, entry.vram_gib[Quant.BF16]))
+    gpu = hardware.best if hardware else None
+    if gpu is None:
+        return Fit(needed, None, None)
+    # Keep ~5 % aside for the display and the CUDA context.
+    return Fit(needed, gpu.total_gib, needed <= gpu.total_gib * 0.95)

@@ -1,0 +1,151 @@
+"""From what the user chose (settings, persona, command line) to ConversationOptions.
+
+No Qt here, so the rules are tested directly: the command line wins over settings, a
+model folder wins over a registry id, and a persona's voice is checked against what the
+loaded model can actually use.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from app.config.personas import PersonaFile
+from app.config.settings import Settings
+from app.flow.conversation import ConversationOptions
+from app.flow.duplex import DuplexConfig
+from app.model import registry
+from app.model.contract import BackendError, BackendSpec, ModelSource, Persona, Quant, Voice
+
+
+@dataclass(frozen=True)
+class LaunchOverrides:
+    """What `duetto --camera … --mic … --speaker … --model …` asked for this run only."""
+
+    camera: str | None = None
+    mic: str | None = None
+    speaker: str | None = None
+    model_dir: Path | None = None
+    quant: str | None = None
+    device: str | None = None
+    persona: str | None = None
+
+    @property
+    def from_files(self) -> bool:
+        return any(v is not None for v in (self.camera, self.mic, self.speaker))
+
+
+def is_self_check(folder: Path | None) -> bool:
+    """A tiny random-weight folder (from `duetto models tiny`) says so in duetto.json."""
+    if folder is None:
+        return False
+    try:
+        meta = json.loads((folder / "duetto.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and bool(meta.get("tiny"))
+
+
+def model_source(settings: Settings, overrides: LaunchOverrides) -> ModelSource:
+    """Where the weights come from; BackendError saying what to do when nowhere."""
+    if overrides.model_dir is not None:
+        return ModelSource(local_dir=overrides.model_dir)
+    chosen = settings.model
+    if chosen.local_dir:
+        return ModelSource(local_dir=Path(chosen.local_dir).expanduser())
+    if chosen.model_id:
+        return registry.resolve(chosen.model_id)
+    raise BackendError("no model is chosen yet",
+                       hint="open Settings → Model to pick one, or a local folder")
+
+
+def _device_spec(value: str) -> int | str | None:
+    """"" is the system default, digits a device index, anything else a name or a file."""
+    value = value.strip()
+    if not value:
+        return None
+    return int(value) if value.isdigit() else value
+
+
+def describe_model(settings: Settings, overrides: LaunchOverrides) -> str:
+    if overrides.model_dir is not None:
+        return overrides.model_dir.name
+    if settings.model.local_dir:
+        return Path(settings.model.local_dir).name
+    return settings.model.model_id or "no model"
+
+
+def chosen_quant(settings: Settings, overrides: LaunchOverrides) -> Quant:
+    value = overrides.quant or settings.model.quant
+    try:
+        return Quant(value)
+    except ValueError:
+        raise BackendError(f"unknown quantization {value!r}",
+                           hint=f"one of: {', '.join(q.value for q in Quant)}") from None
+
+
+def chosen_device(settings: Settings, overrides: LaunchOverrides) -> str | None:
+    value = overrides.device or settings.model.device
+    return None if value == "auto" else value
+
+
+def build_options(
+    settings: Settings,
+    persona: PersonaFile,
+    overrides: LaunchOverrides,
+    *,
+    camera_on: bool,
+) -> ConversationOptions:
+    """The next conversation's options. Raises BackendError when no model is chosen."""
+    devices = settings.devices
+    conv = settings.conversation
+    camera_spec = overrides.camera if overrides.camera is not None else devices.camera
+    camera = _device_spec(camera_spec) if camera_on else None
+    if camera_on and camera is None:
+        camera = 0  # "" means the first camera
+    mic = _device_spec(overrides.mic if overrides.mic is not None else devices.mic)
+    speaker = _device_spec(
+        overrides.speaker if overrides.speaker is not None else devices.speaker
+    )
+    backend_options: dict[str, object] = {}
+    device = chosen_device(settings, overrides)
+    if device is not None:
+        backend_options["device"] = device
+    return ConversationOptions(
+        model=model_source(settings, overrides),
+        persona=persona.to_persona(),
+        family=settings.model.family,
+        quant=chosen_quant(settings, overrides),
+        mic=mic,
+        camera=camera,
+        speaker=speaker,
+        duplex=DuplexConfig(
+            end_of_turn_silence=conv.end_of_turn_silence,
+            barge_in_min_speech=conv.barge_in_min_speech,
+        ),
+        echo_cancellation=conv.echo_cancellation,
+        record_dir=settings.recordings_dir() if conv.record else None,
+        # Files replayed for a demo or a self-check keep going for as long as it runs.
+        loop_files=overrides.from_files,
+        backend_options=backend_options,
+    )
+
+
+def fit_persona(persona: Persona, spec: BackendSpec) -> tuple[Persona, str]:
+    """The persona with a voice this model can use, and a note when it had to change."""
+    voice = persona.voice
+    default = spec.voices[0] if spec.voices else None
+    if voice.builtin and spec.voices and voice.builtin not in spec.voices:
+        note = (f"this model has no voice '{voice.builtin}'; using '{default}' "
+                f"(voices: {', '.join(spec.voices)})")
+        return replace(persona, voice=Voice(builtin=default)), note
+    if voice.reference_audio is not None and not voice.builtin:
+        if not spec.accepts_reference_voice:
+            note = (f"{spec.family} cannot speak with a reference recording; using its "
+                    f"voice '{default}'")
+            return replace(persona, voice=Voice(builtin=default)), note
+        if not voice.reference_audio.is_file():
+            note = f"the reference recording {voice.reference_audio} is missing; default voice"
+            return replace(persona, voice=Voice(builtin=default)), note
+    return persona, ""

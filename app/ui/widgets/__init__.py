@@ -1,0 +1,1 @@
+"""Small widgets of the main window, each drawing one thing."""

@@ -1,0 +1,130 @@
+"""The panel beside the video: who the assistant is, how loud each side is, and how
+quickly it answers."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QVBoxLayout, QWidget
+
+from app.ui import theme
+from app.ui.widgets.meter import LevelMeter
+
+
+def heading(text: str, parent: QWidget) -> QLabel:
+    label = QLabel(text.upper(), parent)
+    label.setObjectName("heading")
+    return label
+
+
+def muted(text: str, parent: QWidget) -> QLabel:
+    label = QLabel(text, parent)
+    label.setObjectName("muted")
+    label.setWordWrap(True)
+    return label
+
+
+def card(parent: QWidget) -> tuple[QFrame, QVBoxLayout]:
+    frame = QFrame(parent)
+    frame.setObjectName("card")
+    layout = QVBoxLayout(frame)
+    layout.setContentsMargins(16, 14, 16, 16)
+    layout.setSpacing(8)
+    return frame, layout
+
+
+def _seconds(value: float | None) -> str:
+    return "—" if value is None else f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+class SidePanel(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setFixedWidth(300)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(12)
+
+        persona, p = card(self)
+        p.addWidget(heading("Persona", persona))
+        self.persona_name = QLabel("", persona)
+        self.persona_name.setObjectName("title")
+        self.persona_name.setWordWrap(True)
+        self.persona_text = muted("", persona)
+        self.persona_voice = muted("", persona)
+        self.persona_voice.setStyleSheet(f"color: {theme.ACCENT};")
+        p.addWidget(self.persona_name)
+        p.addWidget(self.persona_text)
+        p.addWidget(self.persona_voice)
+        layout.addWidget(persona)
+
+        levels, lv = card(self)
+        lv.addWidget(heading("Levels", levels))
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(12)
+        grid.setVerticalSpacing(10)
+        self.mic_label = QLabel("You", levels)
+        self.mic_meter = LevelMeter(theme.SUCCESS, levels)
+        self.assistant_meter = LevelMeter(theme.ACCENT, levels)
+        grid.addWidget(self.mic_label, 0, 0)
+        grid.addWidget(self.mic_meter, 0, 1)
+        grid.addWidget(QLabel("Duetto", levels), 1, 0)
+        grid.addWidget(self.assistant_meter, 1, 1)
+        grid.setColumnStretch(1, 1)
+        lv.addLayout(grid)
+        layout.addWidget(levels)
+
+        timing, tv = card(self)
+        tv.addWidget(heading("Latency", timing))
+        figures = QGridLayout()
+        figures.setVerticalSpacing(6)
+        self.turn_value = QLabel("—", timing)
+        self.stop_value = QLabel("—", timing)
+        self.rtf_value = QLabel("—", timing)
+        for row, (name, value, tip) in enumerate((
+            ("Answer after you stop", self.turn_value,
+             "last turn-taking latency: end of your speech → first sound of the answer"),
+            ("Stops after you cut in", self.stop_value,
+             "last interruption latency: you start talking → the assistant is silent"),
+            ("Real-time factor", self.rtf_value,
+             "compute per second of speech; below 1 keeps up with playback"),
+        )):
+            label = muted(name, timing)
+            label.setToolTip(tip)
+            value.setObjectName("bigValue")
+            value.setToolTip(tip)
+            figures.addWidget(label, row, 0)
+            figures.addWidget(value, row, 1)
+        tv.addLayout(figures)
+        layout.addWidget(timing)
+
+        self.transcript_card, tr = card(self)
+        tr.addWidget(heading("Conversation", self.transcript_card))
+        self.events_text = muted("Press Start and talk. Duetto listens while it speaks, so "
+                                 "you can interrupt it at any time.", self.transcript_card)
+        tr.addWidget(self.events_text)
+        layout.addWidget(self.transcript_card)
+        layout.addStretch(1)
+
+    def set_persona(self, name: str, description: str, voice: str) -> None:
+        self.persona_name.setText(name)
+        self.persona_text.setText(description)
+        self.persona_voice.setText(f"Voice: {voice}")
+
+    def set_latency(self, kind: str, seconds: float) -> None:
+        if kind in ("turn_taking", "response_after_interruption"):
+            self.turn_value.setText(_seconds(seconds))
+        elif kind == "stop":
+            self.stop_value.setText(_seconds(seconds))
+
+    def set_rtf(self, rtf: float | None) -> None:
+        if rtf is None:
+            return
+        self.rtf_value.setText(f"{rtf:.2f}×")
+        color = theme.SUCCESS if rtf < 1 else theme.WARNING
+        self.rtf_value.setStyleSheet(f"color: {color};")
+
+    def reset_figures(self) -> None:
+        for value in (self.turn_value, self.stop_value, self.rtf_value):
+            value.setText("—")
+            value.setStyleSheet("")
+        self.mic_meter.reset()
+        self.assistant_meter.reset()
