@@ -11,6 +11,8 @@ from app.cli_dispatch import add_lazy_subcommands, load_subcommand
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "timeline": ("app.bench.timeline", "one simulated hour of mic audio and camera frames"),
     "backend": ("app.bench.backend", "Qwen2.5-Omni: prefill, first speech, speech RTF, memory"),
+    "duplex": ("app.bench.duplex", "scripted conversations through the app, scored like FDB"),
+    "gpu": ("app.bench.gpu", "full-size random-weight models on CUDA: VRAM, compute, RTF"),
 }
 
 

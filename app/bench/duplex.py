@@ -1,0 +1,329 @@
+"""`duetto bench duplex`: scripted conversations through the whole app, scored.
+
+Each scenario (app/bench/scenarios/*.toml, see duplex_scenario.py) runs in real time
+through the real path: a VirtualRoom is the microphone and the speaker on one clock,
+feeding the session's timeline; the session runs voice activity, echo cancellation,
+the duplex controller and the backend, and plays into the room through the player. The
+session's own recorder writes the stereo WAV and the event log; beside them this
+benchmark writes `user.wav` (the user's clean voice on the same clock), `task.json`
+(where each line was spoken and what it expected) and `score.json`. Then the run's
+table (results.txt) and figures (results.json) go into the output folder, and the
+command exits 1 when a target of the issue is missed.
+
+`--rescore DIR` scores saved runs again without running anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import logging
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile
+
+from app.bench import scoring
+from app.bench.duplex_report import table
+from app.bench.duplex_scenario import Scenario, ScenarioError, builtin_dir, load_dir
+
+TASK_FILE = "task.json"
+SCORE_FILE = "score.json"
+USER_FILE = "user.wav"
+RESULTS_JSON = "results.json"
+RESULTS_TXT = "results.txt"
+DEFAULT_END_OF_TURN = 0.6  # DuplexConfig's default; read from it at run time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", metavar="MODEL_DIR", default=None,
+                        help="a Qwen2.5-Omni checkpoint folder (default: build the tiny "
+                             "random model)")
+    parser.add_argument("--quant", default="bf16", choices=["bf16", "fp16", "int8", "nf4"])
+    parser.add_argument("--scenarios", metavar="DIR", type=Path, default=None,
+                        help="folder of scenario files (default: the built-in set)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                        help="run only these scenarios (names or shell patterns, e.g. "
+                             "'interrupt_*'); may name scenarios outside the default set")
+    parser.add_argument("--long", action="store_true",
+                        help="also run the scenarios kept out of the default set (long ones)")
+    parser.add_argument("--out", metavar="DIR", type=Path, default=None,
+                        help="where recordings and results go (default: a new folder under "
+                             "the app's data folder)")
+    parser.add_argument("--rescore", metavar="DIR", type=Path, default=None,
+                        help="score the saved runs under DIR again; runs nothing")
+    parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    parser.add_argument("--unit-ms", type=int, default=1000, help="the backend's unit length")
+    parser.add_argument("--answer-tokens", type=int, default=60,
+                        help="tiny model only: minimum answer length in tokens")
+    parser.add_argument("--end-of-turn-silence", type=float, default=None,
+                        help="override the duplex controller's end-of-turn silence (s)")
+    parser.add_argument("--room-rate", type=int, default=48000,
+                        help="the simulated sound card's rate (Hz)")
+
+
+# ----------------------------------------------------------------------- selection
+def select(scenarios: list[Scenario], only: list[str] | None, include_long: bool
+           ) -> list[Scenario]:
+    if only:
+        chosen = [s for s in scenarios if any(fnmatch.fnmatchcase(s.name, p) for p in only)]
+        unknown = [p for p in only
+                   if not any(fnmatch.fnmatchcase(s.name, p) for s in scenarios)]
+        if unknown:
+            raise ScenarioError(f"no scenario matches {', '.join(unknown)}")
+        return chosen
+    return [s for s in scenarios if s.default or include_long]
+
+
+# ----------------------------------------------------------------------- backend
+@dataclass
+class Backend:
+    backend: Any
+    description: str
+
+
+def make_backend(args: argparse.Namespace, tmp: Path) -> Backend:
+    from app.model.contract import ModelSource, Quant
+    from app.model.qwen_omni.backend import QwenOmniBackend
+
+    if args.backend:
+        folder = Path(args.backend)
+        description = f"{folder.name} ({args.quant})"
+    else:
+        from app.model.qwen_omni.tiny import build_tiny
+
+        folder = build_tiny(tmp / "tiny", min_answer_tokens=args.answer_tokens)
+        description = f"tiny Qwen2.5-Omni, random weights, {args.answer_tokens}-token answers"
+    backend = QwenOmniBackend(unit_ms=args.unit_ms)
+    backend.load(ModelSource(local_dir=folder), Quant(args.quant), lambda what, frac: None)
+    return Backend(backend, description)
+
+
+# ----------------------------------------------------------------------- one scenario
+def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Namespace,
+                 speech) -> dict[str, Any]:
+    """Run one scenario in real time; returns its score (also saved beside the recording)."""
+    from app.bench.duplex_media import SceneSource, noise_track
+    from app.bench.duplex_user import ScriptedUser, resample
+    from app.flow.duplex import DuplexConfig
+    from app.flow.player import Player
+    from app.flow.resample import StreamResampler
+    from app.flow.session import Session, SessionConfig
+    from app.flow.virtual_room import VirtualRoom
+    from app.model.contract import Persona
+
+    rate = args.room_rate
+    user = ScriptedUser(scenario, speech, rate)
+    eot = args.end_of_turn_silence or scenario.end_of_turn_silence
+    duplex = DuplexConfig(end_of_turn_silence=eot) if eot else DuplexConfig()
+    echo = scenario.echo
+    config = SessionConfig(
+        duplex=duplex,
+        echo_cancellation=echo.cancellation if echo else True,
+        record_dir=out / scenario.name,
+    )
+    player = Player(rate, resampler_factory=StreamResampler)
+    persona = Persona("bench", "You are a helpful assistant. Answer in a few sentences.")
+    session = Session(backend, player, persona, config)
+    background = (noise_track(scenario.noise, rate, user.longest_seconds() + 5, speech)
+                  if scenario.noise else np.zeros(0, np.float32))
+    room = VirtualRoom(
+        session.timeline, player.callback, background, user_rate=rate, rate=rate,
+        block=rate // 100, echo_gain=echo.gain if echo else 0.0,
+        echo_delay=echo.delay if echo else 0.0, until_stopped=True,
+        on_event=session.on_source_event, name=f"room:{scenario.name}",
+    )
+    session.attach(room)
+    if scenario.video is not None:
+        if scenario.video.file is not None:
+            from app.capture.files import FileVideoSource
+
+            session.attach(FileVideoSource(scenario.video.file, session.timeline, loop=True,
+                                           on_event=session.on_source_event))
+        else:
+            session.attach(SceneSource(session.timeline, scenario.video.scene,
+                                       scenario.video.fps))
+    started = time.monotonic()
+    session.start()
+    try:
+        user.run(room)
+    finally:
+        user.stop()
+        session.stop("end of scenario")
+    wall = time.monotonic() - started
+    folder = session.recorder.folder if session.recorder else out / scenario.name
+    stereo, rec_rate = soundfile.read(str(folder / "conversation.wav"), dtype="float32",
+                                      always_2d=True)
+    clean = resample(user.clean_track(round(len(stereo) * rate / rec_rate) + rate), rate,
+                     rec_rate)[: len(stereo)]
+    soundfile.write(str(folder / USER_FILE), clean, rec_rate, subtype="PCM_16")
+    task = {
+        "scenario": scenario.name,
+        "category": scenario.category,
+        "description": scenario.description,
+        "end_of_turn_silence": duplex.end_of_turn_silence,
+        "wall_seconds": round(wall, 2),
+        "note": user.note or (f"room failed: {room.error}" if room.error else ""),
+        "lines": [p.as_task(rate) for p in user.placements],
+    }
+    (folder / TASK_FILE).write_text(json.dumps(task, indent=1))
+    return score_folder(folder)
+
+
+# ----------------------------------------------------------------------- scoring on disk
+def score_folder(folder: Path) -> dict[str, Any]:
+    """Score one saved run (conversation.wav, events.jsonl, task.json, user.wav)."""
+    from app.flow.recording import read_events
+
+    task = json.loads((folder / TASK_FILE).read_text())
+    stereo, rate = soundfile.read(str(folder / "conversation.wav"), dtype="float32",
+                                  always_2d=True)
+    if stereo.shape[1] != 2:
+        raise ValueError(f"{folder}: conversation.wav must be stereo")
+    user_path = folder / USER_FILE
+    if user_path.exists():  # the clean voice; the mic channel also holds echo and noise
+        user, user_rate = soundfile.read(str(user_path), dtype="float32")
+        if user_rate != rate:
+            raise ValueError(f"{folder}: {USER_FILE} is at {user_rate} Hz, not {rate}")
+    else:
+        user = stereo[:, 0]
+    events = read_events(folder / "events.jsonl")
+    score = scoring.score_recording(user, stereo[:, 1], rate, task, events)
+    score["end_of_turn_silence"] = task.get("end_of_turn_silence", DEFAULT_END_OF_TURN)
+    score["wall_seconds"] = task.get("wall_seconds")
+    score["note"] = task.get("note", "")
+    score["folder"] = str(folder)
+    (folder / SCORE_FILE).write_text(json.dumps(score, indent=1))
+    return score
+
+
+def summarize(scores: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, Any]:
+    eots = {s.get("end_of_turn_silence", DEFAULT_END_OF_TURN) for s in scores}
+    eot = max(eots) if eots else DEFAULT_END_OF_TURN
+    summary = scoring.pool(scores)
+    verdicts = scoring.targets(summary, eot)
+    by_category: dict[str, list[dict[str, Any]]] = {}
+    for s in scores:
+        by_category.setdefault(s["category"], []).append(s)
+    return {
+        **meta,
+        "end_of_turn_silence": eot,
+        "summary": summary,
+        "targets": verdicts,
+        "passed": all(verdicts.values()),
+        "categories": {c: scoring.pool(group) for c, group in sorted(by_category.items())},
+        "scenarios": scores,
+    }
+
+
+def write_results(out: Path, results: dict[str, Any]) -> str:
+    text = table(results)
+    (out / RESULTS_JSON).write_text(json.dumps(results, indent=1))
+    (out / RESULTS_TXT).write_text(text + "\n")
+    return text
+
+
+def rescore(folder: Path) -> int:
+    tasks = sorted(folder.rglob(TASK_FILE))
+    if not tasks:
+        print(f"duetto bench duplex: no saved runs ({TASK_FILE}) under {folder}",
+              file=sys.stderr)
+        return 2
+    scores = [score_folder(t.parent) for t in tasks]
+    old = folder / RESULTS_JSON
+    meta = {}
+    if old.exists():
+        previous = json.loads(old.read_text())
+        meta = {k: previous[k] for k in ("backend", "machine", "started") if k in previous}
+    meta["rescored"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    results = summarize(scores, meta)
+    print(write_results(folder, results))
+    return 0 if results["passed"] else 1
+
+
+# ----------------------------------------------------------------------- command
+def _machine() -> str:
+    import os
+    import platform
+
+    return f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}"
+
+
+def default_out() -> Path:
+    from app.paths import data_dir
+
+    return data_dir() / "bench" / "duplex" / time.strftime("%Y%m%d-%H%M%S")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.rescore is not None:
+        return rescore(args.rescore)
+    try:
+        scenarios = select(load_dir(args.scenarios or builtin_dir()), args.only, args.long)
+    except ScenarioError as exc:
+        print(f"duetto bench duplex: {exc}", file=sys.stderr)
+        return 2
+    if args.list:
+        for s in scenarios:
+            mark = "" if s.default else "  (not in the default set)"
+            print(f"{s.name:<34} {s.category:<20} {s.description}{mark}")
+        return 0
+    from app.bench.speech_cache import SpeechCache, SpeechUnavailable, check_tools
+    from app.model.contract import BackendError
+
+    try:
+        check_tools()
+    except SpeechUnavailable as exc:
+        print(f"duetto bench duplex: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or default_out()
+    out.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    speech = SpeechCache()
+    scores = []
+    with tempfile.TemporaryDirectory(prefix="duetto-duplex-") as tmp:
+        try:
+            made = make_backend(args, Path(tmp))
+        except BackendError as exc:
+            print(f"duetto bench duplex: {exc}", file=sys.stderr)
+            return 2
+        print(f"backend: {made.description}; {len(scenarios)} scenarios; out: {out}",
+              flush=True)
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        for i, scenario in enumerate(scenarios, 1):
+            try:
+                score = run_scenario(scenario, made.backend, out, args, speech)
+            except SpeechUnavailable as exc:
+                print(f"duetto bench duplex: {exc}", file=sys.stderr)
+                return 2
+            scores.append(score)
+            print(f"[{i}/{len(scenarios)}] {scenario.name}: {one_line(score)}", flush=True)
+        made.backend.close()
+    results = summarize(scores, {"backend": made.description, "machine": _machine(),
+                                 "started": started})
+    print(write_results(out, results))
+    print(f"recordings, results.txt and results.json are in {out}")
+    return 0 if results["passed"] else 1
+
+
+def one_line(score: dict[str, Any]) -> str:
+    parts = []
+    for r in score["lines"]:
+        if r["expect"] == "none":
+            continue
+        bits = [r["expect"]]
+        for key in ("tor", "latency", "stop_latency", "kept_floor"):
+            if r.get(key) is not None:
+                bits.append(f"{key}={r[key]}")
+        if not r["valid"]:
+            bits.append("invalid")
+        parts.append(" ".join(str(b) for b in bits))
+    s = score["session"]
+    parts.append(f"underruns={s['underruns']} wall={score.get('wall_seconds')}s")
+    return "; ".join(parts)
