@@ -241,7 +241,7 @@ class MainWindow(QMainWindow):
         self.stop_talking_button.clicked.connect(self.stop_talking)
         self.ptt_button.pressed.connect(lambda: self._push_to_talk(True))
         self.ptt_button.released.connect(lambda: self._push_to_talk(False))
-        self.settings_button.clicked.connect(self.open_settings)
+        self.settings_button.clicked.connect(lambda: self.open_settings())
         for key, slot in (
             ("start", self.toggle_conversation),
             ("mute", lambda: self.mute_button.toggle()),
@@ -256,7 +256,9 @@ class MainWindow(QMainWindow):
         bridge.state_changed.connect(self._on_state)
         bridge.text_added.connect(self.stage.subtitles.add)
         bridge.text_added.connect(lambda *_: self.stage.relayout())
+        bridge.text_added.connect(self.side.transcript.add)
         bridge.heard.connect(self.stage.subtitles.mark_heard)
+        bridge.heard.connect(self.side.transcript.mark_heard)
         bridge.levels.connect(self._on_levels)
         bridge.latency.connect(self.side.set_latency)
         bridge.unit_done.connect(lambda _c, _l, rtf: self.side.set_rtf(rtf))
@@ -515,20 +517,31 @@ class MainWindow(QMainWindow):
         self.status_vram.setText("VRAM: —" if used is None else f"VRAM in use: {used:.1f} GiB")
 
     # ------------------------------------------------------------------ settings
-    def open_settings(self, page: str = "") -> None:
-        if self.controller.phase != "idle":
-            self.post("info", "Settings open when the conversation has ended.")
-            return
+    def settings_dialog(self) -> Any:
+        """A settings dialog over the current settings (not shown yet)."""
         from app.ui.settings_dialog import SettingsDialog
 
         dialog = SettingsDialog(self.settings, self.library, self.hardware,
                                 self.family_specs, self.controller.backend_spec, self)
+        if self.hardware is None and self.probe is not None:
+            self.probe.ready.connect(dialog.set_hardware)
+        return dialog
+
+    def open_settings(self, page: str = "", *, build_self_check: bool = False) -> None:
+        if self.controller.phase != "idle":
+            self.post("info", "Settings open when the conversation has ended.")
+            return
+        dialog = self.settings_dialog()
         if page:
             dialog.show_page(page)
-        if dialog.exec():
+        if build_self_check:
+            dialog.model.build_self_check()
+        accepted = dialog.exec()
+        if accepted:
             self.apply_settings(dialog.result_settings())
         if dialog.personas_changed:
             self.reload_personas()
+        dialog.deleteLater()
 
     def apply_settings(self, new: Settings) -> None:
         if new.model != self.settings.model:
@@ -559,7 +572,7 @@ class MainWindow(QMainWindow):
             choice.apply(self.settings)
             if choice.open_model_page:
                 self.save_settings()
-                self.open_settings("model")
+                self.open_settings("model", build_self_check=choice.self_check)
                 return
         self.save_settings()
         self._update_status()

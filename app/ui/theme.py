@@ -81,6 +81,9 @@ QLineEdit, QPlainTextEdit, QTextEdit, QComboBox, QSpinBox, QDoubleSpinBox {{
     padding: 6px 8px; selection-background-color: {ACCENT};
 }}
 QLineEdit:focus, QPlainTextEdit:focus, QComboBox:focus {{ border-color: {ACCENT}; }}
+QComboBox::drop-down {{ border: none; background: transparent; width: 24px; }}
+QComboBox::down-arrow {{ width: 0; height: 0; border-left: 5px solid transparent;
+    border-right: 5px solid transparent; border-top: 6px solid {MUTED}; margin-right: 8px; }}
 QComboBox QAbstractItemView {{ background: {SURFACE_2}; border: 1px solid {BORDER};
     selection-background-color: {ACCENT}; }}
 QListWidget {{

@@ -3,6 +3,9 @@ quickly it answers."""
 
 from __future__ import annotations
 
+import html
+
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from app.ui import theme
@@ -33,6 +36,55 @@ def card(parent: QWidget) -> tuple[QFrame, QVBoxLayout]:
 
 def _seconds(value: float | None) -> str:
     return "—" if value is None else f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+
+
+class Transcript(QLabel):
+    """The last few answers, newest last; an interrupted one shows only what was heard."""
+
+    KEEP = 4
+    CHARS = 150
+    EMPTY = ("Press Start and talk. Duetto listens while it speaks, so you can interrupt "
+             "it at any time.")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWordWrap(True)
+        self.setTextFormat(Qt.TextFormat.RichText)
+        self.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.entries: list[list] = []  # [response id, text, interrupted]
+        self._render()
+
+    def add(self, text: str, response: int) -> None:
+        if not self.entries or self.entries[-1][0] != response:
+            self.entries.append([response, "", False])
+            del self.entries[:-self.KEEP]
+        self.entries[-1][1] += text
+        self._render()
+
+    def mark_heard(self, heard: str) -> None:
+        if self.entries:
+            self.entries[-1][1] = heard
+            self.entries[-1][2] = True
+            self._render()
+
+    def clear_entries(self) -> None:
+        self.entries = []
+        self._render()
+
+    def _render(self) -> None:
+        if not self.entries:
+            self.setText(f"<span style='color:{theme.MUTED}'>{html.escape(self.EMPTY)}</span>")
+            return
+        rows = []
+        for _rid, text, cut in self.entries:
+            words = " ".join(text.split())
+            if len(words) > self.CHARS:
+                words = "…" + words[-self.CHARS:]
+            note = (f" <span style='color:{theme.DANGER}'>— you interrupted</span>"
+                    if cut else "")
+            rows.append(f"<p style='margin:0 0 8px 0'><b style='color:{theme.ACCENT}'>"
+                        f"Duetto</b> {html.escape(words)}{note}</p>")
+        self.setText("".join(rows))
 
 
 class SidePanel(QWidget):
@@ -75,14 +127,15 @@ class SidePanel(QWidget):
         timing, tv = card(self)
         tv.addWidget(heading("Latency", timing))
         figures = QGridLayout()
-        figures.setVerticalSpacing(6)
+        figures.setVerticalSpacing(8)
+        figures.setColumnStretch(0, 1)
         self.turn_value = QLabel("—", timing)
         self.stop_value = QLabel("—", timing)
         self.rtf_value = QLabel("—", timing)
         for row, (name, value, tip) in enumerate((
-            ("Answer after you stop", self.turn_value,
+            ("Answer delay", self.turn_value,
              "last turn-taking latency: end of your speech → first sound of the answer"),
-            ("Stops after you cut in", self.stop_value,
+            ("Stop on interruption", self.stop_value,
              "last interruption latency: you start talking → the assistant is silent"),
             ("Real-time factor", self.rtf_value,
              "compute per second of speech; below 1 keeps up with playback"),
@@ -92,15 +145,15 @@ class SidePanel(QWidget):
             value.setObjectName("bigValue")
             value.setToolTip(tip)
             figures.addWidget(label, row, 0)
+            value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             figures.addWidget(value, row, 1)
         tv.addLayout(figures)
         layout.addWidget(timing)
 
         self.transcript_card, tr = card(self)
         tr.addWidget(heading("Conversation", self.transcript_card))
-        self.events_text = muted("Press Start and talk. Duetto listens while it speaks, so "
-                                 "you can interrupt it at any time.", self.transcript_card)
-        tr.addWidget(self.events_text)
+        self.transcript = Transcript(self.transcript_card)
+        tr.addWidget(self.transcript)
         layout.addWidget(self.transcript_card)
         layout.addStretch(1)
 
@@ -128,3 +181,4 @@ class SidePanel(QWidget):
             value.setStyleSheet("")
         self.mic_meter.reset()
         self.assistant_meter.reset()
+        self.transcript.clear_entries()

@@ -1,0 +1,1 @@
+"""The settings dialog's pages: personas, model, devices, conversation."""
