@@ -33,8 +33,8 @@ def test_list_shows_every_entry_and_what_is_cached(capsys: pytest.CaptureFixture
         assert any(line.startswith(e.id + " ") for line in lines), e.id
     row7 = next(line for line in lines if line.startswith("qwen2.5-omni-7b "))
     assert "yes @abcdef0123" in row7 and "22.4 GB" in row7 and "29.0 GiB" in row7
-    row_moshi = next(line for line in lines if line.startswith("moshiko "))
-    assert "not yet" in row_moshi and row_moshi.rstrip().endswith("no")
+    row_minicpm = next(line for line in lines if line.startswith("minicpm-o-4.5 "))
+    assert "not yet" in row_minicpm and row_minicpm.rstrip().endswith("no")
 
 
 def test_get_unknown_id(capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,9 +84,9 @@ def test_get_reports_a_failed_download(
 
 
 def test_tiny_unknown_family(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models", "tiny", "moshi", str(tmp_path / "t")]) == 2
+    assert main(["models", "tiny", "minicpm-o", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err
-    assert "unknown model family 'moshi'" in err and "qwen2.5-omni" in err
+    assert "unknown model family 'minicpm-o'" in err and "qwen2.5-omni" in err
 
 
 def test_tiny_dispatches_with_options(

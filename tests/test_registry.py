@@ -38,7 +38,8 @@ def test_every_entry_is_sourced_and_complete() -> None:
 
 def test_only_families_with_a_backend_are_supported() -> None:
     supported = {e.id for e in registry.entries() if e.supported}
-    assert supported == {"qwen2.5-omni-3b", "qwen2.5-omni-7b"}
+    assert supported == {"qwen2.5-omni-3b", "qwen2.5-omni-7b", "moshiko-hf", "moshiko",
+                         "personaplex-7b"}
 
 
 def test_card_figures_are_kept() -> None:

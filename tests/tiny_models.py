@@ -47,6 +47,31 @@ def qwen_tiny(qwen_tiny_factory) -> Path:
     return qwen_tiny_factory()
 
 
+@pytest.fixture(scope="session")
+def moshi_tiny_factory(tmp_path_factory) -> Callable[..., Path]:
+    """Returns build(seed=0, layout="transformers", delays=None) -> folder of a tiny Moshi.
+
+    layout "moshi" writes the same weights in the moshi package's layout (PersonaPlex's).
+    """
+    from app.model.moshi.tiny import STANDARD_DELAYS, build_tiny, build_tiny_moshi_format
+
+    built: dict[tuple, Path] = {}
+
+    def build(seed: int = 0, layout: str = "transformers",
+              delays: tuple[int, ...] | None = None) -> Path:
+        delays = tuple(delays or STANDARD_DELAYS)
+        key = (seed, layout, delays)
+        if key not in built:
+            folder = tmp_path_factory.mktemp(f"moshi_tiny_{layout}_{seed}")
+            if layout == "moshi":
+                built[key] = build_tiny_moshi_format(folder, seed=seed, delays=delays)
+            else:
+                built[key] = build_tiny(folder, seed=seed, delays=delays)
+        return built[key]
+
+    return build
+
+
 def make_unit(index: int, *, image: bool = True, seed: int = 0, seconds: float = 1.0) -> Unit:
     rng = np.random.default_rng(seed * 1000 + index)
     audio = (0.1 * rng.standard_normal(int(16000 * seconds))).astype(np.float32)

@@ -79,7 +79,16 @@ FAMILY_CHECKPOINTS: dict[str, FamilyCheckpoint] = {
     "moshi": FamilyCheckpoint(
         architectures=frozenset({"MoshiForConditionalGeneration"}),
         model_types=frozenset({"moshi"}),
-        required=(),
+        required=(
+            # The inner-monologue text: a tokenizer.json, or Kyutai's SentencePiece file.
+            FileRule(
+                alternatives=(("tokenizer.json",), ("tokenizer_spm_32k_3.model",),
+                              ("tokenizer.model",)),
+                why="the text tokenizer",
+            ),
+        ),
+        # The moshi package's layout (kyutai/moshiko-pytorch-bf16, nvidia/personaplex-7b-v1)
+        # has no transformers config.json; app/model/moshi/loader.py checks those folders.
         how_to_get="kmhf/hf-moshiko (transformers' format)",
     ),
     "minicpm-o": FamilyCheckpoint(

@@ -23,15 +23,20 @@ class Family:
     description: str
 
 
-# Only families with a backend in this app. Moshi/PersonaPlex ("moshi") and MiniCPM-o
-# ("minicpm-o") join when their backends exist; the registry still lists their
-# checkpoints, marked as not supported yet.
+# Only families with a backend in this app. MiniCPM-o ("minicpm-o") joins when its backend
+# exists; the registry still lists its checkpoint, marked as not supported yet.
 FAMILIES: dict[str, Family] = {
     "qwen2.5-omni": Family(
         name="qwen2.5-omni",
         backend="app.model.qwen_omni.backend:QwenOmniBackend",
         tiny_builder="app.model.qwen_omni.tiny:build_tiny",
         description="Qwen2.5-Omni 3B/7B, turn-based with runtime duplex",
+    ),
+    "moshi": Family(
+        name="moshi",
+        backend="app.model.moshi.backend:MoshiBackend",
+        tiny_builder="app.model.moshi.tiny:build_tiny",
+        description="Moshi / PersonaPlex 7B, native full duplex every 80 ms",
     ),
 }
 

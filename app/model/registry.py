@@ -72,7 +72,13 @@ class RegistryEntry:
     @property
     def supported(self) -> bool:
         """Whether this app can run it now: a backend for its family, in its format."""
-        return families.is_supported(self.family) and self.format == "transformers"
+        formats = _LOADABLE_FORMATS.get(self.family, ("transformers",))
+        return families.is_supported(self.family) and self.format in formats
+
+
+# Formats each family's loader reads besides transformers' own: the Moshi backend maps
+# the moshi package's layout (Kyutai's and NVIDIA's checkpoints) at load time.
+_LOADABLE_FORMATS: dict[str, tuple[str, ...]] = {"moshi": ("transformers", "moshi")}
 
 
 _MOSHI_OVERHEAD_GB = 2.6  # estimate: KV cache for 3000 frames × 32 layers × 4096 × bf16 + act.

@@ -144,6 +144,25 @@ def _make_audible(model, seed: int) -> None:
             last.bias.mul_(_TARGET_RMS / rms)
 
 
+VOICE_NAME = "tiny_voice"
+
+
+def _write_voice(folder: Path, seed: int) -> None:
+    """A 1 s voice in voices/ (a buzzy 140 Hz tone with a syllable rhythm), so the tiny
+    checkpoint has a voice set like PersonaPlex's."""
+    import numpy as np
+    import soundfile
+
+    rate = 24000
+    t = np.arange(rate) / rate
+    rng = np.random.default_rng(seed)
+    tone = sum(np.sin(2 * np.pi * 140 * h * t) / h for h in range(1, 8))
+    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)
+    wave = 0.2 * tone * envelope + 0.01 * rng.standard_normal(rate)
+    (folder / "voices").mkdir(exist_ok=True)
+    soundfile.write(str(folder / "voices" / f"{VOICE_NAME}.wav"), wave.astype(np.float32), rate)
+
+
 def _write_meta(folder: Path, min_answer_tokens: int, seed: int, delays: tuple[int, ...]) -> None:
     meta = {
         "tiny": True,
@@ -181,6 +200,7 @@ def build_tiny(folder: Path, *, min_answer_tokens: int = 8, seed: int = 0,
     tok: Tokenizer = _spm_model(spm)
     spm.unlink()
     tok.save(str(folder / "tokenizer.json"))
+    _write_voice(folder, seed)
     _write_meta(folder, min_answer_tokens, seed, delays)
     return folder
 
@@ -209,6 +229,7 @@ def build_tiny_moshi_format(folder: Path, *, seed: int = 0, dep_q: int = 16,
     save_file(layout.mimi_to_moshi(mimi_state, heads=MIMI_HEADS, convtr_layers=convtr),
               str(folder / MIMI_FILE))
     (folder / SPM_FILE).write_bytes(spm_model_bytes(tiny_pieces()))
+    _write_voice(folder, seed)
     config = model.config
     lm_kwargs = {
         # Kyutai's LM settings (moshi.models.loaders' _lm_kwargs names)
