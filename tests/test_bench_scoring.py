@@ -174,6 +174,22 @@ def test_pause_handling_counts_speech_in_the_pause_as_a_takeover():
     assert score["lines"][1]["tor"] == 0  # and nothing answered the real end of turn
 
 
+@needs_espeak
+def test_speech_set_off_by_a_pause_counts_against_the_pause_even_if_it_starts_late():
+    user = np.zeros(RATE * 8, np.float32)
+    assistant = np.zeros_like(user)
+    a0, a1 = _place(user, 0.5, _voice("I was thinking about"))
+    b0, b1 = _place(user, a1 + 1.0, _voice("the beach tomorrow, what do you think?"))
+    _place(assistant, b0 + 0.2, _tone(1.5))  # it started while the user was finishing
+    lines = [
+        {"text": "a", "expect": "hold", "start": a0, "end": a1},
+        {"text": "b", "expect": "respond", "start": b0, "end": b1},
+    ]
+    score = _score(user, assistant, lines, [_text(1, b0, 5)])
+    assert score["lines"][0]["tor"] == 1
+    assert score["lines"][1]["latency"] == 0.0  # v1 clamps talking over the user to zero
+
+
 def test_backchannel_kept_floor_reads_the_session_barge_in():
     user = np.zeros(RATE * 6, np.float32)
     assistant = np.zeros_like(user)

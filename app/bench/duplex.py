@@ -60,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="score the saved runs under DIR again; runs nothing")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
     parser.add_argument("--unit-ms", type=int, default=1000, help="the backend's unit length")
-    parser.add_argument("--answer-tokens", type=int, default=60,
-                        help="tiny model only: minimum answer length in tokens")
+    parser.add_argument("--answer-tokens", type=int, default=140,
+                        help="tiny model only: minimum answer length in tokens (its "
+                             "talker makes about 50 codes a second: 140 is ~3 s of speech)")
     parser.add_argument("--end-of-turn-silence", type=float, default=None,
                         help="override the duplex controller's end-of-turn silence (s)")
     parser.add_argument("--room-rate", type=int, default=48000,

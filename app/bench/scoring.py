@@ -17,6 +17,8 @@ The rules (our own code, after reading the benchmark's evaluation scripts):
   Words come from the backend's own text stream (what was heard, after a barge-in).
 * Latency (v1): first assistant sound after the line began, minus the line's end,
   clamped at zero, over takeovers only.
+* Pause handling (v1): a takeover in the pause, or while the user is finishing the
+  thought after it (the assistant was set off by the pause); lower is better.
 * Stop latency (v1.5): how long the assistant's segment and the user's interrupting
   segment overlap. Response latency (v1.5): the user's segment end to the start of the
   next assistant segment.
@@ -239,6 +241,11 @@ def score_lines(
                              "valid": True, "note": ""}
         if line.get("timed_out"):
             r["note"] = "spoken after its timeout: the assistant never gave the cue"
+        if expect == "hold":
+            # The thought goes on to the end of the line that completes it: an assistant
+            # that starts talking while the user is finishing was set off by the pause.
+            later = [ln for ln in task_lines[i + 1 :] if ln["expect"] != "hold"]
+            next_start = float(later[0]["end"]) if later else next_start
         after = [s for s in model if start <= s[0] < next_start]
         words = _window_words(responses, start, next_start)
         u = user_segment_for(user, start, end)
