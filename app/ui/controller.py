@@ -72,6 +72,7 @@ class ConversationController(QObject):
     notice = Signal(str)  # something the user should know, not a failure
     started = Signal()
     stopped = Signal(str)
+    _worker_phase = Signal(int, str)  # (job, phase) from a worker, applied on the main thread
 
     def __init__(
         self,
@@ -94,6 +95,7 @@ class ConversationController(QObject):
         self._job = 0  # the current start job; an older one's results are discarded
         self._cancel = threading.Event()
         self.bridge.ended.connect(self._on_session_ended)
+        self._worker_phase.connect(self._apply_worker_phase)
 
     # ------------------------------------------------------------ state
     @property
@@ -192,10 +194,12 @@ class ConversationController(QObject):
             self._stop_session_now("cancelled")
 
     def _deliver(self, job: int, phase: str) -> None:
-        """Set the phase from a worker thread (signals are queued to the main thread)."""
-        if job == self._job:
-            self._phase = phase
-            self.phase_changed.emit(phase)
+        """A worker's new phase; applied on the main thread, so `phase` is what is shown."""
+        self._worker_phase.emit(job, phase)
+
+    def _apply_worker_phase(self, job: int, phase: str) -> None:
+        if job == self._job or job < 0:
+            self._set_phase(phase)
 
     def _detach_failed_session(self) -> None:
         session, self._session = self._session, None
@@ -225,8 +229,7 @@ class ConversationController(QObject):
                 log.exception("stopping the session failed")
                 self.failed.emit(f"stopping failed: {explain(exc)}")
         self.bridge.detach()
-        self._phase = "idle"
-        self.phase_changed.emit("idle")
+        self._worker_phase.emit(-1, "idle")
         self.stopped.emit(reason)
 
     def _on_session_ended(self, reason: str, _metrics: dict) -> None:

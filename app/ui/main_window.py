@@ -120,7 +120,7 @@ class MainWindow(QMainWindow):
         self,
         overrides: LaunchOverrides | None = None,
         *,
-        controller: ConversationController | None = None,
+        controller: Callable[[SessionBridge], ConversationController] | None = None,
         detect_hardware: Callable[[], hardware.Hardware] | None = hardware.detect,
     ) -> None:
         super().__init__()
@@ -129,9 +129,10 @@ class MainWindow(QMainWindow):
         self.setMinimumSize(900, 580)
         self.overrides = overrides or LaunchOverrides()
         self.bridge = SessionBridge(self)
-        self.controller = controller or ConversationController(self.bridge, parent=self)
-        if controller is not None:
-            controller.setParent(self)
+        # Tests pass a factory whose controller loads fakes; the app uses the real one.
+        make = controller or ConversationController
+        self.controller = make(self.bridge)
+        self.controller.setParent(self)
         self.hardware: hardware.Hardware | None = None
         self.family_specs: dict[str, Any] = {}
         self.camera_on = True

@@ -248,8 +248,10 @@ class PersonasPage(QWidget):
         base = self._current
         builtin = self.builtin_radio.isChecked()
         language = self.language.currentData() or self.language.currentText().strip() or "en"
+        stored = base is not None and base.path is not None
+        # A persona not stored yet takes its id (its file name) from its name.
         return PersonaFile(
-            id=base.id if base else store.unique_id(self.name.text(), self.library.ids()),
+            id=base.id if stored else store.unique_id(self.name.text(), self.library.ids()),
             name=self.name.text().strip(),
             role_prompt=self.prompt.toPlainText().strip(),
             language=str(language),

@@ -40,7 +40,10 @@ class Message(QWidget):
         layout.addWidget(label, 1)
         layout.addWidget(close)
 
+        self.dismissed = False
+
     def dismiss(self) -> None:
+        self.dismissed = True
         self.hide()
         self.deleteLater()
 
@@ -51,6 +54,7 @@ class MessageBar(QWidget):
         self._layout = QVBoxLayout(self)
         self._layout.setContentsMargins(0, 0, 0, 0)
         self._layout.setSpacing(6)
+        self._posted: list[Message] = []
 
     def post(self, level: str, text: str) -> Message:
         for old in self.messages():
@@ -58,13 +62,16 @@ class MessageBar(QWidget):
                 old.dismiss()
         message = Message(level, text, self)
         self._layout.addWidget(message)
+        message.show()
+        self._posted.append(message)
         shown = self.messages()
         for extra in shown[:-MAX_MESSAGES]:
             extra.dismiss()
         return message
 
     def messages(self) -> list[Message]:
-        return [m for m in self.findChildren(Message) if not m.isHidden()]
+        self._posted = [m for m in self._posted if not m.dismissed]
+        return list(self._posted)
 
     def texts(self) -> list[str]:
         return [m.text for m in self.messages()]

@@ -1,0 +1,261 @@
+"""The main window with a fake model: events drive the widgets, personas reach the next
+session, failures show and leave the window usable, nothing outlives the window."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+import pytest
+import test_ui_fakes as fakes
+
+from app.config import settings as settings_store
+from app.flow.events import EventKind
+from app.ui.main_window import MainWindow
+from app.ui.options import LaunchOverrides
+
+
+@pytest.fixture
+def harness():
+    return fakes.Harness()
+
+
+@pytest.fixture
+def window(qtbot, harness, tmp_path):
+    win = MainWindow(LaunchOverrides(model_dir=tmp_path / "model"),
+                     controller=harness.controller, detect_hardware=None)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.close()
+
+
+def _running(qtbot, window):
+    window.start_conversation()
+    qtbot.waitUntil(lambda: window.controller.phase == "running", timeout=5000)
+
+
+def _duetto_threads():
+    return [t.name for t in threading.enumerate() if t.name.startswith("duetto-") and t.is_alive()]
+
+
+def test_start_and_stop_a_conversation(qtbot, window, harness):
+    assert window.start_button.text() == "Start conversation"
+    assert not window.stop_talking_button.isEnabled()
+    _running(qtbot, window)
+    assert window.start_button.text() == "End conversation"
+    assert window.stop_talking_button.isEnabled()
+    assert not window.settings_button.isEnabled()
+    session = harness.sessions[0]
+    assert session.started.is_set()
+    qtbot.waitUntil(lambda: window.stage.pill.state == "listening", timeout=2000)
+    window.stop_talking()
+    assert session.force_listens == 1
+    window.mute_button.click()
+    assert session.muted[-1] is True and window.side.mic_label.text() == "You (muted)"
+    window.toggle_conversation()
+    qtbot.waitUntil(lambda: window.controller.phase == "idle", timeout=5000)
+    assert session.stopped.is_set()
+    assert window.start_button.text() == "Start conversation"
+    # The loaded model is kept for the next conversation.
+    _running(qtbot, window)
+    assert harness.loads == 1 and len(harness.sessions) == 2
+
+
+def test_session_events_update_state_subtitles_meters_and_latency(qtbot, window, harness):
+    _running(qtbot, window)
+    hub = harness.sessions[0].events
+
+    def emit():
+        hub.emit(EventKind.STATE, 1.0, state="responding", reason="end of user turn")
+        hub.emit(EventKind.TEXT, 1.1, text="Chop the ", response=1)
+        hub.emit(EventKind.TEXT, 1.2, text="onion first.", response=1)
+        hub.emit(EventKind.LEVELS, 1.3, mic=-18.0, assistant=-9.0)
+        hub.emit(EventKind.LATENCY, 1.4, kind="turn_taking", seconds=0.35)
+        hub.emit(EventKind.STATE, 1.5, state="speaking", reason="assistant speaks")
+
+    threading.Thread(target=emit).start()
+    qtbot.waitUntil(lambda: window.stage.pill.state == "speaking", timeout=2000)
+    assert window.stage.pill.label == "Speaking"
+    assert window.stage.subtitles.text() == "Chop the onion first."
+    assert window.stage.subtitles.isVisible()
+    assert window.side.mic_meter.level_db == -18.0
+    assert window.side.assistant_meter.level_db == -9.0
+    assert window.side.turn_value.text() == "350 ms"
+    assert "onion" in window.side.transcript.text()
+
+    hub.emit(EventKind.STATE, 2.0, state="interrupted", reason="user barged in")
+    hub.emit(EventKind.HEARD, 2.0, text="Chop the", response=1)
+    qtbot.waitUntil(lambda: window.stage.pill.state == "interrupted", timeout=2000)
+    assert window.stage.pill.label == "Interrupted"
+    assert window.stage.subtitles.text() == "Chop the —"
+    assert "you interrupted" in window.side.transcript.text()
+    hub.emit(EventKind.TEXT, 3.0, text="Sure.", response=2)  # a new answer: a fresh line
+    qtbot.waitUntil(lambda: window.stage.subtitles.text() == "Sure.", timeout=2000)
+
+
+def test_preview_frames_are_drawn_from_the_camera_thread(qtbot, window, harness):
+    _running(qtbot, window)
+    preview = harness.sessions[0].preview
+    frame = np.zeros((90, 160, 3), np.uint8)
+    frame[..., 1] = 255
+    threading.Thread(target=preview, args=(frame,)).start()
+    qtbot.waitUntil(lambda: window.stage.has_frame, timeout=2000)
+    assert window.stage.frames_shown == 1
+
+
+def test_a_failed_load_shows_the_error_and_the_window_stays_usable(qtbot, window, harness):
+    harness.fail_with = fakes.failing("the folder has no config.json")
+    window.start_conversation()
+    qtbot.waitUntil(lambda: any("config.json" in t for t in window.messages.texts()),
+                    timeout=5000)
+    assert window.controller.phase == "idle"
+    assert window.start_button.isEnabled() and window.settings_button.isEnabled()
+    assert "pick a model folder" in window.messages.texts()[-1]  # the hint is shown
+    harness.fail_with = None
+    _running(qtbot, window)  # the next try works
+    assert harness.loads == 2
+
+
+def test_out_of_memory_is_explained(qtbot, window, harness):
+    class OutOfMemoryError(RuntimeError):
+        pass
+
+    harness.fail_with = OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
+    window.start_conversation()
+    qtbot.waitUntil(lambda: any("out of GPU memory" in t for t in window.messages.texts()),
+                    timeout=5000)
+    assert window.controller.phase == "idle"
+
+
+def test_loading_can_be_cancelled_and_closing_leaves_no_thread(qtbot, harness, tmp_path):
+    win = MainWindow(LaunchOverrides(model_dir=tmp_path), controller=harness.controller,
+                     detect_hardware=None)
+    qtbot.addWidget(win)
+    win.show()
+    harness.block.clear()  # the load hangs until released
+    win.start_conversation()
+    qtbot.waitUntil(lambda: win.progress_row.isVisible(), timeout=2000)
+    assert win.start_button.text() == "Cancel loading"
+    win.cancel_button.click()
+    assert win.controller.phase == "idle"  # at once, while the worker still waits
+    assert "loading cancelled" in win.messages.texts()
+    harness.block.set()
+    win.close()
+    assert _duetto_threads() == []
+    assert harness.sessions == []  # the cancelled load never started a session
+    assert all(b.closed for b in harness.backends)
+
+
+def test_closing_during_a_conversation_stops_it(qtbot, harness, tmp_path):
+    win = MainWindow(LaunchOverrides(model_dir=tmp_path), controller=harness.controller,
+                     detect_hardware=None)
+    qtbot.addWidget(win)
+    win.show()
+    _running(qtbot, win)
+    win.close()
+    assert harness.sessions[0].stopped.is_set()
+    assert harness.backends[0].closed
+    assert _duetto_threads() == []
+
+
+def test_a_session_error_and_a_lost_device_are_shown(qtbot, window, harness):
+    _running(qtbot, window)
+    hub = harness.sessions[0].events
+    hub.emit(EventKind.ERROR, 1.0, message="the model failed: boom")
+    hub.emit(EventKind.DEVICE, 1.0, source="camera", kind="lost", message="no frame for 2 s")
+    qtbot.waitUntil(lambda: len(window.messages.texts()) == 2, timeout=2000)
+    texts = " ".join(window.messages.texts())
+    assert "boom" in texts and "camera" in texts
+    assert window.controller.phase == "running"  # the conversation goes on
+
+
+def test_a_session_that_ends_by_itself_returns_to_idle(qtbot, window, harness):
+    _running(qtbot, window)
+    harness.sessions[0].stop("listening failed")
+    qtbot.waitUntil(lambda: window.controller.phase == "idle", timeout=3000)
+    assert window.start_button.text() == "Start conversation"
+
+
+def test_choosing_a_persona_changes_the_next_sessions_prompt_and_voice(qtbot, window,
+                                                                         harness):
+    _running(qtbot, window)
+    first = harness.sessions[0].options.persona
+    window.toggle_conversation()
+    qtbot.waitUntil(lambda: window.controller.phase == "idle", timeout=5000)
+
+    dialog = window.settings_dialog()
+    qtbot.addWidget(dialog)
+    page = dialog.personas
+    rows = [page.list.item(i).data(256) for i in range(page.list.count())]
+    page.list.setCurrentRow(rows.index("interviewer"))
+    page.use_current()
+    dialog.accept()
+    window.apply_settings(dialog.result_settings())
+    assert settings_store.load().settings.persona == "interviewer"
+    assert window.side.persona_name.text() == "Job interviewer"
+
+    _running(qtbot, window)
+    second = harness.sessions[1].options.persona
+    assert second.name == "Job interviewer" != first.name
+    assert "hiring manager" in second.role_prompt
+    assert second.voice.builtin == "Ethan"
+    assert first.voice.builtin == "Chelsie"
+
+
+def test_a_corrupt_settings_file_is_reported_in_the_window(qtbot, harness, tmp_path):
+    path = settings_store.settings_path()
+    path.parent.mkdir(parents=True)
+    path.write_text("{not json", encoding="utf-8")
+    win = MainWindow(controller=harness.controller, detect_hardware=None)
+    qtbot.addWidget(win)
+    assert any("damaged" in t for t in win.messages.texts())
+    assert win.settings == settings_store.Settings()
+    assert list(path.parent.glob("settings.json.corrupt-*"))
+    win.close()
+
+
+def test_a_broken_persona_file_is_reported_and_the_others_load(qtbot, harness):
+    from app.config import personas
+
+    folder = personas.user_dir()
+    folder.mkdir(parents=True)
+    (folder / "mine.json").write_text("{", encoding="utf-8")
+    (folder / "coach.json").write_text(json.dumps({"name": "Coach", "role_prompt": "Coach."}))
+    win = MainWindow(controller=harness.controller, detect_hardware=None)
+    qtbot.addWidget(win)
+    assert any("mine.json" in t for t in win.messages.texts())
+    assert win.library.get("coach") is not None
+    assert len(win.library.personas) >= 7
+    win.close()
+
+
+def test_no_model_yet_asks_for_first_run_and_start_says_what_to_do(qtbot, harness):
+    win = MainWindow(controller=harness.controller, detect_hardware=None)
+    qtbot.addWidget(win)
+    assert win.needs_first_run()
+    win.start_conversation()
+    assert any("no model" in t for t in win.messages.texts())
+    assert win.controller.phase == "idle" and harness.loads == 0
+    win.close()
+
+
+def test_push_to_talk_opens_the_mic_only_while_held(qtbot, window, harness):
+    window.settings.conversation.push_to_talk = True
+    _running(qtbot, window)
+    session = harness.sessions[0]
+    assert window.ptt_button.isVisible()
+    assert session.muted[-1] is True
+    window.ptt_button.pressed.emit()
+    assert session.muted[-1] is False
+    window.ptt_button.released.emit()
+    assert session.muted[-1] is True
+
+
+def test_keyboard_shortcuts_exist_for_every_control(window):
+    from PySide6.QtGui import QShortcut
+
+    keys = {s.key().toString() for s in window.findChildren(QShortcut)}
+    assert {"Ctrl+Return", "M", "C", "Esc", "Ctrl+,"} <= keys

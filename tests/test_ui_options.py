@@ -1,0 +1,96 @@
+"""From settings, persona and command line to the next conversation's options."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_ui_fakes import SPEC
+
+from app.config import personas as persona_store
+from app.config.settings import Settings
+from app.model.contract import BackendError, Persona, Quant, Voice
+from app.ui.options import (
+    LaunchOverrides,
+    build_options,
+    fit_persona,
+    is_self_check,
+)
+
+
+def _persona(pid: str = "cooking-helper"):
+    return persona_store.load_all().get(pid)
+
+
+def test_command_line_wins_over_settings(tmp_path):
+    settings = Settings()
+    settings.model.local_dir = "/settings/model"
+    settings.devices.mic = "3"
+    settings.devices.speaker = "null"
+    settings.conversation.end_of_turn_silence = 1.1
+    settings.conversation.record = True
+    overrides = LaunchOverrides(camera="clip.avi", mic="talk.wav", model_dir=tmp_path,
+                                quant="int8", device="cpu")
+    options = build_options(settings, _persona(), overrides, camera_on=True)
+    assert options.model.local_dir == tmp_path
+    assert options.quant is Quant.INT8
+    assert options.mic == "talk.wav" and options.camera == "clip.avi"
+    assert options.speaker == "null"
+    assert options.backend_options == {"device": "cpu"}
+    assert options.duplex.end_of_turn_silence == 1.1
+    assert options.record_dir == settings.recordings_dir()
+    assert options.loop_files  # files replayed for a demo keep going
+
+
+def test_settings_devices_and_camera_off():
+    settings = Settings()
+    settings.model.local_dir = "/m"
+    settings.devices.mic = "2"
+    options = build_options(settings, _persona(), LaunchOverrides(), camera_on=False)
+    assert options.camera is None
+    assert options.mic == 2 and options.speaker is None
+    assert options.record_dir is None and not options.loop_files
+    assert options.backend_options == {}
+    on = build_options(settings, _persona(), LaunchOverrides(), camera_on=True)
+    assert on.camera == 0
+
+
+def test_persona_becomes_the_sessions_persona():
+    settings = Settings()
+    settings.model.local_dir = "/m"
+    persona = _persona("language-tutor")
+    options = build_options(settings, persona, LaunchOverrides(), camera_on=False)
+    assert options.persona.role_prompt == persona.role_prompt
+    assert options.persona.language == "es"
+    assert options.persona.voice.builtin == persona.builtin_voice
+
+
+def test_no_model_chosen_says_what_to_do():
+    with pytest.raises(BackendError, match="no model"):
+        build_options(Settings(), _persona(), LaunchOverrides(), camera_on=False)
+    settings = Settings()
+    settings.model.model_id = "qwen2.5-omni-3b"  # known, but not downloaded
+    with pytest.raises(BackendError, match="not downloaded"):
+        build_options(settings, _persona(), LaunchOverrides(), camera_on=False)
+
+
+def test_fit_persona_keeps_or_replaces_the_voice(tmp_path):
+    same = Persona("a", "p", voice=Voice(builtin="Ethan"))
+    assert fit_persona(same, SPEC) == (same, "")
+    unknown, note = fit_persona(Persona("a", "p", voice=Voice(builtin="Zed")), SPEC)
+    assert unknown.voice.builtin == "Chelsie" and "Zed" in note
+    ref = tmp_path / "me.wav"
+    ref.write_bytes(b"")
+    replaced, note = fit_persona(Persona("a", "p", voice=Voice(reference_audio=ref)), SPEC)
+    assert replaced.voice.builtin == "Chelsie" and "reference" in note
+    default = Persona("a", "p")
+    assert fit_persona(default, SPEC) == (default, "")
+
+
+def test_self_check_folders_are_recognised(tmp_path):
+    assert not is_self_check(tmp_path)
+    assert not is_self_check(None)
+    (tmp_path / "duetto.json").write_text(json.dumps({"tiny": True}))
+    assert is_self_check(tmp_path)
+    assert not is_self_check(Path(tmp_path / "missing"))
