@@ -47,12 +47,40 @@ def test_a_pause_shorter_than_the_silence_does_not_end_the_turn():
 
 
 def test_a_backchannel_pauses_then_resumes_without_interrupting():
-    ctl = speaking_controller(barge_in_min_speech=0.3)
+    ctl = speaking_controller(barge_in_min_speech=0.3, resume_delay=0.25)
     assert ctl.on_vad(onset(5.0)) == [Action.PAUSE_PLAYBACK]
     assert ctl.on_clock(5.2) == []
-    assert ctl.on_vad(offset(5.2)) == [Action.RESUME_PLAYBACK]
+    assert ctl.on_vad(offset(5.2, lag=0.1)) == []  # wait a moment for more speech
+    assert ctl.on_clock(5.44) == []
+    assert ctl.on_clock(5.45) == [Action.RESUME_PLAYBACK]
     assert ctl.state is DuplexState.SPEAKING
     assert (ctl.backchannels, ctl.barge_ins) == (1, 0)
+
+
+def test_short_pieces_close_together_add_up_to_a_barge_in():
+    """ "Wait... stop... I have a question": each piece alone is backchannel-short."""
+    ctl = speaking_controller(barge_in_min_speech=0.5, resume_delay=0.35)
+    assert ctl.on_vad(onset(5.0)) == [Action.PAUSE_PLAYBACK]
+    ctl.on_vad(offset(5.3))  # 0.3 s
+    assert ctl.on_vad(onset(5.5)) == []  # still paused: no new pause, no resume
+    assert ctl.on_clock(5.69) == []  # 0.3 + 0.19
+    assert ctl.on_clock(5.7) == [Action.BARGE_IN]
+    assert ctl.burst_start == 5.0
+    assert ctl.backchannels == 0
+
+
+def test_pieces_far_apart_are_separate_backchannels():
+    ctl = speaking_controller(barge_in_min_speech=0.5, resume_delay=0.25)
+    ctl.on_vad(onset(5.0))
+    ctl.on_vad(offset(5.3))
+    assert ctl.on_clock(5.6) == [Action.RESUME_PLAYBACK]
+    assert ctl.on_vad(onset(6.5)) == [Action.PAUSE_PLAYBACK]
+    ctl.on_vad(offset(6.8))
+    assert ctl.on_clock(7.1) == [Action.RESUME_PLAYBACK]
+    assert (ctl.backchannels, ctl.barge_ins) == (2, 0)
+    assert ctl.on_vad(onset(7.5)) == [Action.PAUSE_PLAYBACK]
+    assert ctl.on_clock(8.0) == [Action.BARGE_IN]  # judged afresh: 0.5 s of its own
+    assert ctl.burst_start == 7.5
 
 
 def test_speech_that_goes_on_is_a_barge_in_then_a_new_turn():
@@ -95,7 +123,7 @@ def test_native_duplex_gets_no_end_of_turn_but_still_barge_in():
     assert ctl.on_clock(5.0) == []
     ctl.on_model_speech(5.5)
     ctl.on_vad(onset(6.0))
-    assert Action.BARGE_IN in ctl.on_clock(6.4)
+    assert Action.BARGE_IN in ctl.on_clock(6.6)
 
 
 def test_force_listen_stops_the_assistant():

@@ -83,3 +83,28 @@ def test_disabled_passes_audio_through_untouched():
 def test_unsupported_rate_is_a_clear_error(rate):
     with pytest.raises(ValueError, match=f"not {rate} Hz"):
         EchoCanceller(rate)
+
+
+def test_the_echo_path_monitor_tells_headphones_from_a_loud_room():
+    from app.flow.echo import EchoPathMonitor
+
+    far = speechlike(4.0, seed=5)
+    tick = 640
+    headphones, room_ = EchoPathMonitor(), EchoPathMonitor()
+    mic_room = room(far)
+    noise = (1e-4 * np.random.default_rng(1).standard_normal(len(far))).astype(np.float32)
+    for start in range(0, len(far), tick):
+        part = slice(start, start + tick)
+        headphones.update(far[part], noise[part])
+        room_.update(far[part], mic_room[part] + noise[part])
+    assert headphones.negligible and headphones.coupling_db < -50
+    assert not room_.negligible and room_.coupling_db > -15
+
+
+def test_the_echo_path_is_unknown_until_the_far_end_has_spoken():
+    from app.flow.echo import EchoPathMonitor
+
+    monitor = EchoPathMonitor()
+    for _ in range(100):
+        monitor.update(np.zeros(640, np.float32), np.zeros(640, np.float32))
+    assert monitor.coupling_db is None and not monitor.negligible

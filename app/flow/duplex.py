@@ -46,14 +46,22 @@ class Action(enum.StrEnum):
 @dataclass(frozen=True)
 class DuplexConfig:
     end_of_turn_silence: float = 0.6
-    barge_in_min_speech: float = 0.3
+    # Voice activity stretches speech by its hangover (~0.1 s), so a 300 ms "mm-hm"
+    # reads as ~0.4 s; stopping playback does not wait for this (see pause_on_onset).
+    barge_in_min_speech: float = 0.5
     pause_on_onset: bool = True
+    # After a short utterance, wait this long for more before resuming playback. Speech
+    # pieces closer than this form one burst: "Wait... stop... I have a question" adds up
+    # to a barge-in although each piece alone is as short as an "mm-hm".
+    resume_delay: float = 0.35
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.end_of_turn_silence <= 5.0:
             raise ValueError("end-of-turn silence must be between 0.05 s and 5 s")
         if not 0.0 <= self.barge_in_min_speech <= 3.0:
             raise ValueError("barge-in minimum speech must be between 0 s and 3 s")
+        if not 0.0 <= self.resume_delay <= 2.0:
+            raise ValueError("resume delay must be between 0 s and 2 s")
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,9 @@ class DuplexController:
         self._speech_start = 0.0  # onset time of the current user speech
         self._turn_due: float | None = None  # when the end of turn fires, if nothing changes
         self._paused = False
+        self._resume_due: float | None = None  # resume playback then, if no more speech
+        self._burst_start: float | None = None
+        self._burst_speech = 0.0  # finished speech within the current burst (s)
         self.history: list[Transition] = []
         self.barge_ins = 0
         self.backchannels = 0
@@ -87,12 +98,19 @@ class DuplexController:
     def on_clock(self, now: float) -> list[Action]:
         """Advance timers to session time `now` (the audio processed so far)."""
         actions: list[Action] = []
-        if (
-            self.user_speaking
-            and self.state in (DuplexState.SPEAKING, DuplexState.RESPONDING)
-            and now - self._speech_start >= self.config.barge_in_min_speech - _EPSILON
-        ):
-            actions += self._take_floor_back(now)
+        overlapping = self.state in (DuplexState.SPEAKING, DuplexState.RESPONDING)
+        if overlapping and self.user_speaking:
+            burst = self._burst_speech + (now - self._speech_start)
+            if burst >= self.config.barge_in_min_speech - _EPSILON:
+                actions += self._take_floor_back(now)
+        elif overlapping and self._resume_due is not None and now >= self._resume_due - _EPSILON:
+            # The user said something short and stopped: a backchannel. Carry on.
+            self._resume_due = None
+            self.backchannels += 1
+            self._new_burst()  # whatever the user says next is judged afresh
+            if self._paused:
+                self._paused = False
+                actions.append(Action.RESUME_PLAYBACK)
         if (
             self._turn_due is not None
             and now >= self._turn_due - _EPSILON
@@ -101,6 +119,7 @@ class DuplexController:
             self._turn_due = None
             if not self.native_duplex:
                 self._enter(DuplexState.RESPONDING, now, "end of user turn")
+                self._new_burst()  # what the user said in their turn is not an overlap
                 actions.append(Action.END_TURN)
         return actions
 
@@ -109,6 +128,8 @@ class DuplexController:
         if self.state in (DuplexState.RESPONDING, DuplexState.LISTENING):
             self._enter(DuplexState.SPEAKING, t, "assistant speaks")
             self._turn_due = None
+            if not self.user_speaking:
+                self._new_burst()
         return []
 
     def on_model_listen(self, t: float) -> list[Action]:
@@ -138,6 +159,10 @@ class DuplexController:
         self.user_speaking = True
         self._speech_start = event.t
         self._turn_due = None
+        self._resume_due = None
+        if self._burst_start is None:
+            self._burst_start = event.t
+            self._burst_speech = 0.0
         actions: list[Action] = []
         if (
             self.state is DuplexState.SPEAKING
@@ -151,21 +176,29 @@ class DuplexController:
 
     def _on_offset(self, event: VadEvent) -> list[Action]:
         self.user_speaking = False
+        self._burst_speech += max(0.0, event.t - self._speech_start)
         actions: list[Action] = []
         if self.state in (DuplexState.SPEAKING, DuplexState.RESPONDING):
-            # Ended before it counted as a barge-in: a backchannel. Carry on.
-            self.backchannels += 1
-            if self._paused:
-                self._paused = False
-                actions.append(Action.RESUME_PLAYBACK)
-            return actions
+            # Too short to be a barge-in so far; resume unless more speech follows.
+            self._resume_due = event.t + self.config.resume_delay
+            return self.on_clock(event.detected_at)
         self._turn_due = event.t + self.config.end_of_turn_silence
         if self.state is DuplexState.INTERRUPTED:
             self._enter(DuplexState.LISTENING, event.detected_at, "user finished")
         return actions + self.on_clock(event.detected_at)
 
+    def _new_burst(self) -> None:
+        self._burst_start = None
+        self._burst_speech = 0.0
+
+    @property
+    def burst_start(self) -> float | None:
+        """Where the user's current (or last) stretch of speech began."""
+        return self._burst_start
+
     def _take_floor_back(self, t: float, reason: str = "user barged in") -> list[Action]:
         self._paused = False
+        self._resume_due = None
         was_speaking = self.state is DuplexState.SPEAKING
         self._enter(
             DuplexState.INTERRUPTED if self.user_speaking else DuplexState.LISTENING, t, reason

@@ -130,3 +130,63 @@ class EchoCanceller:
             raise ValueError(f"echo canceller frame must be {self.frame} samples")
         data = bytearray(_to_int16(samples).tobytes())
         return self._rtc.AudioFrame(data, self.sample_rate, 1, self.frame)
+
+
+class EchoPathMonitor:
+    """Tells whether the speaker is heard by the microphone at all.
+
+    With headphones (or a speaker far away) there is no echo to cancel, and WebRTC's
+    suppressor still mutes much of the user's voice while the assistant talks, which
+    hides barge-ins. Comparing levels tells the two cases apart: while the far end is
+    active, the mic is at least as loud as the echo, so the quietest mic-to-far-end
+    ratio over recent seconds bounds the echo path's coupling from above. When that
+    bound is far below anything voice activity could mistake for speech, the raw mic is
+    safe to listen to.
+    """
+
+    def __init__(
+        self,
+        *,
+        negligible_db: float = -35.0,
+        far_active_db: float = -45.0,
+        block_ticks: int = 12,
+        window: int = 20,
+        min_active: int = 2,
+    ) -> None:
+        self.negligible_db = negligible_db
+        self.far_active_db = far_active_db
+        # Levels are compared over blocks of about half a second, so that the echo's
+        # own delay (tens of milliseconds) cannot make a loud path look quiet.
+        self.block_ticks = block_ticks
+        self.min_active = min_active
+        self._ratios: deque[float] = deque(maxlen=window)
+        self._far_energy = 0.0
+        self._mic_energy = 0.0
+        self._ticks = 0
+
+    def update(self, far: np.ndarray, mic: np.ndarray) -> None:
+        """One tick of what was played and what the mic heard (about the same span)."""
+        self._far_energy += float(np.mean(np.square(far, dtype=np.float64))) if len(far) else 0
+        self._mic_energy += float(np.mean(np.square(mic, dtype=np.float64))) if len(mic) else 0
+        self._ticks += 1
+        if self._ticks < self.block_ticks:
+            return
+        far_db = 10.0 * np.log10(self._far_energy / self._ticks + 1e-12)
+        mic_db = 10.0 * np.log10(self._mic_energy / self._ticks + 1e-12)
+        self._far_energy = self._mic_energy = 0.0
+        self._ticks = 0
+        if far_db >= self.far_active_db:
+            self._ratios.append(mic_db - far_db)
+
+    @property
+    def coupling_db(self) -> float | None:
+        """Upper bound of the echo path's gain in dB, once enough far end was heard."""
+        if len(self._ratios) < self.min_active:
+            return None
+        return float(np.percentile(np.fromiter(self._ratios, float), 10))
+
+    @property
+    def negligible(self) -> bool:
+        coupling = self.coupling_db
+        return coupling is not None and coupling < self.negligible_db
+

@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from app.flow.duplex import Action, DuplexConfig, DuplexController, DuplexState
-from app.flow.echo import EchoCanceller
+from app.flow.echo import EchoCanceller, EchoPathMonitor
 from app.flow.events import EventHub, EventKind, Subscriber
 from app.flow.farend import FarEnd
 from app.flow.metrics import SessionMetrics
@@ -192,6 +193,8 @@ class Session:
         self.controller = DuplexController(self.config.duplex, native_duplex=spec.native_duplex)
         self.vad = vad or VoiceActivity()
         self.echo = EchoCanceller(self.tick_rate, enabled=self.config.echo_cancellation)
+        self.echo_path = EchoPathMonitor()
+        self._far_tick = np.zeros(0, dtype=np.float32)  # what played during the last tick
         self.far_end = FarEnd(
             player.drain_reference,
             player.output_rate,
@@ -222,15 +225,21 @@ class Session:
         self._response: int | None = None
         self._response_done = False
         self._first_audio_pending: int | None = None
-        self._interrupted: set[int] = set()
+        self._interrupted: set[int] = set()  # answers cut by a barge-in (listener adds)
+        self._generated: set[int] = set()  # answers the model finished or stopped (worker)
+        self._reported: set[int] = set()  # answers whose heard() was called (worker)
         self._interrupt_lock = threading.Lock()
         self._pending_onset: float | None = None
         self._silenced_seen = 0
         self._stop_from: float | None = None  # onset time of a barge-in awaiting silence
+        self._silent_at: float | None = None  # when a pause at that onset silenced output
         self.dropped_frames = 0
         self.ended_reason = ""
         self._busy = False  # the worker is inside backend.step()
         self._history_seen = 0  # controller transitions already reported
+        # Called with each tick as heard and as echo-cancelled, and its session time
+        # (meters, diagnostics, the echo tests).
+        self.cleaned_tap: Callable[[np.ndarray, np.ndarray, float], None] | None = None
         self._assistant_level = -120.0
 
     # ------------------------------------------------------------------ wiring
@@ -338,10 +347,17 @@ class Session:
     def _process_tick(self, tick: Unit) -> None:
         mic = np.zeros_like(tick.audio) if self._muted else tick.audio
         self._record_user(mic, tick.start)
+        self._far_tick = np.zeros(0, dtype=np.float32)
         self._feed_far_end()
         cleaned = self.echo.process_near(mic, tick.start)
+        self.echo_path.update(self._far_tick, mic)
+        # Voice activity listens to the cancelled signal, unless the speaker is not heard
+        # by the mic at all (headphones): then the canceller can only mute the user.
+        listened = mic if self.echo_path.negligible else cleaned
+        if self.cleaned_tap is not None:
+            self.cleaned_tap(mic, cleaned, tick.start)
         self._now = tick.end
-        speech_events = self.vad.feed(self._to_vad(cleaned), tick.start)
+        speech_events = self.vad.feed(self._to_vad(listened), tick.start)
         for event in speech_events:
             if event.kind is VadKind.ONSET:
                 self._pending_onset = event.t
@@ -368,6 +384,7 @@ class Session:
             return
         echo_block, record_block = got
         self.echo.push_far(echo_block.samples, echo_block.t)
+        self._far_tick = echo_block.samples
         self._assistant_level = _dbfs(record_block.samples)
         if self.recorder is not None:
             self.recorder.write_assistant(record_block.samples, record_block.t)
@@ -429,10 +446,11 @@ class Session:
                 self._end_turn(t)
             elif action is Action.PAUSE_PLAYBACK:
                 self.player.pause()
-                self._stop_from = self._pending_onset
+                self._stop_from = self.controller.burst_start
+                self._silent_at = None
             elif action is Action.RESUME_PLAYBACK:
                 self.player.resume()
-                self._stop_from = None
+                self._stop_from = self._silent_at = None
             elif action in (Action.BARGE_IN, Action.CANCEL_RESPONSE):
                 self._barge_in(t, action)
         history = self.controller.history
@@ -454,37 +472,44 @@ class Session:
         self._enqueue(unit, Control(turn_ended=True))
 
     def _barge_in(self, t: float, action: Action) -> None:
-        self.player.flush()
-        self.backend.interrupt()
+        # Mark the answer as interrupted before stopping the model, so the worker, which
+        # wakes as soon as the model stops, knows to report what was heard.
         with self._interrupt_lock:
             if self._response is not None:
                 self._interrupted.add(self._response)
+        self.player.flush()
+        self.player.resume()  # the queue is gone; the next answer must not start paused
+        self.backend.interrupt()
+        with self._queue_cond:
+            self._queue_cond.notify_all()  # an idle worker reports what was heard now
         if action is Action.BARGE_IN:
             self._after_interruption = True
-            if self._stop_from is None:
-                self._stop_from = self._pending_onset if self._pending_onset is not None else t
+            if self._stop_from is None:  # nothing was playing, or no pause at the onset
+                start = self.controller.burst_start
+                self._stop_from = start if start is not None else t
             self.metrics.barge_in_started(self._stop_from)
+            if self._silent_at is not None:  # the pause at the onset already silenced it
+                self._report_stop(self._silent_at)
         self._response_done = True
         self._first_audio_pending = None
+
+    def _report_stop(self, silent_at: float) -> None:
+        latency = self.metrics.output_silent(silent_at)
+        if latency is not None:
+            self.events.emit(EventKind.LATENCY, silent_at, kind="stop", seconds=latency)
+        self._stop_from = self._silent_at = None
 
     # ------------------------------------------------------------------ playback
     def _check_playback(self) -> None:
         player = self.player
         if player.silenced != self._silenced_seen:
             self._silenced_seen = player.silenced
-            if self._stop_from is not None and self.controller.state in (
-                DuplexState.INTERRUPTED,
-                DuplexState.LISTENING,
-                DuplexState.SPEAKING,
-            ):
-                silent_at = self._session_time_of(player.silenced_at)
-                if silent_at is not None and self.metrics.awaiting_silence:
-                    latency = self.metrics.output_silent(silent_at)
-                    if latency is not None:
-                        self.events.emit(
-                            EventKind.LATENCY, silent_at, kind="stop", seconds=latency
-                        )
-                    self._stop_from = None
+            silent_at = self._session_time_of(player.silenced_at)
+            if self._stop_from is not None and silent_at is not None:
+                if self.metrics.awaiting_silence:  # confirmed barge-in, silenced by flush
+                    self._report_stop(silent_at)
+                elif self._silent_at is None:  # paused at an onset: maybe a barge-in
+                    self._silent_at = silent_at
         rid = self._first_audio_pending
         if rid is not None:
             start = player.response_start(rid)
@@ -524,16 +549,33 @@ class Session:
             elif kind == "listen" and self.controller.native_duplex:
                 self._act(self.controller.on_model_listen(self._now), self._now)
 
+    def _report_heard(self) -> None:
+        """Worker side: tell the model what was heard of each answer cut by a barge-in.
+
+        An answer may have been generated in full before the user interrupted it (the
+        model runs ahead of playback), so this runs both when an answer ends and before
+        every unit, and covers every interrupted answer that is fully generated.
+        """
+        with self._interrupt_lock:
+            due = sorted((self._interrupted & self._generated) - self._reported)
+            self._reported.update(due)
+        for rid in due:
+            heard = self.player.heard(rid).text
+            self.backend.heard(heard)
+            self.events.emit(EventKind.HEARD, self._now, text=heard, response=rid)
+
     def _work_loop(self) -> None:
         response_counter = 0
         while True:
+            self._report_heard()
             with self._queue_cond:
-                while not self._queue and not self._stop.is_set():
-                    self._busy = False
-                    self._queue_cond.wait(0.1)
                 if self._stop.is_set():
                     self._busy = False
                     return
+                if not self._queue:
+                    self._busy = False
+                    self._queue_cond.wait(0.1)  # woken by new work or a barge-in
+                    continue
                 work = self._queue.popleft()
                 self._busy = True
             try:
@@ -587,11 +629,8 @@ class Session:
             self.player.end_response(rid)
             self._inbox.append(("done", rid))
             with self._interrupt_lock:
-                interrupted = rid in self._interrupted
-            if interrupted:
-                heard = self.player.heard(rid).text
-                self.backend.heard(heard)
-                self.events.emit(EventKind.HEARD, self._now, text=heard, response=rid)
+                self._generated.add(rid)
+            self._report_heard()
         elif work.control.turn_ended:
             self._inbox.append(("silent_answer", None))
         return response_counter
