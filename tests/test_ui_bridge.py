@@ -101,3 +101,32 @@ def test_qimage_is_a_copy_with_rgb_order():
 
 def test_printable_drops_control_characters():
     assert printable("a\x00b\x1cc\ufffd d\n") == "abc d\n"
+
+
+def test_real_time_factor_is_reported_when_it_changes(qtbot):
+    class _Metrics:
+        real_time_factor = None
+
+    bridge = SessionBridge()
+    session = _Session()
+    session.metrics = _Metrics()
+    bridge.attach(session)
+    got = []
+    bridge.rtf_changed.connect(got.append)
+    session.events.emit(EventKind.LEVELS, 0.1, mic=-50.0, assistant=-120.0)
+    session.metrics.real_time_factor = 0.8
+    session.events.emit(EventKind.LEVELS, 0.2, mic=-50.0, assistant=-120.0)
+    session.events.emit(EventKind.LEVELS, 0.3, mic=-50.0, assistant=-120.0)
+    qtbot.waitUntil(lambda: got == [0.8], timeout=2000)
+
+
+def test_subtitles_wrap_long_runs_and_keep_the_tail():
+    from app.ui.widgets.subtitles import ZERO_WIDTH_SPACE, breakable, tail
+
+    assert breakable("short words stay") == "short words stay"
+    broken = breakable("x" * 60, 28)
+    assert broken.replace(ZERO_WIDTH_SPACE, "") == "x" * 60
+    assert broken.count(ZERO_WIDTH_SPACE) == 2
+    text = " ".join(f"word{i}" for i in range(100))
+    cut = tail(text, 50)
+    assert cut.startswith("…word") and cut.endswith("word99") and len(cut) <= 51

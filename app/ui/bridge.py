@@ -43,7 +43,8 @@ class SessionBridge(QObject):
     heard = Signal(str)  # after a barge-in: what the user actually heard
     levels = Signal(float, float)  # mic, assistant in dBFS
     latency = Signal(str, float)  # kind, seconds
-    unit_done = Signal(float, float, object)  # compute s, lag s, real-time factor or None
+    unit_done = Signal(float, float)  # compute s, lag s
+    rtf_changed = Signal(float)  # compute per second of speech, as the session measures it
     device_event = Signal(str, str, str)  # source, kind, message
     overflow = Signal(str)
     error = Signal(str)
@@ -58,6 +59,7 @@ class SessionBridge(QObject):
         self._frame: QImage | None = None
         self._frame_pending = False
         self.frames_seen = 0
+        self._last_rtf: float | None = None
 
     # ------------------------------------------------------------ wiring
     def attach(self, session: Any) -> None:
@@ -116,9 +118,22 @@ class SessionBridge(QObject):
         return image
 
     # ------------------------------------------------------------ session threads
+    def _check_rtf(self) -> None:
+        """The session updates its real-time factor as speech is made, with no event of its
+        own: read it (one float) whenever an event comes and report it when it moved."""
+        with self._lock:
+            session = self._session
+        metrics = getattr(session, "metrics", None)
+        rtf = getattr(metrics, "real_time_factor", None)
+        if isinstance(rtf, float) and rtf != self._last_rtf:
+            self._last_rtf = rtf
+            self.rtf_changed.emit(rtf)
+
     def on_event(self, event: SessionEvent) -> None:
         data = event.data
         kind = event.kind
+        if kind in (EventKind.LEVELS, EventKind.UNIT, EventKind.STATE):
+            self._check_rtf()
         if kind is EventKind.STATE:
             self.state_changed.emit(str(data.get("state", "")), str(data.get("reason", "")))
         elif kind is EventKind.TEXT:
@@ -133,13 +148,7 @@ class SessionBridge(QObject):
         elif kind is EventKind.LATENCY:
             self.latency.emit(str(data.get("kind", "")), float(data.get("seconds", 0.0)))
         elif kind is EventKind.UNIT:
-            with self._lock:
-                session = self._session
-            rtf = None
-            if session is not None and hasattr(session, "metrics"):
-                rtf = session.metrics.real_time_factor
-            self.unit_done.emit(float(data.get("compute", 0.0)), float(data.get("lag", 0.0)),
-                                rtf)
+            self.unit_done.emit(float(data.get("compute", 0.0)), float(data.get("lag", 0.0)))
         elif kind is EventKind.DEVICE:
             self.device_event.emit(str(data.get("source", "")), str(data.get("kind", "")),
                                    str(data.get("message", "")))

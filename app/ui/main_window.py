@@ -262,7 +262,7 @@ class MainWindow(QMainWindow):
         bridge.heard.connect(self.side.transcript.mark_heard)
         bridge.levels.connect(self._on_levels)
         bridge.latency.connect(self.side.set_latency)
-        bridge.unit_done.connect(lambda _c, _l, rtf: self.side.set_rtf(rtf))
+        bridge.rtf_changed.connect(self.side.set_rtf)
         bridge.device_event.connect(self._on_device)
         bridge.overflow.connect(lambda text: self.post("warning", f"audio was lost: {text}"))
         bridge.error.connect(lambda text: self.post("error", text))

@@ -10,6 +10,7 @@ from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QVBoxLayout, QWidget
 
 from app.ui import theme
 from app.ui.widgets.meter import LevelMeter
+from app.ui.widgets.subtitles import breakable, tail
 
 
 def heading(text: str, parent: QWidget) -> QLabel:
@@ -77,9 +78,7 @@ class Transcript(QLabel):
             return
         rows = []
         for _rid, text, cut in self.entries:
-            words = " ".join(text.split())
-            if len(words) > self.CHARS:
-                words = "…" + words[-self.CHARS:]
+            words = breakable(tail(text, self.CHARS), 22)
             note = (f" <span style='color:{theme.DANGER}'>— you interrupted</span>"
                     if cut else "")
             rows.append(f"<p style='margin:0 0 8px 0'><b style='color:{theme.ACCENT}'>"

@@ -8,6 +8,29 @@ from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QLabel, QWidget
 
 MAX_CHARS = 220  # about two lines at the preview's width
+LONGEST_WORD = 28
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def breakable(text: str, longest: int = LONGEST_WORD) -> str:
+    """Long runs without spaces get invisible break points, so word wrap can split them."""
+    words = []
+    for word in text.split(" "):
+        if len(word) > longest:
+            word = ZERO_WIDTH_SPACE.join(word[i:i + longest]
+                                         for i in range(0, len(word), longest))
+        words.append(word)
+    return " ".join(words)
+
+
+def tail(text: str, limit: int) -> str:
+    """The last `limit` characters of `text`, cut at a word boundary where one is near."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[-limit:]
+    space = cut.find(" ")
+    return "…" + (cut[space + 1:] if 0 <= space < 40 else cut)
 
 
 class Subtitles(QLabel):
@@ -46,10 +69,6 @@ class Subtitles(QLabel):
         self.hide()
 
     def _show_tail(self) -> None:
-        text = " ".join(self.full_text.split())
-        if len(text) > MAX_CHARS:
-            cut = text[-MAX_CHARS:]
-            space = cut.find(" ")
-            text = "…" + (cut[space + 1:] if 0 <= space < 40 else cut)
-        self.setText(text)
+        text = tail(self.full_text, MAX_CHARS)
+        self.setText(breakable(text))
         self.setVisible(bool(text))
