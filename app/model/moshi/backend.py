@@ -8,7 +8,7 @@ see). Per frame, `step()` yields, in this order:
   frame's decoded audio is above SPEECH_RMS (Moshi writes a word at its onset and PAD
   for the rest of it, so the text alone flickers; the audio level covers the rest);
   LISTEN otherwise; END_OF_TURN instead of LISTEN once, after END_HANGOVER_FRAMES
-  quiet frames that follow speech.
+  quiet frames that follow speech (not after speech cut short by muting).
 * `Output(text=...)` for a frame whose token is a word (subtitles; PAD is silence).
 * `Output(speech=SpeechChunk(...))`: the frame's 1920 samples, always, so playback runs
   at the model's pace. `response_id` counts runs of speech (it moves on at each
@@ -327,6 +327,11 @@ class MoshiBackend:
             wave = np.zeros(FRAME_SAMPLES, dtype=np.float32)
         text = "" if muted else vocab.piece_text(text_id)
         speaking = not muted and (bool(text) or float(np.sqrt(np.mean(wave**2))) > SPEECH_RMS)
+        if muted:
+            # A response cut short is over: the next speech is a new response, and it
+            # gets no END_OF_TURN (it did not end by itself).
+            self._speaking = False
+            self._quiet_run = 0
         decision = self._decide(speaking)
         if self.record_timing:
             self.timing.frames.append(time.perf_counter() - t0)
