@@ -141,7 +141,7 @@ def test_loading_can_be_cancelled_and_closing_leaves_no_thread(qtbot, harness, t
     assert win.start_button.text() == "Cancel loading"
     win.cancel_button.click()
     assert win.controller.phase == "idle"  # at once, while the worker still waits
-    assert "loading cancelled" in win.messages.texts()
+    assert "Loading cancelled" in win.messages.texts()
     harness.block.set()
     win.close()
     assert _duetto_threads() == []
@@ -168,7 +168,7 @@ def test_a_session_error_and_a_lost_device_are_shown(qtbot, window, harness):
     hub.emit(EventKind.DEVICE, 1.0, source="camera", kind="lost", message="no frame for 2 s")
     qtbot.waitUntil(lambda: len(window.messages.texts()) == 2, timeout=2000)
     texts = " ".join(window.messages.texts())
-    assert "boom" in texts and "camera" in texts
+    assert "boom" in texts and "Camera: no frame" in texts
     assert window.controller.phase == "running"  # the conversation goes on
 
 

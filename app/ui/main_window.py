@@ -315,7 +315,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ messages
     def post(self, level: str, text: str) -> None:
         log.info("%s: %s", level, text)
-        self.messages.post(level, text)
+        self.messages.post(level, text[:1].upper() + text[1:])
 
     # ------------------------------------------------------------------ conversation
     def toggle_conversation(self) -> None:
@@ -401,6 +401,8 @@ class MainWindow(QMainWindow):
     def _on_state(self, state: str, reason: str) -> None:
         self.stage.pill.set_state(state, reason)
         self.stage.relayout()
+        if state == "listening" and reason in ("assistant finished", "assistant yields"):
+            self.stage.subtitles.answer_finished()
         if state == "listening" and reason == "user finished":
             self.hint.setText("")
 
@@ -447,6 +449,9 @@ class MainWindow(QMainWindow):
             self.stage.pill.set_state(phase)
         if phase == "idle":
             self.hint.setText("")
+            self.stage.subtitles.clear_text()
+            self.side.mic_meter.reset()
+            self.side.assistant_meter.reset()
             self._show_idle_stage()
         self.stage.relayout()
 

@@ -50,7 +50,8 @@ class SettingsDialog(QDialog):
     ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Duetto settings")
-        self.resize(940, 660)
+        self.resize(1060, 720)
+        self.setMinimumSize(960, 640)
         self.settings = copy.deepcopy(settings)
         self.confirm = confirm  # ask before saving a model that will not fit
         self.tasks = TaskGroup(self)

@@ -42,8 +42,8 @@ def _seconds(value: float | None) -> str:
 class Transcript(QLabel):
     """The last few answers, newest last; an interrupted one shows only what was heard."""
 
-    KEEP = 4
-    CHARS = 150
+    KEEP = 3
+    CHARS = 110
     EMPTY = ("Press Start and talk. Duetto listens while it speaks, so you can interrupt "
              "it at any time.")
 

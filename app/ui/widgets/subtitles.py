@@ -3,11 +3,11 @@ over the video on a dark band; a new answer starts a fresh line."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QLabel, QWidget
 
-MAX_CHARS = 220  # about two lines at the preview's width
+MAX_CHARS = 120  # about two lines at the preview's width
 LONGEST_WORD = 28
 ZERO_WIDTH_SPACE = "\u200b"
 
@@ -49,12 +49,21 @@ class Subtitles(QLabel):
             " padding: 10px 16px; }"
         )
         self.hide()
+        # After an answer, its words stay up a moment, then the video is clear again.
+        self._fade = QTimer(self)
+        self._fade.setSingleShot(True)
+        self._fade.setInterval(4000)
+        self._fade.timeout.connect(self.hide)
+
+    def answer_finished(self) -> None:
+        self._fade.start()
 
     def add(self, text: str, response: int) -> None:
         if response != self._response:
             self._response = response
             self.full_text = ""
         self.full_text += text
+        self._fade.stop()
         self._show_tail()
 
     def mark_heard(self, heard: str) -> None:
