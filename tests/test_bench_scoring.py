@@ -133,12 +133,30 @@ def test_a_120_ms_overlap_scores_0_12_s_stop_latency():
     events = [_text(1, q1 + 0.2, 20), {"event": "heard", "t": i0 + 0.2, "response": 1,
                                        "text": "once upon"}, _text(2, i1 + 0.2, 8)]
     score = _score(user, assistant, lines, events)
+    assert score["lines"][0]["tor"] == 1
     interrupt = score["lines"][1]
     assert interrupt["valid"]
     assert interrupt["stop_latency"] == pytest.approx(0.12, abs=0.01)
     assert interrupt["tor"] == 1
     assert interrupt["latency"] == pytest.approx(0.45, abs=0.001)
     assert interrupt["response_latency"] == pytest.approx(0.45, abs=0.01)
+
+
+@needs_espeak
+def test_an_answer_the_user_cuts_short_still_took_the_turn():
+    user = np.zeros(RATE * 8, np.float32)
+    assistant = np.zeros_like(user)
+    q0, q1 = _place(user, 0.5, _voice("Tell me a story."))
+    _place(assistant, q1 + 0.5, _tone(0.7))  # 0.5 s of answer, then the user cuts in
+    i0, i1 = _place(user, q1 + 1.0, _voice("Wait."))
+    lines = [
+        {"text": "q", "expect": "respond", "start": q0, "end": q1},
+        {"text": "i", "expect": "interrupt", "start": i0, "end": i1},
+    ]
+    events = [_text(1, q1 + 0.2, 20), {"event": "heard", "t": i0, "response": 1, "text": "once"}]
+    assert _score(user, assistant, lines, events)["lines"][0]["tor"] == 1
+    alone = [dict(lines[0])]  # the same short answer with no one cutting it: not a takeover
+    assert _score(user, assistant, alone, events)["lines"][0]["tor"] == 0
 
 
 @needs_espeak

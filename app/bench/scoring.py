@@ -251,6 +251,13 @@ def score_lines(
         u = user_segment_for(user, start, end)
         if expect in ("respond", "hold"):
             took = takeover(after, words)
+            following = task_lines[i + 1] if i + 1 < len(task_lines) else None
+            if (expect == "respond" and not took.tor and after and following is not None
+                    and following["expect"] in ("interrupt", "continue")
+                    and covering(model, float(following["start"])) is not None):
+                # The user's next line cut the answer short, not the assistant: it had the
+                # floor. (FDB scores turn-taking on samples where the user then stays quiet.)
+                took = Takeover(1, took.first_start, took.seconds, took.words)
             r.update(tor=took.tor, output_seconds=round(took.seconds, 3), words=words)
             if expect == "respond" and took.tor and took.first_start is not None:
                 r["latency"] = round(max(0.0, took.first_start - end), 3)
