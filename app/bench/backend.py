@@ -11,6 +11,9 @@ memory, and exits non-zero when a target is missed:
 `--model DIR` runs a checkpoint folder (the tiny model: `--model tiny` builds one in a
 temp dir). `--full-size 3B|7B` runs the real architecture with random weights on a
 CUDA GPU (no download), so the same figures can be measured on the target hardware.
+
+A Moshi/PersonaPlex folder (or `--family moshi`) runs app/bench/backend_moshi.py instead:
+per-frame compute against the 80 ms clock.
 """
 
 from __future__ import annotations
@@ -60,6 +63,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answer length the benchmark asks for (min = max)")
     parser.add_argument("--voice", default="Chelsie")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--family", default="auto", choices=["auto", "qwen2.5-omni", "moshi"],
+                        help="model family (auto: from the --model folder; 'tiny' is Qwen's)")
+    parser.add_argument("--frames", type=int, default=100,
+                        help="moshi: 80 ms frames to time after 5 warm-up frames")
+
+
+def _family(args: argparse.Namespace) -> str:
+    """The family to benchmark: --family, else what the --model folder holds."""
+    if args.family != "auto":
+        return args.family
+    if args.model and args.model != "tiny" and not args.full_size:
+        from app.model.contract import BackendError
+        from app.model.moshi.loader import detect_layout
+
+        try:
+            detect_layout(Path(args.model))
+            return "moshi"
+        except BackendError:
+            pass
+    return "qwen2.5-omni"
 
 
 def _unit(index: int, unit_ms: int, rng: np.random.Generator):
@@ -208,6 +231,10 @@ def report(fig: Figures, ok: dict[str, bool]) -> str:
 def run(args: argparse.Namespace) -> int:
     from app.model.contract import BackendError
 
+    if _family(args) == "moshi":
+        from app.bench import backend_moshi
+
+        return backend_moshi.run(args)
     if args.units < 1 or args.answer_tokens < 1:
         print("--units and --answer-tokens must be at least 1", file=sys.stderr)
         return 2
