@@ -259,3 +259,19 @@ def test_keyboard_shortcuts_exist_for_every_control(window):
 
     keys = {s.key().toString() for s in window.findChildren(QShortcut)}
     assert {"Ctrl+Return", "M", "C", "Esc", "Ctrl+,"} <= keys
+
+
+def test_camera_button_turns_the_camera_off_for_the_next_conversation(qtbot, window, harness):
+    assert window.camera_on and window.camera_button.text() == "Camera on"
+    assert not settings_store.settings_path().exists()  # opening the window writes nothing
+    window.camera_button.click()
+    assert not window.camera_on and window.camera_button.text() == "Camera off"
+    assert settings_store.load().settings.devices.camera_on is False
+    _running(qtbot, window)
+    assert harness.sessions[0].options.camera is None
+    assert not window.camera_button.isEnabled()  # the session cannot switch it mid-way
+    window.toggle_conversation()
+    qtbot.waitUntil(lambda: window.controller.phase == "idle", timeout=5000)
+    window.camera_button.click()
+    _running(qtbot, window)
+    assert harness.sessions[1].options.camera == 0

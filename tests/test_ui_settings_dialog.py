@@ -221,3 +221,16 @@ def test_first_run_marks_what_fits_the_gpu(qtbot):
     big = registry.get("qwen2.5-omni-7b")
     assert best_quant(big, GPU_80) is Quant.BF16
     assert best_quant(big, GPU_12) is Quant.NF4
+
+
+def test_camera_preview_of_a_video_file_shows_frames(qtbot, tmp_path):
+    import media
+
+    video = media.write_video(tmp_path / "clip.avi", 40, fps=20)
+    dialog = _dialog(qtbot)
+    page = dialog.devices
+    page.camera.setEditText(str(video))
+    page.camera_test.setChecked(True)
+    qtbot.waitUntil(lambda: page.camera_view.frames_shown > 2, timeout=5000)
+    dialog.reject()
+    assert page._camera_source is None

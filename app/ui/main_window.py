@@ -238,7 +238,8 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         self.start_button.clicked.connect(self.toggle_conversation)
         self.mute_button.toggled.connect(self.set_mic_muted)
-        self.camera_button.toggled.connect(self.set_camera_on)
+        # Checked means "camera off" (drawn like a muted mic).
+        self.camera_button.toggled.connect(lambda checked: self.set_camera_on(not checked))
         self.stop_talking_button.clicked.connect(self.stop_talking)
         self.ptt_button.pressed.connect(lambda: self._push_to_talk(True))
         self.ptt_button.released.connect(lambda: self._push_to_talk(False))
@@ -282,8 +283,8 @@ class MainWindow(QMainWindow):
         for note in loaded.notes:
             self.post("warning", note)
         self.reload_personas()
-        self.camera_on = self.settings.devices.camera_on
-        self.camera_button.setChecked(self.camera_on)
+        # A --camera given for this run means the user wants it on.
+        self.camera_on = self.settings.devices.camera_on or self.overrides.camera is not None
         self._sync_camera_button()
         self._update_status()
 
