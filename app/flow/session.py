@@ -93,6 +93,9 @@ def _dbfs(samples: np.ndarray) -> float:
     return max(-120.0, 20.0 * np.log10(rms + 1e-12))
 
 
+MIN_FINAL_UNIT_SECONDS = 0.1
+
+
 class _UnitBuilder:
     """Gathers cleaned ticks into units of the backend's length."""
 
@@ -130,9 +133,18 @@ class _UnitBuilder:
     def had_speech(self) -> bool:
         return self._had_speech
 
-    def take(self) -> Unit | None:
+    def take(self, min_seconds: float = 0.0, now: float | None = None) -> Unit | None:
+        """The unit gathered so far (None if empty), padded to `min_seconds` if asked."""
         if self._n == 0:
-            return None
+            if min_seconds <= 0 or now is None:
+                return None
+            self._start = now
+            self._frames = ()
+            self._gap = 0
+        short = round(min_seconds * self.rate) - self._n
+        if short > 0:
+            self._parts.append(np.zeros(short, dtype=np.float32))
+            self._n += short
         audio = np.concatenate(self._parts)
         unit = Unit(
             index=self.index,
@@ -464,11 +476,10 @@ class Session:
         self.metrics.user_turn_ended(self._last_offset_t, self._after_interruption)
         self._after_interruption = False
         self._held_unit = None
-        unit = self._units.take()
-        if unit is None:  # the turn ended right on a unit boundary: a sliver of silence
-            silence = np.zeros(self.backend_rate // 100, dtype=np.float32)
-            unit = Unit(self._units.index, self._now, 0.01, self.backend_rate, silence)
-            self._units.index += 1
+        # The turn's last, partial unit goes at once. Backends need some audio to work on
+        # (Qwen's encoder wants 25 ms or more), so a sliver is padded with the silence that
+        # followed it anyway: the end of a turn is silence by definition.
+        unit = self._units.take(min_seconds=MIN_FINAL_UNIT_SECONDS, now=self._now)
         self._enqueue(unit, Control(turn_ended=True))
 
     def _barge_in(self, t: float, action: Action) -> None:
