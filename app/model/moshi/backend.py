@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from app.model import registry
 from app.model.contract import (
     BackendError,
     BackendSpec,
@@ -80,9 +81,6 @@ SPEECH_RMS = 0.01  # -40 dBFS: above this a frame counts as speech
 END_HANGOVER_FRAMES = 6  # 0.48 s of quiet after speech ends the turn
 BARGE_HOLD_FRAMES = 13  # about 1 s muted after a barge-in when no turn end comes
 VOICE_CACHE_SIZE = 4
-# GiB for weights + a working cache, PersonaPlex-7B (8.37 B parameters, 7.87 B of them in
-# quantizable Linears; the registry's estimate).
-VRAM_7B = {Quant.BF16: 18.0, Quant.FP16: 18.0, Quant.INT8: 10.3, Quant.NF4: 7.1}
 
 
 @dataclasses.dataclass
@@ -107,7 +105,8 @@ class MoshiBackend:
             native_duplex=True,
             voices=(),
             accepts_reference_voice=True,
-            vram_gib=dict(VRAM_7B),
+            # PersonaPlex-7B's weights + working cache (the registry's figures and sources).
+            vram_gib=dict(registry.get("personaplex-7b").vram_gib),
         )
         self.device = device
         self.sampling = sampling or Sampling()

@@ -44,7 +44,8 @@ class StreamingEncoder:
     @torch.no_grad()
     def encode(self, audio: torch.Tensor) -> torch.Tensor:
         """(samples,) or (1, 1, samples), a whole number of frames → (1, K, frames)."""
-        wave = audio.reshape(1, 1, -1)
+        param = next(self.mimi.parameters())
+        wave = audio.reshape(1, 1, -1).to(device=param.device, dtype=param.dtype)
         if wave.shape[-1] % FRAME_SAMPLES:
             raise ValueError(f"audio must be whole {FRAME_SAMPLES}-sample frames")
         out = self.mimi.encode(
@@ -133,7 +134,7 @@ class StreamingDecoder:
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """(1, K, frames) codes → (1, 1, frames · 1920) waveform, final."""
         decoder = self.mimi.decoder
-        h = self.mimi.quantizer.decode(codes)
+        h = self.mimi.quantizer.decode(codes.to(next(self.mimi.parameters()).device))
         if decoder.upsample is not None:
             h = self._convtr(decoder.upsample, h)
         out = decoder.decoder_transformer(h.transpose(1, 2), cache=self._cache, use_cache=True)

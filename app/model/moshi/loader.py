@@ -237,7 +237,10 @@ def _load_moshi_layout(folder: Path, config: dict, q: Quant, dtype: torch.dtype,
     lm_path = folder / str(config.get("moshi_name", "model.safetensors"))
     mimi_path = _mimi_file(folder, config)
     assert mimi_path is not None  # detect_layout checked
-    lm = load_file(str(lm_path))
+    # Unquantized on a GPU, the LM's tensors go straight to it (no 16 GB copy in RAM);
+    # bitsandbytes quantizes from CPU tensors as they move to the device.
+    unquantized = q in (Quant.BF16, Quant.FP16)
+    lm = load_file(str(lm_path), device=device if unquantized else "cpu")
     mimi = load_file(str(mimi_path))
     moshi_config = moshi_layout_config(lm, mimi, config)
     if device.startswith("cuda"):
