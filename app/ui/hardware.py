@@ -82,7 +82,7 @@ class Fit:
 
     def describe(self) -> str:
         if self.available_gib is None:
-            return f"needs about {self.needed_gib:.1f} GiB of GPU memory (no GPU detected)"
+            return f"needs about {self.needed_gib:.1f} GiB of GPU memory"
         verdict = "fits" if self.fits else "does NOT fit"
         return (f"needs about {self.needed_gib:.1f} GiB; your GPU has "
                 f"{self.available_gib:.1f} GiB: {verdict}")

@@ -4,6 +4,9 @@ colours (green listening, amber thinking, blue speaking, red interrupted) read a
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
 
@@ -40,6 +43,10 @@ STATE_LABELS: dict[str, str] = {
     "interrupted": "Interrupted",
     "stopping": "Stopping…",
 }
+
+# Icons ship beside the personas in assets/ (DUETTO_ASSETS_DIR moves both).
+ICONS = (Path(os.environ["DUETTO_ASSETS_DIR"]) if os.environ.get("DUETTO_ASSETS_DIR")
+         else Path(__file__).resolve().parents[2] / "assets").joinpath("icons").as_posix()
 
 STYLE = f"""
 * {{ color: {TEXT}; }}
@@ -82,8 +89,8 @@ QLineEdit, QPlainTextEdit, QTextEdit, QComboBox, QSpinBox, QDoubleSpinBox {{
 }}
 QLineEdit:focus, QPlainTextEdit:focus, QComboBox:focus {{ border-color: {ACCENT}; }}
 QComboBox::drop-down {{ border: none; background: transparent; width: 24px; }}
-QComboBox::down-arrow {{ width: 0; height: 0; border-left: 5px solid transparent;
-    border-right: 5px solid transparent; border-top: 6px solid {MUTED}; margin-right: 8px; }}
+QComboBox::down-arrow {{ image: url({ICONS}/chevron-down.svg); width: 12px; height: 8px;
+    margin-right: 10px; }}
 QComboBox QAbstractItemView {{ background: {SURFACE_2}; border: 1px solid {BORDER};
     selection-background-color: {ACCENT}; }}
 QListWidget {{
