@@ -83,6 +83,12 @@ def test_each_frame_yields_decision_text_and_80ms_of_speech(backend: MoshiBacken
     assert speech_frames > 0
 
 
+def test_unit_length_is_whole_frames() -> None:
+    assert MoshiBackend(unit_ms=160).spec.unit_ms == 160
+    with pytest.raises(ValueError, match="multiple of 80"):
+        MoshiBackend(unit_ms=100)
+
+
 def test_a_unit_of_several_frames_is_stepped_frame_by_frame(backend: MoshiBackend) -> None:
     backend.start(_persona())
     outs = list(backend.step(_unit(0, frames=3), Control()))

@@ -95,10 +95,15 @@ class Timing:
 class MoshiBackend:
     """Moshi/PersonaPlex on transformers' Moshi and Mimi; see the module docstring."""
 
-    def __init__(self, *, device: str | None = None, sampling: Sampling | None = None) -> None:
+    def __init__(self, *, unit_ms: int = UNIT_MS, device: str | None = None,
+                 sampling: Sampling | None = None) -> None:
+        # A unit may hold several frames (the model still steps one frame at a time);
+        # 80 ms keeps the latency the model was built for.
+        if unit_ms < UNIT_MS or unit_ms % UNIT_MS:
+            raise ValueError(f"unit_ms must be a multiple of {UNIT_MS} (Moshi's frame)")
         self.spec = BackendSpec(
             family=FAMILY,
-            unit_ms=UNIT_MS,
+            unit_ms=unit_ms,
             audio_in_rate=SAMPLE_RATE,
             audio_out_rate=SAMPLE_RATE,
             frames_per_unit=0,
