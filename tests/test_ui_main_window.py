@@ -275,3 +275,22 @@ def test_camera_button_turns_the_camera_off_for_the_next_conversation(qtbot, win
     window.camera_button.click()
     _running(qtbot, window)
     assert harness.sessions[1].options.camera == 0
+
+
+def test_first_run_choice_is_saved(qtbot, harness, monkeypatch, tmp_path):
+    from app.ui import first_run
+
+    def choose_folder(dialog):
+        dialog.choice = first_run.FirstRunChoice(local_dir=str(tmp_path / "qwen"))
+        return 1
+
+    monkeypatch.setattr(first_run.FirstRunDialog, "exec", choose_folder)
+    win = MainWindow(controller=harness.controller, detect_hardware=None)
+    qtbot.addWidget(win)
+    assert win.needs_first_run()
+    win.open_first_run()
+    saved = settings_store.load().settings
+    assert saved.first_run_done and saved.model.local_dir == str(tmp_path / "qwen")
+    assert not win.needs_first_run()
+    assert win.status_model.text() == "Model: qwen"
+    win.close()

@@ -234,3 +234,25 @@ def test_camera_preview_of_a_video_file_shows_frames(qtbot, tmp_path):
     qtbot.waitUntil(lambda: page.camera_view.frames_shown > 2, timeout=5000)
     dialog.reject()
     assert page._camera_source is None
+
+
+def test_self_check_button_builds_a_tiny_model_and_selects_it(qtbot, monkeypatch, tmp_path):
+    import json
+
+    import app.model.tiny as tiny
+
+    def fake_build(family, folder, **_):
+        folder.mkdir(parents=True)
+        (folder / "duetto.json").write_text(json.dumps({"tiny": True}))
+        return folder
+
+    monkeypatch.setattr(tiny, "build_tiny", fake_build)
+    dialog = _dialog(qtbot, found=NO_GPU)
+    page = dialog.model
+    page.build_self_check()
+    qtbot.waitUntil(lambda: page.folder.text() != "", timeout=5000)
+    result = dialog.result_settings()
+    assert result.model.local_dir.endswith("self-check-qwen2.5-omni")
+    assert result.model.device == "cpu" and result.model.quant == "bf16"
+    assert "Self-check model" in page.fit_note.text()
+    dialog.reject()
