@@ -144,3 +144,16 @@ def test_cli_builds_a_tiny_moshi(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["models", "tiny", "moshi", str(tmp_path / "m")]) == 0
     assert loader.detect_layout(tmp_path / "m") == "transformers"
     assert (tmp_path / "m" / "voices" / "tiny_voice.wav").is_file()
+
+
+@pytest.mark.parametrize("layout", ["transformers", "moshi"])
+def test_the_checkpoints_delays_are_used(moshi_tiny_factory, layout: str) -> None:
+    """A checkpoint trained with another acoustic delay says so (Kyutai's config.json
+    `delays`; duetto.json for a tiny transformers folder) and the stepper follows it."""
+    delays = (0, 0, 2, 2, 2, 2, 2, 2, 2, 0, 2, 2, 2, 2, 2, 2, 2)
+    backend = MoshiBackend(device="cpu")
+    backend.load(ModelSource(local_dir=moshi_tiny_factory(layout=layout, delays=delays)),
+                 Quant.BF16, lambda *_: None)
+    assert backend.loaded.delays == delays
+    assert backend._stepper.delays == delays and backend._stepper.max_delay == 2
+    backend.close()
