@@ -102,7 +102,8 @@ def demo_speech(path: Path) -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "screenshots")
+    parser.add_argument("--out", type=Path,
+                        default=Path(tempfile.gettempdir()) / "duetto-screenshots")
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--model", type=Path, help="a model folder (default: a tiny one)")
     parser.add_argument("--mic", type=Path, help="an audio file (default: espeak-ng speech)")
