@@ -67,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model family (auto: from the --model folder; 'tiny' is Qwen's)")
     parser.add_argument("--frames", type=int, default=100,
                         help="moshi: 80 ms frames to time after 5 warm-up frames")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch CPU threads (default: torch's own); 1 avoids threads "
+                        "spinning against each other on a busy CPU")
 
 
 def _family(args: argparse.Namespace) -> str:
@@ -231,6 +234,10 @@ def report(fig: Figures, ok: dict[str, bool]) -> str:
 def run(args: argparse.Namespace) -> int:
     from app.model.contract import BackendError
 
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if _family(args) == "moshi":
         from app.bench import backend_moshi
 
