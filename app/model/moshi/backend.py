@@ -10,9 +10,11 @@ see). Per frame, `step()` yields, in this order:
   LISTEN otherwise; END_OF_TURN instead of LISTEN once, after END_HANGOVER_FRAMES
   quiet frames that follow speech (not after speech cut short by muting).
 * `Output(text=...)` for a frame whose token is a word (subtitles; PAD is silence).
-* `Output(speech=SpeechChunk(...))`: the frame's 1920 samples, always, so playback runs
-  at the model's pace. `response_id` counts runs of speech (it moves on at each
-  LISTEN→SPEAK), `seq` the chunks within one; `text_span` is the frame's text.
+* `Output(speech=SpeechChunk(...))`: the frame's 1920 samples, always (also while
+  listening: Moshi's voice channel never stops, and a steady 80 ms a frame keeps the
+  player from running dry). `response_id` counts runs of speech: it moves on at each
+  LISTEN→SPEAK, and quiet frames after a run keep its id (frames before the first
+  speech carry 0); `seq` counts chunks within one id; `text_span` is the frame's text.
 
 The model's output is one frame behind what it has heard (its acoustic codebooks are
 delayed one frame); the first step of a conversation therefore yields silence.
