@@ -8,6 +8,12 @@ from app.flow.duplex import Action, DuplexConfig, DuplexController, DuplexState
 from app.flow.vad import VadEvent, VadKind
 
 
+def config(**kwargs) -> DuplexConfig:
+    """Settings for the rule under test; speculation has its own tests below."""
+    kwargs.setdefault("speculate_after", None)
+    return DuplexConfig(**kwargs)
+
+
 def onset(t: float, lag: float = 0.064) -> VadEvent:
     return VadEvent(VadKind.ONSET, t, t + lag)
 
@@ -16,8 +22,8 @@ def offset(t: float, lag: float = 0.1) -> VadEvent:
     return VadEvent(VadKind.OFFSET, t, t + lag)
 
 
-def speaking_controller(**config) -> DuplexController:
-    ctl = DuplexController(DuplexConfig(**config))
+def speaking_controller(**settings) -> DuplexController:
+    ctl = DuplexController(config(**settings))
     ctl.on_vad(onset(1.0))
     ctl.on_vad(offset(2.5))
     assert ctl.on_clock(3.2) == [Action.END_TURN]
@@ -27,7 +33,7 @@ def speaking_controller(**config) -> DuplexController:
 
 
 def test_end_of_turn_fires_after_the_configured_silence_and_only_once():
-    ctl = DuplexController(DuplexConfig(end_of_turn_silence=0.6))
+    ctl = DuplexController(config(end_of_turn_silence=0.6))
     assert ctl.on_vad(onset(1.0)) == []
     assert ctl.on_vad(offset(2.5)) == []
     assert ctl.on_clock(3.09) == []
@@ -37,7 +43,7 @@ def test_end_of_turn_fires_after_the_configured_silence_and_only_once():
 
 
 def test_a_pause_shorter_than_the_silence_does_not_end_the_turn():
-    ctl = DuplexController(DuplexConfig(end_of_turn_silence=0.6))
+    ctl = DuplexController(config(end_of_turn_silence=0.6))
     ctl.on_vad(onset(1.0))
     ctl.on_vad(offset(2.5))
     ctl.on_vad(onset(2.9))
@@ -101,7 +107,7 @@ def test_an_onset_detected_late_is_a_barge_in_at_once():
 
 
 def test_talking_on_before_the_answer_starts_cancels_it():
-    ctl = DuplexController(DuplexConfig(end_of_turn_silence=0.5, barge_in_min_speech=0.3))
+    ctl = DuplexController(config(end_of_turn_silence=0.5, barge_in_min_speech=0.3))
     ctl.on_vad(onset(1.0))
     ctl.on_vad(offset(2.0))
     assert ctl.on_clock(2.5) == [Action.END_TURN]
@@ -117,7 +123,7 @@ def test_playback_end_returns_the_floor():
 
 
 def test_native_duplex_gets_no_end_of_turn_but_still_barge_in():
-    ctl = DuplexController(DuplexConfig(), native_duplex=True)
+    ctl = DuplexController(config(), native_duplex=True)
     ctl.on_vad(onset(1.0))
     ctl.on_vad(offset(2.0))
     assert ctl.on_clock(5.0) == []
@@ -140,3 +146,34 @@ def test_force_listen_stops_the_assistant():
 def test_nonsense_settings_are_rejected(kwargs):
     with pytest.raises(ValueError):
         DuplexConfig(**kwargs)
+
+
+def test_an_answer_is_prepared_during_the_silence_and_released_at_its_end():
+    ctl = DuplexController(DuplexConfig(end_of_turn_silence=0.6, speculate_after=0.15))
+    ctl.on_vad(onset(1.0))
+    assert ctl.on_vad(offset(2.0, lag=0.1)) == []
+    assert ctl.on_clock(2.14) == []
+    assert ctl.on_clock(2.16) == [Action.PREPARE_TURN]
+    assert ctl.state is DuplexState.LISTENING  # nothing is certain yet
+    assert ctl.on_clock(2.4) == []
+    assert ctl.on_clock(2.6) == [Action.END_TURN]
+    assert ctl.state is DuplexState.RESPONDING
+
+
+def test_speech_during_the_silence_retracts_the_prepared_answer():
+    ctl = DuplexController(DuplexConfig(end_of_turn_silence=0.6, speculate_after=0.15))
+    ctl.on_vad(onset(1.0))
+    ctl.on_vad(offset(2.0))
+    assert ctl.on_clock(2.2) == [Action.PREPARE_TURN]
+    assert ctl.on_vad(onset(2.4)) == [Action.RETRACT_TURN]
+    assert ctl.on_clock(3.0) == []  # the turn goes on
+    ctl.on_vad(offset(3.5))
+    assert ctl.on_clock(3.7) == [Action.PREPARE_TURN]
+    assert ctl.on_clock(4.1) == [Action.END_TURN]
+
+
+def test_native_duplex_models_are_never_prepared_for():
+    ctl = DuplexController(DuplexConfig(speculate_after=0.1), native_duplex=True)
+    ctl.on_vad(onset(1.0))
+    ctl.on_vad(offset(2.0))
+    assert ctl.on_clock(2.5) == [] and ctl.on_clock(3.0) == []

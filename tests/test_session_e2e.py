@@ -137,3 +137,23 @@ def test_echo_is_cancelled_and_never_barges_in_but_the_user_still_can(
     states = [s for _, s in conv.states()]
     assert states.count("interrupted") == 1  # the user's, never the echo's
 
+
+
+def test_a_pause_mid_thought_is_prepared_for_but_never_answered(qwen_tiny_factory, tmp_path):
+    """The answer starts in the silence (to be ready at once) and is dropped unheard."""
+    folder = qwen_tiny_factory()
+    first = speak("I was thinking about the weekend and")
+    second = speak("maybe we could go to the mountains.")
+    with LiveConversation(folder, tmp_path) as conv:
+        conv.wait_until(0.3)
+        start = conv.say(first)
+        pause_from = start + len(first) / 16000
+        conv.wait_until(pause_from + 0.4)  # shorter than the end-of-turn silence
+        resumed = conv.say(second)
+        answer = conv.wait_for(EventKind.STATE, 30, state="speaking")
+    states = conv.states()
+    assert conv.session.retractions >= 1
+    assert not [s for t, s in states if pause_from < t < resumed + 0.5 and s != "listening"]
+    assert answer.t > resumed + len(second) / 16000
+    recording, rate = conv.recording()
+    assert rms_db(window(recording[:, 1], rate, pause_from, resumed + 0.3)) < SILENT_DB

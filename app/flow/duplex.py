@@ -41,6 +41,8 @@ class Action(enum.StrEnum):
     RESUME_PLAYBACK = "resume_playback"
     BARGE_IN = "barge_in"  # flush playback, stop the model, tell it what was heard
     CANCEL_RESPONSE = "cancel_response"  # the user went on before any audio played
+    PREPARE_TURN = "prepare_turn"  # likely end of turn: start the answer, hold its audio
+    RETRACT_TURN = "retract_turn"  # the user went on: drop the prepared answer
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,11 @@ class DuplexConfig:
     # pieces closer than this form one burst: "Wait... stop... I have a question" adds up
     # to a barge-in although each piece alone is as short as an "mm-hm".
     resume_delay: float = 0.35
+    # Turn-based backends start answering after this much silence, before the end of
+    # turn is certain; the answer's audio is held until `end_of_turn_silence` passes and
+    # dropped if the user goes on. It hides the answer's first-chunk time in the silence
+    # the user has to wait anyway. None turns it off.
+    speculate_after: float | None = 0.05
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.end_of_turn_silence <= 5.0:
@@ -62,6 +69,8 @@ class DuplexConfig:
             raise ValueError("barge-in minimum speech must be between 0 s and 3 s")
         if not 0.0 <= self.resume_delay <= 2.0:
             raise ValueError("resume delay must be between 0 s and 2 s")
+        if self.speculate_after is not None and not 0.0 <= self.speculate_after <= 5.0:
+            raise ValueError("speculation delay must be between 0 s and 5 s, or None")
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,8 @@ class DuplexController:
         self._turn_due: float | None = None  # when the end of turn fires, if nothing changes
         self._paused = False
         self._resume_due: float | None = None  # resume playback then, if no more speech
+        self._turn_offset = 0.0  # where the user's last speech ended
+        self._speculating = False  # an answer is being prepared before the turn surely ended
         self._burst_start: float | None = None
         self._burst_speech = 0.0  # finished speech within the current burst (s)
         self.history: list[Transition] = []
@@ -113,10 +124,22 @@ class DuplexController:
                 actions.append(Action.RESUME_PLAYBACK)
         if (
             self._turn_due is not None
+            and self.state is DuplexState.LISTENING
+            and not self.native_duplex
+            and not self._speculating
+            and self.config.speculate_after is not None
+            and self._turn_offset + self.config.speculate_after < self._turn_due
+            and now >= self._turn_offset + self.config.speculate_after - _EPSILON
+        ):
+            self._speculating = True
+            actions.append(Action.PREPARE_TURN)
+        if (
+            self._turn_due is not None
             and now >= self._turn_due - _EPSILON
             and self.state is DuplexState.LISTENING
         ):
             self._turn_due = None
+            self._speculating = False
             if not self.native_duplex:
                 self._enter(DuplexState.RESPONDING, now, "end of user turn")
                 self._new_burst()  # what the user said in their turn is not an overlap
@@ -152,6 +175,10 @@ class DuplexController:
         """The user pressed "stop talking": same as a barge-in, without the speech."""
         if self.state in (DuplexState.SPEAKING, DuplexState.RESPONDING):
             return self._take_floor_back(t, reason="stopped by the user")
+        if self._speculating:
+            self._speculating = False
+            self._turn_due = None
+            return [Action.RETRACT_TURN]
         return []
 
     # ------------------------------------------------------------------ rules
@@ -160,6 +187,10 @@ class DuplexController:
         self._speech_start = event.t
         self._turn_due = None
         self._resume_due = None
+        retract: list[Action] = []
+        if self._speculating:  # the user was only pausing: drop the prepared answer
+            self._speculating = False
+            retract.append(Action.RETRACT_TURN)
         if self._burst_start is None:
             self._burst_start = event.t
             self._burst_speech = 0.0
@@ -172,7 +203,7 @@ class DuplexController:
             self._paused = True
             actions.append(Action.PAUSE_PLAYBACK)
         # A long enough onset may already be a barge-in by the time it is detected.
-        return actions + self.on_clock(event.detected_at)
+        return retract + actions + self.on_clock(event.detected_at)
 
     def _on_offset(self, event: VadEvent) -> list[Action]:
         self.user_speaking = False
@@ -183,6 +214,7 @@ class DuplexController:
             self._resume_due = event.t + self.config.resume_delay
             return self.on_clock(event.detected_at)
         self._turn_due = event.t + self.config.end_of_turn_silence
+        self._turn_offset = event.t
         if self.state is DuplexState.INTERRUPTED:
             self._enter(DuplexState.LISTENING, event.detected_at, "user finished")
         return actions + self.on_clock(event.detected_at)

@@ -162,9 +162,15 @@ class _UnitBuilder:
 
 @dataclass
 class _Work:
-    unit: Unit
+    unit: Unit | None  # None for a retraction
     control: Control
     queued_at: float
+    # Set when a prepared answer is dropped: its audio must not reach the player.
+    cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+    @property
+    def retraction(self) -> bool:
+        return self.unit is None
 
 
 class Session:
@@ -220,6 +226,9 @@ class Session:
         self._user_record_out = 0
         self._units = _UnitBuilder(spec.unit_ms / 1000.0, self.backend_rate)
         self._held_unit: Unit | None = None  # a silent unit kept in case speech follows
+        self._speculation: _Work | None = None  # the turn's end, sent early (see duplex.py)
+        self._after_speculation: list[Unit] = []  # units cut while it was pending
+        self.retractions = 0
         self._sources: list[Source] = []
         self._queue: collections.deque[_Work] = collections.deque()
         self._queue_cond = threading.Condition()
@@ -416,6 +425,11 @@ class Session:
         unit = self._units.add(tick, self._to_backend(cleaned), speech)
         if unit is None:
             return
+        if self._speculation is not None:
+            # The model is answering early; what follows belongs to the user's turn only
+            # if the answer is retracted, so it waits.
+            self._after_speculation.append(unit)
+            return
         quiet_listener = (
             self.config.skip_silent_units_while_speaking
             and self.controller.state in (DuplexState.SPEAKING, DuplexState.RESPONDING)
@@ -434,21 +448,23 @@ class Session:
             self._held_unit = None
         self._enqueue(unit, Control())
 
-    def _enqueue(self, unit: Unit, control: Control) -> None:
+    def _enqueue(self, unit: Unit, control: Control) -> _Work:
+        work = _Work(unit, control, time.monotonic())
         with self._queue_cond:
-            self._queue.append(_Work(unit, control, time.monotonic()))
+            self._queue.append(work)
             while len(self._queue) > self.config.max_pending_units:
                 # Too slow: drop what can be dropped (frames) from the oldest waiting units.
                 stripped = False
-                for work in self._queue:
-                    if work.unit.frames:
-                        self.dropped_frames += len(work.unit.frames)
-                        work.unit = dataclasses.replace(work.unit, frames=())
+                for waiting in self._queue:
+                    if waiting.unit is not None and waiting.unit.frames:
+                        self.dropped_frames += len(waiting.unit.frames)
+                        waiting.unit = dataclasses.replace(waiting.unit, frames=())
                         stripped = True
                         break
                 if not stripped:
                     break
             self._queue_cond.notify_all()
+        return work
 
     # ------------------------------------------------------------------ actions
     def _act(self, actions: list[Action], t: float) -> None:
@@ -465,6 +481,10 @@ class Session:
                 self._stop_from = self._silent_at = None
             elif action in (Action.BARGE_IN, Action.CANCEL_RESPONSE):
                 self._barge_in(t, action)
+            elif action is Action.PREPARE_TURN:
+                self._prepare_turn()
+            elif action is Action.RETRACT_TURN:
+                self._retract_turn()
         history = self.controller.history
         for transition in history[self._history_seen :]:
             self.events.emit(
@@ -473,14 +493,61 @@ class Session:
         self._history_seen = len(history)
 
     def _end_turn(self, t: float) -> None:
-        self.metrics.user_turn_ended(self._last_offset_t, self._after_interruption)
+        if self._speculation is not None:
+            # The answer prepared during the silence is due: let it play. The units
+            # gathered meanwhile were the silence itself.
+            self._speculation = None
+            self._after_speculation.clear()
+            self.player.resume()
+            self._after_interruption = False
+            return
+        self._send_final_unit()
         self._after_interruption = False
+
+    def _send_final_unit(self) -> _Work:
+        self.metrics.user_turn_ended(self._last_offset_t, self._after_interruption)
         self._held_unit = None
         # The turn's last, partial unit goes at once. Backends need some audio to work on
         # (Qwen's encoder wants 25 ms or more), so a sliver is padded with the silence that
         # followed it anyway: the end of a turn is silence by definition.
         unit = self._units.take(min_seconds=MIN_FINAL_UNIT_SECONDS, now=self._now)
-        self._enqueue(unit, Control(turn_ended=True))
+        return self._enqueue(unit, Control(turn_ended=True))
+
+    def _prepare_turn(self) -> None:
+        """Start answering before the end of the turn is certain; hold the audio."""
+        self.player.pause()  # nothing plays now; the answer queues up behind this
+        self._speculation = self._send_final_unit()
+
+    def _retract_turn(self) -> None:
+        """The user went on: drop the prepared answer and reopen their turn."""
+        work = self._speculation
+        self._speculation = None
+        if work is None:
+            return
+        work.cancelled.set()
+        with self._queue_cond:
+            not_started = work in self._queue
+            if not_started:
+                self._queue.remove(work)
+        if not not_started:
+            self.backend.interrupt()
+        self.player.flush()
+        self.player.resume()
+        self._first_audio_pending = None
+        with self._queue_cond:
+            if not not_started:
+                self._queue.appendleft(_Work(None, Control(), time.monotonic()))
+            # The turn's last unit, sent early, is back in the turn when not started;
+            # either way, what was said since goes after it.
+            if not_started:
+                self._queue.appendleft(work)
+                work.control = Control()
+                work.cancelled.clear()
+            for unit in self._after_speculation:
+                self._queue.append(_Work(unit, Control(), time.monotonic()))
+            self._after_speculation.clear()
+            self._queue_cond.notify_all()
+        self.retractions += 1
 
     def _barge_in(self, t: float, action: Action) -> None:
         # Mark the answer as interrupted before stopping the model, so the worker, which
@@ -598,6 +665,9 @@ class Session:
                 )
 
     def _run_unit(self, work: _Work, response_counter: int) -> int:
+        if work.retraction:
+            self.backend.retract()
+            return response_counter
         started = time.perf_counter()
         outputs = self.backend.step(work.unit, work.control)
         compute = time.perf_counter() - started
@@ -623,9 +693,10 @@ class Session:
                 if rid != chunk.response_id:
                     rid = chunk.response_id
                     response_counter += 1
-                    self._inbox.append(("response", rid))
+                    if not work.cancelled.is_set():
+                        self._inbox.append(("response", rid))
                 with self._interrupt_lock:
-                    interrupted = rid in self._interrupted
+                    interrupted = rid in self._interrupted or work.cancelled.is_set()
                 if not interrupted and self.player.write(chunk):
                     self.metrics.speech_generated(
                         len(chunk.audio) / chunk.sample_rate,

@@ -236,6 +236,28 @@ class QwenOmniBackend:
             return iter([Output(decision=Decision.LISTEN)])
         return self._respond()
 
+    def retract(self) -> None:
+        """Take the last answer back as if it had never begun: the user was only pausing.
+
+        For speculative turn-taking: the session may start an answer before the end of
+        the user's turn is certain, and retracts it when the user goes on. The answer's
+        close-of-turn and words leave the context and the user's turn is open again, so
+        their next units continue it. Call from the session thread after the answer's
+        iterator has ended (interrupt() stops it within one step).
+        """
+        self._require_started()
+        self._stop.set()
+        with self._lock:
+            ctx = self.ctx
+            start = self._answer_start() if self._answer is not None else None
+            if start is None:
+                return
+            ctx.rollback_to(start - 1)  # drop the user_close and everything after it
+            self._turn = self._answer_turn
+            self._user_open = True
+            self._answer = None
+            self._answer_committed = True
+
     def _answer_active(self) -> bool:
         """An answer is still being generated (its iterator neither done nor stopped)."""
         a = self._answer
