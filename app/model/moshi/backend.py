@@ -49,6 +49,7 @@ import dataclasses
 import gc
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,8 +210,6 @@ class MoshiBackend:
         """Begin a conversation: reset the streams, then feed the persona prefix."""
         loaded = self._require_loaded()
         voice_path = self._voice_path(p)
-        import time
-
         t0 = time.perf_counter()
         with self._lock:
             stepper = self._stepper
@@ -314,8 +313,6 @@ class MoshiBackend:
         return muted
 
     def _frame(self, loaded: loader.Loaded, chunk: np.ndarray, control: Control) -> list[Output]:
-        import time
-
         t0 = time.perf_counter()
         muted = self._muted(control)
         vocab = loaded.vocab

@@ -107,6 +107,9 @@ class Stepper:
         self.grid: dict[int, list[int | None]] = {}
         self.cache = DynamicCache(config=self.model.config)
         self.inputs = []
+        # Each conversation samples from the seed again: the same persona and the same
+        # user audio give the same conversation (and a restored snapshot continues it).
+        self.rng.manual_seed(self.sampling.seed)
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self.position, copy.deepcopy(self.grid), copy.deepcopy(self.cache),

@@ -25,7 +25,8 @@ WORD_BOUNDARY = "\u2581"  # SentencePiece's "▁", a space before a word
 CONTROL_PIECES = frozenset({"<unk>", "<s>", "</s>", "<pad>"})
 
 
-def _spm_model(path: Path):  # -> tokenizers.Tokenizer
+def spm_tokenizer(path: Path):  # -> tokenizers.Tokenizer
+    """A `tokenizers` Unigram tokenizer from a SentencePiece .model file."""
     from transformers.convert_slow_tokenizer import SpmConverter, import_protobuf
 
     proto_module = import_protobuf()
@@ -80,7 +81,7 @@ class TextVocab:
                 raise BackendError(f"{path} cannot be read ({exc})",
                                    hint="download or copy the checkpoint again") from exc
         else:
-            tok = _spm_model(path)
+            tok = spm_tokenizer(path)
         return cls(tok, pad_id, epad_id)
 
     def encode(self, text: str) -> list[int]:

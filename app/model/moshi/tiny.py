@@ -189,7 +189,7 @@ def build_tiny(folder: Path, *, min_answer_tokens: int = 8, seed: int = 0,
         raise ValueError("delays needs 17 entries: text, 8 model and 8 user codebooks")
     from tokenizers import Tokenizer
 
-    from app.model.moshi.text import _spm_model
+    from app.model.moshi.text import spm_tokenizer
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -197,7 +197,7 @@ def build_tiny(folder: Path, *, min_answer_tokens: int = 8, seed: int = 0,
     model.save_pretrained(folder, safe_serialization=True)
     spm = folder / ".tiny_spm.model"
     spm.write_bytes(spm_model_bytes(tiny_pieces()))
-    tok: Tokenizer = _spm_model(spm)
+    tok: Tokenizer = spm_tokenizer(spm)
     spm.unlink()
     tok.save(str(folder / "tokenizer.json"))
     _write_voice(folder, seed)
