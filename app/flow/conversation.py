@@ -122,14 +122,20 @@ def build_session(
         )
     )
     if options.camera is not None:
-        session.attach(
-            video_source(
+        clocks = [clock]
+
+        def open_camera():
+            # A camera switched back on mid-session replays a file from its start on a
+            # fresh clock, so its frames are stamped now, not back at the session start.
+            replay = clocks.pop() if clocks else ReplayClock(realtime=True)
+            return video_source(
                 options.camera,
                 session.timeline,
-                clock=clock,
+                clock=replay,
                 loop=options.loop_files,
                 preview=preview,
                 on_event=session.on_source_event,
             )
-        )
+
+        session.set_video_factory(open_camera)
     return session

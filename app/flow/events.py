@@ -18,15 +18,18 @@ log = logging.getLogger(__name__)
 
 
 class EventKind(enum.StrEnum):
-    STATE = "state"  # duplex state changed: data {state, reason}
+    STATE = "state"  # duplex state changed: data {state, reason, response (speaking)}
     TEXT = "text"  # assistant text as produced: data {text, response}
     HEARD = "heard"  # after a barge-in, what the user heard: data {text, response}
-    LEVELS = "levels"  # data {mic, assistant} RMS in dBFS
+    LEVELS = "levels"  # data {mic, assistant} RMS in dBFS, {echo_coupling} dB or None
     LATENCY = "latency"  # data {kind: turn_taking|stop|response_after_interruption, seconds}
     UNIT = "unit"  # a unit reached the model: data {index, compute, lag, dropped_frames}
     DEVICE = "device"  # a capture or output device started, stopped or was lost
     OVERFLOW = "overflow"  # the timeline dropped audio: data {description}
     ERROR = "error"  # something failed; data {message}; the session keeps going if it can
+    PLAYBACK = "playback"  # the user spoke over the assistant: data {paused: bool}
+    METRICS = "metrics"  # after each answer: data {summary} (SessionMetrics.summary())
+    PREPARED = "prepared"  # an answer was started early: data {retracted: bool}
     ENDED = "ended"  # the session stopped: data {reason, metrics}
 
 

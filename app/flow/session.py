@@ -84,6 +84,7 @@ class SessionConfig:
     audio_capacity_seconds: float = 30.0
     skip_silent_units_while_speaking: bool = True
     levels_every_ticks: int = 2
+    frame_max_age: float = 1.0
 
 
 def _dbfs(samples: np.ndarray) -> float:
@@ -157,6 +158,7 @@ class _UnitBuilder:
         )
         self.index += 1
         self._parts, self._n = [], 0
+        self._frames = ()  # each unit shows only frames from its own span
         return unit
 
 
@@ -206,6 +208,9 @@ class Session:
             self.tick_rate,
             frames_per_unit=max(1, spec.frames_per_unit),
             audio_capacity_seconds=self.config.audio_capacity_seconds,
+            # A camera that stopped (switched off, unplugged) must not leave its last
+            # picture in every later unit.
+            frame_max_age=self.config.frame_max_age,
             on_overflow=self._on_overflow,
         )
         self.controller = DuplexController(self.config.duplex, native_duplex=spec.native_duplex)
@@ -230,6 +235,9 @@ class Session:
         self._after_speculation: list[Unit] = []  # units cut while it was pending
         self.retractions = 0
         self._sources: list[Source] = []
+        self._source_lock = threading.Lock()
+        self._video: Source | None = None
+        self._video_factory: Callable[[], Source] | None = None
         self._queue: collections.deque[_Work] = collections.deque()
         self._queue_cond = threading.Condition()
         self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
@@ -267,6 +275,32 @@ class Session:
     def attach(self, source: Source) -> None:
         """A capture source built with `self.timeline` as its sink."""
         self._sources.append(source)
+
+    def set_video_factory(self, factory: Callable[[], Source]) -> None:
+        """How to (re)open the camera: the session starts it, and can switch it off/on."""
+        self._video_factory = factory
+        self._video = factory()
+        self.attach(self._video)
+
+    def set_camera_enabled(self, enabled: bool) -> bool:
+        """Switch the camera off (the device is released) or on again mid-conversation.
+
+        Returns whether the camera is now on. The model keeps its context: units simply
+        carry no frames while the camera is off.
+        """
+        with self._source_lock:
+            if not enabled and self._video is not None:
+                video, self._video = self._video, None
+                if video in self._sources:
+                    self._sources.remove(video)
+                video.stop()
+            elif enabled and self._video is None and self._video_factory is not None:
+                video = self._video_factory()
+                self._sources.append(video)
+                self._video = video
+                if self._listener is not None:  # already running: start it now
+                    video.start()
+            return self._video is not None
 
     def subscribe(self, subscriber: Subscriber):
         return self.events.subscribe(subscriber)
@@ -396,7 +430,11 @@ class Session:
         self._ticks += 1
         if self._ticks % self.config.levels_every_ticks == 0:
             self.events.emit(
-                EventKind.LEVELS, self._now, mic=_dbfs(mic), assistant=self._assistant_level
+                EventKind.LEVELS,
+                self._now,
+                mic=_dbfs(mic),
+                assistant=self._assistant_level,
+                echo_coupling=self.echo_path.coupling_db,
             )
 
     def _feed_far_end(self) -> None:
@@ -476,9 +514,11 @@ class Session:
                 self.player.pause()
                 self._stop_from = self.controller.burst_start
                 self._silent_at = None
+                self.events.emit(EventKind.PLAYBACK, t, paused=True)
             elif action is Action.RESUME_PLAYBACK:
                 self.player.resume()
                 self._stop_from = self._silent_at = None
+                self.events.emit(EventKind.PLAYBACK, t, paused=False)
             elif action in (Action.BARGE_IN, Action.CANCEL_RESPONSE):
                 self._barge_in(t, action)
             elif action is Action.PREPARE_TURN:
@@ -487,8 +527,15 @@ class Session:
                 self._retract_turn()
         history = self.controller.history
         for transition in history[self._history_seen :]:
+            extra = {}
+            if transition.state is DuplexState.SPEAKING and self._response is not None:
+                extra["response"] = self._response
             self.events.emit(
-                EventKind.STATE, transition.t, state=str(transition.state), reason=transition.reason
+                EventKind.STATE,
+                transition.t,
+                state=str(transition.state),
+                reason=transition.reason,
+                **extra,
             )
         self._history_seen = len(history)
 
@@ -517,6 +564,7 @@ class Session:
         """Start answering before the end of the turn is certain; hold the audio."""
         self.player.pause()  # nothing plays now; the answer queues up behind this
         self._speculation = self._send_final_unit()
+        self.events.emit(EventKind.PREPARED, self._now, retracted=False)
 
     def _retract_turn(self) -> None:
         """The user went on: drop the prepared answer and reopen their turn."""
@@ -548,6 +596,7 @@ class Session:
             self._after_speculation.clear()
             self._queue_cond.notify_all()
         self.retractions += 1
+        self.events.emit(EventKind.PREPARED, self._now, retracted=True)
 
     def _barge_in(self, t: float, action: Action) -> None:
         # Mark the answer as interrupted before stopping the model, so the worker, which
@@ -710,6 +759,7 @@ class Session:
         if rid is not None:
             self.player.end_response(rid)
             self._inbox.append(("done", rid))
+            self.events.emit(EventKind.METRICS, self._now, summary=self.metrics.summary())
             with self._interrupt_lock:
                 self._generated.add(rid)
             self._report_heard()
