@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.flow.cpu import limit_model_threads
 from app.flow.duplex import Action, DuplexConfig, DuplexController, DuplexState
 from app.flow.echo import EchoCanceller, EchoPathMonitor
 from app.flow.events import EventHub, EventKind, Subscriber
@@ -85,6 +86,7 @@ class SessionConfig:
     skip_silent_units_while_speaking: bool = True
     levels_every_ticks: int = 2
     frame_max_age: float = 1.0
+    model_threads: int | None = None  # torch threads; None: every core but one (cpu.py)
 
 
 def _dbfs(samples: np.ndarray) -> float:
@@ -329,6 +331,7 @@ class Session:
                 self.config.record_dir / stamp, self.config.recording_rate
             )
             self.events.subscribe(self._record_event)
+        limit_model_threads(self.config.model_threads)
         self.backend.start(self.persona)
         self._emit_state("session started")
         self._worker = threading.Thread(target=self._work_loop, name="session-model", daemon=True)
