@@ -149,13 +149,13 @@ class EchoPathMonitor:
         *,
         negligible_db: float = -35.0,
         far_active_db: float = -45.0,
-        block_ticks: int = 12,
-        window: int = 20,
+        block_ticks: int = 6,
+        window: int = 40,
         min_active: int = 2,
     ) -> None:
         self.negligible_db = negligible_db
         self.far_active_db = far_active_db
-        # Levels are compared over blocks of about half a second, so that the echo's
+        # Levels are compared over blocks of about a quarter second, so that the echo's
         # own delay (tens of milliseconds) cannot make a loud path look quiet.
         self.block_ticks = block_ticks
         self.min_active = min_active
