@@ -117,7 +117,12 @@ class _UnitBuilder:
     def empty(self) -> bool:
         return self._n == 0
 
-    def add(self, tick: Unit, cleaned: np.ndarray, speech: bool) -> Unit | None:
+    def add(self, tick: Unit, cleaned: np.ndarray, speech: bool) -> list[Unit]:
+        """Add one tick's audio (at the backend's rate); return the units it completed.
+
+        Units hold exactly the backend's unit length (a native-duplex model steps on
+        whole frames); what is left over starts the next unit.
+        """
         if self._n == 0:
             self._start = tick.start
             self._had_speech = False
@@ -128,9 +133,19 @@ class _UnitBuilder:
             self._frames = tick.frames
         self._gap += tick.gap_samples
         self._had_speech |= speech
-        if self._n >= self.unit_samples:
-            return self.take()
-        return None
+        done = []
+        while self._n >= self.unit_samples:
+            audio = np.concatenate(self._parts)
+            rest = audio[self.unit_samples :]
+            self._parts, self._n = [audio[: self.unit_samples]], self.unit_samples
+            unit = self.take()
+            done.append(unit)
+            if len(rest):
+                self._parts, self._n = [rest.copy()], len(rest)
+                self._start = unit.end
+                self._gap = 0
+                self._frames = tick.frames
+        return done
 
     @property
     def had_speech(self) -> bool:
@@ -463,9 +478,11 @@ class Session:
 
     def _gather(self, tick: Unit, cleaned: np.ndarray) -> None:
         speech = self.vad.speaking
-        unit = self._units.add(tick, self._to_backend(cleaned), speech)
-        if unit is None:
-            return
+        for unit in self._units.add(tick, self._to_backend(cleaned), speech):
+            self._route(unit, speech)
+
+    def _route(self, unit: Unit, speech: bool) -> None:
+        """Send a finished unit to the model, or hold it back (see below)."""
         if self._speculation is not None:
             # The model is answering early; what follows belongs to the user's turn only
             # if the answer is retracted, so it waits.
@@ -473,6 +490,8 @@ class Session:
             return
         quiet_listener = (
             self.config.skip_silent_units_while_speaking
+            # A native-duplex model hears every frame: it listens while it speaks.
+            and not self.controller.native_duplex
             and self.controller.state in (DuplexState.SPEAKING, DuplexState.RESPONDING)
             and not self._units.had_speech
             and not unit.gap_samples
