@@ -230,17 +230,25 @@ def test_words_count_what_was_heard_after_a_barge_in():
 
 
 # ------------------------------------------------------------------ targets
-def _summary(tor: float, latency: float, itor: float, stop: float, underruns: int) -> dict:
+def _summary(tor: float, latency: float, itor: float, stop: float, underruns: int,
+             stop_max: float | None = None, memory: float | None = None) -> dict:
     return {"turn_taking": {"tor": tor, "latency_median": latency},
-            "interruption": {"tor": itor, "stop_latency_median": stop},
-            "underruns": underruns}
+            "interruption": {"tor": itor, "stop_latency_median": stop,
+                             "stop_latency_max": stop if stop_max is None else stop_max},
+            "underruns": underruns, "memory_growth_mb": memory}
 
 
 def test_targets_pass_at_the_limits_and_miss_beyond():
     ok = scoring.targets(_summary(0.95, 0.75, 0.95, 0.15, 0), 0.6)
     assert all(ok.values())
     missed = scoring.targets(_summary(0.9, 0.76, 1.0, 0.151, 1), 0.6)
-    assert [k for k, v in missed.items() if v] == ["interruption TOR >= 0.95"]
+    assert [k for k, v in missed.items() if v] == [
+        "interruption TOR >= 0.95", "stop latency max <= 0.25 s"]
+    assert not scoring.targets(_summary(1, 0.7, 1, 0.1, 0, stop_max=0.26), 0.6)[
+        "stop latency max <= 0.25 s"]
+    assert "memory flat (growth <= 20 MB)" not in ok  # only long runs measure it
+    leaky = scoring.targets(_summary(1, 0.7, 1, 0.1, 0, memory=25.0), 0.6)
+    assert not leaky["memory flat (growth <= 20 MB)"]
 
 
 def test_a_figure_that_could_not_be_measured_misses_its_target():
@@ -271,3 +279,13 @@ def test_a_saved_run_is_rescored_from_disk(tmp_path):
     assert results["summary"]["underruns"] == 2
     assert results["targets"]["zero underruns"] is False
     assert not results["passed"]  # no interruption was measured either
+
+
+def test_memory_growth_counts_only_after_the_first_minute_of_long_runs():
+    from app.bench.duplex import memory_growth
+
+    flat = [[float(t), 300.0 + (40.0 if t < 60 else 0.0)] for t in range(0, 600, 5)]
+    assert memory_growth(flat) == 0.0
+    leak = [[float(t), 300.0 + t / 10] for t in range(0, 600, 5)]
+    assert memory_growth(leak) == pytest.approx(53.5, abs=0.6)
+    assert memory_growth([[float(t), 300.0] for t in range(0, 90, 5)]) is None

@@ -151,11 +151,14 @@ def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Nam
             session.attach(SceneSource(session.timeline, scenario.video.scene,
                                        scenario.video.fps))
     started = time.monotonic()
+    memory = MemorySampler()
     session.start()
+    memory.start()
     try:
         user.run(room)
     finally:
         user.stop()
+        memory.stop()
         session.stop("end of scenario")
     wall = time.monotonic() - started
     folder = session.recorder.folder if session.recorder else out / scenario.name
@@ -170,11 +173,50 @@ def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Nam
         "description": scenario.description,
         "end_of_turn_silence": duplex.end_of_turn_silence,
         "wall_seconds": round(wall, 2),
+        "memory_mb": memory.samples,
         "note": user.note or (f"room failed: {room.error}" if room.error else ""),
         "lines": [p.as_task(rate) for p in user.placements],
     }
     (folder / TASK_FILE).write_text(json.dumps(task, indent=1))
     return score_folder(folder)
+
+
+class MemorySampler:
+    """The process's resident memory every few seconds while a scenario runs."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        import threading
+
+        self.every = every
+        self.samples: list[list[float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory", daemon=True)
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        process = psutil.Process()
+        while True:
+            t = round(time.monotonic() - self._started, 1)
+            self.samples.append([t, round(process.memory_info().rss / 2**20, 1)])
+            if self._stop.wait(self.every):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+
+
+def memory_growth(samples: list[list[float]], settle: float = 60.0) -> float | None:
+    """Growth of resident memory after the first minute (MB), for runs of 2 min or more."""
+    late = [mb for t, mb in samples if t >= settle]
+    if not samples or samples[-1][0] < 2 * settle or len(late) < 2:
+        return None
+    return round(max(late) - late[0], 1)
 
 
 # ----------------------------------------------------------------------- scoring on disk
@@ -198,6 +240,7 @@ def score_folder(folder: Path) -> dict[str, Any]:
     score = scoring.score_recording(user, stereo[:, 1], rate, task, events)
     score["end_of_turn_silence"] = task.get("end_of_turn_silence", DEFAULT_END_OF_TURN)
     score["wall_seconds"] = task.get("wall_seconds")
+    score["memory_growth_mb"] = memory_growth(task.get("memory_mb", []))
     score["note"] = task.get("note", "")
     score["folder"] = str(folder)
     (folder / SCORE_FILE).write_text(json.dumps(score, indent=1))

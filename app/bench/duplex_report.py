@@ -40,6 +40,10 @@ HEADER = (
 )
 
 
+def _mb(value: float | None) -> str:
+    return "n/a (runs under 2 min)" if value is None else f"{value:.1f} MB"
+
+
 def table(results: dict[str, Any]) -> str:
     lines = []
     if results.get("backend"):
@@ -72,13 +76,15 @@ def table(results: dict[str, Any]) -> str:
         f"user interruption    TOR {_s(it['tor'], '')} over {it['valid']} of {it['count']} "
         f"(valid: the assistant was speaking); latency median {_s(it['latency_median'])}; "
         f"stop latency median {_ms(it['stop_latency_median'])}, p90 "
-        f"{_ms(it['stop_latency_p90'])}; v1.5 response latency median "
+        f"{_ms(it['stop_latency_p90'])}, max {_ms(it.get('stop_latency_max'))}; "
+        f"v1.5 response latency median "
         f"{_s(it['response_latency_median'])}",
         f"backchannels         kept the floor {_s(p['backchannel']['kept_floor'], '')} over "
         f"{p['backchannel']['valid']} of {p['backchannel']['count']}",
         f"pipeline             underruns {p['underruns']}, dropped frames {p['dropped_frames']}, "
         f"errors {p['errors']}, unit compute median {_ms(p['unit_compute_median'])} p90 "
-        f"{_ms(p['unit_compute_p90'])}, max unit lag {_s(p['unit_lag_max'])}",
+        f"{_ms(p['unit_compute_p90'])}, max unit lag {_s(p['unit_lag_max'])}, "
+        f"memory growth after the first minute {_mb(p.get('memory_growth_mb'))}",
     ]
     for name, ok in results.get("targets", {}).items():
         lines.append(f"target: {name:<40} {'yes' if ok else 'MISSED'}")

@@ -373,6 +373,7 @@ def pool(scores: list[dict[str, Any]]) -> dict[str, Any]:
             "latency_median": _median(of("interrupt", "latency")),
             "stop_latency_median": _median(of("interrupt", "stop_latency")),
             "stop_latency_p90": _p90(of("interrupt", "stop_latency")),
+            "stop_latency_max": max(of("interrupt", "stop_latency"), default=None),
             "response_latency_median": _median(of("interrupt", "response_latency")),
         },
         "backchannel": {
@@ -387,6 +388,10 @@ def pool(scores: list[dict[str, Any]]) -> dict[str, Any]:
         "unit_compute_median": _median(compute),
         "unit_compute_p90": _p90(compute),
         "unit_lag_max": round(max(lag), 3) if lag else None,
+        "memory_growth_mb": max(
+            (s["memory_growth_mb"] for s in scores if s.get("memory_growth_mb") is not None),
+            default=None,
+        ),
     }
 
 
@@ -401,10 +406,14 @@ def targets(summary: dict[str, Any], end_of_turn_silence: float) -> dict[str, bo
     def at_most(v: float | None, hi: float) -> bool:
         return v is not None and v <= hi + 1e-9
 
-    return {
+    verdicts = {
         "turn-taking TOR >= 0.95": at_least(tt["tor"], 0.95),
         f"turn-taking latency median <= {limit:.2f} s": at_most(tt["latency_median"], limit),
         "interruption TOR >= 0.95": at_least(it["tor"], 0.95),
         "stop latency median <= 0.15 s": at_most(it["stop_latency_median"], 0.15),
+        "stop latency max <= 0.25 s": at_most(it.get("stop_latency_max"), 0.25),
         "zero underruns": summary["underruns"] == 0,
     }
+    if summary.get("memory_growth_mb") is not None:  # only long runs measure it
+        verdicts["memory flat (growth <= 20 MB)"] = summary["memory_growth_mb"] <= 20.0
+    return verdicts
