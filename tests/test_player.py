@@ -65,18 +65,20 @@ def test_flush_silences_the_next_block_and_rejects_the_rest_of_the_response():
     assert player.stats().dropped_chunks == 1
 
 
-def test_underruns_count_only_when_a_response_runs_dry():
+def test_an_underrun_is_a_gap_inside_a_response_not_its_end():
     player = make_player(RATE)
     pull(player, 5)  # idle silence is not an underrun
-    assert player.underruns == 0
     player.write(chunk(np.ones(BLOCK + 100)))
-    pull(player, 3)  # the response is still open: its end was not written
-    assert player.underruns == 2
+    pull(player, 3)  # ran dry: a stutter, or the end not reported yet?
+    assert player.underruns == 0
+    player.write(chunk(np.ones(BLOCK), seq=1))  # it went on: that was a gap of 380+240
+    assert player.underruns == 1
     assert player.underrun_samples == (BLOCK - 100) + BLOCK
-    player.write(chunk(np.ones(BLOCK), seq=1))
-    player.end_response(1)
+    pull(player, 2)  # runs dry again...
+    player.end_response(1)  # ...but that was simply its end
     pull(player, 4)
-    assert player.underruns == 2
+    player.write(chunk(np.ones(BLOCK), response_id=2))
+    assert player.underruns == 1
 
 
 def test_heard_keeps_only_chunks_that_were_played_in_full():
@@ -213,10 +215,10 @@ def test_running_dry_grows_the_cushion_and_rebuffers():
     player = make_player(prebuffer_seconds=0.02)  # 480 samples
     player.write(chunk(np.full(BLOCK * 2, 0.5)))
     pull(player, 3)
+    player.write(chunk(np.full(BLOCK * 3, 0.5), seq=1))  # the gap is counted: 960 now
     assert player.underruns == 1
     assert player.prebuffer == 960
-    player.write(chunk(np.full(BLOCK * 3, 0.5), seq=1))  # 720 < 960: still gathering
-    assert np.all(pull(player, 1) == 0.0)
+    assert np.all(pull(player, 1) == 0.0)  # 720 < 960: still gathering
     player.write(chunk(np.full(BLOCK, 0.5), seq=2))  # 960: go
     assert np.all(pull(player, 4) == 0.5)
     assert player.underruns == 1

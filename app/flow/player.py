@@ -123,6 +123,10 @@ class Player:
         self.prebuffer = self._min_prebuffer
         self._buffering = False
         self._underruns_at_response_start = 0
+        # Set by the callback when a response ran dry; counted as an underrun by write()
+        # if the same response goes on (a gap inside speech), forgotten if it ended.
+        self._starving = False
+        self._starved_samples = 0
         # What the speaker played, every sample including silence, for the echo canceller
         # and the recording. `reference_mark` is (reference position, speaker time) of the
         # latest block, one tuple swapped in whole so readers never see half an update.
@@ -143,6 +147,13 @@ class Player:
                 self._dropped_chunks += 1
                 return False
             samples = self._to_output_rate(chunk)
+            if self._starving and chunk.response_id == self._open_response:
+                # The response went on after a gap: that gap was heard as a stutter.
+                self.underruns += 1
+                self.underrun_samples += self._starved_samples
+                self.prebuffer = min(self._max_prebuffer, self.prebuffer * 2)
+            self._starving = False
+            self._starved_samples = 0
             if chunk.response_id != self._open_response:
                 self._adapt_prebuffer()
                 if self._ring.available == 0:
@@ -169,6 +180,8 @@ class Player:
         with self._write_lock:
             if self._open_response == response_id:
                 self._expecting_more = False
+                self._starving = False  # it ended: the silence was not a gap
+                self._starved_samples = 0
             self._resamplers.pop(response_id, None)
 
     def flush(self) -> None:
@@ -177,6 +190,8 @@ class Player:
             if self._open_response is not None:
                 self._flushed_through = max(self._flushed_through, self._open_response)
             self._expecting_more = False
+            self._starving = False
+            self._starved_samples = 0
             self._resamplers.clear()
             self._flush_requested_at = self._clock()
             self._flush_to = self._ring.write_pos
@@ -226,16 +241,19 @@ class Player:
             mono.fill(0.0)
             got = 0
         elif self._buffering and self._expecting_more and self._ring.available < self.prebuffer:
-            mono.fill(0.0)  # gathering a cushion before (re)starting: not an underrun
+            mono.fill(0.0)  # gathering a cushion before (re)starting
             got = 0
+            if self._starving:
+                self._starved_samples += frames
         else:
             self._buffering = False
             got = self._ring.read_into(mono)
-            if got < frames and (got > 0 or self._expecting_more):
-                self.underruns += 1
-                self.underrun_samples += frames - got
-                # Ran dry mid-response: wait for a bigger cushion before going on.
-                self.prebuffer = min(self._max_prebuffer, self.prebuffer * 2)
+            if got < frames and self._expecting_more:
+                # Ran dry inside a response. Whether that was a stutter is known only when
+                # more of it arrives (write() counts it then); if the response simply ended,
+                # its end was just not reported yet. Either way, gather a cushion first.
+                self._starving = True
+                self._starved_samples += frames - got
                 self._buffering = True
         if self._sounding and (self.paused or flushed):
             self.silenced += 1
