@@ -177,3 +177,12 @@ def test_native_duplex_models_are_never_prepared_for():
     ctl.on_vad(onset(1.0))
     ctl.on_vad(offset(2.0))
     assert ctl.on_clock(2.5) == [] and ctl.on_clock(3.0) == []
+
+
+def test_waiting_for_an_offset_does_not_lengthen_the_speech():
+    """VAD confirms an offset ~0.1 s after the speech ends; that wait is not speech."""
+    ctl = speaking_controller(barge_in_min_speech=0.5)
+    ctl.on_vad(onset(5.0))
+    assert ctl.on_clock(5.55, speech_until=5.4) == []  # 0.4 s heard so far
+    ctl.on_vad(offset(5.4))
+    assert ctl.barge_ins == 0

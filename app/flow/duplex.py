@@ -106,12 +106,18 @@ class DuplexController:
             return self._on_onset(event)
         return self._on_offset(event)
 
-    def on_clock(self, now: float) -> list[Action]:
-        """Advance timers to session time `now` (the audio processed so far)."""
+    def on_clock(self, now: float, speech_until: float | None = None) -> list[Action]:
+        """Advance timers to session time `now` (the audio processed so far).
+
+        `speech_until`, when given, is where voice activity last heard speech: the user's
+        current speech is measured to there, not to `now`, so the wait for its offset to
+        be confirmed does not turn an "uh-huh" into a barge-in.
+        """
         actions: list[Action] = []
         overlapping = self.state in (DuplexState.SPEAKING, DuplexState.RESPONDING)
         if overlapping and self.user_speaking:
-            burst = self._burst_speech + (now - self._speech_start)
+            heard_to = now if speech_until is None else min(now, speech_until)
+            burst = self._burst_speech + (heard_to - self._speech_start)
             if burst >= self.config.barge_in_min_speech - _EPSILON:
                 actions += self._take_floor_back(now)
         elif overlapping and self._resume_due is not None and now >= self._resume_due - _EPSILON:

@@ -76,7 +76,7 @@ class OutputStream(Protocol):
 
 @dataclass(frozen=True)
 class SessionConfig:
-    tick_seconds: float = 0.04
+    tick_seconds: float = 0.02  # a barge-in is acted on within one tick
     duplex: DuplexConfig = dataclasses.field(default_factory=DuplexConfig)
     echo_cancellation: bool = True
     record_dir: Path | None = None
@@ -441,7 +441,9 @@ class Session:
             self._force_listen.clear()
             self._pending_onset = self._now
             self._act(self.controller.force_listen(self._now), self._now)
-        self._act(self.controller.on_clock(self._now), self._now)
+        self._act(
+            self.controller.on_clock(self._now, speech_until=self.vad.speech_until), self._now
+        )
         self._drain_inbox()
         self._check_playback()
         self._gather(tick, cleaned)

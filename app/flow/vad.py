@@ -4,7 +4,8 @@ silero-vad scores 512-sample windows at 16 kHz (32 ms). This module turns the sc
 onsets and offsets with hysteresis: an onset needs `min_speech_ms` of windows above
 `threshold`, an offset needs `min_silence_ms` below `threshold - 0.15` (silero's own
 recommended gap). Times are on the session clock: an onset is stamped with the start of
-its first speech window, an offset with the end of its last one. What an onset or an
+its first speech window, an offset with the end of its last one. A single window scored
+above `strong_threshold` is an onset by itself. What an onset or an
 offset *means* (end of turn, barge-in, backchannel) is the duplex controller's business.
 """
 
@@ -37,6 +38,7 @@ class VoiceActivity:
         self,
         *,
         threshold: float = 0.5,
+        strong_threshold: float = 0.8,
         min_speech_ms: float = 64.0,
         min_silence_ms: float = 96.0,
         model=None,
@@ -50,6 +52,8 @@ class VoiceActivity:
         self._torch = torch
         self._model = model
         self.threshold = threshold
+        # One window this sure is speech at once: a barge-in is heard 32 ms sooner.
+        self.strong_threshold = strong_threshold
         self.off_threshold = max(0.05, threshold - 0.15)
         self._need_speech = max(1, round(min_speech_ms / 1000 / WINDOW_SECONDS))
         self._need_silence = max(1, round(min_silence_ms / 1000 / WINDOW_SECONDS))
@@ -60,6 +64,16 @@ class VoiceActivity:
         self._run_start = 0.0  # where that run began
         self._last_speech_end = 0.0
         self.last_probability = 0.0
+
+    @property
+    def speech_until(self) -> float | None:
+        """While speaking: the end of the last window that still sounded like speech.
+
+        The offset is confirmed only after `min_silence_ms`; until then this is where the
+        speech most likely ended, so a duration measured to here is not stretched by the
+        confirmation delay.
+        """
+        return self._last_speech_end if self.speaking else None
 
     def reset(self) -> None:
         self._model.reset_states()
@@ -96,7 +110,7 @@ class VoiceActivity:
                 if self._run == 0:
                     self._run_start = window_t
                 self._run += 1
-                if self._run >= self._need_speech:
+                if self._run >= self._need_speech or prob >= self.strong_threshold:
                     self.speaking = True
                     self._run = 0
                     self._last_speech_end = window_end
