@@ -108,3 +108,18 @@ def test_the_echo_path_is_unknown_until_the_far_end_has_spoken():
     for _ in range(100):
         monitor.update(np.zeros(640, np.float32), np.zeros(640, np.float32))
     assert monitor.coupling_db is None and not monitor.negligible
+
+
+def test_room_noise_is_not_mistaken_for_an_echo_path():
+    """Headphones in a noisy room: the noise is there whether the assistant talks or not."""
+    from app.flow.echo import EchoPathMonitor
+
+    tick = 320
+    far = speechlike(6.0, seed=6)
+    far[: 2 * RATE] = 0.0  # the assistant is silent for the first two seconds
+    noise = (0.01 * np.random.default_rng(2).standard_normal(len(far))).astype(np.float32)
+    monitor = EchoPathMonitor(block_ticks=12)
+    for start in range(0, len(far), tick):
+        part = slice(start, start + tick)
+        monitor.update(far[part], noise[part])
+    assert monitor.negligible, monitor.coupling_db

@@ -137,11 +137,12 @@ class EchoPathMonitor:
 
     With headphones (or a speaker far away) there is no echo to cancel, and WebRTC's
     suppressor still mutes much of the user's voice while the assistant talks, which
-    hides barge-ins. Comparing levels tells the two cases apart: while the far end is
-    active, the mic is at least as loud as the echo, so the quietest mic-to-far-end
-    ratio over recent seconds bounds the echo path's coupling from above. When that
-    bound is far below anything voice activity could mistake for speech, the raw mic is
-    safe to listen to.
+    hides barge-ins. Comparing levels tells the two cases apart. While the far end is
+    active, the mic holds echo + room noise + perhaps the user; the room's noise floor is
+    learnt from the blocks where the far end is silent and taken off, and the quietest
+    remaining mic-to-far-end ratio over recent seconds bounds the echo path's coupling
+    from above. When that bound is far below anything voice activity could mistake for
+    speech, the raw mic is safe to listen to.
     """
 
     def __init__(
@@ -149,17 +150,19 @@ class EchoPathMonitor:
         *,
         negligible_db: float = -35.0,
         far_active_db: float = -45.0,
-        block_ticks: int = 6,
+        block_ticks: int = 12,
         window: int = 40,
-        min_active: int = 2,
+        min_active: int = 1,
     ) -> None:
         self.negligible_db = negligible_db
         self.far_active_db = far_active_db
-        # Levels are compared over blocks of about a quarter second, so that the echo's
-        # own delay (tens of milliseconds) cannot make a loud path look quiet.
+        # Levels are compared over blocks of about a quarter second (12 ticks of 20 ms),
+        # so that the echo's own delay (tens of milliseconds) cannot make a loud path
+        # look quiet.
         self.block_ticks = block_ticks
         self.min_active = min_active
         self._ratios: deque[float] = deque(maxlen=window)
+        self._quiet: deque[float] = deque(maxlen=window)  # mic power while the far end rests
         self._far_energy = 0.0
         self._mic_energy = 0.0
         self._ticks = 0
@@ -171,12 +174,24 @@ class EchoPathMonitor:
         self._ticks += 1
         if self._ticks < self.block_ticks:
             return
-        far_db = 10.0 * np.log10(self._far_energy / self._ticks + 1e-12)
-        mic_db = 10.0 * np.log10(self._mic_energy / self._ticks + 1e-12)
+        far_power = self._far_energy / self._ticks
+        mic_power = self._mic_energy / self._ticks
         self._far_energy = self._mic_energy = 0.0
         self._ticks = 0
-        if far_db >= self.far_active_db:
-            self._ratios.append(mic_db - far_db)
+        far_db = 10.0 * np.log10(far_power + 1e-12)
+        if far_db < self.far_active_db:
+            self._quiet.append(mic_power)
+            return
+        echo_power = max(mic_power - self.noise_power, 0.0)
+        self._ratios.append(10.0 * np.log10(echo_power + 1e-12) - far_db)
+
+    @property
+    def noise_power(self) -> float:
+        """The room's noise floor: a low percentile of the mic while nothing plays (the
+        user talks in some of those blocks, so not the median)."""
+        if not self._quiet:
+            return 0.0
+        return float(np.percentile(np.fromiter(self._quiet, float), 10))
 
     @property
     def coupling_db(self) -> float | None:
@@ -189,4 +204,3 @@ class EchoPathMonitor:
     def negligible(self) -> bool:
         coupling = self.coupling_db
         return coupling is not None and coupling < self.negligible_db
-

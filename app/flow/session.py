@@ -233,7 +233,7 @@ class Session:
         self.controller = DuplexController(self.config.duplex, native_duplex=spec.native_duplex)
         self.vad = vad or VoiceActivity()
         self.echo = EchoCanceller(self.tick_rate, enabled=self.config.echo_cancellation)
-        self.echo_path = EchoPathMonitor()
+        self.echo_path = EchoPathMonitor(block_ticks=max(1, round(0.24 / self.config.tick_seconds)))
         self._far_tick = np.zeros(0, dtype=np.float32)  # what played during the last tick
         self.far_end = FarEnd(
             player.drain_reference,
@@ -424,9 +424,7 @@ class Session:
         self._feed_far_end()
         cleaned = self.echo.process_near(mic, tick.start)
         self.echo_path.update(self._far_tick, mic)
-        # Voice activity listens to the cancelled signal, unless the speaker is not heard
-        # by the mic at all (headphones): then the canceller can only mute the user.
-        listened = mic if self.echo_path.negligible else cleaned
+        listened = self._listening_signal(mic, cleaned)
         if self.cleaned_tap is not None:
             self.cleaned_tap(mic, cleaned, tick.start)
         self._now = tick.end
@@ -456,6 +454,19 @@ class Session:
                 assistant=self._assistant_level,
                 echo_coupling=self.echo_path.coupling_db,
             )
+
+    def _listening_signal(self, mic: np.ndarray, cleaned: np.ndarray) -> np.ndarray:
+        """What voice activity listens to: normally the echo-cancelled mic.
+
+        When the speaker is not heard by the mic at all (headphones), the canceller can
+        only mute the user, so the raw mic is used. (Tried and dropped: using the raw mic
+        before that is known whenever it is louder than the far end. The user's voice
+        then also inflates the echo estimate, and an interruption in the first second of
+        the first answer was missed altogether instead of heard late.)
+        """
+        if not self.echo.enabled or self.echo_path.negligible:
+            return mic
+        return cleaned
 
     def _feed_far_end(self) -> None:
         got = self.far_end.poll()
