@@ -459,12 +459,16 @@ class Session:
         """What voice activity listens to: normally the echo-cancelled mic.
 
         When the speaker is not heard by the mic at all (headphones), the canceller can
-        only mute the user, so the raw mic is used. (Tried and dropped: using the raw mic
-        before that is known whenever it is louder than the far end. The user's voice
-        then also inflates the echo estimate, and an interruption in the first second of
-        the first answer was missed altogether instead of heard late.)
+        only mute the user, so the raw mic is used. Until the echo path is known (the
+        first quarter second of the assistant's first words, when the canceller has not
+        converged either and mutes the user), the raw mic is used too: an onset there
+        pauses playback, and once nothing plays the cancelled signal is the user's voice
+        again, so a real barge-in is confirmed and an echo-triggered pause (speakers, first
+        answer only) resumes after `resume_delay`.
         """
         if not self.echo.enabled or self.echo_path.negligible:
+            return mic
+        if self.echo_path.coupling_db is None and len(self._far_tick):
             return mic
         return cleaned
 
