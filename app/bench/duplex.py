@@ -137,7 +137,7 @@ def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Nam
     room = VirtualRoom(
         session.timeline, player.callback, background, user_rate=rate, rate=rate,
         block=rate // 100, echo_gain=echo.gain if echo else 0.0,
-        echo_delay=echo.delay if echo else 0.0, until_stopped=True,
+        echo_delay=echo.delay if echo else 0.0, until_stopped=True, keep_seconds=30.0,
         on_event=session.on_source_event, name=f"room:{scenario.name}",
     )
     session.attach(room)

@@ -61,9 +61,9 @@ class _Runs:
         self.seen = 0  # blocks of room.played examined
         self.position = 0
 
-    def update(self, played: list[np.ndarray]) -> None:
-        count = len(played)  # appended by the room thread; earlier entries never change
-        for block in played[self.seen : count]:
+    def update(self, room: VirtualRoom) -> None:
+        blocks, count = room.played_since(self.seen)  # the room keeps a bounded history
+        for block in blocks:
             n = len(block)
             if n and float(np.max(np.abs(block))) > AUDIBLE:
                 if self.runs and self.position - self.runs[-1][1] < RUN_MERGE * self.rate:
@@ -154,7 +154,7 @@ class ScriptedUser:
                 if self._stop.is_set() or room.wait_done(0):
                     self.note = "the room stopped before the script ended"
                     return
-                runs.update(room.played)
+                runs.update(room)
                 now = position()
                 if target is None:
                     target = self._target(line, runs, prev_start, prev_end, now)
@@ -196,7 +196,7 @@ class ScriptedUser:
         answering it, when the line asks for an answer), or `max_tail` has passed."""
         s = self.scenario
         while not self._stop.is_set() and not room.wait_done(0):
-            runs.update(room.played)
+            runs.update(room)
             now = round(room.now * self.rate)
             quiet = now - max(runs.last_end, last_end)
             answered = not answer_due or runs.started_since(last_start)

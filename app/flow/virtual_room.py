@@ -50,6 +50,7 @@ class VirtualRoom:
         tail_seconds: float = 2.0,
         until_stopped: bool = False,
         keep: bool = True,
+        keep_seconds: float | None = None,
         on_event: EventCallback | None = None,
         name: str = "virtual room",
     ) -> None:
@@ -80,7 +81,14 @@ class VirtualRoom:
         self._stop = threading.Event()
         self._done = threading.Event()
         self._thread: threading.Thread | None = None
-        self._keep = keep  # keep what was played and heard (off for long runs)
+        self._keep = keep  # keep what was played and heard
+        # With `keep_seconds`, only that much recent history is kept (long runs must not
+        # grow); `played_since` still counts blocks from the start.
+        self._keep_blocks = (
+            None if keep_seconds is None else max(1, int(keep_seconds * rate / block))
+        )
+        self._dropped = 0
+        self._keep_lock = threading.Lock()
         self.played: list[np.ndarray] = []  # what the speaker played, block by block
         self.heard: list[np.ndarray] = []  # what the microphone heard, block by block
         self.error: BaseException | None = None
@@ -171,8 +179,16 @@ class VirtualRoom:
                 if live is not None:
                     mic += live
                 if self._keep:
-                    self.played.append(played)
-                    self.heard.append(mic)
+                    with self._keep_lock:
+                        self.played.append(played)
+                        self.heard.append(mic)
+                        extra = 0 if self._keep_blocks is None else (
+                            len(self.played) - self._keep_blocks
+                        )
+                        if extra > 0:
+                            del self.played[:extra]
+                            del self.heard[:extra]
+                            self._dropped += extra
                 self._sink.push_audio(mic, self.rate, t)
                 index += 1
             self._emit(SourceEventKind.STOPPED, "end of the scripted audio")
@@ -190,6 +206,12 @@ class VirtualRoom:
         if len(self._history):
             self._history = signal[-len(self._history) :]
         return echo.astype(np.float32)
+
+    def played_since(self, index: int) -> tuple[list[np.ndarray], int]:
+        """Blocks played from block number `index` on (as far as kept), and the count so far."""
+        with self._keep_lock:
+            start = max(0, index - self._dropped)
+            return self.played[start:], self._dropped + len(self.played)
 
     def played_audio(self) -> np.ndarray:
         return np.concatenate(self.played) if self.played else np.zeros(0, np.float32)

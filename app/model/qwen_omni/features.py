@@ -31,9 +31,42 @@ class AudioInput:
 
 @dataclass(frozen=True)
 class ImageInput:
-    pixel_values: torch.Tensor  # (patches, 3 * temporal * patch * patch) float32
+    """One frame, ready for the vision encoder.
+
+    The conversation keeps every unit it may have to prefill again after trimming, so
+    the frame is kept as a JPEG (quality 95, about 30 KB; camera frames usually arrive
+    JPEG-compressed anyway) and turned into float patches (about 2.4 MB: float32, and
+    each frame twice for the temporal patch) only when the encoder runs. Kept as
+    patches, ten minutes of context held hundreds of MB. The first prefill uses the
+    decoded JPEG too, so a re-prefill after trimming sees exactly the same pixels.
+    """
+
+    jpeg: bytes  # the resized RGB frame; sides multiples of patch * merge
     grid_thw: torch.Tensor  # (1, 3) long
     n_tokens: int  # image tokens after the 2×2 merge
+    patch: int = 14
+    merge: int = 2
+    temporal: int = 2
+
+    def rgb(self) -> np.ndarray:
+        bgr = cv2.imdecode(np.frombuffer(self.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    @property
+    def pixel_values(self) -> torch.Tensor:
+        """(patches, 3 * temporal * patch * patch) float32, as Qwen2-VL's processor makes."""
+        resized = self.rgb()
+        h, w = resized.shape[:2]
+        norm = (resized.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD  # H, W, C
+        chw = np.transpose(norm, (2, 0, 1))
+        # One still image fills a temporal patch by repetition, as the processor does.
+        frames = np.repeat(chw[None], self.temporal, axis=0)  # T, C, H, W
+        p, m, t = self.patch, self.merge, self.temporal
+        gh, gw = h // p, w // p
+        x = frames.reshape(1, t, 3, gh // m, m, p, gw // m, m, p)
+        x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
+        flat = x.reshape(gh * gw, 3 * t * p * p)
+        return torch.from_numpy(np.ascontiguousarray(flat))
 
 
 def audio_token_count(frames: int) -> int:
@@ -117,17 +150,18 @@ class ImagePatcher:
             )
         h, w = self.target_size(img.shape[0], img.shape[1])
         resized = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
-        norm = (resized.astype(np.float32) / 255.0 - CLIP_MEAN) / CLIP_STD  # H, W, C
-        chw = np.transpose(norm, (2, 0, 1))
-        # One still image fills a temporal patch by repetition, as the processor does.
-        frames = np.repeat(chw[None], self.temporal, axis=0)  # T, C, H, W
-        p, m, t = self.patch, self.merge, self.temporal
+        p, m = self.patch, self.merge
         gh, gw = h // p, w // p
-        x = frames.reshape(1, t, 3, gh // m, m, p, gw // m, m, p)
-        x = x.transpose(0, 3, 6, 4, 7, 2, 1, 5, 8)
-        flat = x.reshape(gh * gw, 3 * t * p * p)
+        ok, jpeg = cv2.imencode(
+            ".jpg", cv2.cvtColor(resized, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95]
+        )
+        if not ok:
+            raise BackendError("a video frame could not be compressed", hint="check the camera")
         return ImageInput(
-            pixel_values=torch.from_numpy(np.ascontiguousarray(flat)),
+            jpeg=jpeg.tobytes(),
             grid_thw=torch.tensor([[1, gh, gw]], dtype=torch.long),
             n_tokens=gh * gw // (m * m),
+            patch=p,
+            merge=m,
+            temporal=self.temporal,
         )
