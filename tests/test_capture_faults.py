@@ -25,6 +25,7 @@ from app.capture import portaudio
 from app.capture.base import CaptureError
 from app.capture.camera import CameraSource
 from app.capture.microphone import MicrophoneSource
+from app.flow.virtual_output import StreamTime
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -110,8 +111,8 @@ class FakeStream:
                 # latency ago: a mapping that ignored ADC times would be 30 ms off.
                 adc = self.time - frames / self.samplerate - INPUT_LATENCY
                 self.adc_times.append(adc)
-                info = SimpleNamespace(
-                    inputBufferAdcTime=adc, currentTime=self.time, outputBufferDacTime=0.0
+                info = StreamTime(
+                    currentTime=self.time, outputBufferDacTime=0.0, inputBufferAdcTime=adc
                 )
                 overflow = blocks == 2  # one overflow flag early on, as real devices do
                 try:
