@@ -232,8 +232,6 @@ def report(fig: Figures, ok: dict[str, bool]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.model.contract import BackendError
-
     if args.threads > 0:
         import torch
 
@@ -247,6 +245,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # bitsandbytes' int8 matmul on CPU logs on every call that it casts to fp16.
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+    return measure_and_report(args, measure, verdicts, report)
+
+
+def measure_and_report(args: argparse.Namespace, measure, verdicts, report) -> int:
+    """Measure, print the report; 2 when the backend refuses, 1 when a target is missed."""
+    from app.model.contract import BackendError
+
     try:
         fig = measure(args)
     except BackendError as exc:

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-MB = 1024 * 1024
+from app.bench.backend import _peak_mb, measure_and_report
+
 REAL_TIME_MS = 80.0
 TINY_CPU_MS = 40.0
 
@@ -45,17 +46,6 @@ class MoshiFigures:
 
     def percentile(self, p: float) -> float:
         return float(np.percentile(self.frame_ms, p))
-
-
-def _peak_mb(device: str) -> float:
-    import torch
-
-    if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated() / MB
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MB if sys.platform == "darwin" else peak / 1024
 
 
 def _full_size(args: argparse.Namespace):  # -> loader.Loaded
@@ -183,16 +173,7 @@ def report(fig: MoshiFigures, ok: dict[str, bool]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from app.model.contract import BackendError
-
     if args.frames < 1:
         print("--frames must be at least 1", file=sys.stderr)
         return 2
-    try:
-        fig = measure(args)
-    except BackendError as exc:
-        print(f"duetto bench backend: {exc}", file=sys.stderr)
-        return 2
-    ok = verdicts(fig)
-    print(report(fig, ok))
-    return 0 if all(ok.values()) else 1
+    return measure_and_report(args, measure, verdicts, report)
