@@ -255,11 +255,12 @@ _FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
 # 64 values, itself 8-bit quantized with double quantization (blocks of 256): 0.5 +
 # 1/64 + 4/(64*256) ≈ 0.516. LLM.int8: 1 byte plus one fp32 scale per output row,
 # negligible next to the row.
+NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
 _QUANT_WEIGHT_BYTES: dict[Quant, float] = {
     Quant.BF16: 2.0,
     Quant.FP16: 2.0,
     Quant.INT8: 1.0,
-    Quant.NF4: 0.5 + 1 / 64 + 4 / (64 * 256),
+    Quant.NF4: NF4_BYTES_PER_PARAM,
 }
 
 # Name parts of 2-D weights that bitsandbytes leaves in floating point: embeddings
@@ -353,7 +354,7 @@ def available_bytes(device: str) -> int:
                 hint="check the NVIDIA driver and that torch is a CUDA build, or use --device cpu",
             )
         index = torch.device(device).index
-        free, _total = torch.cuda.mem_get_info(index if index is not None else None)
+        free, _total = torch.cuda.mem_get_info(index)
         return int(free)
     import psutil
 

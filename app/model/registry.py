@@ -18,13 +18,11 @@ from pathlib import Path
 
 from app import paths
 from app.model import families
+from app.model.checkpoint import NF4_BYTES_PER_PARAM
 from app.model.contract import BackendError, ModelSource, Quant
 
 GB = 1e9
 GIB = 1024**3
-
-# Bytes per parameter of a quantized Linear weight (see checkpoint._QUANT_WEIGHT_BYTES).
-_NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)
 
 
 def _vram(
@@ -45,7 +43,7 @@ def _vram(
         Quant.BF16: sixteen,
         Quant.FP16: sixteen,
         Quant.INT8: gib(linear_b * 1 + other_b * 2),
-        Quant.NF4: gib(linear_b * _NF4_BYTES + other_b * 2),
+        Quant.NF4: gib(linear_b * NF4_BYTES_PER_PARAM + other_b * 2),
     }
 
 
