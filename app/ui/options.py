@@ -60,7 +60,7 @@ def model_source(settings: Settings, overrides: LaunchOverrides) -> ModelSource:
                        hint="open Settings → Model to pick one, or a local folder")
 
 
-def _device_spec(value: str) -> int | str | None:
+def device_spec(value: str) -> int | str | None:
     """"" is the system default, digits a device index, anything else a name or a file."""
     value = value.strip()
     if not value:
@@ -101,11 +101,11 @@ def build_options(
     devices = settings.devices
     conv = settings.conversation
     camera_spec = overrides.camera if overrides.camera is not None else devices.camera
-    camera = _device_spec(camera_spec) if camera_on else None
+    camera = device_spec(camera_spec) if camera_on else None
     if camera_on and camera is None:
         camera = 0  # "" means the first camera
-    mic = _device_spec(overrides.mic if overrides.mic is not None else devices.mic)
-    speaker = _device_spec(
+    mic = device_spec(overrides.mic if overrides.mic is not None else devices.mic)
+    speaker = device_spec(
         overrides.speaker if overrides.speaker is not None else devices.speaker
     )
     backend_options: dict[str, object] = {}

@@ -22,6 +22,7 @@ from app.capture.replay import ReplayClock
 from app.config.settings import Settings
 from app.ui import audio_tools, theme
 from app.ui.bridge import SessionBridge
+from app.ui.options import device_spec
 from app.ui.pages.common import note, page_layout, section, set_note
 from app.ui.tasks import TaskGroup
 from app.ui.widgets.meter import LevelMeter
@@ -211,8 +212,7 @@ class DevicesPage(QWidget):
             return
         from app.capture.sources import audio_source
 
-        value = _combo_value(self.mic)
-        spec = None if not value else (int(value) if value.isdigit() else value)
+        spec = device_spec(_combo_value(self.mic))
         self._mic_sink = audio_tools.LevelSink()
         try:
             source = audio_source(spec, self._mic_sink, clock=ReplayClock(realtime=True),
@@ -239,8 +239,7 @@ class DevicesPage(QWidget):
                 log.exception("stopping the microphone test failed")
 
     def _play_tone(self) -> None:
-        value = _combo_value(self.speaker)
-        device = None if not value else (int(value) if value.isdigit() else value)
+        device = device_spec(_combo_value(self.speaker))
         task = self.tasks.run("tone", lambda progress, cancel: audio_tools.play_tone(
             progress, cancel, device=device))
         self.tone.setEnabled(False)

@@ -34,6 +34,7 @@ from app.config.personas import PersonaFile, PersonaLibrary
 from app.config.settings import Settings
 from app.model.contract import BackendSpec
 from app.ui import audio_tools
+from app.ui.options import device_spec
 from app.ui.pages.common import note, page_layout, set_note
 from app.ui.tasks import TaskGroup
 
@@ -366,8 +367,7 @@ class PersonasPage(QWidget):
         task.start()
 
     def _mic_spec(self) -> int | str | None:
-        mic = self.settings.devices.mic.strip()
-        return int(mic) if mic.isdigit() else (mic or None)
+        return device_spec(self.settings.devices.mic)
 
     def _recorded(self, path: Path) -> None:
         self.record_progress.hide()
@@ -384,8 +384,7 @@ class PersonasPage(QWidget):
         path = self._reference
         if path is None:
             return
-        speaker = self.settings.devices.speaker.strip()
-        device = int(speaker) if speaker.isdigit() else (speaker or None)
+        device = device_spec(self.settings.devices.speaker)
         task = self.tasks.run("play", lambda progress, cancel: audio_tools.play_file(
             path, progress, cancel, device=device))
         task.failed.connect(self._audio_failed)
