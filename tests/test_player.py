@@ -143,6 +143,7 @@ def test_flush_takes_effect_within_one_block_on_a_real_time_device():
     with stream:
         player.write(chunk(np.ones(RATE * 2)))
         time.sleep(0.15)
+        blocks_before_flush = stream.blocks_played
         player.flush()
         time.sleep(0.1)
     assert stream.error is None
@@ -151,7 +152,9 @@ def test_flush_takes_effect_within_one_block_on_a_real_time_device():
     assert len(sounding) > 0
     # One stretch of speech, then silence for good: nothing leaks out after the flush.
     assert sounding[-1] - sounding[0] + 1 == len(sounding)
-    assert 0.0 <= player.last_flush_latency <= BLOCK / RATE + 0.005
+    # Counted in device blocks, not seconds, so a busy machine cannot fail it: at most
+    # the block being pulled while flush() ran still sounds.
+    assert sounding[-1] < (blocks_before_flush + 2) * BLOCK
 
 
 def test_pause_holds_the_place_and_resume_carries_on_from_it():

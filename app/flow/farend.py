@@ -28,18 +28,17 @@ class _Stream:
     def __init__(self, in_rate: int, out_rate: int) -> None:
         self.in_rate = in_rate
         self.out_rate = out_rate
-        self._resampler = StreamResampler(in_rate, out_rate) if in_rate != out_rate else None
+        self._resampler = StreamResampler(in_rate, out_rate)  # equal rates pass through
         self.anchor = 0.0
         self.produced = 0
 
     def reset(self, anchor: float) -> None:
-        if self._resampler is not None:
-            self._resampler = StreamResampler(self.in_rate, self.out_rate)
+        self._resampler = StreamResampler(self.in_rate, self.out_rate)
         self.anchor = anchor
         self.produced = 0
 
     def push(self, samples: np.ndarray) -> FarEndBlock:
-        out = samples if self._resampler is None else self._resampler.process(samples)
+        out = self._resampler.process(samples)
         block = FarEndBlock(self.anchor + self.produced / self.out_rate, out)
         self.produced += len(out)
         return block

@@ -100,15 +100,12 @@ class Player:
         self._overflow_samples = 0
         # Set by writers, honoured by the callback.
         self._flush_to = 0
-        self._flush_requested_at = 0.0
         # Set by the callback, read by anyone.
         self.underruns = 0
         self.underrun_samples = 0
         # (cut at, resumed at) ring positions of honoured flushes; appended only on a
         # flush, never in steady state.
         self.flushes: deque[tuple[int, int]] = deque(maxlen=256)
-        self.last_flush_silent_at = 0.0  # monotonic time the first silent block was due out
-        self.last_flush_latency = 0.0  # request -> first silent block at the speaker (s)
         self._block_start = 0  # ring position of the last block's first sample
         self._block_time = 0.0  # monotonic time that sample reaches the speaker
         self._stream_offset = 0.0  # monotonic - stream clock, learnt on the first callback
@@ -193,7 +190,6 @@ class Player:
             self._starving = False
             self._starved_samples = 0
             self._resamplers.clear()
-            self._flush_requested_at = self._clock()
             self._flush_to = self._ring.write_pos
 
     def pause(self) -> None:
@@ -231,8 +227,6 @@ class Player:
         if flush_to > self._ring.read_pos:
             self.flushes.append((self._ring.read_pos, flush_to))
             self._ring.skip_to(flush_to)
-            self.last_flush_silent_at = dac_time
-            self.last_flush_latency = dac_time - self._flush_requested_at
             flushed = True
         self._block_start = self._ring.read_pos
         self._block_time = dac_time

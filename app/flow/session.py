@@ -54,16 +54,6 @@ def _tick_rate(backend_rate: int) -> int:
     return backend_rate if backend_rate in ECHO_RATES else 48000
 
 
-class _Converter:
-    """A streaming resampler, or nothing when the rates already agree."""
-
-    def __init__(self, in_rate: int, out_rate: int) -> None:
-        self._resampler = StreamResampler(in_rate, out_rate) if in_rate != out_rate else None
-
-    def __call__(self, samples: np.ndarray) -> np.ndarray:
-        return samples if self._resampler is None else self._resampler.process(samples)
-
-
 class Source(Protocol):
     def start(self) -> None: ...
     def stop(self, timeout_s: float | None = None) -> bool: ...
@@ -112,10 +102,6 @@ class _UnitBuilder:
         self._gap = 0
         self._had_speech = False
         self.index = 0
-
-    @property
-    def empty(self) -> bool:
-        return self._n == 0
 
     def add(self, tick: Unit, cleaned: np.ndarray, speech: bool) -> list[Unit]:
         """Add one tick's audio (at the backend's rate); return the units it completed.
@@ -183,7 +169,6 @@ class _UnitBuilder:
 class _Work:
     unit: Unit | None  # None for a retraction
     control: Control
-    queued_at: float
     # Set when a prepared answer is dropped: its audio must not reach the player.
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
 
@@ -216,8 +201,8 @@ class Session:
         spec = backend.spec
         self.backend_rate = spec.audio_in_rate
         self.tick_rate = _tick_rate(self.backend_rate)
-        self._to_vad = _Converter(self.tick_rate, VAD_RATE)
-        self._to_backend = _Converter(self.tick_rate, self.backend_rate)
+        self._to_vad = StreamResampler(self.tick_rate, VAD_RATE)
+        self._to_backend = StreamResampler(self.tick_rate, self.backend_rate)
         self.events = EventHub()
         self.metrics = SessionMetrics()
         self.timeline = Timeline(
@@ -243,7 +228,7 @@ class Session:
             record_rate=self.config.recording_rate,
         )
         self.recorder: SessionRecorder | None = None
-        self._user_to_record = _Converter(self.tick_rate, self.config.recording_rate)
+        self._user_to_record = StreamResampler(self.tick_rate, self.config.recording_rate)
         self._user_record_anchor: float | None = None
         self._user_record_out = 0
         self._units = _UnitBuilder(spec.unit_ms / 1000.0, self.backend_rate)
@@ -275,13 +260,11 @@ class Session:
         self._generated: set[int] = set()  # answers the model finished or stopped (worker)
         self._reported: set[int] = set()  # answers whose heard() was called (worker)
         self._interrupt_lock = threading.Lock()
-        self._pending_onset: float | None = None
         self._silenced_seen = 0
         self._stop_from: float | None = None  # onset time of a barge-in awaiting silence
         self._silent_at: float | None = None  # when a pause at that onset silenced output
         self.dropped_frames = 0
         self.ended_reason = ""
-        self._busy = False  # the worker is inside backend.step()
         self._history_seen = 0  # controller transitions already reported
         # Called with each tick as heard and as echo-cancelled, and its session time
         # (meters, diagnostics, the echo tests).
@@ -392,17 +375,6 @@ class Session:
     def set_mic_muted(self, muted: bool) -> None:
         self._muted = muted
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Wait until the model has nothing queued or running (tests, benchmarks)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._queue_cond:
-                idle = not self._queue and not self._busy
-            if idle:
-                return True
-            time.sleep(0.01)
-        return False
-
     # ------------------------------------------------------------------ listener
     def _listen_loop(self) -> None:
         try:
@@ -428,16 +400,13 @@ class Session:
         if self.cleaned_tap is not None:
             self.cleaned_tap(mic, cleaned, tick.start)
         self._now = tick.end
-        speech_events = self.vad.feed(self._to_vad(listened), tick.start)
+        speech_events = self.vad.feed(self._to_vad.process(listened), tick.start)
         for event in speech_events:
-            if event.kind is VadKind.ONSET:
-                self._pending_onset = event.t
-            else:
+            if event.kind is VadKind.OFFSET:
                 self._last_offset_t = event.t
             self._act(self.controller.on_vad(event), event.t)
         if self._force_listen.is_set():
             self._force_listen.clear()
-            self._pending_onset = self._now
             self._act(self.controller.force_listen(self._now), self._now)
         self._act(
             self.controller.on_clock(self._now, speech_until=self.vad.speech_until), self._now
@@ -488,14 +457,14 @@ class Session:
             return
         if self._user_record_anchor is None:
             self._user_record_anchor = t
-        out = self._user_to_record(mic)
+        out = self._user_to_record.process(mic)
         start = self._user_record_anchor + self._user_record_out / self.config.recording_rate
         self._user_record_out += len(out)
         self.recorder.write_user(out, start)
 
     def _gather(self, tick: Unit, cleaned: np.ndarray) -> None:
         speech = self.vad.speaking
-        for unit in self._units.add(tick, self._to_backend(cleaned), speech):
+        for unit in self._units.add(tick, self._to_backend.process(cleaned), speech):
             self._route(unit, speech)
 
     def _route(self, unit: Unit, speech: bool) -> None:
@@ -526,7 +495,7 @@ class Session:
         self._enqueue(unit, Control())
 
     def _enqueue(self, unit: Unit, control: Control) -> _Work:
-        work = _Work(unit, control, time.monotonic())
+        work = _Work(unit, control)
         with self._queue_cond:
             self._queue.append(work)
             while len(self._queue) > self.config.max_pending_units:
@@ -623,7 +592,7 @@ class Session:
         self._first_audio_pending = None
         with self._queue_cond:
             if not not_started:
-                self._queue.appendleft(_Work(None, Control(), time.monotonic()))
+                self._queue.appendleft(_Work(None, Control()))
             # The turn's last unit, sent early, is back in the turn when not started;
             # either way, what was said since goes after it.
             if not_started:
@@ -631,7 +600,7 @@ class Session:
                 work.control = Control()
                 work.cancelled.clear()
             for unit in self._after_speculation:
-                self._queue.append(_Work(unit, Control(), time.monotonic()))
+                self._queue.append(_Work(unit, Control()))
             self._after_speculation.clear()
             self._queue_cond.notify_all()
         self.retractions += 1
@@ -731,31 +700,28 @@ class Session:
             self.events.emit(EventKind.HEARD, self._now, text=heard, response=rid)
 
     def _work_loop(self) -> None:
-        response_counter = 0
         while True:
             self._report_heard()
             with self._queue_cond:
                 if self._stop.is_set():
-                    self._busy = False
                     return
                 if not self._queue:
-                    self._busy = False
                     self._queue_cond.wait(0.1)  # woken by new work or a barge-in
                     continue
                 work = self._queue.popleft()
-                self._busy = True
             try:
-                response_counter = self._run_unit(work, response_counter)
+                self._run_unit(work)
             except Exception as exc:
-                log.exception("the model failed on unit %d", work.unit.index)
+                what = "a retraction" if work.retraction else f"unit {work.unit.index}"
+                log.exception("the model failed on %s", what)
                 self.events.emit(
                     EventKind.ERROR, self._now, message=f"the model failed: {exc}"
                 )
 
-    def _run_unit(self, work: _Work, response_counter: int) -> int:
+    def _run_unit(self, work: _Work) -> None:
         if work.retraction:
             self.backend.retract()
-            return response_counter
+            return
         started = time.perf_counter()
         outputs = self.backend.step(work.unit, work.control)
         compute = time.perf_counter() - started
@@ -780,7 +746,6 @@ class Session:
                 chunk = out.speech
                 if rid != chunk.response_id:
                     rid = chunk.response_id
-                    response_counter += 1
                     if not work.cancelled.is_set():
                         self._inbox.append(("response", rid))
                 with self._interrupt_lock:
@@ -804,7 +769,6 @@ class Session:
             self._report_heard()
         elif work.control.turn_ended:
             self._inbox.append(("silent_answer", None))
-        return response_counter
 
     # ------------------------------------------------------------------ events
     def _emit_state(self, reason: str) -> None:
