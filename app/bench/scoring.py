@@ -94,17 +94,6 @@ def _silero():
     return load_silero_vad()
 
 
-def _to_16k(signal: np.ndarray, rate: int) -> np.ndarray:
-    if rate == 16000:
-        return signal
-    from math import gcd
-
-    from scipy.signal import resample_poly
-
-    g = gcd(16000, rate)
-    return resample_poly(signal, 16000 // g, rate // g).astype(np.float32)
-
-
 def snap_edges(signal: np.ndarray, rate: int, segments: list[Segment]) -> list[Segment]:
     """Move each edge to the nearest audible sample within SNAP_REACH, on a clean track.
 
@@ -141,7 +130,9 @@ def vad_segments(signal: np.ndarray, rate: int, *, merge_gap: float = USER_MERGE
     x = np.asarray(signal, dtype=np.float32).reshape(-1)
     if len(x) == 0:
         return []
-    x16 = _to_16k(x, rate)
+    from app.bench.duplex_user import resample
+
+    x16 = resample(x, rate, 16000)
     stamps = get_speech_timestamps(torch.from_numpy(np.ascontiguousarray(x16)), _silero(),
                                    sampling_rate=16000)
     segments = [(float(s["start"]) / 16000, float(s["end"]) / 16000) for s in stamps]
