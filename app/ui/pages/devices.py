@@ -56,6 +56,7 @@ class DevicesPage(QWidget):
         self.tasks = tasks
         self._camera_source: Any = None
         self._mic_source: Any = None
+        self._attempts: dict[str, int] = {}  # device tests started, per test (newest wins)
         self._mic_sink = audio_tools.LevelSink()
         self._preview = SessionBridge(self)
         layout = page_layout(self, "Devices", "What Duetto sees, hears and plays through. "
@@ -178,20 +179,26 @@ class DevicesPage(QWidget):
         from app.capture.sources import video_source
 
         spec = _combo_value(self.camera) or "0"
-        try:
-            source = video_source(spec, audio_tools.LevelSink(), clock=ReplayClock(realtime=True),
-                                  loop=True, preview=self._preview.on_preview)
-            source.start()
-        except Exception as exc:  # no camera, a bad file: say so, keep the dialog usable
-            self.camera_view.clear("No picture", str(exc))
-            set_note(self.camera_note, f"The camera could not start: {exc}", "error")
+
+        def failed(message: str) -> None:  # no camera, a bad file: say so, stay usable
+            self.camera_view.clear("No picture", message)
+            set_note(self.camera_note, f"The camera could not start: {message}", "error")
             self.camera_test.blockSignals(True)
             self.camera_test.setChecked(False)
             self.camera_test.blockSignals(False)
+
+        def started(source) -> None:
+            self._camera_source = source
+            set_note(self.camera_note, "Previewing (mirrored, as others see you flipped).")
+
+        try:
+            source = video_source(spec, audio_tools.LevelSink(), clock=ReplayClock(realtime=True),
+                                  loop=True, preview=self._preview.on_preview)
+        except Exception as exc:
+            failed(str(exc))
             return
-        self._camera_source = source
         self.camera_view.clear("Waiting for the camera…")
-        set_note(self.camera_note, "Previewing (mirrored, as others see you flipped).")
+        self._start_in_background("camera-test", source, self.camera_test, started, failed)
 
     def _show_preview(self) -> None:
         image = self._preview.take_frame()
@@ -214,19 +221,48 @@ class DevicesPage(QWidget):
 
         spec = device_spec(_combo_value(self.mic))
         self._mic_sink = audio_tools.LevelSink()
-        try:
-            source = audio_source(spec, self._mic_sink, clock=ReplayClock(realtime=True),
-                                  loop=True)
-            source.start()
-        except Exception as exc:
-            set_note(self.mic_note, f"The microphone could not start: {exc}", "error")
+
+        def failed(message: str) -> None:
+            set_note(self.mic_note, f"The microphone could not start: {message}", "error")
             self.mic_test.blockSignals(True)
             self.mic_test.setChecked(False)
             self.mic_test.blockSignals(False)
+
+        def started(source) -> None:
+            self._mic_source = source
+            self._meter_timer.start()
+            set_note(self.mic_note, "Speak: the bar should move with your voice.")
+
+        try:
+            source = audio_source(spec, self._mic_sink, clock=ReplayClock(realtime=True),
+                                  loop=True)
+        except Exception as exc:
+            failed(str(exc))
             return
-        self._mic_source = source
-        self._meter_timer.start()
-        set_note(self.mic_note, "Speak: the bar should move with your voice.")
+        self._start_in_background("mic-test", source, self.mic_test, started, failed)
+
+    def _start_in_background(self, name: str, source, button, started, failed) -> None:
+        """Open a device off the GUI thread: a camera can take seconds to open.
+
+        If the user has switched the test off (or on again) by the time it opened, the
+        source is not wanted any more and is stopped.
+        """
+        self._attempts[name] = attempt = self._attempts.get(name, 0) + 1
+        task = self.tasks.run(name, lambda progress, cancel: source.start())
+
+        def opened(_result: object) -> None:
+            if self._attempts.get(name) != attempt or not button.isChecked():
+                source.stop()
+                return
+            started(source)
+
+        def not_opened(message: str) -> None:
+            if self._attempts.get(name) == attempt:
+                failed(message)
+
+        task.done.connect(opened)
+        task.failed.connect(not_opened)
+        task.start()
 
     def _stop_mic(self) -> None:
         self._meter_timer.stop()
