@@ -1,4 +1,5 @@
-"""`duetto bench backend` for the Moshi family on the tiny model, and its refusals."""
+"""`duetto bench backend` for the Moshi family on the tiny model, and its refusals; a
+folder's family, as both benchmarks find it."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import torch
 from app.bench import backend as bench_backend
 
 moshi_tiny_factory = tiny_models.moshi_tiny_factory
+qwen_tiny_factory = tiny_models.qwen_tiny_factory
+qwen_tiny = tiny_models.qwen_tiny
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -42,3 +45,29 @@ def test_full_size_refuses_without_a_gpu(capsys: pytest.CaptureFixture[str]) -> 
     assert bench_backend.run(_args("--family", "moshi", "--full-size", "7B")) == 2
     err = capsys.readouterr().err
     assert "needs a CUDA GPU" in err and "this machine has none" in err
+
+
+def test_a_folder_names_its_family(moshi_tiny_factory, qwen_tiny, tmp_path) -> None:
+    from app.model import families
+    from app.model.contract import BackendError
+
+    assert families.of_folder(moshi_tiny_factory()) == "moshi"
+    assert families.of_folder(moshi_tiny_factory(layout="moshi")) == "moshi"
+    assert families.of_folder(qwen_tiny) == "qwen2.5-omni"
+    with pytest.raises(BackendError, match="none of the families"):
+        families.of_folder(tmp_path)
+
+
+def test_bench_duplex_loads_any_family(moshi_tiny_factory, tmp_path) -> None:
+    from app.bench import duplex
+
+    parser = argparse.ArgumentParser()
+    duplex.add_arguments(parser)
+    args = parser.parse_args(["--backend", str(moshi_tiny_factory())])
+    made = duplex.make_backend(args, tmp_path)
+    try:
+        spec = made.backend.spec
+        assert (spec.family, spec.unit_ms, spec.native_duplex) == ("moshi", 80, True)
+        assert "moshi" in made.description
+    finally:
+        made.backend.close()

@@ -77,14 +77,13 @@ def _family(args: argparse.Namespace) -> str:
     if args.family != "auto":
         return args.family
     if args.model and args.model != "tiny" and not args.full_size:
+        from app.model import families
         from app.model.contract import BackendError
-        from app.model.moshi.loader import detect_layout
 
         try:
-            detect_layout(Path(args.model))
-            return "moshi"
+            return families.of_folder(Path(args.model))
         except BackendError:
-            pass
+            pass  # Qwen's loader explains what is wrong with the folder
     return "qwen2.5-omni"
 
 

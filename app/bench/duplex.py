@@ -43,8 +43,8 @@ DEFAULT_END_OF_TURN = 0.6  # DuplexConfig's default; read from it at run time
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", metavar="MODEL_DIR", default=None,
-                        help="a Qwen2.5-Omni checkpoint folder (default: build the tiny "
-                             "random model)")
+                        help="a checkpoint folder of any supported family (Qwen2.5-Omni, "
+                             "Moshi/PersonaPlex; default: build the tiny random Qwen2.5-Omni)")
     parser.add_argument("--quant", default="bf16", choices=["bf16", "fp16", "int8", "nf4"])
     parser.add_argument("--scenarios", metavar="DIR", type=Path, default=None,
                         help="folder of scenario files (default: the built-in set)")
@@ -59,7 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rescore", metavar="DIR", type=Path, default=None,
                         help="score the saved runs under DIR again; runs nothing")
     parser.add_argument("--list", action="store_true", help="list the scenarios and exit")
-    parser.add_argument("--unit-ms", type=int, default=1000, help="the backend's unit length")
+    parser.add_argument("--unit-ms", type=int, default=None,
+                        help="the backend's unit length (default: the family's own; "
+                             "Qwen2.5-Omni 1000, Moshi 80)")
     parser.add_argument("--answer-tokens", type=int, default=140,
                         help="tiny model only: minimum answer length in tokens (its "
                              "talker makes about 50 codes a second: 140 is ~3 s of speech)")
@@ -90,19 +92,25 @@ class Backend:
 
 
 def make_backend(args: argparse.Namespace, tmp: Path) -> Backend:
-    from app.model.contract import ModelSource, Quant
-    from app.model.qwen_omni.backend import QwenOmniBackend
+    """The backend of `--backend`'s family (detected from the folder), loaded."""
+    from app.flow.conversation import ConversationOptions, load_backend
+    from app.model import families
+    from app.model.contract import ModelSource, Persona, Quant
 
     if args.backend:
         folder = Path(args.backend)
-        description = f"{folder.name} ({args.quant})"
+        family = families.of_folder(folder)
+        description = f"{folder.name} ({family}, {args.quant})"
     else:
         from app.model.qwen_omni.tiny import build_tiny
 
+        family = "qwen2.5-omni"
         folder = build_tiny(tmp / "tiny", min_answer_tokens=args.answer_tokens)
         description = f"tiny Qwen2.5-Omni, random weights, {args.answer_tokens}-token answers"
-    backend = QwenOmniBackend(unit_ms=args.unit_ms)
-    backend.load(ModelSource(local_dir=folder), Quant(args.quant), lambda what, frac: None)
+    options = ConversationOptions(model=ModelSource(local_dir=folder),
+                                  persona=Persona("bench", ""), family=family,
+                                  quant=Quant(args.quant), unit_ms=args.unit_ms)
+    backend = load_backend(options, lambda what, frac: None)
     return Backend(backend, description)
 
 

@@ -7,7 +7,9 @@ whose module is missing or broken fails only when it is asked for, with its name
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from app.model.contract import BackendError
@@ -15,12 +17,17 @@ from app.model.contract import BackendError
 
 @dataclass(frozen=True)
 class Family:
-    """One family: `backend` and `tiny_builder` are "package.module:attribute" paths."""
+    """One family: `backend`, `tiny_builder` and `layout_check` are "module:attribute" paths.
+
+    `layout_check(folder)`, when set, recognises the family's checkpoints that carry no
+    transformers config.json (it raises BackendError for anything else).
+    """
 
     name: str
     backend: str
     tiny_builder: str
     description: str
+    layout_check: str = ""
 
 
 # Only families with a backend in this app. MiniCPM-o ("minicpm-o") joins when its backend
@@ -37,6 +44,8 @@ FAMILIES: dict[str, Family] = {
         backend="app.model.moshi.backend:MoshiBackend",
         tiny_builder="app.model.moshi.tiny:build_tiny",
         description="Moshi / PersonaPlex 7B, native full duplex every 80 ms",
+        # PersonaPlex and Kyutai's own releases ship in the moshi package's layout.
+        layout_check="app.model.moshi.loader:detect_layout",
     ),
 }
 
@@ -84,3 +93,44 @@ def backend_class(family: str) -> type:
 
 def tiny_builder(family: str) -> Any:
     return load_object(get(family).tiny_builder)
+
+
+def of_folder(folder: Path) -> str:
+    """The family of a checkpoint folder, from its small files alone.
+
+    config.json's architecture or model_type names it (checkpoint.py's table); a folder
+    in a family's own layout (no transformers config) is asked of that family's
+    `layout_check`. Raises BackendError naming what the folder holds when no family fits.
+    """
+    from app.model.checkpoint import FAMILY_CHECKPOINTS
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise BackendError(f"model folder {folder} does not exist",
+                           hint="check the path, or build one with `duetto models tiny`")
+    config: dict[str, Any] = {}
+    try:
+        loaded = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        config = loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        pass  # no transformers config: a family's own layout may still fit
+    architectures = config.get("architectures") or []
+    if isinstance(architectures, str):
+        architectures = [architectures]
+    model_type = config.get("model_type")
+    for name in FAMILIES:
+        rules = FAMILY_CHECKPOINTS.get(name)
+        if rules and (rules.architectures.intersection(architectures)
+                      or model_type in rules.model_types):
+            return name
+    for family in FAMILIES.values():
+        if not family.layout_check:
+            continue
+        try:
+            load_object(family.layout_check)(folder)
+            return family.name
+        except BackendError:
+            continue
+    what = f"model_type {model_type!r}" if model_type else "no recognisable checkpoint"
+    raise BackendError(f"{folder} holds {what}: none of the families {', '.join(known())}",
+                       hint="point to a Qwen2.5-Omni, Moshi or PersonaPlex checkpoint folder")
