@@ -1,9 +1,10 @@
-"""A live conversation for tests: the tiny model, a session, and a virtual room.
+"""A live conversation for tests: a tiny model, a session, and a virtual room.
 
 The room is the speaker and the microphone on one clock, in real time; the test plays
 the user, reacting to what the assistant does (waiting until it speaks, then talking
 over it), as a person would. Session time equals room time: both start at the room's
-first block.
+first block. The tiny Qwen2.5-Omni is loaded from `model_dir` unless a loaded `backend`
+of another family is given.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from app.flow.player import Player
 from app.flow.resample import StreamResampler
 from app.flow.session import Session, SessionConfig
 from app.flow.virtual_room import VirtualRoom
-from app.model.contract import ModelSource, Persona, Quant, Voice
+from app.model.contract import Backend, ModelSource, Persona, Quant, Voice
 from app.model.qwen_omni.backend import QwenOmniBackend
 
 ROOM_RATE = 48000
@@ -29,21 +30,27 @@ ROOM_RATE = 48000
 class LiveConversation:
     def __init__(
         self,
-        model_dir: Path,
+        model_dir: Path | None,
         record_dir: Path,
         *,
         config: SessionConfig | None = None,
         echo_gain: float = 0.0,
         impulse_response: np.ndarray | None = None,
+        backend: Backend | None = None,
+        persona: Persona | None = None,
     ) -> None:
-        self.backend = QwenOmniBackend(unit_ms=1000)
-        self.backend.load(ModelSource(local_dir=model_dir), Quant.BF16, lambda *_: None)
+        if backend is None:
+            assert model_dir is not None
+            backend = QwenOmniBackend(unit_ms=1000)
+            backend.load(ModelSource(local_dir=model_dir), Quant.BF16, lambda *_: None)
+        self.backend = backend
         self.player = Player(ROOM_RATE, resampler_factory=StreamResampler)
         base = config or SessionConfig()
         self.session = Session(
             self.backend,
             self.player,
-            Persona("test", "You are a helpful assistant.", voice=Voice(builtin="Chelsie")),
+            persona or Persona("test", "You are a helpful assistant.",
+                               voice=Voice(builtin="Chelsie")),
             SessionConfig(**{**base.__dict__, "record_dir": record_dir}),
         )
         self.room = VirtualRoom(

@@ -186,3 +186,28 @@ def test_waiting_for_an_offset_does_not_lengthen_the_speech():
     assert ctl.on_clock(5.55, speech_until=5.4) == []  # 0.4 s heard so far
     ctl.on_vad(offset(5.4))
     assert ctl.barge_ins == 0
+
+
+def test_a_native_model_talking_over_the_user_is_not_a_barge_in():
+    """The model chose to speak while the user talks (its own "mm-hm"): its call. Only
+    speech the user starts over the assistant is judged."""
+    ctl = DuplexController(config(barge_in_min_speech=0.3), native_duplex=True)
+    ctl.on_vad(onset(1.0))
+    assert ctl.on_model_speech(1.5) == []
+    assert ctl.on_clock(3.0) == []  # 2 s of overlap: not a barge-in
+    assert ctl.on_vad(offset(3.0)) == []
+    assert ctl.state is DuplexState.SPEAKING and ctl.backchannels == 0
+    # The user starts again over the assistant: that one is judged.
+    assert ctl.on_vad(onset(4.0)) == [Action.PAUSE_PLAYBACK]
+    assert ctl.on_clock(4.4) == [Action.BARGE_IN]
+
+
+def test_the_user_turn_stays_open_through_a_pause():
+    ctl = DuplexController(config(end_of_turn_silence=0.6), native_duplex=True)
+    assert not ctl.user_turn_open
+    ctl.on_vad(onset(1.0))
+    assert ctl.user_turn_open
+    ctl.on_vad(offset(2.0))
+    assert ctl.on_clock(2.3) == [] and ctl.user_turn_open  # a pause, maybe mid-sentence
+    ctl.on_clock(2.6)
+    assert not ctl.user_turn_open

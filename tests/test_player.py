@@ -225,3 +225,67 @@ def test_running_dry_grows_the_cushion_and_rebuffers():
     player.write(chunk(np.full(BLOCK, 0.5), seq=2))  # 960: go
     assert np.all(pull(player, 4) == 0.5)
     assert player.underruns == 1
+
+
+# --------------------------------------------------------------- a live stream (native duplex)
+def test_a_live_stream_gathers_its_cushion_once_not_per_response():
+    """A native model's frames: silence (response 0), then a run of speech (1), on and on."""
+    player = make_player(prebuffer_seconds=0.1, live=True)  # 2400 samples
+    frame = BLOCK * 8  # 80 ms
+    player.write(chunk(np.zeros(frame), response_id=0))
+    assert player.stats().queued_seconds == pytest.approx(0.08)
+    pull(player, 1)
+    assert player.played_position == 0  # gathering the cushion
+    player.write(chunk(np.full(frame, 0.5), response_id=1))
+    pull(player, 1)
+    assert player.played_position == BLOCK  # 160 ms queued: playing
+    # The next response arrives while the stream still has audio: it follows at once,
+    # with no new cushion (a turn-based answer would gather one).
+    pull(player, 14)  # 3600 of 3840 samples played
+    player.write(chunk(np.full(frame, 0.25), response_id=2))
+    assert np.all(pull(player, 1) == 0.5)
+    assert np.all(pull(player, 1) == 0.25)
+    assert player.underruns == 0
+
+
+def test_a_gap_in_a_live_stream_is_an_underrun_whatever_response_follows():
+    live = make_player(prebuffer_seconds=0.0, live=True)
+    turns = make_player(prebuffer_seconds=0.0)
+    for player in (live, turns):
+        player.write(chunk(np.full(BLOCK, 0.5), response_id=1))
+        pull(player, 3)  # ran dry
+        player.write(chunk(np.full(BLOCK, 0.5), response_id=2))
+    assert live.underruns == 1  # the stream stopped: heard as a stutter
+    assert turns.underruns == 0  # one answer ended, the next began
+
+
+def test_pause_mutes_a_live_stream_in_place_and_heard_leaves_the_muted_part_out():
+    player = make_player(live=True)
+    player.write(chunk(np.ones(BLOCK * 10), response_id=1, text="all"))
+    assert np.all(pull(player, 2) == 1.0)
+    player.pause()
+    assert np.all(pull(player, 3) == 0.0)
+    assert player.played_position == 5 * BLOCK  # time went on: no backlog builds up
+    assert player.silenced == 1
+    player.resume()
+    assert np.all(pull(player, 2) == 1.0)
+    heard = player.heard(1)
+    assert heard.samples == 2 * BLOCK  # what played before the mute; the chunk was cut
+    assert heard.chunks_complete == 0 and heard.text == ""
+    assert player.underruns == 0
+
+
+def test_a_live_stream_keeps_one_resampler_across_responses():
+    made = []
+
+    def factory(src, dst):
+        made.append((src, dst))
+        return type("Doubler", (), {"process": lambda self, x: np.repeat(x, 2)})()
+
+    player = Player(48000, prebuffer_seconds=0.0, live=True, resampler_factory=factory)
+    for rid in (0, 1, 1, 2):
+        player.write(chunk(np.ones(100), response_id=rid))
+    assert made == [(RATE, 48000)]
+    player.flush()  # a flush starts a new stream, and a new filter
+    player.write(chunk(np.ones(100), response_id=3))
+    assert len(made) == 2

@@ -14,7 +14,10 @@ barge-in: the queued audio is flushed, the model is stopped and told what was he
 Turn-based backends (runtime duplex) get their end of turn from here: the user's speech
 ended and `end_of_turn_silence` passed without new speech. Native-duplex backends decide
 for themselves when to speak; a confirmed barge-in still forces them to listen, because
-such models may never yield by themselves.
+such models may never yield by themselves. A barge-in is the user starting to talk over
+the assistant: when a native model starts talking while the user already is (a
+backchannel of its own, or an overlap it chose), that is the model's call, and only the
+user's next onset is judged.
 """
 
 from __future__ import annotations
@@ -96,6 +99,9 @@ class DuplexController:
         self._speculating = False  # an answer is being prepared before the turn surely ended
         self._burst_start: float | None = None
         self._burst_speech = 0.0  # finished speech within the current burst (s)
+        # The user's current speech began before a native model started talking over it:
+        # not a barge-in (see the module docstring).
+        self._overlap_by_model = False
         self.history: list[Transition] = []
         self.barge_ins = 0
         self.backchannels = 0
@@ -115,7 +121,9 @@ class DuplexController:
         """
         actions: list[Action] = []
         overlapping = self.state in (DuplexState.SPEAKING, DuplexState.RESPONDING)
-        if overlapping and self.user_speaking:
+        if overlapping and self.user_speaking and self._overlap_by_model:
+            pass  # the model chose to talk over the user: its call, not a barge-in
+        elif overlapping and self.user_speaking:
             heard_to = now if speech_until is None else min(now, speech_until)
             burst = self._burst_speech + (heard_to - self._speech_start)
             if burst >= self.config.barge_in_min_speech - _EPSILON:
@@ -159,6 +167,9 @@ class DuplexController:
             self._turn_due = None
             if not self.user_speaking:
                 self._new_burst()
+            elif self.native_duplex:
+                self._overlap_by_model = True
+                self._new_burst()
         return []
 
     def on_model_listen(self, t: float) -> list[Action]:
@@ -190,6 +201,7 @@ class DuplexController:
     # ------------------------------------------------------------------ rules
     def _on_onset(self, event: VadEvent) -> list[Action]:
         self.user_speaking = True
+        self._overlap_by_model = False
         self._speech_start = event.t
         self._turn_due = None
         self._resume_due = None
@@ -213,6 +225,11 @@ class DuplexController:
 
     def _on_offset(self, event: VadEvent) -> list[Action]:
         self.user_speaking = False
+        overlapped, self._overlap_by_model = self._overlap_by_model, False
+        if overlapped and self.state in (DuplexState.SPEAKING, DuplexState.RESPONDING):
+            # The user finished what they were saying when the model talked over it:
+            # neither a barge-in nor a backchannel.
+            return self.on_clock(event.detected_at)
         self._burst_speech += max(0.0, event.t - self._speech_start)
         actions: list[Action] = []
         if self.state in (DuplexState.SPEAKING, DuplexState.RESPONDING):
@@ -230,6 +247,11 @@ class DuplexController:
         self._burst_speech = 0.0
 
     @property
+    def user_turn_open(self) -> bool:
+        """The user is talking, or paused for less than the end-of-turn silence."""
+        return self.user_speaking or self._turn_due is not None
+
+    @property
     def burst_start(self) -> float | None:
         """Where the user's current (or last) stretch of speech began."""
         return self._burst_start
@@ -237,6 +259,7 @@ class DuplexController:
     def _take_floor_back(self, t: float, reason: str = "user barged in") -> list[Action]:
         self._paused = False
         self._resume_due = None
+        self._overlap_by_model = False
         was_speaking = self.state is DuplexState.SPEAKING
         self._enter(
             DuplexState.INTERRUPTED if self.user_speaking else DuplexState.LISTENING, t, reason

@@ -9,6 +9,15 @@ one block plus what the device had already taken.
 Everything the callback learns (which sample it played, when it reached the speaker,
 when a flush took effect) lands in plain int/float attributes that other threads read:
 no locks on the callback's side.
+
+Two kinds of source. A turn-based model writes answers: each response gathers its own
+jitter cushion, ends with `end_response()`, and `pause()` holds its place (an "mm-hm"
+loses nothing). A native-duplex model (`live=True`) writes one continuous stream, a
+frame every 80 ms whether it speaks or listens, with response ids marking its runs of
+speech: the stream gathers a cushion once (again only after a flush or running dry),
+any gap in it is an underrun whichever response it falls in, and `pause()` mutes in
+place: the stream keeps time, so a paused model is not heard later than it speaks (what
+it said while muted is lost, and `heard()` knows it).
 """
 
 from __future__ import annotations
@@ -84,12 +93,16 @@ class Player:
         max_prebuffer_seconds: float = 1.5,
         resampler_factory: ResamplerFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
+        live: bool = False,
     ) -> None:
         if not 8000 <= output_rate <= 192000:
             raise ValueError(f"unsupported output sample rate {output_rate} Hz")
         self.output_rate = output_rate
+        self.live = live  # see the module docstring; the session sets it from the backend
         self._ring = SpscRing(int(capacity_seconds * output_rate))
         self._resampler_factory = resampler_factory
+        # Keyed by response id (an answer's resampler ends with it), or by sample rate for
+        # a live stream (one filter across responses: no gap or click at their edges).
         self._resamplers: dict[int, ChunkResampler] = {}
         self._clock = clock
         self._write_lock = threading.Lock()  # writers among themselves, never the callback
@@ -103,9 +116,10 @@ class Player:
         # Set by the callback, read by anyone.
         self.underruns = 0
         self.underrun_samples = 0
-        # (cut at, resumed at) ring positions of honoured flushes; appended only on a
-        # flush, never in steady state.
+        # (cut at, resumed at) ring positions of honoured flushes, and of live mutes
+        # (pause() on a live stream); appended only then, never in steady state.
         self.flushes: deque[tuple[int, int]] = deque(maxlen=256)
+        self._muted_from: int | None = None  # ring position where a live mute began
         self._block_start = 0  # ring position of the last block's first sample
         self._block_time = 0.0  # monotonic time that sample reaches the speaker
         self._stream_offset = 0.0  # monotonic - stream clock, learnt on the first callback
@@ -144,14 +158,18 @@ class Player:
                 self._dropped_chunks += 1
                 return False
             samples = self._to_output_rate(chunk)
-            if self._starving and chunk.response_id == self._open_response:
+            if self._starving and (self.live or chunk.response_id == self._open_response):
                 # The response went on after a gap: that gap was heard as a stutter.
                 self.underruns += 1
                 self.underrun_samples += self._starved_samples
                 self.prebuffer = min(self._max_prebuffer, self.prebuffer * 2)
             self._starving = False
             self._starved_samples = 0
-            if chunk.response_id != self._open_response:
+            if self.live:
+                # One stream: a cushion at its start and after a flush, not per response.
+                if not self._expecting_more and self._ring.available == 0:
+                    self._buffering = True
+            elif chunk.response_id != self._open_response:
                 self._adapt_prebuffer()
                 if self._ring.available == 0:
                     self._buffering = True
@@ -172,8 +190,17 @@ class Player:
             self.prebuffer = max(self._min_prebuffer, int(self.prebuffer * 0.9))
         self._underruns_at_response_start = self.underruns
 
+    @property
+    def written_position(self) -> int:
+        """Ring position one past the newest queued sample (the writer's side)."""
+        return self._ring.write_pos
+
     def end_response(self, response_id: int) -> None:
-        """The backend finished this response: silence after it is not an underrun."""
+        """The backend finished this response: silence after it is not an underrun.
+
+        Not for a live stream, which goes on after each response (the next frames are
+        the model listening).
+        """
         with self._write_lock:
             if self._open_response == response_id:
                 self._expecting_more = False
@@ -193,7 +220,10 @@ class Player:
             self._flush_to = self._ring.write_pos
 
     def pause(self) -> None:
-        """Silence from the next block on, keeping the queue (a user's "mm-hm" may follow)."""
+        """Silence from the next block on, keeping the queue (a user's "mm-hm" may follow).
+
+        A live stream is muted in place instead: it keeps time (module docstring).
+        """
         self.paused = True
 
     def resume(self) -> None:
@@ -209,10 +239,11 @@ class Player:
                 f"speech at {chunk.sample_rate} Hz cannot be played at {self.output_rate} Hz "
                 "without a resampler"
             )
-        resampler = self._resamplers.get(chunk.response_id)
+        key = chunk.sample_rate if self.live else chunk.response_id
+        resampler = self._resamplers.get(key)
         if resampler is None:
             resampler = self._resampler_factory(chunk.sample_rate, self.output_rate)
-            self._resamplers[chunk.response_id] = resampler
+            self._resamplers[key] = resampler
         return resampler.process(audio)
 
     # ----------------------------------------------------------------- callback
@@ -231,7 +262,10 @@ class Player:
         self._block_start = self._ring.read_pos
         self._block_time = dac_time
         mono = outdata[:, 0]
-        if self.paused:
+        paused = self.paused
+        if self.live:
+            self._track_mute(paused)
+        if paused and not self.live:
             mono.fill(0.0)
             got = 0
         elif self._buffering and self._expecting_more and self._ring.available < self.prebuffer:
@@ -249,7 +283,10 @@ class Player:
                 self._starving = True
                 self._starved_samples += frames - got
                 self._buffering = True
-        if self._sounding and (self.paused or flushed):
+            if paused:  # a live stream, muted: its time passes unheard
+                mono.fill(0.0)
+                got = 0
+        if self._sounding and (paused or flushed):
             self.silenced += 1
             self.silenced_at = dac_time
         self._sounding = got > 0
@@ -259,6 +296,14 @@ class Player:
         if self.reference.write(mono) < frames:
             self.reference_overflows += 1  # nobody drains it: keep playing regardless
         self.reference_mark = (mark, dac_time)
+
+    def _track_mute(self, paused: bool) -> None:
+        """Callback side, live streams: remember what a mute skipped, for heard()."""
+        if paused and self._muted_from is None:
+            self._muted_from = self._ring.read_pos
+        elif not paused and self._muted_from is not None:
+            self.flushes.append((self._muted_from, self._ring.read_pos))
+            self._muted_from = None
 
     def drain_reference(self) -> tuple[np.ndarray, float] | None:
         """What was played since the last call and when its first sample was heard.

@@ -10,9 +10,17 @@ Two threads, so that listening never waits for the model:
   speech it yields to the player. After a barge-in it tells the backend what was heard.
 
 The worker talks back to the listener only through an inbox (a deque); the duplex
-controller is touched by the listener alone. A slow backend makes the queue grow: past
-`max_pending_units` the frames of queued units are dropped (and counted), never audio,
-and the lag between a unit's end and its prefill is reported with every unit.
+controller is touched by the listener alone.
+
+A native-duplex model (Moshi) steps every 80 ms frame and answers every frame, with
+speech or with silence. Its output is one live stream for the player (one cushion, no
+per-frame ends), and the controller hears only where its runs of speech start and end
+(native.py), each as it reaches the speaker. After a barge-in the model is muted (every
+unit says so) while the user holds the floor, and released when they finish.
+
+A slow backend makes the queue grow: past `max_pending_units` the frames of queued units
+are dropped (and counted), never audio, and the lag between a unit's end and its prefill
+is reported with every unit.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,12 +43,13 @@ from app.flow.echo import EchoCanceller, EchoPathMonitor
 from app.flow.events import EventHub, EventKind, Subscriber
 from app.flow.farend import FarEnd
 from app.flow.metrics import SessionMetrics
+from app.flow.native import RunReader
 from app.flow.player import Player
 from app.flow.recording import SessionRecorder
 from app.flow.resample import StreamResampler
 from app.flow.timeline import OverflowEvent, Timeline
 from app.flow.vad import VadKind, VoiceActivity
-from app.model.contract import Backend, Control, Decision, Persona, Unit
+from app.model.contract import Backend, Control, Decision, Output, Persona, Unit
 
 log = logging.getLogger(__name__)
 
@@ -216,6 +225,11 @@ class Session:
             on_overflow=self._on_overflow,
         )
         self.controller = DuplexController(self.config.duplex, native_duplex=spec.native_duplex)
+        self.native = spec.native_duplex
+        player.live = spec.native_duplex  # a native model's output is one steady stream
+        self._runs = RunReader()  # worker side: a native model's runs of speech
+        self._response_end: int | None = None  # native: ring position where it ended
+        self._holding_model = False  # native: muted while the user holds the floor
         self.vad = vad or VoiceActivity()
         self.echo = EchoCanceller(self.tick_rate, enabled=self.config.echo_cancellation)
         self.echo_path = EchoPathMonitor(block_ticks=max(1, round(0.24 / self.config.tick_seconds)))
@@ -492,7 +506,26 @@ class Session:
         if self._held_unit is not None:
             self._enqueue(self._held_unit, Control())
             self._held_unit = None
-        self._enqueue(unit, Control())
+        self._enqueue(unit, self._native_control() if self.native else Control())
+
+    def _native_control(self) -> Control:
+        """What a native-duplex model is told with each unit about the floor.
+
+        After a barge-in the model is muted (backend.interrupt) for a short hold; while
+        the user holds the floor every unit renews it, so the model does not start again
+        over them, and the first unit after their turn ended (the controller's
+        end-of-turn silence, as for turn-based models: a pause mid-sentence is not the
+        end) releases it.
+        """
+        if self.controller.state is DuplexState.INTERRUPTED:
+            self._holding_model = True
+            return Control(barge_in=True)
+        if self._holding_model:
+            if self.controller.user_turn_open:
+                return Control(barge_in=True)
+            self._holding_model = False
+            return Control(turn_ended=True)
+        return Control()
 
     def _enqueue(self, unit: Unit, control: Control) -> _Work:
         work = _Work(unit, control)
@@ -615,6 +648,7 @@ class Session:
         self.player.flush()
         self.player.resume()  # the queue is gone; the next answer must not start paused
         self.backend.interrupt()
+        self._response_end = None
         with self._queue_cond:
             self._queue_cond.notify_all()  # an idle worker reports what was heard now
         if action is Action.BARGE_IN:
@@ -648,7 +682,10 @@ class Session:
         rid = self._first_audio_pending
         if rid is not None:
             start = player.response_start(rid)
-            if start is not None and player.played_position > start:
+            # A native model muted while the user holds the floor cannot start; a run that
+            # slipped out before the mute waits until the user is done.
+            held = self.native and self.controller.state is DuplexState.INTERRUPTED
+            if start is not None and player.played_position > start and not held:
                 heard_at = player.time_of_position(start)
                 t = self._session_time_of(heard_at) if heard_at is not None else None
                 if t is not None:
@@ -658,13 +695,35 @@ class Session:
                     if measured is not None:
                         kind, latency = measured
                         self.events.emit(EventKind.LATENCY, t, kind=kind, seconds=latency)
-        if (
+        if self.native:
+            self._check_native_end()
+        elif (
             self._response_done
             and self.controller.state is DuplexState.SPEAKING
             and player.stats().queued_seconds == 0
             and not player.paused
         ):
             self._act(self.controller.on_playback_done(self._now), self._now)
+
+    def _check_native_end(self) -> None:
+        """A native model's run of speech ended: the floor is free once that is heard.
+
+        Its stream never drains (the model listens aloud, in silence), so the end is where
+        the model said END_OF_TURN, reached by the speaker.
+        """
+        end = self._response_end
+        if (
+            end is None
+            or not self._response_done
+            or self.controller.state is not DuplexState.SPEAKING
+            or self.player.played_position < end
+        ):
+            return
+        self._response_end = None
+        heard_at = self.player.time_of_position(end)
+        t = self._session_time_of(heard_at) if heard_at is not None else None
+        t = self._now if t is None else min(t, self._now)
+        self._act(self.controller.on_playback_done(t), t)
 
     # ------------------------------------------------------------------ worker
     def _drain_inbox(self) -> None:
@@ -673,15 +732,14 @@ class Session:
             if kind == "response":
                 self._response = payload
                 self._response_done = False
+                self._response_end = None
                 self._first_audio_pending = payload
             elif kind == "done":
-                if payload == self._response:
+                rid, end = payload
+                if rid == self._response:
                     self._response_done = True
+                    self._response_end = end
             elif kind == "silent_answer":  # the turn ended and the model said nothing
-                self._act(self.controller.on_model_listen(self._now), self._now)
-            elif kind == "speak" and self.controller.native_duplex:
-                self._act(self.controller.on_model_speech(self._now), self._now)
-            elif kind == "listen" and self.controller.native_duplex:
                 self._act(self.controller.on_model_listen(self._now), self._now)
 
     def _report_heard(self) -> None:
@@ -722,26 +780,13 @@ class Session:
         if work.retraction:
             self.backend.retract()
             return
-        started = time.perf_counter()
-        outputs = self.backend.step(work.unit, work.control)
-        compute = time.perf_counter() - started
-        lag = max(0.0, self._now - work.unit.end)
-        self.metrics.unit_done(compute, lag)
-        self.events.emit(
-            EventKind.UNIT,
-            work.unit.end,
-            index=work.unit.index,
-            compute=compute,
-            lag=lag,
-            frames=len(work.unit.frames),
-        )
+        if self.native:
+            self._run_native_unit(work)
+            return
+        outputs = self._step(work)
         rid: int | None = None
         speech_compute_from = time.perf_counter()
         for out in outputs:
-            if out.decision is Decision.SPEAK:
-                self._inbox.append(("speak", None))
-            elif out.decision is Decision.LISTEN:
-                self._inbox.append(("listen", None))
             if out.speech is not None:
                 chunk = out.speech
                 if rid != chunk.response_id:
@@ -762,13 +807,72 @@ class Session:
                 self.player.end_response(rid)
         if rid is not None:
             self.player.end_response(rid)
-            self._inbox.append(("done", rid))
+            self._inbox.append(("done", (rid, None)))
             self.events.emit(EventKind.METRICS, self._now, summary=self.metrics.summary())
             with self._interrupt_lock:
                 self._generated.add(rid)
             self._report_heard()
         elif work.control.turn_ended:
             self._inbox.append(("silent_answer", None))
+
+    def _step(self, work: _Work) -> Iterable[Output]:
+        """Step the model on one unit; report its cost. Returns its outputs."""
+        assert work.unit is not None
+        started = time.perf_counter()
+        outputs = self.backend.step(work.unit, work.control)
+        compute = time.perf_counter() - started
+        lag = max(0.0, self._now - work.unit.end)
+        self.metrics.unit_done(compute, lag)
+        self.events.emit(
+            EventKind.UNIT,
+            work.unit.end,
+            index=work.unit.index,
+            compute=compute,
+            lag=lag,
+            frames=len(work.unit.frames),
+        )
+        return outputs
+
+    def _run_native_unit(self, work: _Work) -> None:
+        """A native-duplex model's unit: every frame's chunk joins the player's stream;
+        only where a run of speech starts or ends is news (native.py)."""
+        started = time.perf_counter()
+        outputs = self._step(work)
+        for frame in self._runs.frames(outputs):
+            if frame.ends is not None:
+                self._native_run_ended(frame.ends)
+            if frame.starts is not None:
+                with self._interrupt_lock:
+                    cut = frame.starts in self._interrupted  # a frame in flight at the cut
+                if not cut:
+                    self._inbox.append(("response", frame.starts))
+            chunk = frame.speech
+            rid = chunk.response_id if chunk is not None else self._runs.current
+            if chunk is not None:
+                with self._interrupt_lock:
+                    interrupted = rid in self._interrupted
+                if not interrupted and self.player.write(chunk):
+                    self.metrics.speech_generated(len(chunk.audio) / chunk.sample_rate, 0.0)
+            if frame.text:
+                self.events.emit(EventKind.TEXT, self._now, text=frame.text, response=rid)
+        # The whole unit's compute (step() may do its work lazily, while iterated) against
+        # the audio it made: the stream's real-time factor.
+        self.metrics.speech_compute += time.perf_counter() - started
+        current = self._runs.current
+        with self._interrupt_lock:
+            cut = current is not None and current in self._interrupted
+        if cut:
+            # The model is muted from its next frame: nothing more of this run will play.
+            self._runs.current = None
+            self._native_run_ended(current)
+
+    def _native_run_ended(self, rid: int) -> None:
+        """Worker side: a run of speech is over (its end is queued up to here)."""
+        self._inbox.append(("done", (rid, self.player.written_position)))
+        self.events.emit(EventKind.METRICS, self._now, summary=self.metrics.summary())
+        with self._interrupt_lock:
+            self._generated.add(rid)
+        self._report_heard()
 
     # ------------------------------------------------------------------ events
     def _emit_state(self, reason: str) -> None:
