@@ -257,6 +257,24 @@ def test_a_figure_that_could_not_be_measured_misses_its_target():
     assert not ok["stop latency median <= 0.15 s"]
 
 
+def test_a_native_duplex_model_is_gated_on_the_flow_not_on_its_own_decisions():
+    summary = {**_summary(0.2, 3.0, 0.1, 0.1, 0), "unit_lag_p90": 0.03}
+    gated = scoring.targets(summary, 0.6, native_duplex=True, unit_seconds=0.08)
+    assert gated == {"stop latency median <= 0.15 s": True, "stop latency max <= 0.25 s": True,
+                     "zero underruns": True,
+                     "keeps real time: unit lag p90 <= 0.08 s (one unit)": True}
+    figures = scoring.model_figures(summary, 0.6)
+    assert figures == {"turn-taking TOR >= 0.95": False,
+                       "turn-taking latency median <= 0.75 s": False,
+                       "interruption TOR >= 0.95": False}
+    behind = scoring.targets({**summary, "unit_lag_p90": 0.2, "underruns": 3}, 0.6,
+                             native_duplex=True, unit_seconds=0.08)
+    assert [k for k, v in behind.items() if not v] == [
+        "zero underruns", "keeps real time: unit lag p90 <= 0.08 s (one unit)"]
+    # A turn-based backend keeps exactly the targets it had.
+    assert scoring.targets(summary, 0.6, unit_seconds=1.0) == scoring.targets(summary, 0.6)
+
+
 # ------------------------------------------------------------------ saved runs
 @needs_espeak
 def test_a_saved_run_is_rescored_from_disk(tmp_path):

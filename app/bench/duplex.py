@@ -182,6 +182,8 @@ def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Nam
         "end_of_turn_silence": duplex.end_of_turn_silence,
         "wall_seconds": round(wall, 2),
         "memory_mb": memory.samples,
+        "native_duplex": backend.spec.native_duplex,
+        "unit_seconds": backend.spec.unit_ms / 1000,
         "note": user.note or (f"room failed: {room.error}" if room.error else ""),
         "lines": [p.as_task(rate) for p in user.placements],
     }
@@ -249,6 +251,8 @@ def score_folder(folder: Path) -> dict[str, Any]:
     score["end_of_turn_silence"] = task.get("end_of_turn_silence", DEFAULT_END_OF_TURN)
     score["wall_seconds"] = task.get("wall_seconds")
     score["memory_growth_mb"] = memory_growth(task.get("memory_mb", []))
+    score["native_duplex"] = bool(task.get("native_duplex", False))
+    score["unit_seconds"] = task.get("unit_seconds")
     score["note"] = task.get("note", "")
     score["folder"] = str(folder)
     (folder / SCORE_FILE).write_text(json.dumps(score, indent=1))
@@ -259,7 +263,12 @@ def summarize(scores: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, A
     eots = {s.get("end_of_turn_silence", DEFAULT_END_OF_TURN) for s in scores}
     eot = max(eots) if eots else DEFAULT_END_OF_TURN
     summary = scoring.pool(scores)
-    verdicts = scoring.targets(summary, eot)
+    # A native-duplex model decides itself when to speak: its turn-taking figures are
+    # reported, not gated, and it is held to keeping up with real time (scoring.py).
+    native = any(s.get("native_duplex") for s in scores)
+    unit = max((s.get("unit_seconds") or 0.0 for s in scores), default=0.0) or None
+    verdicts = scoring.targets(summary, eot, native_duplex=native, unit_seconds=unit)
+    reported = scoring.model_figures(summary, eot) if native else {}
     by_category: dict[str, list[dict[str, Any]]] = {}
     for s in scores:
         by_category.setdefault(s["category"], []).append(s)
@@ -267,7 +276,9 @@ def summarize(scores: list[dict[str, Any]], meta: dict[str, Any]) -> dict[str, A
         **meta,
         "end_of_turn_silence": eot,
         "summary": summary,
+        "native_duplex": native,
         "targets": verdicts,
+        "reported": reported,
         "passed": all(verdicts.values()),
         "categories": {c: scoring.pool(group) for c, group in sorted(by_category.items())},
         "scenarios": scores,

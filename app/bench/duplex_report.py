@@ -83,9 +83,15 @@ def table(results: dict[str, Any]) -> str:
         f"{p['backchannel']['valid']} of {p['backchannel']['count']}",
         f"pipeline             underruns {p['underruns']}, dropped frames {p['dropped_frames']}, "
         f"errors {p['errors']}, unit compute median {_ms(p['unit_compute_median'])} p90 "
-        f"{_ms(p['unit_compute_p90'])}, max unit lag {_s(p['unit_lag_max'])}, "
+        f"{_ms(p['unit_compute_p90'])}, unit lag p90 {_s(p.get('unit_lag_p90'))} max "
+        f"{_s(p['unit_lag_max'])}, "
         f"memory growth after the first minute {_mb(p.get('memory_growth_mb'))}",
     ]
     for name, ok in results.get("targets", {}).items():
         lines.append(f"target: {name:<40} {'yes' if ok else 'MISSED'}")
+    if results.get("reported"):
+        lines.append("native duplex: the model decides itself when to speak, so these are "
+                     "its figures, reported but not gated:")
+    for name, ok in results.get("reported", {}).items():
+        lines.append(f"figure: {name:<40} {'met' if ok else 'not met'}")
     return "\n".join(lines)
