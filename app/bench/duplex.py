@@ -182,6 +182,8 @@ def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Nam
         "end_of_turn_silence": duplex.end_of_turn_silence,
         "wall_seconds": round(wall, 2),
         "memory_mb": memory.samples,
+        "heap_trims": session.heap.trims,
+        "heap_trim_seconds": round(session.heap.seconds, 4),
         "native_duplex": backend.spec.native_duplex,
         "unit_seconds": backend.spec.unit_ms / 1000,
         "note": user.note or (f"room failed: {room.error}" if room.error else ""),

@@ -42,6 +42,7 @@ from app.flow.duplex import Action, DuplexConfig, DuplexController, DuplexState
 from app.flow.echo import EchoCanceller, EchoPathMonitor
 from app.flow.events import EventHub, EventKind, Subscriber
 from app.flow.farend import FarEnd
+from app.flow.heap import HeapTrimmer
 from app.flow.metrics import SessionMetrics
 from app.flow.native import RunReader
 from app.flow.player import Player
@@ -214,6 +215,7 @@ class Session:
         self._to_backend = StreamResampler(self.tick_rate, self.backend_rate)
         self.events = EventHub()
         self.metrics = SessionMetrics()
+        self.heap = HeapTrimmer()
         self.timeline = Timeline(
             self.config.tick_seconds,
             self.tick_rate,
@@ -760,6 +762,9 @@ class Session:
     def _work_loop(self) -> None:
         while True:
             self._report_heard()
+            # Between units, the model's freed temporaries go back to the system now and
+            # then, or fragmentation grows the process over a long conversation (heap.py).
+            self.heap.maybe_trim()
             with self._queue_cond:
                 if self._stop.is_set():
                     return
