@@ -31,6 +31,9 @@ def test_trims_at_most_once_per_period() -> None:
     assert trimmer.maybe_trim()
     assert calls == [0, 0]  # pad 0: give back everything free
     assert trimmer.trims == 2
+    # The resident size just after each trim, at the trim's clock time.
+    assert [t for t, _ in trimmer.kept] == pytest.approx([110.1, 120.1])
+    assert all(rss > 1 << 20 for _, rss in trimmer.kept)
 
 
 def test_a_failing_trim_is_dropped_and_the_session_goes_on() -> None:

@@ -182,6 +182,10 @@ def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Nam
         "end_of_turn_silence": duplex.end_of_turn_silence,
         "wall_seconds": round(wall, 2),
         "memory_mb": memory.samples,
+        # Resident size just after each of the worker's heap trims, between units: the
+        # memory the session keeps (heap.py); the gated growth is measured on these.
+        "kept_memory_mb": [[round(t - started, 1), round(rss / 2**20, 1)]
+                           for t, rss in session.heap.kept],
         "heap_trims": session.heap.trims,
         "heap_trim_seconds": round(session.heap.seconds, 4),
         "native_duplex": backend.spec.native_duplex,
@@ -224,7 +228,28 @@ class MemorySampler:
 
 
 def memory_growth(samples: list[list[float]], settle: float = 60.0) -> float | None:
-    """Growth of resident memory after the first minute (MB), for runs of 2 min or more."""
+    """How far memory rose after the first minute (MB), for runs of 2 min or more.
+
+    Each minute is summed up by its median sample, so one sample caught in the middle of
+    a computation does not read as growth; a leak raises every later minute. Growth is
+    the highest later minute against the minute after `settle` (models, buffers and
+    caches are all in place by then).
+    """
+    if not samples or samples[-1][0] < 2 * settle:
+        return None
+    minutes: dict[int, list[float]] = {}
+    for t, mb in samples:
+        if t >= settle:
+            minutes.setdefault(int((t - settle) // 60), []).append(mb)
+    if len(minutes) < 2 or 0 not in minutes:
+        return None
+    medians = [float(np.median(v)) for _, v in sorted(minutes.items())]
+    return round(max(medians[1:]) - medians[0], 1)
+
+
+def peak_growth(samples: list[list[float]], settle: float = 60.0) -> float | None:
+    """The highest sample after the first minute against the first one (MB): memory
+    kept plus whatever the model was computing at that moment (reported, not gated)."""
     late = [mb for t, mb in samples if t >= settle]
     if not samples or samples[-1][0] < 2 * settle or len(late) < 2:
         return None
@@ -252,7 +277,10 @@ def score_folder(folder: Path) -> dict[str, Any]:
     score = scoring.score_recording(user, stereo[:, 1], rate, task, events)
     score["end_of_turn_silence"] = task.get("end_of_turn_silence", DEFAULT_END_OF_TURN)
     score["wall_seconds"] = task.get("wall_seconds")
-    score["memory_growth_mb"] = memory_growth(task.get("memory_mb", []))
+    # Older runs have no kept-memory samples: then the raw samples stand in.
+    kept = task.get("kept_memory_mb") or task.get("memory_mb", [])
+    score["memory_growth_mb"] = memory_growth(kept)
+    score["memory_peak_growth_mb"] = peak_growth(task.get("memory_mb", []))
     score["native_duplex"] = bool(task.get("native_duplex", False))
     score["unit_seconds"] = task.get("unit_seconds")
     score["note"] = task.get("note", "")

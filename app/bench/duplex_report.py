@@ -85,7 +85,9 @@ def table(results: dict[str, Any]) -> str:
         f"errors {p['errors']}, unit compute median {_ms(p['unit_compute_median'])} p90 "
         f"{_ms(p['unit_compute_p90'])}, unit lag p90 {_s(p.get('unit_lag_p90'))} max "
         f"{_s(p['unit_lag_max'])}, "
-        f"memory growth after the first minute {_mb(p.get('memory_growth_mb'))}",
+        f"memory kept: growth after the first minute {_mb(p.get('memory_growth_mb'))} "
+        f"(minute medians of the samples between units; the highest raw sample "
+        f"{_mb(p.get('memory_peak_growth_mb'))} above the first)",
     ]
     for name, ok in results.get("targets", {}).items():
         lines.append(f"target: {name:<40} {'yes' if ok else 'MISSED'}")

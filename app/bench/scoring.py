@@ -391,6 +391,11 @@ def pool(scores: list[dict[str, Any]]) -> dict[str, Any]:
             (s["memory_growth_mb"] for s in scores if s.get("memory_growth_mb") is not None),
             default=None,
         ),
+        "memory_peak_growth_mb": max(
+            (s["memory_peak_growth_mb"] for s in scores
+             if s.get("memory_peak_growth_mb") is not None),
+            default=None,
+        ),
     }
 
 
