@@ -262,3 +262,13 @@ def test_bad_configuration_gets_a_clear_error(kwargs, message):
     args = {"unit_seconds": 1.0, "out_rate": OUT} | kwargs
     with pytest.raises(ValueError, match=message):
         Timeline(args.pop("unit_seconds"), args.pop("out_rate"), **args)
+
+
+def test_flush_returns_a_sliver_after_a_unit_that_only_lacked_lookahead():
+    """Found by the property test: 3841 samples at 48 kHz are 1281 at 16 kHz, two units;
+    the first lacks only the resampler's lookahead, the second holds one real sample."""
+    tl = Timeline(0.08, OUT, frames_per_unit=0, audio_capacity_seconds=30.0)
+    tl.push_audio(noise(3841, seed=1), 48000, None)
+    units = tl.flush()
+    assert [u.index for u in units] == [0, 1]
+    assert units[1].gap_samples == 1279

@@ -445,9 +445,13 @@ class Timeline:
             if real_out > self._index * self.unit_samples:
                 with self._lock:
                     self._spans.add(end, end + 2 * rs.input_needed(self.unit_samples) + 1)
+            # Padded cuts until every real output is in a unit: the first may be a whole
+            # unit that only lacked the resampler's lookahead, with a sliver after it.
+            while real_out > self._index * self.unit_samples:
                 unit = self._cut(pad=True)
-                if unit is not None:
-                    units.append(unit)
+                if unit is None:
+                    break
+                units.append(unit)
         return units
 
     def _cut(self, pad: bool) -> Unit | None:
