@@ -615,7 +615,10 @@ class Session:
         self._speculation = None
         if work is None:
             return
-        work.cancelled.set()
+        # Under the worker's write lock: a chunk of it is either queued before the flush
+        # below (and dropped by it) or never written.
+        with self._interrupt_lock:
+            work.cancelled.set()
         with self._queue_cond:
             not_started = work in self._queue
             if not_started:
@@ -731,6 +734,11 @@ class Session:
     def _drain_inbox(self) -> None:
         while self._inbox:
             kind, payload = self._inbox.popleft()
+            if kind == "answer":  # a turn-based answer's first speech: (id, its work)
+                rid, work = payload
+                if work.cancelled.is_set():
+                    continue  # retracted since: it never plays, and must not be timed
+                kind, payload = "response", rid
             if kind == "response":
                 self._response = payload
                 self._response_done = False
@@ -741,7 +749,8 @@ class Session:
                 if rid == self._response:
                     self._response_done = True
                     self._response_end = end
-            elif kind == "silent_answer":  # the turn ended and the model said nothing
+            elif kind == "silent_answer" and not payload.cancelled.is_set():
+                # The turn ended and the model said nothing.
                 self._act(self.controller.on_model_listen(self._now), self._now)
 
     def _report_heard(self) -> None:
@@ -796,11 +805,13 @@ class Session:
                 chunk = out.speech
                 if rid != chunk.response_id:
                     rid = chunk.response_id
-                    if not work.cancelled.is_set():
-                        self._inbox.append(("response", rid))
-                with self._interrupt_lock:
+                    # With its work: the listener drops it if the answer was retracted
+                    # before it read this (a check here alone races with the retraction).
+                    self._inbox.append(("answer", (rid, work)))
+                with self._interrupt_lock:  # held across the write: see _retract_turn
                     interrupted = rid in self._interrupted or work.cancelled.is_set()
-                if not interrupted and self.player.write(chunk):
+                    written = not interrupted and self.player.write(chunk)
+                if written:
                     self.metrics.speech_generated(
                         len(chunk.audio) / chunk.sample_rate,
                         time.perf_counter() - speech_compute_from,
@@ -818,7 +829,7 @@ class Session:
                 self._generated.add(rid)
             self._report_heard()
         elif work.control.turn_ended:
-            self._inbox.append(("silent_answer", None))
+            self._inbox.append(("silent_answer", work))
 
     def _step(self, work: _Work) -> Iterable[Output]:
         """Step the model on one unit; report its cost. Returns its outputs."""
