@@ -9,6 +9,9 @@ around a loaded backend is fast.
 from __future__ import annotations
 
 import dataclasses
+import gc
+import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,8 @@ from app.flow.virtual_output import VirtualOutputStream
 from app.model import families
 from app.model.contract import Backend, ModelSource, Persona, Progress, Quant
 
+log = logging.getLogger(__name__)
+
 NULL_SPEAKER = "null"
 VIRTUAL_RATE = 24000
 VIRTUAL_BLOCK = 240  # 10 ms: a flush takes effect within this
@@ -36,8 +41,10 @@ class ConversationOptions:
 
     Devices: `mic` None is the default microphone, a number an index, a path an audio
     file replayed as a microphone. `camera` None is camera off, a number an index, a path
-    a video file. `speaker` None is the default output, "null" plays to nowhere (in real
-    time), a path ending in .wav writes what would be played, a number an index.
+    a video file. `standby_camera` is the camera to open if the user switches it on
+    mid-conversation after starting with it off (None: no camera to switch on).
+    `speaker` None is the default output, "null" plays to nowhere (in real time), a path
+    ending in .wav writes what would be played, a number an index.
     """
 
     model: ModelSource
@@ -46,6 +53,7 @@ class ConversationOptions:
     quant: Quant = Quant.BF16
     mic: int | str | Path | None = None
     camera: int | str | Path | None = None
+    standby_camera: int | str | Path | None = None
     speaker: int | str | Path | None = None
     duplex: DuplexConfig = dataclasses.field(default_factory=DuplexConfig)
     echo_cancellation: bool = True
@@ -63,8 +71,30 @@ def load_backend(options: ConversationOptions, progress: Progress) -> Backend:
     if options.unit_ms is not None:
         kwargs["unit_ms"] = options.unit_ms
     backend = backend_class(**kwargs)
-    backend.load(options.model, options.quant, progress)
+    try:
+        backend.load(options.model, options.quant, progress)
+    except BaseException:
+        # Failed or cancelled part-way (the progress callback raises to cancel): let go
+        # of whatever it holds. Its last references go with the exception; the caller
+        # then calls release_memory() so the allocator hands the memory back.
+        try:
+            backend.close()
+        except Exception:
+            log.debug("closing a backend that failed to load failed", exc_info=True)
+        raise
     return backend
+
+
+def release_memory() -> None:
+    """Give freed model memory back: collect cycles, empty torch's CUDA cache if in use.
+
+    Call after a failed or abandoned load is fully unwound (its exception gone), so
+    weights it loaded are garbage and show as free to the user and other programs.
+    """
+    gc.collect()
+    torch = sys.modules.get("torch")  # never import torch just for this
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _is_virtual_speaker(spec: int | str | Path | None) -> bool:
@@ -121,15 +151,18 @@ def build_session(
             on_event=session.on_source_event,
         )
     )
-    if options.camera is not None:
-        clocks = [clock]
+    camera = options.camera if options.camera is not None else options.standby_camera
+    if camera is not None:
+        # Opened at the start, a file shares the session's replay clock; opened later,
+        # it takes a fresh one (below).
+        clocks = [clock] if options.camera is not None else []
 
         def open_camera():
             # A camera switched back on mid-session replays a file from its start on a
             # fresh clock, so its frames are stamped now, not back at the session start.
             replay = clocks.pop() if clocks else ReplayClock(realtime=True)
             return video_source(
-                options.camera,
+                camera,
                 session.timeline,
                 clock=replay,
                 loop=options.loop_files,
@@ -137,5 +170,5 @@ def build_session(
                 on_event=session.on_source_event,
             )
 
-        session.set_video_factory(open_camera)
+        session.set_video_factory(open_camera, enabled=options.camera is not None)
     return session

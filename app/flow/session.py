@@ -260,6 +260,7 @@ class Session:
         self._queue_cond = threading.Condition()
         self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
         self._stop = threading.Event()
+        self._ending = threading.Event()  # stop() has begun
         self._listener: threading.Thread | None = None
         self._worker: threading.Thread | None = None
         self._muted = False
@@ -292,30 +293,41 @@ class Session:
         """A capture source built with `self.timeline` as its sink."""
         self._sources.append(source)
 
-    def set_video_factory(self, factory: Callable[[], Source]) -> None:
-        """How to (re)open the camera: the session starts it, and can switch it off/on."""
+    def set_video_factory(self, factory: Callable[[], Source], *, enabled: bool = True) -> None:
+        """How to (re)open the camera: the session starts it, and can switch it off/on.
+
+        `enabled=False` keeps the camera off until `set_camera_enabled(True)`.
+        """
         self._video_factory = factory
-        self._video = factory()
-        self.attach(self._video)
+        if enabled:
+            self._video = factory()
+            self.attach(self._video)
 
     def set_camera_enabled(self, enabled: bool) -> bool:
         """Switch the camera off (the device is released) or on again mid-conversation.
 
         Returns whether the camera is now on. The model keeps its context: units simply
-        carry no frames while the camera is off.
+        carry no frames while the camera is off. Opening a camera can take seconds: call
+        this off any UI thread. A camera that cannot open raises CaptureError and stays
+        off; one that was lost counts as off, so switching it on opens it again.
         """
         with self._source_lock:
-            if not enabled and self._video is not None:
+            lost = self._video is not None and getattr(self._video, "end_event", None)
+            if (not enabled or lost) and self._video is not None:
                 video, self._video = self._video, None
                 if video in self._sources:
                     self._sources.remove(video)
                 video.stop()
-            elif enabled and self._video is None and self._video_factory is not None:
+            if enabled and self._video is None and self._video_factory is not None:
                 video = self._video_factory()
-                self._sources.append(video)
-                self._video = video
                 if self._listener is not None:  # already running: start it now
                     video.start()
+                self._sources.append(video)
+                self._video = video
+                if self._ending.is_set():  # stop() ran meanwhile and may have missed it
+                    self._sources.remove(video)
+                    self._video = None
+                    video.stop()
             return self._video is not None
 
     def subscribe(self, subscriber: Subscriber):
@@ -362,8 +374,9 @@ class Session:
     def stop(self, reason: str = "stopped") -> None:
         if self._stop.is_set():
             return
+        self._ending.set()  # a camera opening now stops itself (set_camera_enabled)
         self.ended_reason = reason
-        for source in self._sources:
+        for source in list(self._sources):
             try:
                 source.stop()
             except Exception:
