@@ -103,21 +103,38 @@ def test_printable_drops_control_characters():
     assert printable("a\x00b\x1cc\ufffd d\n") == "abc d\n"
 
 
-def test_real_time_factor_is_reported_when_it_changes(qtbot):
-    class _Metrics:
-        real_time_factor = None
-
+def test_real_time_factor_comes_from_the_sessions_metrics_summary(qtbot):
     bridge = SessionBridge()
     session = _Session()
-    session.metrics = _Metrics()
     bridge.attach(session)
     got = []
     bridge.rtf_changed.connect(got.append)
     session.events.emit(EventKind.LEVELS, 0.1, mic=-50.0, assistant=-120.0)
-    session.metrics.real_time_factor = 0.8
-    session.events.emit(EventKind.LEVELS, 0.2, mic=-50.0, assistant=-120.0)
-    session.events.emit(EventKind.LEVELS, 0.3, mic=-50.0, assistant=-120.0)
-    qtbot.waitUntil(lambda: got == [0.8], timeout=2000)
+    # Before any speech the summary has no figure: nothing is shown.
+    session.events.emit(EventKind.METRICS, 0.2, summary={"real_time_factor": None})
+    session.events.emit(EventKind.METRICS, 3.0, summary={"real_time_factor": 0.8})
+    session.events.emit(EventKind.METRICS, 6.0, summary={"real_time_factor": 0.65})
+    session.events.emit(EventKind.ENDED, 9.0, reason="stopped",
+                        metrics={"real_time_factor": 0.7})
+    qtbot.waitUntil(lambda: len(got) == 3, timeout=2000)
+    assert got == [0.8, 0.65, 0.7]
+
+
+def test_the_side_panel_shows_the_real_time_factor_and_which_delay(qtbot):
+    from app.ui.widgets.side_panel import SidePanel
+
+    panel = SidePanel()
+    qtbot.addWidget(panel)
+    assert panel.rtf_value.text() == "—"
+    panel.set_rtf(0.42)
+    assert panel.rtf_value.text() == "0.42×"
+    panel.set_latency("response_after_interruption", 0.9)
+    assert panel.turn_value.text() == "900 ms"
+    assert "after you interrupted" in panel.turn_value.toolTip()
+    panel.set_latency("turn_taking", 0.75)
+    assert "after you interrupted" not in panel.turn_value.toolTip()
+    panel.reset_figures()
+    assert panel.rtf_value.text() == "—"
 
 
 def test_subtitles_wrap_long_runs_and_keep_the_tail():

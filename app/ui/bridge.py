@@ -44,7 +44,7 @@ class SessionBridge(QObject):
     levels = Signal(float, float)  # mic, assistant in dBFS
     latency = Signal(str, float)  # kind, seconds
     unit_done = Signal(float, float)  # compute s, lag s
-    rtf_changed = Signal(float)  # compute per second of speech, as the session measures it
+    rtf_changed = Signal(float)  # compute per second of speech, from the METRICS summary
     device_event = Signal(str, str, str)  # source, kind, message
     overflow = Signal(str)
     error = Signal(str)
@@ -59,7 +59,6 @@ class SessionBridge(QObject):
         self._frame: QImage | None = None
         self._frame_pending = False
         self.frames_seen = 0
-        self._last_rtf: float | None = None
 
     # ------------------------------------------------------------ wiring
     def attach(self, session: Any) -> None:
@@ -118,22 +117,19 @@ class SessionBridge(QObject):
         return image
 
     # ------------------------------------------------------------ session threads
-    def _check_rtf(self) -> None:
-        """The session updates its real-time factor as speech is made, with no event of its
-        own: read it (one float) whenever an event comes and report it when it moved."""
-        with self._lock:
-            session = self._session
-        metrics = getattr(session, "metrics", None)
-        rtf = getattr(metrics, "real_time_factor", None)
-        if isinstance(rtf, float) and rtf != self._last_rtf:
-            self._last_rtf = rtf
-            self.rtf_changed.emit(rtf)
+    def _report_rtf(self, summary: object) -> None:
+        """The real-time factor from a metrics summary (SessionMetrics.summary()).
+
+        The session sends one after each answer, so the figure covers whole answers; read
+        mid-answer it would be one first chunk against all the thinking before it.
+        """
+        rtf = summary.get("real_time_factor") if isinstance(summary, dict) else None
+        if isinstance(rtf, (int, float)) and not isinstance(rtf, bool) and rtf >= 0:
+            self.rtf_changed.emit(float(rtf))
 
     def on_event(self, event: SessionEvent) -> None:
         data = event.data
         kind = event.kind
-        if kind in (EventKind.LEVELS, EventKind.UNIT, EventKind.STATE):
-            self._check_rtf()
         if kind is EventKind.STATE:
             self.state_changed.emit(str(data.get("state", "")), str(data.get("reason", "")))
         elif kind is EventKind.TEXT:
@@ -156,7 +152,10 @@ class SessionBridge(QObject):
             self.overflow.emit(str(data.get("description", "")))
         elif kind is EventKind.ERROR:
             self.error.emit(str(data.get("message", "something failed")))
+        elif kind is EventKind.METRICS:
+            self._report_rtf(data.get("summary"))
         elif kind is EventKind.ENDED:
             metrics = data.get("metrics")
+            self._report_rtf(metrics)
             self.ended.emit(str(data.get("reason", "")), metrics if isinstance(metrics, dict)
                             else {})

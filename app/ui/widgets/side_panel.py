@@ -163,7 +163,12 @@ class SidePanel(QWidget):
 
     def set_latency(self, kind: str, seconds: float) -> None:
         if kind in ("turn_taking", "response_after_interruption"):
+            # Both are the end of the user's speech to the answer's first sound; say
+            # which, since an answer after an interruption is timed the same way.
             self.turn_value.setText(_seconds(seconds))
+            after = "after you interrupted: " if kind == "response_after_interruption" else ""
+            self.turn_value.setToolTip(f"last answer, {after}end of your speech → first "
+                                       "sound of the answer")
         elif kind == "stop":
             self.stop_value.setText(_seconds(seconds))
 
