@@ -37,6 +37,11 @@ class FakeSession:
         self.stopped = threading.Event()
         self.muted: list[bool] = []
         self.force_listens = 0
+        self.camera_on = options.camera is not None
+        self.camera_calls: list[tuple[bool, str]] = []  # (asked, thread name)
+        self.camera_gate = threading.Event()  # cleared: opening the camera hangs
+        self.camera_gate.set()
+        self.camera_error: Exception | None = None  # set: the camera cannot open
 
     def subscribe(self, subscriber):
         return self.events.subscribe(subscriber)
@@ -56,6 +61,15 @@ class FakeSession:
     def set_mic_muted(self, muted: bool) -> None:
         self.muted.append(muted)
 
+    def set_camera_enabled(self, enabled: bool) -> bool:
+        self.camera_calls.append((enabled, threading.current_thread().name))
+        if enabled and not self.camera_on:
+            self.camera_gate.wait(10)
+            if self.camera_error is not None:
+                raise self.camera_error
+        self.camera_on = enabled
+        return self.camera_on
+
 
 class Harness:
     """A loader and a session builder that tests steer: fail, block, count."""
@@ -67,17 +81,27 @@ class Harness:
         self.block.set()  # not blocking unless a test clears it
         self.sessions: list[FakeSession] = []
         self.backends: list[FakeBackend] = []
+        self.loading = 0  # loads under way now
+        self.most_loading = 0  # the most ever under way at once
+        self._count = threading.Lock()
 
     def loader(self, options, progress) -> FakeBackend:
-        self.loads += 1
-        progress("loading weights", 0.5)
-        self.block.wait(10)
-        progress("loaded", 1.0)
-        if self.fail_with is not None:
-            raise self.fail_with
-        backend = FakeBackend()
-        self.backends.append(backend)
-        return backend
+        with self._count:
+            self.loads += 1
+            self.loading += 1
+            self.most_loading = max(self.most_loading, self.loading)
+        try:
+            progress("loading weights", 0.5)
+            self.block.wait(10)
+            progress("loaded", 1.0)
+            if self.fail_with is not None:
+                raise self.fail_with
+            backend = FakeBackend()
+            self.backends.append(backend)
+            return backend
+        finally:
+            with self._count:
+                self.loading -= 1
 
     def build(self, backend, options, *, preview=None) -> FakeSession:
         session = FakeSession(backend, options, preview)

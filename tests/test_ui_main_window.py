@@ -3,8 +3,10 @@ session, failures show and leave the window usable, nothing outlives the window.
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -141,7 +143,7 @@ def test_loading_can_be_cancelled_and_closing_leaves_no_thread(qtbot, harness, t
     assert win.start_button.text() == "Cancel loading"
     win.cancel_button.click()
     assert win.controller.phase == "idle"  # at once, while the worker still waits
-    assert "Loading cancelled" in win.messages.texts()
+    assert any(t.startswith("Loading cancelled") for t in win.messages.texts())
     harness.block.set()
     win.close()
     assert _duetto_threads() == []
@@ -269,7 +271,7 @@ def test_camera_button_turns_the_camera_off_for_the_next_conversation(qtbot, win
     assert settings_store.load().settings.devices.camera_on is False
     _running(qtbot, window)
     assert harness.sessions[0].options.camera is None
-    assert not window.camera_button.isEnabled()  # the session cannot switch it mid-way
+    assert harness.sessions[0].options.standby_camera == 0  # can be switched on mid-way
     window.toggle_conversation()
     qtbot.waitUntil(lambda: window.controller.phase == "idle", timeout=5000)
     window.camera_button.click()
@@ -294,3 +296,151 @@ def test_first_run_choice_is_saved(qtbot, harness, monkeypatch, tmp_path):
     assert not win.needs_first_run()
     assert win.status_model.text() == "Model: qwen"
     win.close()
+
+
+def _main_thread_busy_for(qtbot, seconds: float) -> float:
+    """How long the main thread was stuck: the largest gap between timer ticks."""
+    from PySide6.QtCore import QTimer
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start()
+    qtbot.wait(int(seconds * 1000))
+    timer.stop()
+    return max(b - a for a, b in itertools.pairwise(ticks))
+
+
+def test_the_camera_switches_on_and_off_mid_conversation(qtbot, window, harness):
+    window.camera_button.click()  # off before starting
+    _running(qtbot, window)
+    session = harness.sessions[0]
+    assert window.camera_button.isEnabled() and window.stage.placeholder == "Camera off"
+
+    window.camera_button.click()  # on, mid-conversation
+    assert window.camera_on and window.camera_button.text() == "Camera on"
+    qtbot.waitUntil(lambda: session.camera_on, timeout=3000)
+    assert session.camera_calls == [(True, "duetto-camera")]  # opened off the GUI thread
+    assert window.stage.placeholder == "Waiting for the camera…"
+    frame = np.zeros((90, 160, 3), np.uint8)
+    threading.Thread(target=session.preview, args=(frame,)).start()
+    qtbot.waitUntil(lambda: window.stage.has_frame, timeout=2000)
+
+    window.camera_button.click()  # off again: the preview goes, the camera is released
+    qtbot.waitUntil(lambda: not session.camera_on, timeout=3000)
+    assert not window.stage.has_frame and window.stage.placeholder == "Camera off"
+    shown = window.stage.frames_shown
+    session.preview(frame)  # a late frame from the closing camera is not drawn
+    qtbot.wait(100)
+    assert window.stage.frames_shown == shown and not window.stage.has_frame
+    assert window.controller.phase == "running"
+    assert settings_store.load().settings.devices.camera_on is False
+
+
+def test_opening_a_slow_camera_leaves_the_window_responsive(qtbot, window, harness):
+    window.camera_button.click()
+    _running(qtbot, window)
+    session = harness.sessions[0]
+    session.camera_gate.clear()  # the camera takes its time to open
+    window.camera_button.click()
+    assert _main_thread_busy_for(qtbot, 0.6) < 0.3
+    assert window.stage.placeholder == "Waiting for the camera…"
+    # Switched off and on again while it opens: the newest wish wins, no second open.
+    window.camera_button.click()
+    window.camera_button.click()
+    session.camera_gate.set()
+    qtbot.waitUntil(lambda: not window.controller.switching_camera, timeout=3000)
+    assert session.camera_on and window.camera_on
+    assert [asked for asked, _ in session.camera_calls] == [True]
+
+
+def test_a_camera_that_fails_mid_conversation_is_reported_and_the_talk_goes_on(
+        qtbot, window, harness):
+    from app.capture.base import CaptureError
+
+    window.camera_button.click()
+    _running(qtbot, window)
+    session = harness.sessions[0]
+    session.camera_error = CaptureError("camera #0 could not be opened (not connected, "
+                                        "or in use?)")
+    window.camera_button.click()
+    qtbot.waitUntil(lambda: any("could not start" in t for t in window.messages.texts()),
+                    timeout=3000)
+    text = window.messages.texts()[-1]
+    assert "camera #0 could not be opened" in text and "goes on without it" in text
+    assert not window.camera_on and window.camera_button.text() == "Camera off"
+    assert window.stage.placeholder == "Camera off"
+    assert window.controller.phase == "running" and not session.stopped.is_set()
+    session.camera_error = None  # plugged in: the next try works
+    window.camera_button.click()
+    qtbot.waitUntil(lambda: session.camera_on, timeout=3000)
+
+
+def test_the_camera_switched_while_loading_applies_when_it_starts(qtbot, window, harness):
+    harness.block.clear()
+    window.start_conversation()  # camera on
+    qtbot.waitUntil(lambda: window.controller.phase == "loading", timeout=2000)
+    assert window.camera_button.isEnabled()
+    window.camera_button.click()  # off while the model loads
+    harness.block.set()
+    qtbot.waitUntil(lambda: window.controller.phase == "running", timeout=5000)
+    session = harness.sessions[0]
+    qtbot.waitUntil(lambda: not session.camera_on, timeout=3000)
+    assert window.stage.placeholder == "Camera off"
+
+
+def test_a_new_load_after_a_cancel_waits_for_the_old_one_to_let_go(qtbot, harness, tmp_path,
+                                                                   monkeypatch):
+    from app.ui import controller as controller_module
+
+    released = []
+    monkeypatch.setattr(controller_module, "release_memory", lambda: released.append(1))
+    win = MainWindow(LaunchOverrides(model_dir=tmp_path), controller=harness.controller,
+                     detect_hardware=None)
+    qtbot.addWidget(win)
+    win.show()
+    harness.block.clear()  # loading hangs: the backend is reading weights
+    win.start_conversation()
+    qtbot.waitUntil(lambda: harness.loading == 1, timeout=2000)
+    win.cancel_button.click()
+    assert win.controller.phase == "idle"
+    said = win.messages.texts()[-1]
+    assert "stops loading at its next step" in said and "start again now" in said
+    assert win.controller.loading_in_background
+
+    win.start_conversation()  # at once: accepted, and shown as waiting for the old load
+    assert win.controller.phase == "loading"
+    qtbot.waitUntil(lambda: "cancelled load" in win.progress_label.text(), timeout=2000)
+    qtbot.wait(200)
+    assert harness.loads == 1  # the new load has not begun beside the old one
+
+    harness.block.set()  # the old load reaches its next step, stops and lets go
+    qtbot.waitUntil(lambda: win.controller.phase == "running", timeout=5000)
+    assert harness.most_loading == 1 and harness.loads == 2
+    assert released, "the cancelled load's memory was not handed back"
+    assert any("its memory is free" in t for t in win.messages.texts())
+    assert not win.controller.loading_in_background
+    win.close()
+    assert _duetto_threads() == []
+
+
+def test_cancelling_after_the_model_loaded_keeps_it(qtbot, window, harness):
+    harness_build = harness.build
+    gate = threading.Event()
+
+    def slow_build(*args, **kwargs):
+        gate.wait(5)
+        return harness_build(*args, **kwargs)
+
+    harness.build = slow_build
+    window.controller._build = slow_build
+    window.start_conversation()
+    qtbot.waitUntil(lambda: window.controller.backend_spec is not None, timeout=3000)
+    window.controller.cancel_load()
+    assert "stays loaded" in window.messages.texts()[-1]
+    gate.set()
+    qtbot.waitUntil(lambda: not window.controller.alive_threads(), timeout=3000)
+    assert not harness.backends[0].closed
+    _running(qtbot, window)
+    assert harness.loads == 1  # the loaded model was used, not loaded again

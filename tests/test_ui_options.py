@@ -49,6 +49,7 @@ def test_settings_devices_and_camera_off():
     settings.devices.mic = "2"
     options = build_options(settings, _persona(), LaunchOverrides(), camera_on=False)
     assert options.camera is None
+    assert options.standby_camera == 0  # what switching it on mid-conversation opens
     assert options.mic == 2 and options.speaker is None
     assert options.record_dir is None and not options.loop_files
     assert options.backend_options == {}

@@ -7,8 +7,16 @@ between conversations (loading takes minutes on real weights) and reloaded only 
 the model, quantization or device changes.
 
 Cancelling a load: backends offer no cancel, so the progress callback raises at its
-next call and, whatever happens, the result is discarded; the window is usable at
-once. `shutdown()` joins every worker (bounded) so no thread outlives the window.
+next call (a backend calls it between stages: reading weights can go on for a while
+after the click) and, whatever happens, the result is discarded; the window is usable at
+once. The abandoned load closes what it got and gives the memory back when it stops,
+and says so (`load_released`). A new load started meanwhile waits for that first, so two
+models never fill the memory at once. `shutdown()` joins every worker (bounded) so no
+thread outlives the window.
+
+The camera can be switched on and off while a conversation runs; opening one can take
+seconds, so that runs on a worker too, and a camera that cannot open is reported
+(`camera_changed`) while the conversation goes on.
 """
 
 from __future__ import annotations
@@ -21,7 +29,13 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from app.flow.conversation import ConversationOptions, build_session, load_backend
+from app.capture.base import CaptureError
+from app.flow.conversation import (
+    ConversationOptions,
+    build_session,
+    load_backend,
+    release_memory,
+)
 from app.model.contract import BackendError, BackendSpec
 from app.ui.bridge import SessionBridge
 from app.ui.options import fit_persona
@@ -72,6 +86,8 @@ class ConversationController(QObject):
     notice = Signal(str)  # something the user should know, not a failure
     started = Signal()
     stopped = Signal(str)
+    load_released = Signal()  # a cancelled load has stopped and freed its memory
+    camera_changed = Signal(bool, str)  # the running camera is on/off; why it failed, or ""
     _worker_phase = Signal(int, str)  # (job, phase) from a worker, applied on the main thread
 
     def __init__(
@@ -94,6 +110,12 @@ class ConversationController(QObject):
         self._session: Any = None
         self._job = 0  # the current start job; an older one's results are discarded
         self._cancel = threading.Event()
+        # The worker loading weights: still running after a cancel until the backend
+        # reaches its next progress call; a new load waits for it.
+        self._load_thread: threading.Thread | None = None
+        self._camera_wanted = False
+        # The session a camera worker is switching (it takes later wishes), or None.
+        self._camera_job_for: Any = None
         self.bridge.ended.connect(self._on_session_ended)
         self._worker_phase.connect(self._apply_worker_phase)
 
@@ -112,12 +134,19 @@ class ConversationController(QObject):
             self._phase = phase
             self.phase_changed.emit(phase)
 
-    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+    def _spawn(self, name: str, target: Callable[[], None]) -> threading.Thread:
         thread = threading.Thread(target=target, name=f"duetto-{name}", daemon=True)
         with self._lock:
             self._threads = [t for t in self._threads if t.is_alive()]
             self._threads.append(thread)
         thread.start()
+        return thread
+
+    @property
+    def loading_in_background(self) -> bool:
+        """A cancelled load has not stopped yet (it still holds what it loaded)."""
+        thread = self._load_thread
+        return thread is not None and thread.is_alive() and self._phase != "loading"
 
     # ------------------------------------------------------------ start
     def start(self, options: ConversationOptions) -> None:
@@ -134,17 +163,48 @@ class ConversationController(QObject):
         old = self._backend if need_load else None
         if need_load:
             self._backend, self._backend_key = None, None
-        self._spawn("start", lambda: self._start_job(job, options, key, need_load, old, cancel))
+        previous = self._load_thread
+        thread = self._spawn("start", lambda: self._start_job(
+            job, options, key, need_load, old, cancel, previous))
+        if need_load:
+            self._load_thread = thread
 
     def cancel_load(self) -> None:
         if self._phase in ("loading", "starting"):
-            self._cancel.set()
-            self._job += 1  # whatever the worker returns now is thrown away
+            with self._lock:
+                self._cancel.set()
+                self._job += 1  # whatever the worker returns now is thrown away
+                loaded = self._backend is not None  # kept for the next conversation
             self._set_phase("idle")
-            self.notice.emit("loading cancelled")
+            if loaded:
+                self.notice.emit("cancelled; the model stays loaded for the next conversation")
+            elif self.loading_in_background:
+                self.notice.emit("loading cancelled. The model stops loading at its next "
+                                 "step and frees its memory then; you can start again now")
+            else:
+                self.notice.emit("loading cancelled")
 
     def _start_job(self, job: int, options: ConversationOptions, key: BackendKey,
-                   need_load: bool, old: Any, cancel: threading.Event) -> None:
+                   need_load: bool, old: Any, cancel: threading.Event,
+                   previous: threading.Thread | None) -> None:
+        if previous is not None and previous.is_alive() and need_load:
+            # A cancelled load still holds its weights: one model in memory at a time.
+            self.load_progress.emit("waiting for the cancelled load to stop", 0.0)
+            while previous.is_alive() and not cancel.is_set():
+                previous.join(0.1)
+            if cancel.is_set():
+                return
+        kept = self._run_start(job, options, key, need_load, old, cancel)
+        # The attempt's exception and frames are gone by now: what a failed or cancelled
+        # load loaded is garbage, and the allocator can hand it back.
+        if need_load and not kept:
+            release_memory()
+            if cancel.is_set():
+                self.load_released.emit()
+
+    def _run_start(self, job: int, options: ConversationOptions, key: BackendKey,
+                   need_load: bool, old: Any, cancel: threading.Event) -> bool:
+        """Load if asked, build and start the session. True if the loaded model is kept."""
         if old is not None:
             _close_quietly(old)
         backend = None
@@ -156,9 +216,10 @@ class ConversationController(QObject):
                     self.load_progress.emit(what, float(fraction))
 
                 backend = self._loader(options, progress)
-                if cancel.is_set() or job != self._job:
-                    raise LoadCancelled()
-                self._backend, self._backend_key = backend, key
+                with self._lock:  # a cancel either comes before this or finds it kept
+                    if cancel.is_set() or job != self._job:
+                        raise LoadCancelled()
+                    self._backend, self._backend_key = backend, key
                 self.loaded.emit(backend.spec)
                 self._deliver(job, "starting")
             else:
@@ -177,21 +238,22 @@ class ConversationController(QObject):
             if backend is not None and backend is not self._backend:
                 _close_quietly(backend)
             self._detach_failed_session()
-            return
+            return backend is not None and backend is self._backend
         except Exception as exc:  # any failure: say it, go back to idle, stay usable
             log.exception("starting the conversation failed")
             if need_load and backend is not None and backend is not self._backend:
                 _close_quietly(backend)
             self._detach_failed_session()
-            if job == self._job:
+            if job == self._job and not cancel.is_set():
                 self._deliver(job, "idle")
                 self.failed.emit(explain(exc))
-            return
+            return backend is not None and backend is self._backend
         if job == self._job:
             self._deliver(job, "running")
             self.started.emit()
         else:
             self._stop_session_now("cancelled")
+        return True
 
     def _deliver(self, job: int, phase: str) -> None:
         """A worker's new phase; applied on the main thread, so `phase` is what is shown."""
@@ -209,6 +271,44 @@ class ConversationController(QObject):
                 session.stop("failed to start")
             except Exception:
                 log.exception("stopping a half-started session failed")
+
+    # ------------------------------------------------------------ camera
+    def set_camera(self, on: bool) -> None:
+        """Switch the running conversation's camera on or off (on a worker: opening a
+        camera can take seconds). The outcome comes back as `camera_changed`."""
+        session = self._session
+        if self._phase != "running" or session is None:
+            return
+        with self._lock:
+            self._camera_wanted = on
+            if self._camera_job_for is session:
+                return  # the worker under way applies the newest wish when it is done
+            self._camera_job_for = session
+        self._spawn("camera", lambda: self._camera_job(session))
+
+    @property
+    def switching_camera(self) -> bool:
+        return self._camera_job_for is not None
+
+    def _camera_job(self, session: Any) -> None:
+        """Bring the session's camera to the newest wish; report where it ended up
+        (unless the conversation ended meanwhile: the wish is then for the next one)."""
+        while True:
+            with self._lock:
+                wanted = self._camera_wanted
+            try:
+                on, error = bool(session.set_camera_enabled(wanted)), ""
+            except Exception as exc:  # no camera, one in use, a bad file: talk goes on
+                log.info("the camera could not be switched on: %s", exc)
+                on = False
+                error = str(exc) if isinstance(exc, CaptureError) else explain(exc)
+            with self._lock:
+                if self._camera_wanted == wanted or session is not self._session:
+                    if self._camera_job_for is session:
+                        self._camera_job_for = None
+                    break
+        if session is self._session:
+            self.camera_changed.emit(on, error)
 
     # ------------------------------------------------------------ stop
     def stop(self) -> None:

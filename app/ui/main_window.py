@@ -136,6 +136,7 @@ class MainWindow(QMainWindow):
         self.hardware: hardware.Hardware | None = None
         self.family_specs: dict[str, Any] = {}
         self.camera_on = True
+        self._started_with_camera = True  # whether the current conversation began with it
         self.mic_muted = False
         self._ptt_held = False
         self._closed = False
@@ -274,6 +275,9 @@ class MainWindow(QMainWindow):
         ctl.notice.connect(lambda text: self.post("info", text))
         ctl.loaded.connect(self._on_loaded)
         ctl.started.connect(self._on_started)
+        ctl.camera_changed.connect(self._on_camera_changed)
+        ctl.load_released.connect(
+            lambda: self.post("info", "The cancelled load has stopped; its memory is free."))
 
     # ------------------------------------------------------------------ user files
     def _load_user_files(self) -> None:
@@ -339,6 +343,7 @@ class MainWindow(QMainWindow):
             return
         self.stage.subtitles.clear_text()
         self.side.reset_figures()
+        self._started_with_camera = options.camera is not None
         self._self_check = is_self_check(options.model.local_dir)
         self.stage.badge.setVisible(self._self_check)
         self.stage.relayout()
@@ -379,12 +384,29 @@ class MainWindow(QMainWindow):
         super().keyReleaseEvent(event)
 
     def set_camera_on(self, on: bool) -> None:
+        """The user switched the camera: now if a conversation runs, and from now on."""
         self.camera_on = on
         self._sync_camera_button()
-        if self.controller.phase == "idle":
-            self.settings.devices.camera_on = on
-            self.save_settings()
+        self.settings.devices.camera_on = on
+        self.save_settings()
+        if self.controller.phase == "running":
+            self.bridge.take_frame()  # a frame from before the switch must not flash up
+            self.controller.set_camera(on)  # opens it on a worker; camera_changed says
+            if on:
+                self.stage.clear("Waiting for the camera…")
         self._show_idle_stage()
+
+    def _on_camera_changed(self, on: bool, error: str) -> None:
+        """Where the running conversation's camera ended up after a switch."""
+        if self.controller.phase != "running":
+            return  # it ended meanwhile: the button keeps the user's wish for the next
+        if error:
+            self.post("error", f"The camera could not start: {error}. The conversation "
+                               "goes on without it; check it in Settings → Devices")
+        if not on and self.camera_on:  # asked for, but it is off: show it as it is
+            self.camera_on = False
+            self._sync_camera_button()
+            self._show_idle_stage()
 
     def _sync_camera_button(self) -> None:
         # Checked means "off", drawn in the alarm colour like a muted mic.
@@ -434,8 +456,8 @@ class MainWindow(QMainWindow):
         self.ptt_button.setVisible(self.settings.conversation.push_to_talk)
         self.ptt_button.setEnabled(running)
         self.mute_button.setEnabled(True)
-        # The session cannot switch its camera mid-conversation: it applies to the next.
-        self.camera_button.setEnabled(not running and not busy)
+        # Switched while loading, it applies once the conversation starts (_on_started).
+        self.camera_button.setEnabled(phase != "stopping")
         self.settings_button.setEnabled(phase == "idle")
         self.progress_row.setVisible(busy)
         if phase == "loading":
@@ -479,6 +501,8 @@ class MainWindow(QMainWindow):
 
     def _on_started(self) -> None:
         self._apply_mic()
+        if self.camera_on != self._started_with_camera:  # switched while it loaded
+            self.controller.set_camera(self.camera_on)
         if self.camera_on:
             self.stage.clear("Waiting for the camera…")
         else:

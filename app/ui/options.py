@@ -101,9 +101,10 @@ def build_options(
     devices = settings.devices
     conv = settings.conversation
     camera_spec = overrides.camera if overrides.camera is not None else devices.camera
-    camera = device_spec(camera_spec) if camera_on else None
-    if camera_on and camera is None:
-        camera = 0  # "" means the first camera
+    chosen_camera = device_spec(camera_spec)
+    if chosen_camera is None:
+        chosen_camera = 0  # "" means the first camera
+    camera = chosen_camera if camera_on else None
     mic = device_spec(overrides.mic if overrides.mic is not None else devices.mic)
     speaker = device_spec(
         overrides.speaker if overrides.speaker is not None else devices.speaker
@@ -119,6 +120,7 @@ def build_options(
         quant=chosen_quant(settings, overrides),
         mic=mic,
         camera=camera,
+        standby_camera=chosen_camera,  # switched on mid-conversation, this one opens
         speaker=speaker,
         duplex=DuplexConfig(
             end_of_turn_silence=conv.end_of_turn_silence,

@@ -40,6 +40,11 @@ class VideoView(QWidget):
     def has_frame(self) -> bool:
         return self._image is not None
 
+    @property
+    def placeholder(self) -> str:
+        """What the view says in place of a picture (shown while it has none)."""
+        return self._placeholder
+
     def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing)
