@@ -227,23 +227,25 @@ class MemorySampler:
         self._thread.join(timeout=2.0)
 
 
-def memory_growth(samples: list[list[float]], settle: float = 60.0) -> float | None:
-    """How far memory rose after the first minute (MB), for runs of 2 min or more.
-
-    Each minute is summed up by its median sample, so one sample caught in the middle of
-    a computation does not read as growth; a leak raises every later minute. Growth is
-    the highest later minute against the minute after `settle` (models, buffers and
-    caches are all in place by then).
-    """
-    if not samples or samples[-1][0] < 2 * settle:
-        return None
+def memory_by_minute(samples: list[list[float]], settle: float = 60.0) -> list[float]:
+    """The median sample of each minute from `settle` on (MB): one sample caught in the
+    middle of a computation does not move a median, a leak moves every later one."""
     minutes: dict[int, list[float]] = {}
     for t, mb in samples:
         if t >= settle:
             minutes.setdefault(int((t - settle) // 60), []).append(mb)
-    if len(minutes) < 2 or 0 not in minutes:
+    return [round(float(np.median(v)), 1) for _, v in sorted(minutes.items())]
+
+
+def memory_growth(samples: list[list[float]], settle: float = 60.0) -> float | None:
+    """How far memory rose after the first minute (MB), for runs of 2 min or more: the
+    highest later minute (`memory_by_minute`) against the minute after `settle` (models,
+    buffers and caches are all in place by then)."""
+    if not samples or samples[-1][0] < 2 * settle:
         return None
-    medians = [float(np.median(v)) for _, v in sorted(minutes.items())]
+    medians = memory_by_minute(samples, settle)
+    if len(medians) < 2:
+        return None
     return round(max(medians[1:]) - medians[0], 1)
 
 
@@ -280,6 +282,8 @@ def score_folder(folder: Path) -> dict[str, Any]:
     # Older runs have no kept-memory samples: then the raw samples stand in.
     kept = task.get("kept_memory_mb") or task.get("memory_mb", [])
     score["memory_growth_mb"] = memory_growth(kept)
+    if score["memory_growth_mb"] is not None:
+        score["memory_by_minute_mb"] = memory_by_minute(kept)
     score["memory_peak_growth_mb"] = peak_growth(task.get("memory_mb", []))
     score["native_duplex"] = bool(task.get("native_duplex", False))
     score["unit_seconds"] = task.get("unit_seconds")

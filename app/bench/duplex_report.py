@@ -89,6 +89,11 @@ def table(results: dict[str, Any]) -> str:
         f"(minute medians of the samples between units; the highest raw sample "
         f"{_mb(p.get('memory_peak_growth_mb'))} above the first)",
     ]
+    for s in results["scenarios"]:
+        if s.get("memory_by_minute_mb"):
+            minutes = ", ".join(f"{mb:.0f}" for mb in s["memory_by_minute_mb"])
+            lines.append(f"memory kept, {s['scenario']}, by minute from the second (MB): "
+                         f"{minutes}")
     for name, ok in results.get("targets", {}).items():
         lines.append(f"target: {name:<40} {'yes' if ok else 'MISSED'}")
     if results.get("reported"):
