@@ -1,5 +1,6 @@
 """The answer delay (end of the user's speech → first sound of the answer) is measured on
-answers that play, never on one prepared during a pause and retracted.
+answers that play, never on one prepared during a pause and retracted; a retracted answer
+is neither heard nor, after its retraction, shown.
 
 Found in a self-check: the side panel showed "Answer delay 231 ms", under the 0.6 s
 end-of-turn silence, which no real answer can beat. The worker announced a speculative
@@ -124,6 +125,25 @@ def test_a_retracted_answer_announced_late_is_neither_heard_nor_timed():
     states = [e.data["state"] for e in events if e.kind is EventKind.STATE]
     assert "speaking" not in states
     assert session.player.heard(1).samples == 0  # not a sample of it reached the speaker
+    # Its words were shown as they came; the retraction says which answer to take back.
+    retracted = [e.data for e in events if e.kind is EventKind.PREPARED][-1]
+    assert retracted == {"retracted": True, "response": 1}
+
+
+def test_a_retracted_answer_says_nothing_more():
+    session, device, events = _session()
+    device.play()
+    _user_paused(session, ago=0.05)
+    session._prepare_turn()
+    work = session._queue.popleft()  # the worker has taken it...
+    session._retract_turn()  # ...and the user goes on before it produced anything
+    session._run_unit(work)  # what it makes now is dropped
+    for _ in range(3):
+        session._drain_inbox()
+        device.play(2)
+        session._check_playback()
+    assert not [e for e in events if e.kind in (EventKind.TEXT, EventKind.LATENCY)]
+    assert session.player.heard(1).samples == 0
 
 
 def test_an_answer_that_plays_is_timed_from_the_end_of_the_users_speech():

@@ -29,7 +29,9 @@ class EventKind(enum.StrEnum):
     ERROR = "error"  # something failed; data {message}; the session keeps going if it can
     PLAYBACK = "playback"  # the user spoke over the assistant: data {paused: bool}
     METRICS = "metrics"  # after each answer: data {summary} (SessionMetrics.summary())
-    PREPARED = "prepared"  # an answer was started early: data {retracted: bool}
+    # An answer was started early: data {retracted: bool}; a retraction also says
+    # {response}, the retracted answer's id (None if it had produced nothing yet).
+    PREPARED = "prepared"
     ENDED = "ended"  # the session stopped: data {reason, metrics}
 
 

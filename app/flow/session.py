@@ -181,6 +181,7 @@ class _Work:
     control: Control
     # Set when a prepared answer is dropped: its audio must not reach the player.
     cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
+    response: int | None = None  # the answer's id once the worker has one
 
     @property
     def retraction(self) -> bool:
@@ -655,7 +656,8 @@ class Session:
             self._after_speculation.clear()
             self._queue_cond.notify_all()
         self.retractions += 1
-        self.events.emit(EventKind.PREPARED, self._now, retracted=True)
+        # Which answer, when it had begun: the UI takes back the words it showed of it.
+        self.events.emit(EventKind.PREPARED, self._now, retracted=True, response=work.response)
 
     def _barge_in(self, t: float, action: Action) -> None:
         # Mark the answer as interrupted before stopping the model, so the worker, which
@@ -818,6 +820,7 @@ class Session:
                 chunk = out.speech
                 if rid != chunk.response_id:
                     rid = chunk.response_id
+                    work.response = rid
                     # With its work: the listener drops it if the answer was retracted
                     # before it read this (a check here alone races with the retraction).
                     self._inbox.append(("answer", (rid, work)))
@@ -830,7 +833,7 @@ class Session:
                         time.perf_counter() - speech_compute_from,
                     )
                 speech_compute_from = time.perf_counter()
-            if out.text:
+            if out.text and not work.cancelled.is_set():  # a retracted answer is unsaid
                 self.events.emit(EventKind.TEXT, self._now, text=out.text, response=rid)
             if out.decision is Decision.END_OF_TURN and rid is not None:
                 self.player.end_response(rid)
