@@ -446,3 +446,19 @@ def test_cancelling_after_the_model_loaded_keeps_it(qtbot, window, harness):
     assert not harness.backends[0].closed
     _running(qtbot, window)
     assert harness.loads == 1  # the loaded model was used, not loaded again
+
+
+def test_the_words_of_a_retracted_answer_are_taken_back(qtbot, window, harness):
+    _running(qtbot, window)
+    hub = harness.sessions[0].events
+    hub.emit(EventKind.TEXT, 1.0, text="Sure, here is", response=1)  # prepared early...
+    qtbot.waitUntil(lambda: window.stage.subtitles.text() == "Sure, here is", timeout=2000)
+    hub.emit(EventKind.PREPARED, 1.2, retracted=True, response=1)  # ...the user went on
+    qtbot.waitUntil(lambda: not window.stage.subtitles.isVisible(), timeout=2000)
+    assert "Sure" not in window.side.transcript.text()
+    hub.emit(EventKind.TEXT, 3.0, text="Pasta it is.", response=2)
+    hub.emit(EventKind.PREPARED, 3.1, retracted=True, response=None)  # nothing to take back
+    qtbot.waitUntil(lambda: window.stage.subtitles.text() == "Pasta it is.", timeout=2000)
+    qtbot.wait(50)
+    assert window.stage.subtitles.text() == "Pasta it is."
+    assert "Pasta" in window.side.transcript.text()

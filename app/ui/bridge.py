@@ -41,6 +41,7 @@ class SessionBridge(QObject):
     state_changed = Signal(str, str)  # state, reason
     text_added = Signal(str, int)  # text, response id (-1 unknown)
     heard = Signal(str)  # after a barge-in: what the user actually heard
+    retracted = Signal(int)  # an answer prepared early was dropped: take its words back
     levels = Signal(float, float)  # mic, assistant in dBFS
     latency = Signal(str, float)  # kind, seconds
     unit_done = Signal(float, float)  # compute s, lag s
@@ -152,6 +153,10 @@ class SessionBridge(QObject):
             self.overflow.emit(str(data.get("description", "")))
         elif kind is EventKind.ERROR:
             self.error.emit(str(data.get("message", "something failed")))
+        elif kind is EventKind.PREPARED:
+            response = data.get("response")
+            if data.get("retracted") and isinstance(response, int):
+                self.retracted.emit(response)
         elif kind is EventKind.METRICS:
             self._report_rtf(data.get("summary"))
         elif kind is EventKind.ENDED:

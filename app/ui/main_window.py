@@ -262,6 +262,8 @@ class MainWindow(QMainWindow):
         bridge.text_added.connect(self.side.transcript.add)
         bridge.heard.connect(self.stage.subtitles.mark_heard)
         bridge.heard.connect(self.side.transcript.mark_heard)
+        bridge.retracted.connect(self.stage.subtitles.take_back)
+        bridge.retracted.connect(self.side.transcript.take_back)
         bridge.levels.connect(self._on_levels)
         bridge.latency.connect(self.side.set_latency)
         bridge.rtf_changed.connect(self.side.set_rtf)

@@ -68,6 +68,13 @@ class Transcript(QLabel):
             self.entries[-1][2] = True
             self._render()
 
+    def take_back(self, response: int) -> None:
+        """An answer was retracted before it was heard: it was never said."""
+        kept = [entry for entry in self.entries if entry[0] != response]
+        if len(kept) != len(self.entries):
+            self.entries = kept
+            self._render()
+
     def clear_entries(self) -> None:
         self.entries = []
         self._render()

@@ -71,6 +71,11 @@ class Subtitles(QLabel):
         self.full_text = (heard.rstrip() + " —") if heard.strip() else ""
         self._show_tail()
 
+    def take_back(self, response: int) -> None:
+        """An answer was retracted before it was heard: its words go."""
+        if response == self._response:
+            self.clear_text()
+
     def clear_text(self) -> None:
         self._response = None
         self.full_text = ""
