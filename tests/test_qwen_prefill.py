@@ -124,3 +124,16 @@ def test_backend_trims_a_long_session(qwen_tiny):
         got = ctx.append(probe)
         want = one_shot_logits(backend._loaded.model.thinker, ctx.segments)
     assert (got - want).abs().max().item() < TOL
+
+
+def test_features_are_kept_in_the_models_dtype_losing_nothing_it_would_see():
+    # The conversation keeps every unit's features for re-prefills; the thinker casts
+    # them to its dtype, so bf16 storage is exactly what a bf16 model reads, at half size.
+    import torch
+
+    wave = np.random.default_rng(3).standard_normal(16000).astype(np.float32) * 0.1
+    full = AudioFeaturizer()(wave, 16000).features
+    kept = AudioFeaturizer()(wave, 16000, torch.bfloat16).features
+    assert kept.dtype == torch.bfloat16
+    assert torch.equal(kept, full.to(torch.bfloat16))
+    assert kept.untyped_storage().nbytes() * 2 == full.untyped_storage().nbytes()

@@ -213,7 +213,7 @@ class QwenOmniBackend:
         ctx = self._require_started()
         if control.barge_in or control.force_listen:
             self.interrupt()
-        audio = self._featurize(unit.audio, unit.sample_rate)
+        audio = self._featurize(unit.audio, unit.sample_rate, ctx.dtype)
         image = self._patch(unit.frames[-1].pixels) if unit.frames else None
         if self._answer_active():
             # The answer's tokens occupy the cache's tail until it is committed, so a

@@ -24,7 +24,7 @@ CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 
 @dataclass(frozen=True)
 class AudioInput:
-    features: torch.Tensor  # (1, 128, frames) float32
+    features: torch.Tensor  # (1, 128, frames), in the dtype the model reads them in
     mask: torch.Tensor  # (1, frames) long, all ones
     n_tokens: int  # audio tokens the thinker will see
 
@@ -83,7 +83,12 @@ class AudioFeaturizer:
 
         self._fe = WhisperFeatureExtractor(feature_size=128, sampling_rate=AUDIO_RATE)
 
-    def __call__(self, audio: np.ndarray, sample_rate: int) -> AudioInput:
+    def __call__(
+        self, audio: np.ndarray, sample_rate: int, dtype: torch.dtype = torch.float32
+    ) -> AudioInput:
+        """`dtype`: the model's own. The conversation keeps every unit's features for a
+        re-prefill after trimming, and the thinker casts them to its dtype anyway, so
+        keeping them in it loses nothing and halves them for a bf16 model."""
         if sample_rate != AUDIO_RATE:
             raise BackendError(
                 f"Qwen2.5-Omni takes audio at {AUDIO_RATE} Hz, this unit is at {sample_rate} Hz",
@@ -99,7 +104,7 @@ class AudioFeaturizer:
             wave = np.nan_to_num(wave, nan=0.0, posinf=1.0, neginf=-1.0)
         # "longest": no padding to Whisper's 30 s window; the thinker sees only this unit.
         out = self._fe(wave, sampling_rate=AUDIO_RATE, padding="longest", return_tensors="pt")
-        feats = out["input_features"].float()
+        feats = out["input_features"].to(dtype)
         frames = feats.shape[-1]
         return AudioInput(
             features=feats,
