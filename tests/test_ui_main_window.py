@@ -451,14 +451,27 @@ def test_cancelling_after_the_model_loaded_keeps_it(qtbot, window, harness):
 def test_the_words_of_a_retracted_answer_are_taken_back(qtbot, window, harness):
     _running(qtbot, window)
     hub = harness.sessions[0].events
-    hub.emit(EventKind.TEXT, 1.0, text="Sure, here is", response=1)  # prepared early...
-    qtbot.waitUntil(lambda: window.stage.subtitles.text() == "Sure, here is", timeout=2000)
-    hub.emit(EventKind.PREPARED, 1.2, retracted=True, response=1)  # ...the user went on
+
+    def shown(text: str) -> None:
+        qtbot.waitUntil(lambda: window.stage.subtitles.text() == text, timeout=2000)
+
+    # Prepared early: its first words come before its first sound, so before its id.
+    hub.emit(EventKind.TEXT, 1.0, text="Sure, ", response=None)
+    hub.emit(EventKind.TEXT, 1.1, text="here is", response=1)
+    shown("Sure, here is")  # one answer, one line
+    hub.emit(EventKind.PREPARED, 1.2, retracted=True, response=1)  # the user went on
     qtbot.waitUntil(lambda: not window.stage.subtitles.isVisible(), timeout=2000)
     assert "Sure" not in window.side.transcript.text()
+
+    hub.emit(EventKind.TEXT, 2.0, text="Hmm", response=None)
+    shown("Hmm")
+    hub.emit(EventKind.PREPARED, 2.1, retracted=True, response=None)  # before any sound
+    qtbot.waitUntil(lambda: not window.stage.subtitles.isVisible(), timeout=2000)
+    assert "Hmm" not in window.side.transcript.text()
+
     hub.emit(EventKind.TEXT, 3.0, text="Pasta it is.", response=2)
-    hub.emit(EventKind.PREPARED, 3.1, retracted=True, response=None)  # nothing to take back
-    qtbot.waitUntil(lambda: window.stage.subtitles.text() == "Pasta it is.", timeout=2000)
+    hub.emit(EventKind.PREPARED, 3.5, retracted=True, response=None)  # a later one
+    shown("Pasta it is.")
     qtbot.wait(50)
-    assert window.stage.subtitles.text() == "Pasta it is."
+    assert window.stage.subtitles.text() == "Pasta it is."  # a heard answer stays
     assert "Pasta" in window.side.transcript.text()

@@ -41,7 +41,7 @@ class SessionBridge(QObject):
     state_changed = Signal(str, str)  # state, reason
     text_added = Signal(str, int)  # text, response id (-1 unknown)
     heard = Signal(str)  # after a barge-in: what the user actually heard
-    retracted = Signal(int)  # an answer prepared early was dropped: take its words back
+    retracted = Signal(int)  # an answer prepared early was dropped (-1: id not known yet)
     levels = Signal(float, float)  # mic, assistant in dBFS
     latency = Signal(str, float)  # kind, seconds
     unit_done = Signal(float, float)  # compute s, lag s
@@ -154,9 +154,9 @@ class SessionBridge(QObject):
         elif kind is EventKind.ERROR:
             self.error.emit(str(data.get("message", "something failed")))
         elif kind is EventKind.PREPARED:
-            response = data.get("response")
-            if data.get("retracted") and isinstance(response, int):
-                self.retracted.emit(response)
+            if data.get("retracted"):
+                response = data.get("response")
+                self.retracted.emit(-1 if response is None else int(response))
         elif kind is EventKind.METRICS:
             self._report_rtf(data.get("summary"))
         elif kind is EventKind.ENDED:

@@ -56,6 +56,8 @@ class Transcript(QLabel):
         self._render()
 
     def add(self, text: str, response: int) -> None:
+        if self.entries and self.entries[-1][0] == -1 and response != -1:
+            self.entries[-1][0] = response  # its first words came before its id was known
         if not self.entries or self.entries[-1][0] != response:
             self.entries.append([response, "", False])
             del self.entries[:-self.KEEP]
@@ -69,8 +71,11 @@ class Transcript(QLabel):
             self._render()
 
     def take_back(self, response: int) -> None:
-        """An answer was retracted before it was heard: it was never said."""
-        kept = [entry for entry in self.entries if entry[0] != response]
+        """An answer was retracted before it was heard: it was never said. -1 is the
+        answer being prepared, whose id was not known yet: the last entry, if unnamed."""
+        kept = [entry for entry in self.entries if entry[0] != response or response == -1]
+        if kept and kept[-1][0] == -1:
+            kept.pop()
         if len(kept) != len(self.entries):
             self.entries = kept
             self._render()

@@ -59,6 +59,8 @@ class Subtitles(QLabel):
         self._fade.start()
 
     def add(self, text: str, response: int) -> None:
+        if self._response == -1 and response != -1:
+            self._response = response  # its first words came before its id was known
         if response != self._response:
             self._response = response
             self.full_text = ""
@@ -72,8 +74,9 @@ class Subtitles(QLabel):
         self._show_tail()
 
     def take_back(self, response: int) -> None:
-        """An answer was retracted before it was heard: its words go."""
-        if response == self._response:
+        """An answer was retracted before it was heard: its words go (-1: the answer
+        being prepared, whose id was not known yet)."""
+        if self._response in (response, -1):
             self.clear_text()
 
     def clear_text(self) -> None:
