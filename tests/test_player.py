@@ -289,3 +289,28 @@ def test_a_live_stream_keeps_one_resampler_across_responses():
     player.flush()  # a flush starts a new stream, and a new filter
     player.write(chunk(np.ones(100), response_id=3))
     assert len(made) == 2
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_a_write_landing_inside_a_block_still_waits_for_its_cushion(live):
+    """The device callback and the writer run on different threads: a response that
+    arrives while a block is being filled must not slip out without its cushion."""
+    from app.flow.spsc_ring import SpscRing
+
+    player = make_player(prebuffer_seconds=0.1, live=live)  # 2400 samples
+    landing: list[SpeechChunk] = []
+
+    class Ring(SpscRing):
+        @property
+        def available(self) -> int:
+            if landing:  # the writer runs right after the callback looked (or within)
+                player.write(landing.pop())
+            return self.write_pos - self.read_pos
+
+    player._ring = Ring(RATE)
+    pull(player, 2)  # idle
+    landing.append(chunk(np.full(BLOCK * 8, 0.5)))  # 80 ms: less than the cushion
+    assert np.all(pull(player, 3) == 0.0)  # gathering, even for the block it landed in
+    player.write(chunk(np.full(BLOCK * 8, 0.5), seq=1))  # 160 ms: go
+    assert np.all(pull(player, 16) == 0.5)
+    assert player.underruns == 0

@@ -132,7 +132,12 @@ class Player:
         self._min_prebuffer = int(prebuffer_seconds * output_rate)
         self._max_prebuffer = int(max_prebuffer_seconds * output_rate)
         self.prebuffer = self._min_prebuffer
-        self._buffering = False
+        # Ring position where playback waits for that cushion. The writer sets it (to an
+        # empty ring's end) before publishing the samples, the callback (where it ran dry);
+        # both only ever when the ring is empty, so both write the same value, and the
+        # callback, reading the ring's fill before this, never plays a sample it did not
+        # see when it decided. (A flag the callback cleared could undo a writer's set.)
+        self._cushion_at = -1
         self._underruns_at_response_start = 0
         # Set by the callback when a response ran dry; counted as an underrun by write()
         # if the same response goes on (a gap inside speech), forgotten if it ended.
@@ -167,21 +172,24 @@ class Player:
             self._starved_samples = 0
             if self.live:
                 # One stream: a cushion at its start and after a flush, not per response.
-                if not self._expecting_more and self._ring.available == 0:
-                    self._buffering = True
-            elif chunk.response_id != self._open_response:
-                self._adapt_prebuffer()
-                if self._ring.available == 0:
-                    self._buffering = True
-            start = self._ring.write_pos
-            taken = self._ring.write(samples)
+                starts = not self._expecting_more
+            else:
+                starts = chunk.response_id != self._open_response
+                if starts:
+                    self._adapt_prebuffer()
+            ring = self._ring
+            # Empty once a pending flush is honoured: what it drops does not cushion.
+            if starts and ring.write_pos == max(ring.read_pos, self._flush_to):
+                self._cushion_at = ring.write_pos
+            self._open_response = chunk.response_id
+            self._expecting_more = True  # before the samples are published (see _cushion_at)
+            start = ring.write_pos
+            taken = ring.write(samples)
             if taken < len(samples):
                 self._overflow_samples += len(samples) - taken
             self._segments.append(
                 Segment(start, taken, chunk.response_id, chunk.seq, chunk.text_span)
             )
-            self._open_response = chunk.response_id
-            self._expecting_more = True
             return True
 
     def _adapt_prebuffer(self) -> None:
@@ -259,30 +267,38 @@ class Player:
             self.flushes.append((self._ring.read_pos, flush_to))
             self._ring.skip_to(flush_to)
             flushed = True
-        self._block_start = self._ring.read_pos
+        ring = self._ring
+        self._block_start = ring.read_pos
         self._block_time = dac_time
         mono = outdata[:, 0]
         paused = self.paused
         if self.live:
             self._track_mute(paused)
+        # In this order: a writer marks the cushion and the response as open before it
+        # publishes samples, so whatever this block sees queued, it sees those with it.
+        queued = ring.available
+        cushion_at = self._cushion_at
+        expecting = self._expecting_more
         if paused and not self.live:
             mono.fill(0.0)
             got = 0
-        elif self._buffering and self._expecting_more and self._ring.available < self.prebuffer:
+        elif cushion_at == ring.read_pos and expecting and queued < self.prebuffer:
             mono.fill(0.0)  # gathering a cushion before (re)starting
             got = 0
             if self._starving:
                 self._starved_samples += frames
         else:
-            self._buffering = False
-            got = self._ring.read_into(mono)
-            if got < frames and self._expecting_more:
+            n = min(frames, queued)  # only what was seen: later samples wait their cushion
+            got = ring.read_into(mono[:n]) if n else 0
+            if got < frames:
+                mono[got:] = 0.0
+            if got < frames and expecting:
                 # Ran dry inside a response. Whether that was a stutter is known only when
                 # more of it arrives (write() counts it then); if the response simply ended,
                 # its end was just not reported yet. Either way, gather a cushion first.
                 self._starving = True
                 self._starved_samples += frames - got
-                self._buffering = True
+                self._cushion_at = ring.read_pos
             if paused:  # a live stream, muted: its time passes unheard
                 mono.fill(0.0)
                 got = 0
