@@ -278,6 +278,9 @@ class Session:
         self._generated: set[int] = set()  # answers the model finished or stopped (worker)
         self._reported: set[int] = set()  # answers whose heard() was called (worker)
         self._interrupt_lock = threading.Lock()
+        # Barge-ins so far. The worker notes it when a step begins: a barge-in during the
+        # step cuts that step's answer even if the listener has not yet read its id.
+        self._barge_ins = 0
         self._silenced_seen = 0
         self._stop_from: float | None = None  # onset time of a barge-in awaiting silence
         self._silent_at: float | None = None  # when a pause at that onset silenced output
@@ -665,6 +668,7 @@ class Session:
         with self._interrupt_lock:
             if self._response is not None:
                 self._interrupted.add(self._response)
+            self._barge_ins += 1
         self.player.flush()
         self.player.resume()  # the queue is gone; the next answer must not start paused
         self.backend.interrupt()
@@ -812,6 +816,7 @@ class Session:
         if self.native:
             self._run_native_unit(work)
             return
+        barge_ins_before = self._barge_ins
         outputs = self._step(work)
         rid: int | None = None
         speech_compute_from = time.perf_counter()
@@ -825,6 +830,11 @@ class Session:
                     # before it read this (a check here alone races with the retraction).
                     self._inbox.append(("answer", (rid, work)))
                 with self._interrupt_lock:  # held across the write: see _retract_turn
+                    if self._barge_ins != barge_ins_before:
+                        # The user cut in while this answer was being made, before the
+                        # listener knew its id: it is cut all the same, and the model is
+                        # told what was heard of it (maybe nothing).
+                        self._interrupted.add(rid)
                     interrupted = rid in self._interrupted or work.cancelled.is_set()
                     written = not interrupted and self.player.write(chunk)
                 if written:
