@@ -44,6 +44,14 @@ def _mb(value: float | None) -> str:
     return "n/a (runs under 2 min)" if value is None else f"{value:.1f} MB"
 
 
+def _memory(p: dict[str, Any]) -> str:
+    if p.get("memory_growth_mb") is None:
+        return "memory growth n/a (runs under 2 min)"
+    return (f"memory kept: growth after the first minute {_mb(p['memory_growth_mb'])} "
+            f"(minute medians of the samples between units; the highest raw sample "
+            f"{_mb(p.get('memory_peak_growth_mb'))} above the first)")
+
+
 def table(results: dict[str, Any]) -> str:
     lines = []
     if results.get("backend"):
@@ -84,10 +92,7 @@ def table(results: dict[str, Any]) -> str:
         f"pipeline             underruns {p['underruns']}, dropped frames {p['dropped_frames']}, "
         f"errors {p['errors']}, unit compute median {_ms(p['unit_compute_median'])} p90 "
         f"{_ms(p['unit_compute_p90'])}, unit lag p90 {_s(p.get('unit_lag_p90'))} max "
-        f"{_s(p['unit_lag_max'])}, "
-        f"memory kept: growth after the first minute {_mb(p.get('memory_growth_mb'))} "
-        f"(minute medians of the samples between units; the highest raw sample "
-        f"{_mb(p.get('memory_peak_growth_mb'))} above the first)",
+        f"{_s(p['unit_lag_max'])}, " + _memory(p),
     ]
     for s in results["scenarios"]:
         if s.get("memory_by_minute_mb"):
