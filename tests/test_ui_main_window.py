@@ -172,6 +172,9 @@ def test_a_session_error_and_a_lost_device_are_shown(qtbot, window, harness):
     texts = " ".join(window.messages.texts())
     assert "boom" in texts and "Camera: no frame" in texts
     assert window.controller.phase == "running"  # the conversation goes on
+    # The lost camera shows as off; switching it on again is how to reopen it.
+    assert window.camera_button.text() == "Camera off"
+    assert window.camera_button.isChecked()
 
 
 def test_a_session_that_ends_by_itself_returns_to_idle(qtbot, window, harness):

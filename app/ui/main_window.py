@@ -439,6 +439,12 @@ class MainWindow(QMainWindow):
         if kind in ("lost", "error", "failed"):
             self.post("error", f"{source}: {message or kind}. The conversation goes on "
                                "without it; check the device in Settings → Devices")
+            if source.lower() == "camera" and self.camera_on:
+                # Show the camera as it is: off. Switching it on again reopens it. The
+                # saved choice stays on: the next conversation tries the camera again.
+                self.camera_on = False
+                self._sync_camera_button()
+                self._show_idle_stage()
         elif kind == "stopped" and message and message != "stopped":
             self.post("info", f"{source}: {message}")
 
