@@ -406,9 +406,14 @@ class MainWindow(QMainWindow):
             self.post("error", f"The camera could not start: {error}. The conversation "
                                "goes on without it; check it in Settings → Devices")
         if not on and self.camera_on:  # asked for, but it is off: show it as it is
-            self.camera_on = False
-            self._sync_camera_button()
-            self._show_idle_stage()
+            self._show_camera_off()
+
+    def _show_camera_off(self) -> None:
+        """The running camera is off though the user wanted it: say so on the button and
+        the stage. The saved choice is left on, so the next conversation tries again."""
+        self.camera_on = False
+        self._sync_camera_button()
+        self._show_idle_stage()
 
     def _sync_camera_button(self) -> None:
         # Checked means "off", drawn in the alarm colour like a muted mic.
@@ -440,11 +445,7 @@ class MainWindow(QMainWindow):
             self.post("error", f"{source}: {message or kind}. The conversation goes on "
                                "without it; check the device in Settings → Devices")
             if source.lower() == "camera" and self.camera_on:
-                # Show the camera as it is: off. Switching it on again reopens it. The
-                # saved choice stays on: the next conversation tries the camera again.
-                self.camera_on = False
-                self._sync_camera_button()
-                self._show_idle_stage()
+                self._show_camera_off()  # switching it on again reopens it
         elif kind == "stopped" and message and message != "stopped":
             self.post("info", f"{source}: {message}")
 
