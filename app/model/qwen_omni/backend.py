@@ -53,7 +53,7 @@ from app.model.contract import (
     Unit,
 )
 from app.model.qwen_omni import loader
-from app.model.qwen_omni.cache import WarmContext
+from app.model.qwen_omni.cache import WarmContext, reserved_tokens
 from app.model.qwen_omni.features import AudioFeaturizer, ImagePatcher
 from app.model.qwen_omni.prompt import Kind, Layout
 from app.model.qwen_omni.speech import Answer, AnswerConfig
@@ -139,15 +139,11 @@ class QwenOmniBackend:
 
     def _vram_estimate(self, loaded: loader.Loaded) -> dict[Quant, float]:
         """Weights per quantization (from the checkpoint's headers) plus both KV caches
-        at the token budget; the 7B table when the folder cannot be read."""
+        as a conversation reserves them (cache.py); the 7B table when the folder cannot
+        be read."""
         from app.model import checkpoint
 
-        model = loaded.model
-        kv_bytes = 0
-        for cfg in (model.thinker.config.text_config, model.talker.config):
-            head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-            kv_bytes += 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 2
-        cache_gib = kv_bytes * self.token_budget / 2**30
+        cache_gib = self._context_gib(loaded)
         try:
             return {
                 q: round(checkpoint.estimate_weight_bytes(loaded.folder, q) / 2**30 + cache_gib, 2)
@@ -155,6 +151,18 @@ class QwenOmniBackend:
             }
         except (BackendError, OSError):
             return dict(VRAM_7B)
+
+    def _context_gib(self, loaded: loader.Loaded) -> float:
+        """GiB both caches reserve for one conversation, in 16-bit (cache.py)."""
+        model = loaded.model
+        cache_bytes = 0
+        reserved = reserved_tokens(self.token_budget, self.answer_config.max_codes)
+        for cfg, tokens in zip((model.thinker.config.text_config, model.talker.config),
+                               reserved, strict=True):
+            head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+            per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 2
+            cache_bytes += per_token * tokens
+        return cache_bytes / 2**30
 
     def _require_loaded(self) -> loader.Loaded:
         if self._loaded is None:
@@ -177,8 +185,25 @@ class QwenOmniBackend:
             )
         with self._lock:
             self._speaker = speakers[name]
-            self.ctx = WarmContext(loaded.model, token_budget=self.token_budget)
-            self.ctx.append(self._layout.system(persona.role_prompt))
+            self.ctx = None
+            ctx = WarmContext(loaded.model, token_budget=self.token_budget,
+                              talker_headroom=self.answer_config.max_codes)
+            try:
+                # The first prefill claims the whole context's memory (cache.py).
+                ctx.append(self._layout.system(persona.role_prompt))
+            except torch.OutOfMemoryError as exc:
+                del ctx
+                gc.collect()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                gib = self._context_gib(loaded)
+                raise BackendError(
+                    f"the conversation's context ({self.token_budget} tokens, {gib:.1f} GiB) "
+                    "does not fit in the memory left after the model",
+                    hint="pick a smaller quantization or model, or close other programs "
+                         "using the GPU",
+                ) from exc
+            self.ctx = ctx
             self._turn = 0
             self._user_open = False
             self._answer = None

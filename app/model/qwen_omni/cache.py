@@ -12,6 +12,11 @@ positions. Those are exactly what a thinker prefill computes, so each prefill fe
 talker's cache in the same breath, and at the end of a turn only the answer itself is
 left for the talker to process. The two caches always hold the same token count at
 segment boundaries, so one rollback serves both.
+
+Both caches reserve their memory for a full context when the conversation starts
+(reserved_cache.py): the thinker the token budget plus the few tokens that close a turn,
+the talker that plus the codes of the longest answer. A conversation's memory is then
+flat from its first unit on, and one that cannot fit fails at its start.
 """
 
 from __future__ import annotations
@@ -21,6 +26,18 @@ from dataclasses import dataclass
 import torch
 
 from app.model.qwen_omni.prompt import Kind, Segment
+from app.model.reserved_cache import reserved_cache
+
+# Tokens past the budget a context may hold for a moment: the close of a turn and the
+# end of an answer are appended after the budget check that made room for the answer.
+BUDGET_SLACK = 64
+
+
+def reserved_tokens(token_budget: int, talker_headroom: int) -> tuple[int, int]:
+    """Tokens the thinker's and the talker's caches reserve for a conversation. During an
+    answer the talker's cache also holds the answer's codes (up to `talker_headroom`)."""
+    thinker = token_budget + BUDGET_SLACK
+    return thinker, thinker + talker_headroom + 2  # + the talker's two-token answer prompt
 
 
 def truncate_cache(cache, length: int) -> None:
@@ -54,9 +71,8 @@ class WarmContext:
         token_budget: int = 24000,
         trim_to: float = 0.75,
         mirror_talker: bool = True,
+        talker_headroom: int = 4096,
     ) -> None:
-        from transformers import DynamicCache
-
         self.model = model
         self.thinker = model.thinker
         self.talker = model.talker if mirror_talker else None
@@ -70,9 +86,10 @@ class WarmContext:
             raise ValueError("token_budget must be at least 64 tokens")
         self.token_budget = token_budget
         self.trim_to = trim_to
-        self._cache_cls = DynamicCache
-        self.cache = DynamicCache()
-        self.talker_cache = DynamicCache() if self.talker is not None else None
+        thinker_tokens, talker_tokens = reserved_tokens(token_budget, talker_headroom)
+        self.cache = reserved_cache(cfg.text_config.num_hidden_layers, thinker_tokens)
+        self.talker_cache = (reserved_cache(self.talker.config.num_hidden_layers, talker_tokens)
+                             if self.talker is not None else None)
         self.entries: list[_Entry] = []
         self.last_logits: torch.Tensor | None = None
         self.trims = 0
@@ -92,8 +109,10 @@ class WarmContext:
         return [e.segment for e in self.entries]
 
     def reset(self) -> None:
-        self.cache = self._cache_cls()
-        self.talker_cache = self._cache_cls() if self.talker is not None else None
+        # The reservations stay: a new conversation fills the same buffers again.
+        self.cache.reset()
+        if self.talker_cache is not None:
+            self.talker_cache.reset()
         self.entries = []
         self.last_logits = None
 
