@@ -58,6 +58,29 @@ def test_per_unit_prefill_equals_one_full_prefill(model_and_layout):
     assert ctx.cache.get_seq_length() == ctx.talker_cache.get_seq_length() == ctx.length
 
 
+def test_many_segments_per_pass_equal_one_pass_per_segment(model_and_layout):
+    """extend() packs whole segments into a few passes (after a trim): same logits,
+    same positions and lengths as prefilling them one by one."""
+    model, layout = model_and_layout
+    segs = [layout.system("Be kind."), *_conversation(layout, 5),
+            layout.user_close(1), layout.assistant(1, layout.encode("ok"), "ok"),
+            *_conversation(layout, 3, turn=2)]
+    one_by_one = WarmContext(model)
+    for seg in segs:
+        want = one_by_one.append(seg)
+    packed = WarmContext(model)
+    chunk = 3 * segs[2].length  # several passes of a few segments each, some with images
+    got = packed.extend(segs, chunk_tokens=chunk)
+    assert (got - want).abs().max().item() < TOL
+    assert [(e.end_len, e.end_pos) for e in packed.entries] == [
+        (e.end_len, e.end_pos) for e in one_by_one.entries]
+    assert packed.cache.get_seq_length() == packed.talker_cache.get_seq_length() == packed.length
+    # The mirrored talker's cache holds the same keys and values too.
+    for a, b in zip(packed.talker_cache.layers, one_by_one.talker_cache.layers, strict=True):
+        assert (a.keys - b.keys).abs().max().item() < TOL
+        assert (a.values - b.values).abs().max().item() < TOL
+
+
 def test_library_positions_would_be_wrong_for_a_new_image(model_and_layout):
     """Guards the reason explicit positions exist: the library's own are off for images."""
     model, layout = model_and_layout
@@ -124,6 +147,34 @@ def test_backend_trims_a_long_session(qwen_tiny):
         got = ctx.append(probe)
         want = one_shot_logits(backend._loaded.model.thinker, ctx.segments)
     assert (got - want).abs().max().item() < TOL
+
+
+def test_trims_happen_while_the_user_talks_not_when_the_answer_is_due(qwen_tiny):
+    """A trim prefills the kept context again; at the unit that ends a turn (or at the
+    answer's start) that time would be added to the answer's delay."""
+    budget = 700
+    backend = started_backend(qwen_tiny, token_budget=budget, max_answer_tokens=10)
+    ctx = backend.ctx
+    trims_at_turn_end = []
+    trim = ctx.trim
+
+    def watched_trim(extra: int = 0) -> int:
+        dropped = trim(extra)
+        if dropped:
+            trims_at_turn_end.append(turn_ends)
+        return dropped
+
+    ctx.trim = watched_trim
+    for turn in range(6):
+        for i in range(4):
+            turn_ends = i == 3
+            outs = list(backend.step(make_unit(i, image=(i % 2 == 0), seed=turn),
+                                     Control(turn_ended=turn_ends)))
+            if not turn_ends:
+                assert ctx.length + backend._answer_room() <= budget  # room for an answer
+        assert outs[-1].decision is not None
+    assert ctx.trims >= 2
+    assert not any(trims_at_turn_end)
 
 
 def test_features_are_kept_in_the_models_dtype_losing_nothing_it_would_see():

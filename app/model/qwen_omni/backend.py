@@ -247,16 +247,21 @@ class QwenOmniBackend:
             return iter([Output(decision=Decision.LISTEN)])
         self._settle_answer()
         with self._lock:
+            pending = []
             for held_audio, held_image in [*self._held, (audio, image)]:
                 if not self._user_open:
                     self._turn += 1
-                    ctx.trim()
-                    ctx.append(self._layout.user_open(self._turn))
+                    pending.append(self._layout.user_open(self._turn))
                     self._user_open = True
-                seg = self._layout.unit(self._turn, held_audio, held_image)
-                ctx.trim(extra=seg.length)
-                ctx.append(seg)
+                pending.append(self._layout.unit(self._turn, held_audio, held_image))
             self._held = []
+            # Room for these units, the next one and an answer, made now while the user
+            # talks: a trim prefills the kept context again (a second or more on a long
+            # one), and made at the end of the turn it would delay the answer by as much.
+            # With room for the next unit too, the unit that ends a turn finds it made.
+            next_unit = max(seg.length for seg in pending)
+            ctx.trim(extra=sum(seg.length for seg in pending) + next_unit + self._answer_room())
+            ctx.extend(pending)
         if not control.turn_ended or control.force_listen:
             return iter([Output(decision=Decision.LISTEN)])
         return self._respond()
@@ -283,6 +288,10 @@ class QwenOmniBackend:
             self._answer = None
             self._answer_committed = True
 
+    def _answer_room(self) -> int:
+        """Tokens an answer may add: the close of the user's turn and the longest answer."""
+        return self._layout.user_close(self._turn).length + self.answer_config.max_answer_tokens
+
     def _answer_active(self) -> bool:
         """An answer is still being generated (its iterator neither done nor stopped)."""
         a = self._answer
@@ -297,7 +306,7 @@ class QwenOmniBackend:
     def _respond(self) -> Iterator[Output]:
         ctx = self._require_started()
         with self._lock:
-            ctx.trim(extra=self.answer_config.max_answer_tokens)
+            ctx.trim(extra=self._answer_room())  # step() made the room already, as a rule
             logits = ctx.append(self._layout.user_close(self._turn))
             self._user_open = False
             # A fresh flag per answer: a late interrupt() or heard() can only stop the
@@ -361,9 +370,7 @@ class QwenOmniBackend:
         else:
             after = [e.segment for e in entries[start:]]
         ctx.rollback_to(start)
-        ctx.append(self._layout.assistant(self._answer_turn, token_ids, text))
-        for seg in after:
-            ctx.append(seg)
+        ctx.extend([self._layout.assistant(self._answer_turn, token_ids, text), *after])
 
     def _commit_text(self, played: str) -> None:
         ids: list[int] = []

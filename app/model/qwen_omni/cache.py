@@ -31,6 +31,8 @@ from app.model.reserved_cache import reserved_cache
 # Tokens past the budget a context may hold for a moment: the close of a turn and the
 # end of an answer are appended after the budget check that made room for the answer.
 BUDGET_SLACK = 64
+# Tokens per forward pass when prefilling many segments at once (after a trim).
+PREFILL_CHUNK_TOKENS = 2048
 
 
 def reserved_tokens(token_budget: int, talker_headroom: int) -> tuple[int, int]:
@@ -118,26 +120,11 @@ class WarmContext:
 
     # --- prefill ---------------------------------------------------------------------
 
-    def positions_for(self, seg: Segment, offset: int) -> torch.Tensor:
-        grid = seg.image.grid_thw if seg.image is not None else None
-        seqlens = seg.audio.mask.sum(-1) if seg.audio is not None else None
-        # The text-only branch of get_rope_index needs a mask; all ones, no padding.
-        mask = torch.ones_like(seg.ids)
-        pos, _ = self.thinker.get_rope_index(seg.ids, grid, None, mask, False, seqlens, None)
-        return pos + offset
-
     @torch.no_grad()
-    def forward_chunk(self, seg: Segment, offset: int) -> Prefilled:
-        """Run the thinker (and mirror into the talker) on one segment at `offset`."""
-        pos = self.positions_for(seg, offset)
-        kwargs: dict = {}
-        if seg.audio is not None:
-            kwargs["input_features"] = seg.audio.features.to(self.device, self.dtype)
-            kwargs["feature_attention_mask"] = seg.audio.mask.to(self.device)
-        if seg.image is not None:
-            kwargs["pixel_values"] = seg.image.pixel_values.to(self.device, self.dtype)
-            kwargs["image_grid_thw"] = seg.image.grid_thw.to(self.device)
-        ids = seg.ids.to(self.device)
+    def forward_chunk(self, segs: list[Segment], offset: int) -> Prefilled:
+        """Run the thinker (and mirror into the talker) on `segs` as one chunk at `offset`."""
+        ids, kwargs, grid, seqlens = pack(segs, self.device, self.dtype)
+        pos = rope_positions(self.thinker, ids, grid, seqlens) + offset
         out = self.thinker(
             input_ids=ids,
             position_ids=pos.to(self.device),
@@ -167,15 +154,34 @@ class WarmContext:
 
     def append(self, seg: Segment) -> torch.Tensor:
         """Prefill `seg` at the end of the conversation; returns next-token logits."""
+        return self.extend([seg])
+
+    def extend(self, segs: list[Segment], chunk_tokens: int = PREFILL_CHUNK_TOKENS
+               ) -> torch.Tensor:
+        """Prefill `segs` at the end of the conversation, several segments to a forward
+        pass (up to `chunk_tokens` tokens); returns the last next-token logits.
+
+        Context after a trim, or units held during an answer, go in a few large passes
+        instead of one per segment: the same result (whole segments, explicit positions),
+        but re-prefilling a trimmed 18k-token context is one pass per chunk, not ~200
+        passes that each run the audio and vision encoders on one unit.
+        """
+        if not segs:
+            raise ValueError("nothing to prefill")
         if self.length != self.cache.get_seq_length():
             # An answer left tokens past the last segment: they are not part of the
             # conversation until committed (backend.heard / answer end) — drop them.
             self.rollback_to(len(self.entries))
-        res = self.forward_chunk(seg, self.next_pos)
-        end_pos = int(res.positions.max()) + 1
-        self.entries.append(_Entry(seg, self.length + seg.length, end_pos))
-        self.last_logits = res.logits
-        return res.logits
+        for chunk in _chunks(segs, chunk_tokens):
+            res = self.forward_chunk(chunk, self.next_pos)
+            start = 0
+            for seg in chunk:
+                seg_pos = res.positions[:, :, start : start + seg.length]
+                start += seg.length
+                end_pos = int(seg_pos.max()) + 1
+                self.entries.append(_Entry(seg, self.length + seg.length, end_pos))
+            self.last_logits = res.logits
+        return self.last_logits
 
     def rollback_to(self, n_entries: int) -> None:
         """Keep the first `n_entries` segments; drop everything after them from both caches."""
@@ -218,10 +224,62 @@ class WarmContext:
             dropped += 1
         if dropped:
             self.rollback_to(keep_head)
-            for seg in tail:
-                self.append(seg)
+            if tail:
+                self.extend(tail)
             self.trims += 1
         return dropped
+
+
+def _chunks(segs: list[Segment], max_tokens: int) -> list[list[Segment]]:
+    """Consecutive runs of whole segments of at most `max_tokens` (a longer segment
+    alone)."""
+    chunks: list[list[Segment]] = []
+    size = 0
+    for seg in segs:
+        if chunks and size + seg.length <= max_tokens:
+            chunks[-1].append(seg)
+            size += seg.length
+        else:
+            chunks.append([seg])
+            size = seg.length
+    return chunks
+
+
+def pack(segs: list[Segment], device=None, dtype=None
+         ) -> tuple[torch.Tensor, dict, torch.Tensor | None, torch.Tensor | None]:
+    """The thinker's inputs for `segs` as one chunk: (ids, multimodal kwargs, image grid,
+    audio lengths). Audio features of different lengths are padded and masked, one row
+    per segment with audio, as the processor batches them; images are concatenated."""
+    ids = torch.cat([s.ids for s in segs], dim=1)
+    audios = [s.audio for s in segs if s.audio is not None]
+    images = [s.image for s in segs if s.image is not None]
+    kwargs: dict = {}
+    seqlens = grid = None
+    if audios:
+        frames = max(a.features.shape[-1] for a in audios)
+        feats = audios[0].features.new_zeros(len(audios), audios[0].features.shape[1], frames)
+        mask = torch.zeros(len(audios), frames, dtype=torch.long)
+        for i, a in enumerate(audios):
+            n = a.features.shape[-1]
+            feats[i, :, :n] = a.features[0]
+            mask[i, :n] = a.mask[0]
+        kwargs["input_features"] = feats.to(device, dtype)
+        kwargs["feature_attention_mask"] = mask.to(device)
+        seqlens = mask.sum(-1)
+    if images:
+        grid = torch.cat([im.grid_thw for im in images])
+        kwargs["pixel_values"] = torch.cat([im.pixel_values for im in images]).to(device, dtype)
+        kwargs["image_grid_thw"] = grid.to(device)
+    return ids.to(device), kwargs, grid, seqlens
+
+
+def rope_positions(thinker, ids: torch.Tensor, grid: torch.Tensor | None,
+                   seqlens: torch.Tensor | None) -> torch.Tensor:
+    """Multimodal rotary positions (3, 1, n) of one chunk, counted from 0 (on the CPU)."""
+    ids = ids.cpu()
+    # The text-only branch of get_rope_index needs a mask; all ones, no padding.
+    pos, _ = thinker.get_rope_index(ids, grid, None, torch.ones_like(ids), False, seqlens, None)
+    return pos
 
 
 @torch.no_grad()
@@ -233,26 +291,7 @@ def one_shot_logits(thinker, segments: list[Segment]) -> torch.Tensor:
     """
     device = next(thinker.parameters()).device
     dtype = thinker.get_input_embeddings().weight.dtype
-    ids = torch.cat([s.ids for s in segments], dim=1)
-    audios = [s.audio for s in segments if s.audio is not None]
-    images = [s.image for s in segments if s.image is not None]
-    kwargs: dict = {}
-    seqlens = None
-    if audios:
-        frames = max(a.features.shape[-1] for a in audios)
-        feats = torch.zeros(len(audios), audios[0].features.shape[1], frames)
-        mask = torch.zeros(len(audios), frames, dtype=torch.long)
-        for i, a in enumerate(audios):
-            feats[i, :, : a.features.shape[-1]] = a.features[0]
-            mask[i, : a.features.shape[-1]] = 1
-        kwargs["input_features"] = feats.to(device, dtype)
-        kwargs["feature_attention_mask"] = mask.to(device)
-        seqlens = mask.sum(-1)
-    grid = None
-    if images:
-        grid = torch.cat([im.grid_thw for im in images])
-        kwargs["pixel_values"] = torch.cat([im.pixel_values for im in images]).to(device, dtype)
-        kwargs["image_grid_thw"] = grid.to(device)
-    pos, _ = thinker.get_rope_index(ids, grid, None, torch.ones_like(ids), False, seqlens, None)
-    out = thinker(input_ids=ids.to(device), position_ids=pos.to(device), use_cache=False, **kwargs)
+    ids, kwargs, grid, seqlens = pack(segments, device, dtype)
+    pos = rope_positions(thinker, ids, grid, seqlens)
+    out = thinker(input_ids=ids, position_ids=pos.to(device), use_cache=False, **kwargs)
     return out.logits[0, -1].float()
