@@ -97,8 +97,7 @@ def test_library_positions_would_be_wrong_for_a_new_image(model_and_layout):
     assert (wrong.logits[0, -1] - full).abs().max().item() > TOL
 
 
-def test_trimming_keeps_logits_of_a_fresh_prefill(model_and_layout):
-    model, layout = model_and_layout
+def _trimmed_context(model, layout, shift_on_trim: bool):
     system = layout.system("Short.")
 
     def turn_segments(turn):
@@ -110,26 +109,92 @@ def test_trimming_keeps_logits_of_a_fresh_prefill(model_and_layout):
 
     turn_len = sum(s.length for s in turn_segments(1))
     budget = system.length + int(2.5 * turn_len)
-    ctx = WarmContext(model, token_budget=budget)
+    ctx = WarmContext(model, token_budget=budget, shift_on_trim=shift_on_trim)
     ctx.append(system)
     for turn in (1, 2, 3):
         for seg in turn_segments(turn):
             ctx.trim(extra=seg.length)
             ctx.append(seg)
+    # The open turn: its opener and units, trimmed unit by unit once past turns are gone.
+    for seg in _conversation(layout, 3, turn=4):
+        ctx.trim(extra=seg.length)
+        ctx.append(seg)
     ctx.trim(extra=turn_len // 2)
-    assert ctx.trims >= 1
+    assert ctx.trims >= 2
     assert ctx.entries[0].segment is system  # the system prompt is kept
     assert ctx.length + turn_len // 2 <= budget
+    return ctx
+
+
+@pytest.mark.parametrize("shift_on_trim", [True, False])
+def test_trimming_keeps_what_a_fresh_prefill_would_place(model_and_layout, shift_on_trim):
+    """Kept segments sit at a fresh prefill's positions and cache offsets, either way."""
+    model, layout = model_and_layout
+    ctx = _trimmed_context(model, layout, shift_on_trim)
     kept = ctx.segments
     assert kept[1].kind is Kind.USER_OPEN and kept[1].turn > 1  # whole turns were dropped
+    fresh = WarmContext(model)
+    fresh.extend(kept)
+    assert [(e.end_len, e.end_pos) for e in ctx.entries] == [
+        (e.end_len, e.end_pos) for e in fresh.entries]
+    assert ctx.cache.get_seq_length() == ctx.talker_cache.get_seq_length() == ctx.length
+    # The first layer's keys and values depend on each token alone (its embedding, or
+    # its own unit's encoder output) and on its position: equal to a fresh prefill's.
+    for got, want in ((ctx.cache.layers[0], fresh.cache.layers[0]),):
+        assert (got.keys - want.keys).abs().max().item() < TOL
+        assert (got.values - want.values).abs().max().item() < TOL
     probe = _conversation(layout, 1, turn=9)[1]
     trimmed = ctx.append(probe)
-    fresh = WarmContext(model)
-    for seg in [*kept, probe]:
-        reference = fresh.append(seg)
+    assert torch.isfinite(trimmed).all() and fresh.append(probe).shape == trimmed.shape
     assert fresh.next_pos == ctx.next_pos
-    assert (trimmed - reference).abs().max().item() < TOL
-    assert (trimmed - one_shot_logits(model.thinker, [*kept, probe])).abs().max().item() < TOL
+    if not shift_on_trim:  # prefilled again: exactly a fresh conversation
+        reference = one_shot_logits(model.thinker, [*kept, probe])
+        assert (trimmed - reference).abs().max().item() < TOL
+
+
+def test_a_shifted_trim_moves_the_talkers_cache_with_the_thinkers(model_and_layout):
+    model, layout = model_and_layout
+    ctx = _trimmed_context(model, layout, shift_on_trim=True)
+
+    def values_by_segment(cache) -> dict[int, torch.Tensor]:
+        starts = [0] + [e.end_len for e in ctx.entries[:-1]]
+        values = cache.layers[0].values
+        return {id(e.segment): values[:, :, s : e.end_len].clone()
+                for s, e in zip(starts, ctx.entries, strict=True)}
+
+    before = values_by_segment(ctx.talker_cache), values_by_segment(ctx.cache)
+    n_before = len(ctx.entries)
+    ctx.trim(extra=ctx.token_budget)  # drop all it can: the open turn keeps its opener
+    assert len(ctx.entries) < n_before
+    assert ctx.talker_cache.get_seq_length() == ctx.cache.get_seq_length() == ctx.length
+    after = values_by_segment(ctx.talker_cache), values_by_segment(ctx.cache)
+    # Values carry no position: each kept segment's values are its old ones, moved down.
+    for old, new in zip(before, after, strict=True):
+        assert new.keys() <= old.keys()
+        for key, values in new.items():
+            assert torch.equal(values, old[key])
+
+
+@pytest.mark.parametrize("which", ["thinker", "talker"])
+def test_rotary_shift_places_keys_as_the_model_would(model_and_layout, which):
+    """R(-s)·R(p)·k = R(p - s)·k with the model's own rotary module, for multimodal
+    positions whose time, height and width differ (image tokens)."""
+    from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import apply_rotary_pos_emb
+
+    from app.model.qwen_omni.cache import RotaryShift
+
+    model, _ = model_and_layout
+    shift = RotaryShift.of(getattr(model, which))
+    assert shift is not None
+    n = 12
+    base = torch.arange(n)
+    positions = torch.stack([40 + base // 4, 44 + base % 3, 47 + base % 4])[:, None]  # (3,1,n)
+    keys = torch.randn(1, 2, n, shift.rotary.inv_freq.numel() * 2)
+    cos, sin = shift.rotary(keys, positions)
+    _, placed = apply_rotary_pos_emb(keys, keys, cos, sin)
+    cos, sin = shift.rotary(keys, positions - 17)
+    _, want = apply_rotary_pos_emb(keys, keys, cos, sin)
+    assert (shift(placed, 17) - want).abs().max().item() < 1e-5
 
 
 def test_backend_trims_a_long_session(qwen_tiny):
@@ -142,11 +207,10 @@ def test_backend_trims_a_long_session(qwen_tiny):
     ctx = backend.ctx
     assert ctx.trims >= 1 and ctx.length <= 500
     assert ctx.entries[0].segment.kind is Kind.SYSTEM
-    with torch.no_grad():
-        probe = backend._layout.user_open(99)
-        got = ctx.append(probe)
-        want = one_shot_logits(backend._loaded.model.thinker, ctx.segments)
-    assert (got - want).abs().max().item() < TOL
+    fresh = WarmContext(backend._loaded.model)
+    fresh.extend(ctx.segments)
+    assert [(e.end_len, e.end_pos) for e in ctx.entries] == [
+        (e.end_len, e.end_pos) for e in fresh.entries]
 
 
 def test_trims_happen_while_the_user_talks_not_when_the_answer_is_due(qwen_tiny):

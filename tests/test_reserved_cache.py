@@ -167,3 +167,21 @@ def test_warm_context_reset_keeps_the_reservation(qwen_tiny):
     assert ctx.length == 0 and ctx.cache.get_seq_length() == 0
     ctx.append(layout.system("Hi again."))
     assert _buffers(ctx.cache) == buffers
+
+
+def test_compact_moves_kept_ranges_down_in_place():
+    from app.model.reserved_cache import Move
+
+    layer = ReservedLayer(16)
+    keys = torch.arange(10.0).view(1, 1, 10, 1)
+    layer.update(keys, -keys)
+    buffer = layer._key_buffer.data_ptr()
+    # Keep tokens 0-1 and 4-9 (dropping 2-3), the second range shifted by 2 positions;
+    # source and destination overlap.
+    layer.compact([Move(4, 2, 6, shift=2)], new_length=8,
+                  rotate=lambda k, shift: k + 100 * shift)
+    assert layer.get_seq_length() == 8 and layer._key_buffer.data_ptr() == buffer
+    assert layer.keys.flatten().tolist() == [0, 1, 204, 205, 206, 207, 208, 209]
+    assert layer.values.flatten().tolist() == [0, -1, -4, -5, -6, -7, -8, -9]
+    with pytest.raises(ValueError):
+        layer.compact([Move(0, 3, 2)], new_length=8)

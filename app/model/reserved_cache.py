@@ -22,6 +22,8 @@ and says so in the log rather than fail mid-sentence.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
@@ -29,6 +31,16 @@ from transformers.cache_utils import Cache, DynamicLayer
 log = logging.getLogger(__name__)
 
 GROWTH = 1.25  # when a reservation overflows after all: grow by a quarter
+
+
+@dataclass(frozen=True)
+class Move:
+    """`count` tokens from `src` to `dst`, `shift` rotary positions down."""
+
+    src: int
+    dst: int
+    count: int
+    shift: int = 0
 
 
 class ReservedLayer(DynamicLayer):
@@ -91,6 +103,28 @@ class ReservedLayer(DynamicLayer):
 
     def get_seq_length(self) -> int:
         return self.length if self.is_initialized else 0
+
+    def compact(self, moves: list[Move], new_length: int,
+                rotate: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> None:
+        """Move kept token ranges down over dropped ones, in place, and end at
+        `new_length`. `rotate(keys, shift)` re-positions a range's keys, as rotary
+        embeddings need when tokens move `shift` positions down (values carry no
+        position). Moves must be in order of their source, each landing at or before it.
+        """
+        if not self.is_initialized:
+            return
+        for move in moves:
+            if move.dst > move.src:
+                raise ValueError("a compaction moves tokens down, never up")
+            src = slice(move.src, move.src + move.count)
+            dst = slice(move.dst, move.dst + move.count)
+            # Source and destination may overlap: read each range out before writing it.
+            keys = self._key_buffer[:, :, src]
+            keys = rotate(keys, move.shift) if rotate is not None and move.shift else keys.clone()
+            self._key_buffer[:, :, dst] = keys
+            self._value_buffer[:, :, dst] = self._value_buffer[:, :, src].clone()
+        self.length = new_length
+        self._expose()
 
     def crop(self, tokens_to_remove: int) -> None:
         # transformers 5's convention: a negative count of tokens to drop from the end.

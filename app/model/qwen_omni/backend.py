@@ -26,7 +26,9 @@ the answer's own tokens occupy the end of the cache.
 
 Long sessions: when the context passes `token_budget` tokens, the oldest turns (then
 the open turn's oldest units) are dropped, the system prompt is kept, and what remains
-is prefilled again so positions are exactly those of a fresh conversation.
+is shifted down in the caches to the positions of a fresh conversation (cache.py), in
+milliseconds. Room is made while the user talks, with space for an answer, so a trim
+never delays one.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from app.model.qwen_omni.prompt import Kind, Segment
-from app.model.reserved_cache import reserved_cache
+from app.model.reserved_cache import Move, reserved_cache
 
 # Tokens past the budget a context may hold for a moment: the close of a turn and the
 # end of an answer are appended after the budget check that made room for the answer.
@@ -74,6 +74,7 @@ class WarmContext:
         trim_to: float = 0.75,
         mirror_talker: bool = True,
         talker_headroom: int = 4096,
+        shift_on_trim: bool = True,
     ) -> None:
         self.model = model
         self.thinker = model.thinker
@@ -95,6 +96,14 @@ class WarmContext:
         self.entries: list[_Entry] = []
         self.last_logits: torch.Tensor | None = None
         self.trims = 0
+        # How each cache's keys move down positions on a trim; None: prefill again.
+        self._shifts: list[tuple] | None = None
+        if shift_on_trim:
+            shifts = [(self.cache, RotaryShift.of(self.thinker))]
+            if self.talker is not None:
+                shifts.append((self.talker_cache, RotaryShift.of(self.talker)))
+            if all(shift is not None for _, shift in shifts):
+                self._shifts = shifts
 
     # --- bookkeeping -----------------------------------------------------------------
 
@@ -198,36 +207,115 @@ class WarmContext:
 
     def trim(self, extra: int = 0) -> int:
         """Drop the oldest user/assistant segments until there is room for `extra` more
-        tokens with slack, keeping the system prompt and the open turn's opener, then
-        re-prefill what is kept so every position is what a fresh prefill would give.
-        Returns the number of segments dropped."""
+        tokens with slack, keeping the system prompt and the open turn's opener. Returns
+        the number of segments dropped.
+
+        What is kept ends up at the positions a fresh prefill would give it. The caches
+        are shifted in place: kept tokens move down over the dropped ones and their keys
+        are rotated back by the positions they moved (rotary embeddings compose, so that
+        is exact), which costs milliseconds where prefilling an 18k-token context again
+        stalls the conversation for seconds. Kept tokens still carry what they attended
+        to when they were first heard (as llama.cpp's context shift and StreamingLLM do);
+        the system prompt stays first, where attention anchors. Where the rotation is
+        unknown (a rope whose frequencies change with length), or `shift_on_trim` is off,
+        the kept segments are prefilled again instead.
+        """
         if not self.over_budget(extra) or len(self.entries) < 2:
             return 0
+        if self.length != self.cache.get_seq_length():
+            self.rollback_to(len(self.entries))  # an answer's uncommitted tokens
         target = int(self.token_budget * self.trim_to) - extra
         keep_head = 1 if self.entries[0].segment.kind is Kind.SYSTEM else 0
-        tail = [e.segment for e in self.entries[keep_head:]]
+        tail = list(self.entries[keep_head:])
         head_len = self.entries[keep_head - 1].end_len if keep_head else 0
-        total = head_len + sum(s.length for s in tail)
+        total = head_len + sum(e.segment.length for e in tail)
         dropped = 0
         # Whole turns first: never leave half a past turn behind.
         while tail and total > target:
-            turn = tail[0].turn
-            if all(s.turn == turn for s in tail) and tail[-1].kind is not Kind.ASSISTANT:
+            turn = tail[0].segment.turn
+            if (all(e.segment.turn == turn for e in tail)
+                    and tail[-1].segment.kind is not Kind.ASSISTANT):
                 break  # only the open turn is left: it is trimmed unit by unit below
-            while tail and tail[0].turn == turn:
-                total -= tail.pop(0).length
+            while tail and tail[0].segment.turn == turn:
+                total -= tail.pop(0).segment.length
                 dropped += 1
         # Then the open turn's oldest units, keeping its opener so the layout stays valid.
-        i = 1 if tail and tail[0].kind is Kind.USER_OPEN else 0
-        while total > target and i < len(tail) and tail[i].kind is Kind.UNIT:
-            total -= tail.pop(i).length
+        i = 1 if tail and tail[0].segment.kind is Kind.USER_OPEN else 0
+        while total > target and i < len(tail) and tail[i].segment.kind is Kind.UNIT:
+            total -= tail.pop(i).segment.length
             dropped += 1
         if dropped:
-            self.rollback_to(keep_head)
-            if tail:
-                self.extend(tail)
+            kept = self.entries[:keep_head] + tail
+            if self._shifts is not None:
+                self._shift_down(kept)
+            else:
+                self.rollback_to(keep_head)
+                if tail:
+                    self.extend([e.segment for e in tail])
             self.trims += 1
         return dropped
+
+    def _shift_down(self, kept: list[_Entry]) -> None:
+        """Keep only `kept` (entries in order), moving them down in both caches."""
+        kept_ids = {id(e) for e in kept}
+        moves: list[Move] = []
+        entries: list[_Entry] = []
+        old_len = old_pos = new_len = new_pos = 0
+        for entry in self.entries:
+            if id(entry) in kept_ids:
+                count = entry.end_len - old_len
+                shift = old_pos - new_pos
+                last = moves[-1] if moves else None
+                if last and last.shift == shift and last.src + last.count == old_len:
+                    moves[-1] = Move(last.src, last.dst, last.count + count, shift)
+                else:
+                    moves.append(Move(old_len, new_len, count, shift))
+                new_len += count
+                new_pos = entry.end_pos - shift
+                entries.append(_Entry(entry.segment, new_len, new_pos))
+            old_len, old_pos = entry.end_len, entry.end_pos
+        moves = [m for m in moves if m.src != m.dst or m.shift]
+        for cache, shift in self._shifts:
+            for layer in cache.layers:
+                layer.compact(moves, new_len, shift)
+        self.entries = entries
+        self.last_logits = None
+
+
+class RotaryShift:
+    """Rotates cached keys `shift` positions down, with a decoder's own rotary module.
+
+    Keys are cached after rotary embedding, so a key at position p holds R(p)·k; moving
+    it to p − s is R(−s)·R(p)·k. Qwen2.5-Omni's multimodal rope gives each frequency one
+    of the three position components (time, height, width); a shift moves all three by
+    the same s, so every frequency turns by −s·θ, whichever component it follows.
+    """
+
+    def __init__(self, rotary: torch.nn.Module) -> None:
+        self.rotary = rotary
+
+    @classmethod
+    def of(cls, decoder: torch.nn.Module) -> RotaryShift | None:
+        """The shift for `decoder`'s text rotary embedding, or None when there is none
+        this can rotate by (a rope whose frequencies change with the length)."""
+        for name, module in decoder.named_modules():
+            if (name.endswith("rotary_emb") and hasattr(module, "inv_freq")
+                    and not any(part in name for part in ("visual", "audio", "token2wav"))):
+                if getattr(module, "rope_type", "default") == "dynamic":
+                    return None
+                return cls(module)
+        return None
+
+    @torch.no_grad()
+    def __call__(self, keys: torch.Tensor, shift: int) -> torch.Tensor:
+        k = keys.float()
+        positions = torch.full((3, 1, 1), -shift, device=keys.device)
+        cos, sin = self.rotary(k, positions)  # (1, 1, head_dim), scaled
+        scale = float(getattr(self.rotary, "attention_scaling", 1.0) or 1.0)
+        cos, sin = cos[:, None] / scale, sin[:, None] / scale  # a pure rotation
+        half = k.shape[-1] // 2
+        turned = torch.cat((-k[..., half:], k[..., :half]), dim=-1)  # Qwen's rotate_half
+        return (k * cos + turned * sin).to(keys.dtype)
 
 
 def _chunks(segs: list[Segment], max_tokens: int) -> list[list[Segment]]:
