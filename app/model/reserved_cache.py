@@ -68,7 +68,9 @@ class ReservedLayer(DynamicLayer):
     @staticmethod
     def _buffer_like(states: torch.Tensor, capacity: int) -> torch.Tensor:
         batch, heads, _, head_dim = states.shape
-        return torch.empty((batch, heads, capacity, head_dim), dtype=states.dtype,
+        # Zeros, not empty: the system commits a page only when it is first written, so
+        # an empty buffer would still grow the process as the context fills.
+        return torch.zeros((batch, heads, capacity, head_dim), dtype=states.dtype,
                            device=states.device)
 
     def _expose(self) -> None:
