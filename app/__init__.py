@@ -7,9 +7,10 @@ import os
 # run, up to 1024 by default. A conversation runs attention over a context that is a
 # new length at every step, so on a CPU that cache grows by tens of MB over the first
 # minutes. Too small a cache costs latency instead (presumably kernels used once per
-# answer, such as the vocoder's, are evicted between answers and compiled again). Measured on the turn and
-# interruption scenarios (tiny model, 2 cores): turn-taking median 0.87 s at 256, 0.82 s
-# at 512, 0.78 s at 1024 (runs vary by about 0.04 s). A user's own setting wins.
+# answer, such as the vocoder's, are evicted between answers and compiled again).
+# Measured on the turn and interruption scenarios (tiny model, 2 cores): turn-taking
+# median 0.87 s at 256, 0.82 s at 512, 0.78 s at 1024 (runs vary by about 0.04 s).
+# A user's own setting wins.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "512")
 
 # bitsandbytes' CPU backend tries to fetch an optional kernel from the model hub at
