@@ -140,9 +140,9 @@ def test_trimming_keeps_what_a_fresh_prefill_would_place(model_and_layout, shift
     assert ctx.cache.get_seq_length() == ctx.talker_cache.get_seq_length() == ctx.length
     # The first layer's keys and values depend on each token alone (its embedding, or
     # its own unit's encoder output) and on its position: equal to a fresh prefill's.
-    for got, want in ((ctx.cache.layers[0], fresh.cache.layers[0]),):
-        assert (got.keys - want.keys).abs().max().item() < TOL
-        assert (got.values - want.values).abs().max().item() < TOL
+    got, want = ctx.cache.layers[0], fresh.cache.layers[0]
+    assert (got.keys - want.keys).abs().max().item() < TOL
+    assert (got.values - want.values).abs().max().item() < TOL
     probe = _conversation(layout, 1, turn=9)[1]
     trimmed = ctx.append(probe)
     assert torch.isfinite(trimmed).all() and fresh.append(probe).shape == trimmed.shape

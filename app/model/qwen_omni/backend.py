@@ -258,9 +258,9 @@ class QwenOmniBackend:
                 pending.append(self._layout.unit(self._turn, held_audio, held_image))
             self._held = []
             # Room for these units, the next one and an answer, made now while the user
-            # talks: a trim prefills the kept context again (a second or more on a long
-            # one), and made at the end of the turn it would delay the answer by as much.
-            # With room for the next unit too, the unit that ends a turn finds it made.
+            # talks: whatever a trim costs (milliseconds shifted, seconds where a model's
+            # rope forces a fresh prefill, cache.py) is then never added to an answer's
+            # delay. With room for the next unit too, the unit that ends a turn finds it.
             next_unit = max(seg.length for seg in pending)
             ctx.trim(extra=sum(seg.length for seg in pending) + next_unit + self._answer_room())
             ctx.extend(pending)

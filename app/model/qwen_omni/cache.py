@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import rotate_half
 
 from app.model.qwen_omni.prompt import Kind, Segment
 from app.model.reserved_cache import Move, reserved_cache
@@ -177,10 +178,7 @@ class WarmContext:
         """
         if not segs:
             raise ValueError("nothing to prefill")
-        if self.length != self.cache.get_seq_length():
-            # An answer left tokens past the last segment: they are not part of the
-            # conversation until committed (backend.heard / answer end) — drop them.
-            self.rollback_to(len(self.entries))
+        self._drop_uncommitted()
         for chunk in _chunks(segs, chunk_tokens):
             res = self.forward_chunk(chunk, self.next_pos)
             start = 0
@@ -191,6 +189,12 @@ class WarmContext:
                 self.entries.append(_Entry(seg, self.length + seg.length, end_pos))
             self.last_logits = res.logits
         return self.last_logits
+
+    def _drop_uncommitted(self) -> None:
+        """An answer may have left tokens past the last segment: they are not part of the
+        conversation until committed (backend.heard / answer end), so drop them."""
+        if self.length != self.cache.get_seq_length():
+            self.rollback_to(len(self.entries))
 
     def rollback_to(self, n_entries: int) -> None:
         """Keep the first `n_entries` segments; drop everything after them from both caches."""
@@ -222,8 +226,7 @@ class WarmContext:
         """
         if not self.over_budget(extra) or len(self.entries) < 2:
             return 0
-        if self.length != self.cache.get_seq_length():
-            self.rollback_to(len(self.entries))  # an answer's uncommitted tokens
+        self._drop_uncommitted()
         target = int(self.token_budget * self.trim_to) - extra
         keep_head = 1 if self.entries[0].segment.kind is Kind.SYSTEM else 0
         tail = list(self.entries[keep_head:])
@@ -313,9 +316,7 @@ class RotaryShift:
         cos, sin = self.rotary(k, positions)  # (1, 1, head_dim), scaled
         scale = float(getattr(self.rotary, "attention_scaling", 1.0) or 1.0)
         cos, sin = cos[:, None] / scale, sin[:, None] / scale  # a pure rotation
-        half = k.shape[-1] // 2
-        turned = torch.cat((-k[..., half:], k[..., :half]), dim=-1)  # Qwen's rotate_half
-        return (k * cos + turned * sin).to(keys.dtype)
+        return (k * cos + rotate_half(k) * sin).to(keys.dtype)
 
 
 def _chunks(segs: list[Segment], max_tokens: int) -> list[list[Segment]]:
