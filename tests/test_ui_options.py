@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import tiny_models
 from test_ui_fakes import SPEC
 
 from app.config import personas as persona_store
@@ -17,6 +18,8 @@ from app.ui.options import (
     fit_persona,
     is_self_check,
 )
+
+moshi_tiny_factory = tiny_models.moshi_tiny_factory
 
 
 def _persona(pid: str = "cooking-helper"):
@@ -95,3 +98,26 @@ def test_self_check_folders_are_recognised(tmp_path):
     (tmp_path / "duetto.json").write_text(json.dumps({"tiny": True}))
     assert is_self_check(tmp_path)
     assert not is_self_check(Path(tmp_path / "missing"))
+
+
+def test_the_family_is_read_from_the_model_folder(moshi_tiny_factory, tmp_path):
+    """A Moshi folder with Qwen chosen in Settings loads as Moshi: the folder says so."""
+    settings = Settings()
+    assert settings.model.family == "qwen2.5-omni"
+    folder = moshi_tiny_factory()
+    options = build_options(settings, _persona(), LaunchOverrides(model_dir=folder),
+                            camera_on=False)
+    assert options.family == "moshi"
+    settings.model.local_dir = str(folder)  # the same folder chosen in Settings → Model
+    assert build_options(settings, _persona(), LaunchOverrides(),
+                         camera_on=False).family == "moshi"
+    # --family wins over the folder; a folder that says nothing keeps Settings' family.
+    forced = build_options(settings, _persona(), LaunchOverrides(model_dir=folder,
+                                                                 family="qwen2.5-omni"),
+                           camera_on=False)
+    assert forced.family == "qwen2.5-omni"
+    blank = build_options(Settings(), _persona(), LaunchOverrides(model_dir=tmp_path),
+                          camera_on=False)
+    assert blank.family == "qwen2.5-omni"
+    with pytest.raises(BackendError, match="unknown model family"):
+        build_options(settings, _persona(), LaunchOverrides(family="llama"), camera_on=False)

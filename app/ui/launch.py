@@ -26,6 +26,7 @@ def overrides_from_args(args: argparse.Namespace | None) -> LaunchOverrides:
         quant=getattr(args, "quant", None),
         device=getattr(args, "device", None),
         persona=getattr(args, "persona", None),
+        family=getattr(args, "family", None),
     )
 
 
