@@ -56,7 +56,11 @@ def video_source(
     mirror_preview: bool = True,
     on_event: EventCallback | None = None,
 ) -> CameraSource | FileVideoSource:
-    """A camera (index, device path, URL) or a video file replayed on `clock`."""
+    """A camera (index, device path, URL) or a video file replayed on `clock`.
+
+    `mirror_preview` applies to a live camera only (a selfie view); a file's preview is
+    always shown as it was recorded.
+    """
     index = _as_index(spec)
     if index is not None:
         return CameraSource(
@@ -66,8 +70,7 @@ def video_source(
     path = _file_or_none(spec)
     if path is not None:
         return FileVideoSource(
-            path, sink, clock=clock, loop=loop, preview=preview,
-            mirror_preview=mirror_preview, on_event=on_event,
+            path, sink, clock=clock, loop=loop, preview=preview, on_event=on_event,
         )  # fmt: skip
     return CameraSource(
         sink, str(spec), width=width, height=height, fps=fps, preview=preview,
