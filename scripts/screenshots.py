@@ -163,7 +163,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
 
     dialog = FirstRunDialog(first.hardware, first)
     if first.probe is not None:
-        first.probe.ready.connect(dialog.set_hardware)
+        first.probe.found.connect(dialog.set_hardware)
     dialog.show()
     for _ in range(40):  # let the GPU probe answer (torch imports in the background)
         if first.hardware is not None:

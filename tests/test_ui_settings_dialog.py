@@ -207,10 +207,30 @@ def test_first_run_offers_cpu_and_self_check_without_a_gpu(qtbot):
     assert settings.model.device == "cpu"
 
 
+def test_first_run_without_a_gpu_puts_the_self_check_first(qtbot):
+    """No GPU: no GPU model is preselected and the self-check, not "Use this model", is
+    the primary (default) button. While the GPU is looked for, nothing is preselected."""
+    looking = FirstRunDialog(None)
+    qtbot.addWidget(looking)
+    assert looking.gpu_note.text() == "Looking for a GPU…"
+    assert looking.models.currentItem() is None and not looking.use_button.isEnabled()
+    looking.set_hardware(NO_GPU)
+    for dialog in (looking, FirstRunDialog(NO_GPU)):
+        qtbot.addWidget(dialog)
+        assert dialog.models.currentItem() is None
+        assert not dialog.use_button.isEnabled()
+        assert dialog.selfcheck_button.objectName() == "primary"
+        assert dialog.selfcheck_button.isDefault() and not dialog.use_button.isDefault()
+        assert dialog.use_button.objectName() != "primary"
+        dialog.models.setCurrentRow(0)  # the user may still pick one on purpose
+        assert dialog.use_button.isEnabled()
+
+
 def test_first_run_marks_what_fits_the_gpu(qtbot):
     dialog = FirstRunDialog(GPU_12)
     qtbot.addWidget(dialog)
     assert dialog.cpu_button.isHidden()
+    assert dialog.use_button.objectName() == "primary" and dialog.use_button.isDefault()
     texts = [dialog.models.item(i).text() for i in range(dialog.models.count())]
     assert any(t.startswith("✓") and "3b" in t for t in texts)
     dialog.use_button.click()

@@ -37,6 +37,7 @@ from app.flow.conversation import (
     release_memory,
 )
 from app.model.contract import BackendError, BackendSpec
+from app.ui import messages
 from app.ui.bridge import SessionBridge
 from app.ui.options import fit_persona
 
@@ -65,24 +66,11 @@ class BackendKey:
                    repr(sorted(options.backend_options.items())))
 
 
-def explain(exc: BaseException) -> str:
-    """One sentence a user can act on, for any failure of loading or starting."""
-    name = type(exc).__name__
-    if isinstance(exc, BackendError):
-        return str(exc)
-    if "OutOfMemory" in name or "out of memory" in str(exc).lower():
-        return ("out of GPU memory: choose a smaller quantization (nf4) or a smaller model "
-                "in Settings → Model, or close other programs using the GPU")
-    if isinstance(exc, MemoryError):
-        return "out of memory: choose a smaller model or quantization in Settings → Model"
-    return f"{name}: {exc}"
-
-
 class ConversationController(QObject):
     phase_changed = Signal(str)
     load_progress = Signal(str, float)
     loaded = Signal(object)  # BackendSpec of the loaded backend
-    failed = Signal(str)  # loading or starting failed; the app is back to idle
+    failed = Signal(object)  # a messages.UserMessage: loading or starting failed; back to idle
     notice = Signal(str)  # something the user should know, not a failure
     started = Signal()
     stopped = Signal(str)
@@ -240,13 +228,16 @@ class ConversationController(QObject):
             self._detach_failed_session()
             return backend is not None and backend is self._backend
         except Exception as exc:  # any failure: say it, go back to idle, stay usable
-            log.exception("starting the conversation failed")
+            if isinstance(exc, BackendError | CaptureError):  # worded for the user already
+                log.warning("starting the conversation failed: %s", exc)
+            else:
+                log.exception("starting the conversation failed")
             if need_load and backend is not None and backend is not self._backend:
                 _close_quietly(backend)
             self._detach_failed_session()
             if job == self._job and not cancel.is_set():
                 self._deliver(job, "idle")
-                self.failed.emit(explain(exc))
+                self.failed.emit(messages.start_failed(exc))
             return backend is not None and backend is self._backend
         if job == self._job:
             self._deliver(job, "running")
@@ -301,7 +292,7 @@ class ConversationController(QObject):
             except Exception as exc:  # no camera, one in use, a bad file: talk goes on
                 log.info("the camera could not be switched on: %s", exc)
                 on = False
-                error = str(exc) if isinstance(exc, CaptureError) else explain(exc)
+                error = messages.describe(exc).happened
             with self._lock:
                 if self._camera_wanted == wanted or session is not self._session:
                     if self._camera_job_for is session:
@@ -327,7 +318,10 @@ class ConversationController(QObject):
                 session.stop(reason)  # emits ENDED through the bridge
             except Exception as exc:
                 log.exception("stopping the session failed")
-                self.failed.emit(f"stopping failed: {explain(exc)}")
+                fault = messages.describe(exc)
+                self.failed.emit(messages.UserMessage(
+                    messages.ERROR, f"Ending the conversation failed: {fault.happened}",
+                    "the window stays usable", fault.to_do))
         self.bridge.detach()
         self._worker_phase.emit(-1, "idle")
         self.stopped.emit(reason)

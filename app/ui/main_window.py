@@ -9,12 +9,11 @@ the GPU in the background. Failures become messages at the top; the window stays
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -31,15 +30,15 @@ from app.config import settings as settings_store
 from app.config.personas import PersonaFile, PersonaLibrary
 from app.config.settings import Settings
 from app.model.contract import BackendError
-from app.ui import hardware, theme
+from app.ui import hardware, messages
 from app.ui.bridge import SessionBridge
 from app.ui.controller import ConversationController
+from app.ui.hardware_probe import HardwareProbe
+from app.ui.messages import UserMessage
 from app.ui.options import LaunchOverrides, build_options, describe_model, is_self_check
 from app.ui.widgets.banner import MessageBar
 from app.ui.widgets.side_panel import SidePanel
-from app.ui.widgets.state import StatePill
-from app.ui.widgets.subtitles import Subtitles
-from app.ui.widgets.video import VideoView
+from app.ui.widgets.stage import Stage
 
 log = logging.getLogger(__name__)
 
@@ -56,63 +55,6 @@ FALLBACK_PERSONA = PersonaFile(
     id="plain", name="Assistant", role_prompt="You are a helpful assistant. Answer briefly.",
     description="Used because no persona file could be read.",
 )
-
-
-class HardwareProbe(QObject):
-    """Finds the GPU and each family's voices on a worker thread (torch imports slowly)."""
-
-    ready = Signal(object, object)  # Hardware, {family: BackendSpec | None}
-
-    def __init__(self, detect: Callable[[], hardware.Hardware] = hardware.detect,
-                 parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self._detect = detect
-        self.thread: threading.Thread | None = None
-        self.result: tuple[hardware.Hardware, dict[str, Any]] | None = None
-
-    def start(self, families: list[str]) -> None:
-        def work() -> None:
-            found = self._detect()
-            specs = {family: hardware.family_spec(family) for family in families}
-            self.result = (found, specs)
-            self.ready.emit(found, specs)
-
-        self.thread = threading.Thread(target=work, name="duetto-hardware", daemon=True)
-        self.thread.start()
-
-    def join(self, timeout_s: float) -> None:
-        if self.thread is not None:
-            self.thread.join(timeout_s)
-
-
-class Stage(VideoView):
-    """The video with its overlays: the state pill, a self-check badge, the subtitles."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.pill = StatePill(self)
-        self.badge = QLabel("SELF-CHECK · tiny random model, not a real one", self)
-        self.badge.setStyleSheet(
-            f"background: {theme.WARNING}; color: #1b1405; font-weight: 700;"
-            " border-radius: 8px; padding: 5px 10px;"
-        )
-        self.badge.hide()
-        self.subtitles = Subtitles(self)
-
-    def resizeEvent(self, event: Any) -> None:
-        super().resizeEvent(event)
-        self.pill.adjustSize()
-        self.pill.move(16, 16)
-        self.badge.adjustSize()
-        self.badge.move(self.width() - self.badge.width() - 16, 18)
-        width = min(self.width() - 48, 760)
-        self.subtitles.setFixedWidth(width)
-        self.subtitles.adjustSize()
-        self.subtitles.move((self.width() - width) // 2,
-                            self.height() - self.subtitles.height() - 22)
-
-    def relayout(self) -> None:
-        self.resizeEvent(None)
 
 
 class MainWindow(QMainWindow):
@@ -146,7 +88,8 @@ class MainWindow(QMainWindow):
         self._load_user_files()
         self.probe = HardwareProbe(detect_hardware, self) if detect_hardware else None
         if self.probe is not None:
-            self.probe.ready.connect(self._on_hardware)
+            self.probe.found.connect(self._on_hardware)
+            self.probe.specs_ready.connect(self._on_specs)
             self.probe.start(self._families())
         self._vram_timer = QTimer(self)
         self._vram_timer.setInterval(2000)
@@ -268,12 +211,12 @@ class MainWindow(QMainWindow):
         bridge.latency.connect(self.side.set_latency)
         bridge.rtf_changed.connect(self.side.set_rtf)
         bridge.device_event.connect(self._on_device)
-        bridge.overflow.connect(lambda text: self.post("warning", f"audio was lost: {text}"))
-        bridge.error.connect(lambda text: self.post("error", text))
+        bridge.overflow.connect(lambda text: self.report(messages.audio_lost(text)))
+        bridge.error.connect(lambda text: self.report(messages.model_failed(text)))
         ctl = self.controller
         ctl.phase_changed.connect(self._on_phase)
         ctl.load_progress.connect(self._on_progress)
-        ctl.failed.connect(self._on_failed)
+        ctl.failed.connect(self.report)
         ctl.notice.connect(lambda text: self.post("info", text))
         ctl.loaded.connect(self._on_loaded)
         ctl.started.connect(self._on_started)
@@ -315,7 +258,7 @@ class MainWindow(QMainWindow):
         try:
             settings_store.save(self.settings)
         except OSError as exc:
-            self.post("error", f"settings could not be saved ({exc})")
+            self.report(messages.settings_not_saved(exc))
             return False
         return True
 
@@ -323,6 +266,11 @@ class MainWindow(QMainWindow):
     def post(self, level: str, text: str) -> None:
         log.info("%s: %s", level, text)
         self.messages.post(level, text[:1].upper() + text[1:])
+
+    def report(self, message: UserMessage) -> None:
+        """A fault or notice worded by app/ui/messages.py (what happened, what still
+        works, what to do)."""
+        self.post(message.level, message.text())
 
     # ------------------------------------------------------------------ conversation
     def toggle_conversation(self) -> None:
@@ -341,7 +289,7 @@ class MainWindow(QMainWindow):
             options = build_options(self.settings, self.current_persona(), self.overrides,
                                     camera_on=self.camera_on)
         except BackendError as exc:
-            self.post("error", f"cannot start: {exc}")
+            self.report(messages.start_failed(exc))
             return
         self.stage.subtitles.clear_text()
         self.side.reset_figures()
@@ -403,8 +351,7 @@ class MainWindow(QMainWindow):
         if self.controller.phase != "running":
             return  # it ended meanwhile: the button keeps the user's wish for the next
         if error:
-            self.post("error", f"The camera could not start: {error}. The conversation "
-                               "goes on without it; check it in Settings → Devices")
+            self.report(messages.camera_not_opened(error))
         if not on and self.camera_on:  # asked for, but it is off: show it as it is
             self._show_camera_off()
 
@@ -442,12 +389,11 @@ class MainWindow(QMainWindow):
 
     def _on_device(self, source: str, kind: str, message: str) -> None:
         if kind in ("lost", "error", "failed"):
-            self.post("error", f"{source}: {message or kind}. The conversation goes on "
-                               "without it; check the device in Settings → Devices")
+            self.report(messages.device_lost(source, message or kind))
             if source.lower() == "camera" and self.camera_on:
                 self._show_camera_off()  # switching it on again reopens it
         elif kind == "stopped" and message and message != "stopped":
-            self.post("info", f"{source}: {message}")
+            self.report(messages.device_note(source, message))
 
     # ------------------------------------------------------------------ controller slots
     def _on_phase(self, phase: str) -> None:
@@ -502,9 +448,6 @@ class MainWindow(QMainWindow):
         self.progress.setValue(int(fraction * 1000))
         self.progress_label.setText(what.capitalize())
 
-    def _on_failed(self, text: str) -> None:
-        self.post("error", f"The conversation could not start: {text}")
-
     def _on_loaded(self, spec: Any) -> None:
         self._update_status()
 
@@ -524,15 +467,23 @@ class MainWindow(QMainWindow):
 
         return families.known()
 
-    def _on_hardware(self, found: hardware.Hardware, specs: dict[str, Any]) -> None:
+    def _on_hardware(self, found: hardware.Hardware) -> None:
         self.hardware = found
-        self.family_specs = specs
         self._update_status()
-        quiet = (self.settings.model.device == "cpu" or self.overrides.device
-                 or is_self_check(self.overrides.model_dir))
-        if not found.gpus and not quiet:
-            self.post("info", f"{found.note}. Use a small model on the CPU (slow) or run "
-                                  "the self-check: Settings → Model.")
+        if not found.gpus and not self._no_gpu_is_known():
+            self.report(messages.no_gpu(found.note))
+
+    def _no_gpu_is_known(self) -> bool:
+        """No banner about a missing GPU where the user already chose the CPU or the
+        self-check, or where the first-run dialog is about to say it itself."""
+        folder = self.overrides.model_dir or (
+            Path(self.settings.model.local_dir) if self.settings.model.local_dir else None)
+        return bool(self.settings.model.device == "cpu" or self.overrides.device
+                    or is_self_check(folder) or self.needs_first_run())
+
+    def _on_specs(self, specs: dict[str, Any]) -> None:
+        self.family_specs = specs
+        self._show_persona()
 
     def _update_status(self) -> None:
         name = describe_model(self.settings, self.overrides)
@@ -563,8 +514,11 @@ class MainWindow(QMainWindow):
 
         dialog = SettingsDialog(self.settings, self.library, self.hardware,
                                 self.family_specs, self.controller.backend_spec, self)
-        if self.hardware is None and self.probe is not None:
-            self.probe.ready.connect(dialog.set_hardware)
+        if self.probe is not None:
+            if self.hardware is None:
+                self.probe.found.connect(dialog.set_hardware)
+            if not self.family_specs:
+                self.probe.specs_ready.connect(dialog.set_specs)
         return dialog
 
     def open_settings(self, page: str = "", *, build_self_check: bool = False) -> None:
@@ -604,7 +558,7 @@ class MainWindow(QMainWindow):
 
         dialog = FirstRunDialog(self.hardware, self)
         if self.hardware is None and self.probe is not None:
-            self.probe.ready.connect(dialog.set_hardware)
+            self.probe.found.connect(dialog.set_hardware)
         dialog.exec()
         choice = dialog.choice
         self.settings.first_run_done = True

@@ -100,8 +100,10 @@ class SettingsDialog(QDialog):
         if key in PAGES:
             self.nav.setCurrentRow(PAGES.index(key))
 
-    def set_hardware(self, found: hardware.Hardware, specs: dict[str, Any]) -> None:
+    def set_hardware(self, found: hardware.Hardware) -> None:
         self.model.set_hardware(found)
+
+    def set_specs(self, specs: dict[str, Any]) -> None:
         if self.personas.spec is None:
             self.personas.set_spec(specs.get(self.settings.model.family))
 
