@@ -17,7 +17,7 @@ from app.capture.microphone import MicrophoneSource
 from app.capture.replay import ReplayClock
 from app.capture.sinks import AudioSink, EventCallback, FrameSink
 
-_MEDIA_SUFFIXES = {
+MEDIA_SUFFIXES = {
     ".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v",
     ".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3",
 }  # fmt: skip
@@ -32,13 +32,21 @@ def _as_index(spec: int | str | Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def names_a_file(spec: int | str | Path | None) -> bool:
+    """Whether `spec` means a file (an existing one, or a media file name), not a device."""
+    if spec is None or isinstance(spec, bool | int) or _as_index(spec) is not None:
+        return False
+    path = Path(spec).expanduser()
+    return path.is_file() or path.suffix.lower() in MEDIA_SUFFIXES
+
+
 def _file_or_none(spec: int | str | Path) -> Path | None:
     if isinstance(spec, int):
         return None
     path = Path(spec).expanduser()
     if path.is_file():
         return path
-    if path.suffix.lower() in _MEDIA_SUFFIXES:
+    if path.suffix.lower() in MEDIA_SUFFIXES:
         raise CaptureError(f"file not found: {path}")
     return None
 

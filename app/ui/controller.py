@@ -37,7 +37,7 @@ from app.flow.conversation import (
     release_memory,
 )
 from app.model.contract import BackendError, BackendSpec
-from app.ui import messages
+from app.ui import messages, preflight
 from app.ui.bridge import SessionBridge
 from app.ui.options import fit_persona
 
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 Loader = Callable[[ConversationOptions, Callable[[str, float], None]], Any]
 SessionBuilder = Callable[..., Any]
+Preparer = Callable[[ConversationOptions], preflight.Prepared]
 
 
 class LoadCancelled(Exception):
@@ -72,6 +73,7 @@ class ConversationController(QObject):
     loaded = Signal(object)  # BackendSpec of the loaded backend
     failed = Signal(object)  # a messages.UserMessage: loading or starting failed; back to idle
     notice = Signal(str)  # something the user should know, not a failure
+    advice = Signal(object)  # the same, as a messages.UserMessage
     started = Signal()
     stopped = Signal(str)
     load_released = Signal()  # a cancelled load has stopped and freed its memory
@@ -84,12 +86,14 @@ class ConversationController(QObject):
         *,
         loader: Loader = load_backend,
         session_builder: SessionBuilder = build_session,
+        prepare: Preparer = preflight.prepare,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self.bridge = bridge
         self._loader = loader
         self._build = session_builder
+        self._prepare = prepare
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._phase = "idle"
@@ -197,6 +201,12 @@ class ConversationController(QObject):
             _close_quietly(old)
         backend = None
         try:
+            # Inputs first: a missing file or microphone is said now, not after a load
+            # of 15 s to minutes; the self-check gets stand-ins for missing devices.
+            prepared = self._prepare(options)
+            options = prepared.options
+            for note in prepared.notes:
+                self.advice.emit(note)
             if need_load:
                 def progress(what: str, fraction: float) -> None:
                     if cancel.is_set():
@@ -228,8 +238,8 @@ class ConversationController(QObject):
             self._detach_failed_session()
             return backend is not None and backend is self._backend
         except Exception as exc:  # any failure: say it, go back to idle, stay usable
-            if isinstance(exc, BackendError | CaptureError):  # worded for the user already
-                log.warning("starting the conversation failed: %s", exc)
+            if isinstance(exc, BackendError | CaptureError | preflight.NotReady):
+                log.warning("starting the conversation failed: %s", exc)  # worded already
             else:
                 log.exception("starting the conversation failed")
             if need_load and backend is not None and backend is not self._backend:
@@ -237,7 +247,8 @@ class ConversationController(QObject):
             self._detach_failed_session()
             if job == self._job and not cancel.is_set():
                 self._deliver(job, "idle")
-                self.failed.emit(messages.start_failed(exc))
+                self.failed.emit(exc.message if isinstance(exc, preflight.NotReady)
+                                 else messages.start_failed(exc))
             return backend is not None and backend is self._backend
         if job == self._job:
             self._deliver(job, "running")

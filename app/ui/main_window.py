@@ -218,6 +218,7 @@ class MainWindow(QMainWindow):
         ctl.load_progress.connect(self._on_progress)
         ctl.failed.connect(self.report)
         ctl.notice.connect(lambda text: self.post("info", text))
+        ctl.advice.connect(self.report)
         ctl.loaded.connect(self._on_loaded)
         ctl.started.connect(self._on_started)
         ctl.camera_changed.connect(self._on_camera_changed)

@@ -202,3 +202,54 @@ def too_slow(real_time_factor: float) -> UserMessage:
         "use a GPU, a smaller model or 4-bit weights (Settings → Model); switching the "
         "camera off saves some work",
     )
+
+
+def unusable_input(role: str, path: Path, problem: str, *,
+                   at_launch: bool = False) -> UserMessage:
+    """A file given as the microphone or camera that cannot be used (checked before the
+    model loads; `at_launch`: on the command line, before the window opens)."""
+    flag = "--mic" if role == "microphone" else "--camera"
+    if at_launch:
+        return UserMessage(ERROR, f"The {role} file {path} {problem}",
+                           "Duetto did not start, so nothing was loaded or lost",
+                           f"check the path given to {flag}")
+    return not_started(f"the {role} file {path} {problem}",
+                       f"check the path (given to {flag} or in {DEVICES_PAGE}), or choose "
+                       "another file")
+
+
+def missing_model_folder(path: Path) -> UserMessage:
+    return UserMessage(ERROR, f"The model folder {path} does not exist",
+                       "Duetto did not start, so nothing was loaded or lost",
+                       "check the path given to --model, or build a self-check model with "
+                       "`duetto models tiny qwen2.5-omni DIR`")
+
+
+def no_microphone(reason: str) -> UserMessage:
+    return not_started(f"there is no microphone here ({reason})",
+                       f"connect one and choose it in {DEVICES_PAGE}, or replay an audio "
+                       "file as the microphone (duetto --mic FILE)",
+                       "nothing was loaded; " + SELF_CHECK_TIP)
+
+
+def no_speaker(reason: str) -> UserMessage:
+    return UserMessage(WARNING, f"There is no speaker or headphones here ({reason})",
+                       "the conversation runs, and the answers show as subtitles only",
+                       f"connect one and choose it in {DEVICES_PAGE}")
+
+
+_STAND_IN_WORDS = {
+    "microphone": "a recorded voice asks the questions",
+    "camera": "a generated video plays the camera",
+    "speaker": "the answers are played to nowhere and shown as subtitles",
+}
+
+
+def self_check_stand_ins(replaced: tuple[str, ...]) -> UserMessage:
+    """The self-check on a machine without some devices (self_check.py)."""
+    missing = " or ".join(replaced) if len(replaced) < 3 else "microphone, camera or speaker"
+    how = "; ".join(_STAND_IN_WORDS[r] for r in replaced if r in _STAND_IN_WORDS)
+    return UserMessage(INFO, f"This machine has no {missing}, so the self-check uses "
+                             f"stand-ins: {how}",
+                       "everything else runs as in a real conversation",
+                       f"connect devices and choose them in {DEVICES_PAGE} to use them")
