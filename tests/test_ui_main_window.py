@@ -494,3 +494,35 @@ def test_the_words_of_a_retracted_answer_are_taken_back(qtbot, window, harness):
     qtbot.wait(50)
     assert window.stage.subtitles.text() == "Pasta it is."  # a heard answer stays
     assert "Pasta" in window.side.transcript.text()
+
+
+def test_two_stacked_banners_leave_the_side_panel_intact(qtbot, window):
+    """Two long banners once squeezed the side panel's cards until their text was cut.
+    Now no card is ever below its minimum height; at the usual size nothing even scrolls."""
+    from PySide6.QtWidgets import QFrame
+
+    window.post("error", "The conversation could not start: Duetto may not write to "
+                         "/home/someone/.local/share/duetto/recordings/20261128. Nothing was "
+                         "lost and the window stays usable. Choose another folder in Settings "
+                         "→ Conversation, or make that one writable.")
+    window.post("error", "The camera stopped working: no frame for 2 s. The conversation goes "
+                         "on without it (the assistant hears you but no longer sees you). "
+                         "Switch the camera on again to retry, or check it in Settings → "
+                         "Devices.")
+    window.side.transcript.add("Chop the onion first, then warm the oil in a wide pan. " * 3, 1)
+    window.side.transcript.add("A little basil at the end.", 2)
+    assert len(window.messages.texts()) == 2
+    cards = [c for c in window.side.findChildren(QFrame) if c.objectName() == "card"]
+    assert len(cards) == 4
+    for size in ((900, 580), (1180, 740)):  # the smallest size allowed, then the usual one
+        window.resize(*size)
+        qtbot.waitUntil(lambda s=size: window.width() == s[0] and window.height() == s[1])
+        qtbot.wait(50)
+        for card in cards:
+            assert card.height() >= card.minimumSizeHint().height(), (size, card.height())
+            assert card.width() >= 280
+        if size == (1180, 740):  # all of it in view, no scrolling needed
+            bottom = max(c.geometry().bottom() for c in cards)
+            assert bottom <= window.side_area.viewport().height()
+    for banner in window.messages.messages():  # the banners themselves are whole
+        assert banner.height() >= banner.minimumSizeHint().height()

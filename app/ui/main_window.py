@@ -103,13 +103,15 @@ class MainWindow(QMainWindow):
         outer = QVBoxLayout(body)
         outer.setContentsMargins(18, 16, 18, 12)
         outer.setSpacing(12)
-        self.messages = MessageBar(body)
-        outer.addWidget(self.messages)
 
         middle = QHBoxLayout()
         middle.setSpacing(16)
         left = QVBoxLayout()
         left.setSpacing(10)
+        # Messages sit over the stage, the one part that can give up height; the side
+        # panel keeps the whole height beside them.
+        self.messages = MessageBar(body)
+        left.addWidget(self.messages)
         self.stage = Stage(body)
         left.addWidget(self.stage, 1)
         self.progress_row = QWidget(body)
@@ -129,7 +131,8 @@ class MainWindow(QMainWindow):
         left.addWidget(self.progress_row)
         middle.addLayout(left, 1)
         self.side = SidePanel(body)
-        middle.addWidget(self.side)
+        self.side_area = self.side.scrolling(body)
+        middle.addWidget(self.side_area)
         outer.addLayout(middle, 1)
 
         controls = QHBoxLayout()

@@ -6,7 +6,14 @@ from __future__ import annotations
 import html
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QLabel,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.ui import theme
 from app.ui.widgets.meter import LevelMeter
@@ -99,9 +106,10 @@ class Transcript(QLabel):
 
 
 class SidePanel(QWidget):
+    WIDTH = 300
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setFixedWidth(300)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(12)
@@ -167,6 +175,18 @@ class SidePanel(QWidget):
         tr.addWidget(self.transcript)
         layout.addWidget(self.transcript_card)
         layout.addStretch(1)
+
+    def scrolling(self, parent: QWidget | None = None) -> QScrollArea:
+        """The panel in a frameless vertical scroll area of the panel's width: where the
+        window is short, its cards keep their size and scroll, rather than being squeezed
+        until their text is cut (as two stacked banners once did)."""
+        area = QScrollArea(parent)
+        area.setWidget(self)
+        area.setWidgetResizable(True)
+        area.setFrameShape(QFrame.Shape.NoFrame)
+        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        area.setFixedWidth(self.WIDTH)
+        return area
 
     def set_persona(self, name: str, description: str, voice: str) -> None:
         self.persona_name.setText(name)
