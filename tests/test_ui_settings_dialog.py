@@ -276,3 +276,28 @@ def test_self_check_button_builds_a_tiny_model_and_selects_it(qtbot, monkeypatch
     assert result.model.device == "cpu" and result.model.quant == "bf16"
     assert "Self-check model" in page.fit_note.text()
     dialog.reject()
+
+
+def test_a_long_download_error_is_shown_whole(qtbot):
+    """Offline, the download error (with the command to fetch the model elsewhere) runs to
+    four lines; it was cut after three, and at the dialog's smallest size after one."""
+    settings = Settings()
+    settings.model.model_id = "qwen2.5-omni-3b"
+    dialog = _dialog(qtbot, settings)
+    dialog.show()
+    dialog.show_page("model")
+    page = dialog.model
+    page._download_finished(
+        "cannot download qwen2.5-omni-3b (Qwen/Qwen2.5-Omni-3B): the Hub is not reachable "
+        "(Name or service not known) (use a model folder you already have with `duetto "
+        "--model DIR`; or, on a machine with network, run `hf download Qwen/Qwen2.5-Omni-3B "
+        "--local-dir qwen2.5-omni-3b`, copy that folder to this machine and pass it with "
+        "--model DIR)", "error")
+    note = page.entry_note
+    for size in (dialog.size(), dialog.minimumSize()):
+        dialog.resize(size)
+        qtbot.wait(100)
+        assert note.height() >= note.heightForWidth(note.width()), size
+        assert note.heightForWidth(note.width()) >= 3 * note.fontMetrics().height()
+        assert note.height() <= note.heightForWidth(note.width()) + 8  # and no blank room
+    dialog.reject()
