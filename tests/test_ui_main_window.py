@@ -526,3 +526,31 @@ def test_two_stacked_banners_leave_the_side_panel_intact(qtbot, window):
             assert bottom <= window.side_area.viewport().height()
     for banner in window.messages.messages():  # the banners themselves are whole
         assert banner.height() >= banner.minimumSizeHint().height()
+
+
+def test_the_persona_card_names_the_voice_the_model_speaks_with(qtbot, harness, tmp_path,
+                                                                monkeypatch):
+    """A Qwen voice on the card while Moshi speaks was wrong: the card shows what the
+    chosen family offers, then what the loaded model really uses."""
+    import dataclasses
+
+    from test_ui_fakes import SPEC
+
+    folder = tmp_path / "moshi"
+    folder.mkdir()
+    config = {"model_type": "moshi", "architectures": ["MoshiForConditionalGeneration"]}
+    (folder / "config.json").write_text(json.dumps(config))
+    moshi_before_load = dataclasses.replace(SPEC, family="moshi", voices=())
+    moshi_loaded = dataclasses.replace(SPEC, family="moshi", voices=("NATF0", "NATM1"))
+    win = MainWindow(LaunchOverrides(model_dir=folder, persona="cooking-helper"),
+                     controller=harness.controller, detect_hardware=None)
+    qtbot.addWidget(win)
+    assert win.current_persona().builtin_voice  # this persona asks for a Qwen voice
+    qwen_voice = win.current_persona().builtin_voice
+    win._on_specs({"qwen2.5-omni": SPEC, "moshi": moshi_before_load})
+    assert qwen_voice not in win.side.persona_voice.text()
+    assert win.side.persona_voice.text() == "Voice: the model's default voice"
+    monkeypatch.setattr(fakes, "SPEC", moshi_loaded)  # what the fake loads from now on
+    _running(qtbot, win)
+    assert win.side.persona_voice.text() == "Voice: built-in voice 'NATF0'"
+    win.close()

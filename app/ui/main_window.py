@@ -35,7 +35,14 @@ from app.ui.bridge import SessionBridge
 from app.ui.controller import ConversationController
 from app.ui.hardware_probe import HardwareProbe
 from app.ui.messages import UserMessage
-from app.ui.options import LaunchOverrides, build_options, describe_model, is_self_check
+from app.ui.options import (
+    LaunchOverrides,
+    build_options,
+    chosen_family,
+    describe_model,
+    fit_persona,
+    is_self_check,
+)
 from app.ui.widgets.banner import MessageBar
 from app.ui.widgets.side_panel import SidePanel
 from app.ui.widgets.stage import Stage
@@ -255,8 +262,19 @@ class MainWindow(QMainWindow):
         return found or FALLBACK_PERSONA
 
     def _show_persona(self) -> None:
+        """The persona card names the voice the model will really speak with: the loaded
+        model's, else what its family offers (a Qwen voice is not Moshi's)."""
         persona = self.current_persona()
-        self.side.set_persona(persona.name, persona.description, persona.voice_text())
+        voice = persona.to_persona().voice
+        spec = self.controller.backend_spec
+        if spec is None:
+            try:
+                spec = self.family_specs.get(chosen_family(self.settings, self.overrides))
+            except BackendError:
+                spec = None
+        if spec is not None:
+            voice = fit_persona(persona.to_persona(), spec)[0].voice
+        self.side.set_persona(persona.name, persona.description, voice.describe())
 
     def save_settings(self) -> bool:
         try:
@@ -454,6 +472,7 @@ class MainWindow(QMainWindow):
 
     def _on_loaded(self, spec: Any) -> None:
         self._update_status()
+        self._show_persona()
 
     def _on_started(self) -> None:
         self._apply_mic()

@@ -160,9 +160,15 @@ def fit_persona(persona: Persona, spec: BackendSpec) -> tuple[Persona, str]:
     """The persona with a voice this model can use, and a note when it had to change."""
     voice = persona.voice
     default = spec.voices[0] if spec.voices else None
-    if voice.builtin and spec.voices and voice.builtin not in spec.voices:
-        note = (f"this model has no voice '{voice.builtin}'; using '{default}' "
-                f"(voices: {', '.join(spec.voices)})")
+    if voice.builtin and voice.builtin not in spec.voices:
+        # A voice of another family (Qwen's 'Chelsie' asked of Moshi): this model's first
+        # voice, or its own default voice where it names none.
+        if spec.voices:
+            note = (f"this model has no voice '{voice.builtin}'; using '{default}' "
+                    f"(voices: {', '.join(spec.voices)})")
+        else:
+            note = (f"{spec.family} has no voice '{voice.builtin}'; it speaks with its "
+                    "default voice")
         return replace(persona, voice=Voice(builtin=default)), note
     if voice.reference_audio is not None and not voice.builtin:
         if not spec.accepts_reference_voice:
