@@ -39,7 +39,8 @@ def to_qimage(rgb: np.ndarray) -> QImage:
 
 class SessionBridge(QObject):
     state_changed = Signal(str, str)  # state, reason
-    text_added = Signal(str, int)  # text, response id (-1 unknown)
+    text_added = Signal(str, int)  # text as produced, response id (-1 unknown)
+    spoken = Signal(str, int)  # text as its speech starts to play (subtitles), response id
     heard = Signal(str)  # after a barge-in: what the user actually heard
     retracted = Signal(int)  # an answer prepared early was dropped (-1: id not known yet)
     levels = Signal(float, float)  # mic, assistant in dBFS
@@ -138,6 +139,11 @@ class SessionBridge(QObject):
             if text:
                 response = data.get("response")
                 self.text_added.emit(text, -1 if response is None else int(response))
+        elif kind is EventKind.SPOKEN:
+            text = printable(str(data.get("text", "")))
+            if text:
+                response = data.get("response")
+                self.spoken.emit(text, -1 if response is None else int(response))
         elif kind is EventKind.HEARD:
             self.heard.emit(printable(str(data.get("text", ""))))
         elif kind is EventKind.LEVELS:

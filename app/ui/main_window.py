@@ -210,9 +210,12 @@ class MainWindow(QMainWindow):
         bridge = self.bridge
         bridge.frame_ready.connect(self._show_frame)
         bridge.state_changed.connect(self._on_state)
-        bridge.text_added.connect(self.stage.subtitles.add)
-        bridge.text_added.connect(lambda *_: self.stage.relayout())
-        bridge.text_added.connect(self.side.transcript.add)
+        # Subtitles and the transcript show words as they are heard, not as the model
+        # writes them: what it writes ahead is not yet said, and may never be (app/flow/
+        # spoken.py).
+        bridge.spoken.connect(self.stage.subtitles.add)
+        bridge.spoken.connect(lambda *_: self.stage.relayout())
+        bridge.spoken.connect(self.side.transcript.add)
         bridge.heard.connect(self.stage.subtitles.mark_heard)
         bridge.heard.connect(self.side.transcript.mark_heard)
         bridge.retracted.connect(self.stage.subtitles.take_back)
