@@ -550,3 +550,35 @@ def test_the_persona_card_names_the_voice_the_model_speaks_with(qtbot, harness, 
     _running(qtbot, win)
     assert win.side.persona_voice.text() == "Voice: built-in voice 'NATF0'"
     win.close()
+
+
+def test_a_machine_too_slow_for_the_model_is_told_so_in_words(qtbot, window, harness):
+    """The self-check on a 2-core CPU showed an orange "17.12×" and nothing else."""
+    _running(qtbot, window)
+    hub = harness.sessions[0].events
+    hub.emit(EventKind.METRICS, 5.0, summary={"real_time_factor": 17.12})
+    qtbot.waitUntil(lambda: window.side.rtf_value.text() == "17.12×", timeout=2000)
+    texts = window.messages.texts()
+    assert any("cannot keep up" in t and "1 s of the assistant's speech in 17 s" in t
+               for t in texts)
+    assert window.side.rtf_note.isVisible() and "17.1 s" in window.side.rtf_note.text()
+    assert "seconds this machine takes to compute one second" in window.side.rtf_value.toolTip()
+    hub.emit(EventKind.METRICS, 9.0, summary={"real_time_factor": 16.0})  # said once
+    qtbot.wait(100)
+    assert sum("cannot keep up" in t for t in window.messages.texts()) == 1
+
+
+def test_a_machine_that_keeps_up_is_not_warned(qtbot, window, harness):
+    _running(qtbot, window)
+    hub = harness.sessions[0].events
+    hub.emit(EventKind.METRICS, 5.0, summary={"real_time_factor": 0.4})
+    for i in range(8):  # a unit of 1 s taken in within 0.2 s
+        hub.emit(EventKind.UNIT, float(i), index=i, compute=0.2, lag=6.0, frames=1)
+    qtbot.waitUntil(lambda: window.side.rtf_value.text() == "0.40×", timeout=2000)
+    qtbot.wait(100)
+    assert not any("keep up" in t for t in window.messages.texts())
+    assert not window.side.rtf_note.isVisible()
+    for i in range(8):  # now 1.8 s for each 1 s unit while listening
+        hub.emit(EventKind.UNIT, 10.0 + i, index=10 + i, compute=1.8, lag=0.5, frames=1)
+    qtbot.waitUntil(lambda: any("1.8 s to take in each second" in t
+                                for t in window.messages.texts()), timeout=2000)

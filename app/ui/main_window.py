@@ -43,6 +43,7 @@ from app.ui.options import (
     fit_persona,
     is_self_check,
 )
+from app.ui.slowness import SlownessWatch
 from app.ui.widgets.banner import MessageBar
 from app.ui.widgets.side_panel import SidePanel
 from app.ui.widgets.stage import Stage
@@ -78,6 +79,7 @@ class MainWindow(QMainWindow):
         self.setMinimumSize(900, 580)
         self.overrides = overrides or LaunchOverrides()
         self.bridge = SessionBridge(self)
+        self.slowness = SlownessWatch()
         # Tests pass a factory whose controller loads fakes; the app uses the real one.
         make = controller or ConversationController
         self.controller = make(self.bridge)
@@ -223,6 +225,8 @@ class MainWindow(QMainWindow):
         bridge.levels.connect(self._on_levels)
         bridge.latency.connect(self.side.set_latency)
         bridge.rtf_changed.connect(self.side.set_rtf)
+        bridge.rtf_changed.connect(lambda rtf: self._maybe_report(self.slowness.on_rtf(rtf)))
+        bridge.unit_done.connect(self._on_unit_done)
         bridge.device_event.connect(self._on_device)
         bridge.overflow.connect(lambda text: self.report(messages.audio_lost(text)))
         bridge.error.connect(lambda text: self.report(messages.model_failed(text)))
@@ -292,6 +296,10 @@ class MainWindow(QMainWindow):
         log.info("%s: %s", level, text)
         self.messages.post(level, text[:1].upper() + text[1:])
 
+    def _maybe_report(self, message: UserMessage | None) -> None:
+        if message is not None:
+            self.report(message)
+
     def report(self, message: UserMessage) -> None:
         """A fault or notice worded by app/ui/messages.py (what happened, what still
         works, what to do)."""
@@ -318,6 +326,7 @@ class MainWindow(QMainWindow):
             return
         self.stage.subtitles.clear_text()
         self.side.reset_figures()
+        self.slowness.reset()
         self._started_with_camera = options.camera is not None
         self._self_check = is_self_check(options.model.local_dir)
         self.stage.badge.setVisible(self._self_check)
@@ -407,6 +416,11 @@ class MainWindow(QMainWindow):
             self.stage.subtitles.answer_finished()
         if state == "listening" and reason == "user finished":
             self.hint.setText("")
+
+    def _on_unit_done(self, compute: float, _lag: float) -> None:
+        spec = self.controller.backend_spec
+        if spec is not None:
+            self._maybe_report(self.slowness.on_unit(compute, spec.unit_ms / 1000))
 
     def _on_levels(self, mic: float, assistant: float) -> None:
         self.side.mic_meter.set_level(mic)

@@ -193,15 +193,30 @@ def no_gpu(note: str) -> UserMessage:
 
 def too_slow(real_time_factor: float) -> UserMessage:
     """This machine computes speech slower than it is played (real-time factor over 1)."""
-    seconds = f"{real_time_factor:.0f}" if real_time_factor >= 10 else f"{real_time_factor:.1f}"
     return UserMessage(
         WARNING,
         f"This machine cannot keep up with this model: it computes 1 s of the assistant's "
-        f"speech in {seconds} s, so answers come late and in pieces",
+        f"speech in {_seconds(real_time_factor)} s, so answers come late and in pieces",
         "the conversation goes on, and nothing is lost",
         "use a GPU, a smaller model or 4-bit weights (Settings → Model); switching the "
         "camera off saves some work",
     )
+
+
+def falling_behind(ratio: float) -> UserMessage:
+    """The model takes longer to take in what the user says than it lasts."""
+    return UserMessage(
+        WARNING,
+        f"This machine cannot keep up with this model: it takes {_seconds(ratio)} s to take "
+        "in each second of what you say, so it falls behind and answers late",
+        "the conversation goes on, and nothing you say is lost",
+        "use a GPU or a smaller model (Settings → Model), or switch the camera off: each "
+        "camera frame is more for the model to take in",
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
 def unusable_input(role: str, path: Path, problem: str, *,

@@ -42,6 +42,11 @@ def card(parent: QWidget) -> tuple[QFrame, QVBoxLayout]:
     return frame, layout
 
 
+RTF_TIP = ("Real-time factor: how many seconds this machine takes to compute one second "
+           "of the assistant's speech. Below 1× it keeps up and speaks smoothly; at 2× a "
+           "1 s sentence takes 2 s to make, so answers come late and in pieces.")
+
+
 def _seconds(value: float | None) -> str:
     return "—" if value is None else f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
 
@@ -156,8 +161,7 @@ class SidePanel(QWidget):
              "last turn-taking latency: end of your speech → first sound of the answer"),
             ("Stop on interruption", self.stop_value,
              "last interruption latency: you start talking → the assistant is silent"),
-            ("Real-time factor", self.rtf_value,
-             "compute per second of speech; below 1 keeps up with playback"),
+            ("Real-time factor", self.rtf_value, RTF_TIP),
         )):
             label = muted(name, timing)
             label.setToolTip(tip)
@@ -167,6 +171,11 @@ class SidePanel(QWidget):
             value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             figures.addWidget(value, row, 1)
         tv.addLayout(figures)
+        # What the factor means, in words, once it says this machine is too slow.
+        self.rtf_note = muted("", timing)
+        self.rtf_note.setStyleSheet(f"color: {theme.WARNING};")
+        self.rtf_note.hide()
+        tv.addWidget(self.rtf_note)
         layout.addWidget(timing)
 
         self.transcript_card, tr = card(self)
@@ -210,11 +219,16 @@ class SidePanel(QWidget):
         self.rtf_value.setText(f"{rtf:.2f}×")
         color = theme.SUCCESS if rtf < 1 else theme.WARNING
         self.rtf_value.setStyleSheet(f"color: {color};")
+        if rtf >= 1:
+            self.rtf_note.setText(f"1 s of speech takes {rtf:.1f} s to compute here: too "
+                                  "slow to keep up, so answers come late.")
+        self.rtf_note.setVisible(rtf >= 1)
 
     def reset_figures(self) -> None:
         for value in (self.turn_value, self.stop_value, self.rtf_value):
             value.setText("—")
             value.setStyleSheet("")
+        self.rtf_note.hide()
         self.mic_meter.reset()
         self.assistant_meter.reset()
         self.transcript.clear_entries()
