@@ -53,3 +53,30 @@ def test_the_gpu_is_reported_before_the_family_specs(qtbot, monkeypatch):
     release.set()
     qtbot.waitUntil(lambda: bool(specs), timeout=3000)
     probe.join(5)
+
+
+def test_a_dialog_opened_just_after_the_answer_still_gets_it(qtbot, monkeypatch):
+    """The GPU answer is now instant on a machine without a driver: it could be emitted
+    after the first-run dialog was made but before it was connected, and the dialog said
+    "Looking for a GPU…" for good."""
+    from app.ui import first_run
+    from app.ui.main_window import MainWindow
+
+    seen = {}
+
+    def look(dialog):
+        qtbot.wait(100)  # the queued answers arrive
+        seen["note"] = dialog.gpu_note.text()
+        seen["primary"] = dialog.selfcheck_button.isDefault()
+        return 0
+
+    monkeypatch.setattr(hardware, "family_spec", lambda family: None)
+    monkeypatch.setattr(first_run.FirstRunDialog, "exec", look)
+    window = MainWindow(detect_hardware=lambda: hardware.Hardware((), "no GPU (test)"))
+    qtbot.addWidget(window)
+    window.probe.join(5)  # answered and emitted; the window has not seen it yet
+    assert window.hardware is None
+    window.open_first_run()
+    assert seen == {"note": seen["note"], "primary": True}
+    assert "No GPU here" in seen["note"]
+    window.close()

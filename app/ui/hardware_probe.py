@@ -35,6 +35,23 @@ class HardwareProbe(QObject):
         self.thread = threading.Thread(target=work, name="duetto-hardware", daemon=True)
         self.thread.start()
 
+    def deliver(self, on_found: Callable[[hardware.Hardware], None],
+                on_specs: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Give each answer to a newcomer (a dialog), now if it is known, else when it is.
+
+        Connected first, then read: an answer found in between reaches it twice (harmless),
+        never not at all. (Connected only, a dialog opened after the worker emitted but
+        before the window had seen it waited for a GPU answer that never came.)
+        """
+        for signal, answer, slot in ((self.found, "hardware", on_found),
+                                     (self.specs_ready, "specs", on_specs)):
+            if slot is None:
+                continue
+            signal.connect(slot)
+            value = getattr(self, answer)
+            if value is not None:
+                slot(value)
+
     def join(self, timeout_s: float) -> None:
         if self.thread is not None:
             self.thread.join(timeout_s)

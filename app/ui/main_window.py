@@ -555,10 +555,7 @@ class MainWindow(QMainWindow):
         dialog = SettingsDialog(self.settings, self.library, self.hardware,
                                 self.family_specs, self.controller.backend_spec, self)
         if self.probe is not None:
-            if self.hardware is None:
-                self.probe.found.connect(dialog.set_hardware)
-            if not self.family_specs:
-                self.probe.specs_ready.connect(dialog.set_specs)
+            self.probe.deliver(dialog.set_hardware, dialog.set_specs)
         return dialog
 
     def open_settings(self, page: str = "", *, build_self_check: bool = False) -> None:
@@ -597,8 +594,8 @@ class MainWindow(QMainWindow):
         from app.ui.first_run import FirstRunDialog
 
         dialog = FirstRunDialog(self.hardware, self)
-        if self.hardware is None and self.probe is not None:
-            self.probe.found.connect(dialog.set_hardware)
+        if self.probe is not None:
+            self.probe.deliver(dialog.set_hardware)
         dialog.exec()
         choice = dialog.choice
         self.settings.first_run_done = True

@@ -28,7 +28,7 @@ from app.capture.sources import names_a_file
 from app.flow.conversation import NULL_SPEAKER, ConversationOptions
 
 SPEECH_CLIP = Path("self-check") / "speech.flac"
-VIDEO_NAME = "self-check-camera.avi"
+VIDEO_NAME = "self-check-camera-16x9.avi"  # a new name when the picture changes
 
 
 def speech_clip() -> Path:
@@ -36,9 +36,10 @@ def speech_clip() -> Path:
 
 
 def write_video(path: Path, seconds: float = 8.0, fps: int = 10,
-                width: int = 320, height: int = 240) -> Path:
-    """A small looping scene: a lit wall, a face that turns a little, and the words
-    SELF-CHECK, which read forwards when the preview is the right way round."""
+                width: int = 384, height: int = 216) -> Path:
+    """A small looping scene, as wide as the stage (16:9, so little is cropped): a lit
+    wall, a face that sways a little, and the words SELF-CHECK beside it, which read
+    forwards when the preview is the right way round."""
     import cv2
     import numpy as np
 
@@ -53,16 +54,16 @@ def write_video(path: Path, seconds: float = 8.0, fps: int = 10,
     try:
         for i in range(int(seconds * fps)):
             frame = np.broadcast_to(wall, (height, width, 3)).copy()
-            sway = int(12 * math.sin(2 * math.pi * i / (seconds * fps)))
-            cx, cy = width // 2 + sway, height // 2 + 10
-            cv2.ellipse(frame, (cx, height + 20), (90, 70), 0, 180, 360, (90, 60, 45), -1)
-            cv2.ellipse(frame, (cx, cy), (40, 50), 0, 0, 360, (130, 165, 205), -1)
-            for dx in (-14, 14):
+            sway = int(10 * math.sin(2 * math.pi * i / (seconds * fps)))
+            cx, cy = int(width * 0.62) + sway, height // 2 + 6
+            cv2.ellipse(frame, (cx, height + 24), (80, 64), 0, 180, 360, (90, 60, 45), -1)
+            cv2.ellipse(frame, (cx, cy), (36, 46), 0, 0, 360, (130, 165, 205), -1)
+            for dx in (-13, 13):
                 cv2.circle(frame, (cx + dx, cy - 8), 4, (40, 40, 50), -1)
             mouth = 3 + int(4 * abs(math.sin(i * 0.9)))
-            cv2.ellipse(frame, (cx, cy + 22), (12, mouth), 0, 0, 180, (60, 60, 140), -1)
-            cv2.putText(frame, "SELF-CHECK", (12, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8,
-                        (240, 240, 240), 2, cv2.LINE_AA)
+            cv2.ellipse(frame, (cx, cy + 20), (11, mouth), 0, 0, 180, (60, 60, 140), -1)
+            cv2.putText(frame, "SELF-CHECK", (16, height // 2 + 8), cv2.FONT_HERSHEY_SIMPLEX,
+                        0.75, (240, 240, 240), 2, cv2.LINE_AA)
             writer.write(frame)
     finally:
         writer.release()

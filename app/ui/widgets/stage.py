@@ -30,7 +30,10 @@ class Stage(VideoView):
         self.pill.adjustSize()
         self.pill.move(16, 16)
         self.badge.adjustSize()
-        self.badge.move(self.width() - self.badge.width() - 16, 18)
+        x = self.width() - self.badge.width() - 16
+        beside = x >= self.pill.geometry().right() + 12
+        # Where the stage is too narrow for both on one line, the badge goes under the pill.
+        self.badge.move(x if beside else 16, 18 if beside else self.pill.geometry().bottom() + 8)
         width = min(self.width() - 48, 760)
         self.subtitles.setFixedWidth(width)
         self.subtitles.adjustSize()
