@@ -211,7 +211,8 @@ def test_moshi_layout_mimi_keeps_its_float32_weights(moshi_tiny_factory) -> None
     assert conv.dtype is torch.float32
     assert torch.equal(conv, original["encoder.model.0.conv.conv.weight"])
     codebook = mimi.quantizer.semantic_residual_vector_quantizer.layers[0].codebook.embed_sum
-    assert torch.equal(codebook, original["quantizer.rvq_first.vq.layers.0._codebook.embedding_sum"])
+    source = "quantizer.rvq_first.vq.layers.0._codebook.embedding_sum"
+    assert torch.equal(codebook, original[source])
 
 
 def test_transformers_layout_mimi_loads_in_float32(moshi_tiny_factory) -> None:
