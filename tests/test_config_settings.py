@@ -133,7 +133,7 @@ def test_recordings_default_to_the_data_folder(tmp_path):
         (b"", "empty"),
         (b"  \n", "empty"),
         (b"[1, 2]", "list"),
-        (b'"persona"', "str"),
+        (b'"persona"', "string"),
         (b"[" * 100_000 + b"]" * 100_000, "nested"),
         ('{"persona": "caf\u00e9"'.encode("latin-1"), "not text"),
     ],
