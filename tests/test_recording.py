@@ -41,7 +41,7 @@ def test_a_stalled_channel_does_not_hold_the_other_back(tmp_path):
     for second in range(3):
         rec.write_user(np.full(RATE, 0.1, np.float32), t=float(second))
     # Nothing from the assistant: the user's audio is still written, up to the lag.
-    rec._sync()
+    rec._commit()
     assert soundfile.info(str(tmp_path / "conversation.wav")).frames >= int(2.5 * RATE)
     # Assistant audio for a stretch already written is dropped and counted.
     rec.write_assistant(np.ones(RATE, np.float32), t=0.0)
@@ -74,7 +74,7 @@ def test_kill_minus_9_leaves_all_but_the_last_second(tmp_path):
         import numpy as np
         from pathlib import Path
         from app.flow.recording import SessionRecorder
-        rec = SessionRecorder(Path({str(tmp_path)!r}), {RATE}, sync_interval=1.0)
+        rec = SessionRecorder(Path({str(tmp_path)!r}), {RATE}, commit_interval=0.5)
         block = np.full(480, 0.25, np.float32)
         start = time.monotonic()
         n = 0
