@@ -8,8 +8,10 @@ import subprocess
 import sys
 import textwrap
 import time
+import wave
 
 import numpy as np
+import pytest
 import soundfile
 
 from app.flow.recording import SessionRecorder, read_events
@@ -103,3 +105,80 @@ def test_kill_minus_9_leaves_all_but_the_last_second(tmp_path):
     assert np.allclose(data[:, 1], -0.25, atol=1e-3)
     events = read_events(tmp_path / "events.jsonl")
     assert [e["n"] for e in events][:2] == [0, 50]
+
+
+def test_two_recordings_started_at_once_get_folders_of_their_own(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.flow.recording import unique_folder
+
+    with ThreadPoolExecutor(8) as pool:
+        folders = list(pool.map(lambda _: unique_folder(tmp_path, "20260101-120000"), range(8)))
+    names = sorted(f.name for f in folders)
+    assert len(set(names)) == 8
+    assert names[0] == "20260101-120000" and "20260101-120000-8" in names
+
+
+def test_a_channel_that_stops_is_written_alone_after_the_stall_time(tmp_path):
+    now = [0.0]
+    rec = SessionRecorder(tmp_path, RATE, stall_seconds=0.5, clock=lambda: now[0])
+    for n in range(50):  # 1 s of the user, the assistant silent from the start
+        now[0] = n * 0.02
+        rec.write_user(np.full(480, 0.1, np.float32), t=n * 0.02)
+    # Written as soon as the assistant had been silent 0.5 s, then with every block.
+    assert rec.seconds_written == pytest.approx(1.0)
+    rec.close()
+
+
+def test_the_header_counts_what_is_committed_while_the_file_is_open(tmp_path):
+    now = [0.0]
+    rec = SessionRecorder(tmp_path, RATE, commit_interval=0.5, clock=lambda: now[0])
+    path = tmp_path / "conversation.wav"
+    with wave.open(str(path)) as w:  # valid from the first moment, empty
+        assert w.getnframes() == 0
+    for n in range(60):
+        now[0] = n * 0.02
+        rec.write_user(np.full(480, 0.2, np.float32), t=n * 0.02)
+        rec.write_assistant(np.full(480, 0.2, np.float32), t=n * 0.02)
+    with wave.open(str(path)) as w:
+        frames = w.getnframes()
+    assert frames == round(rec.seconds_committed * RATE)
+    assert 1.2 - 0.5 <= frames / RATE <= 1.2
+    rec.close()
+    with wave.open(str(path)) as w:
+        assert w.getnframes() == 60 * 480
+
+
+def test_a_write_refused_by_the_system_stops_the_recording_and_keeps_the_rest(tmp_path):
+    """A real failing write: the file-size limit (RLIMIT_FSIZE) makes write() fail, as a
+    full disk does, in a child process."""
+    script = textwrap.dedent(
+        f"""
+        import resource, signal, sys
+        import numpy as np
+        from pathlib import Path
+        from app.flow.recording import SessionRecorder
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write, not a death
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+        failures = []
+        rec = SessionRecorder(Path({str(tmp_path)!r}), {RATE}, on_failure=failures.append)
+        block = np.full(480, 0.25, np.float32)
+        for n in range(500):  # 10 s: far more than 200 kB
+            rec.write_user(block, n * 0.02)
+            rec.write_assistant(block, n * 0.02)
+        rec.close()
+        print(len(failures))
+        print(failures[0])
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    count, message = done.stdout.splitlines()[:2]
+    assert count == "1" and "Recording stopped" in message and "goes on" in message
+    with wave.open(str(tmp_path / "conversation.wav")) as w:
+        seconds = w.getnframes() / w.getframerate()
+    # 200 kB hold about 2 s of 16-bit stereo at 24 kHz: all of it is kept and readable.
+    assert 1.5 <= seconds <= (200_000 - 44) / (4 * RATE)
+    assert f"{seconds:.1f} s" in message
