@@ -213,3 +213,22 @@ def test_an_overflow_is_reported_off_the_audio_callback_thread(tmp_path):
     assert "portaudio-callback" not in recorder_threads
     logged = (recorder.folder / "events.jsonl").read_text()
     assert '"event": "overflow"' in logged
+
+
+def test_no_speaker_is_one_clear_sentence_not_a_portaudio_error(monkeypatch):
+    """This machine has no sound card: PortAudio says 'Error querying device -1'."""
+    from app.capture.base import CaptureError
+
+    class _NoDevices:
+        class PortAudioError(Exception):
+            pass
+
+        def query_devices(self, device, kind):
+            raise self.PortAudioError("Error querying device -1")
+
+    monkeypatch.setattr("app.flow.conversation.load_sounddevice", _NoDevices)
+    with pytest.raises(CaptureError) as refused:
+        open_output(None)
+    message = str(refused.value)
+    assert message.startswith("the default speaker could not be opened")
+    assert "Error querying device -1" in message and "'null'" in message
