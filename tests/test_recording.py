@@ -1,13 +1,12 @@
-"""Session recording: aligned stereo, a readable log, and survival of kill -9."""
+"""Session recording: aligned stereo, a readable log, unique folders, a valid header at
+every moment, failing writes (kill -9 and SIGTERM: test_recording_crash.py)."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 import wave
 
 import numpy as np
@@ -67,44 +66,6 @@ def test_a_torn_last_log_line_is_skipped(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text('{"t": 0.1, "event": "a"}\n{"t": 0.2, "ev', encoding="utf-8")
     assert read_events(path) == [{"t": 0.1, "event": "a"}]
-
-
-def test_kill_minus_9_leaves_all_but_the_last_second(tmp_path):
-    script = textwrap.dedent(
-        f"""
-        import sys, time
-        import numpy as np
-        from pathlib import Path
-        from app.flow.recording import SessionRecorder
-        rec = SessionRecorder(Path({str(tmp_path)!r}), {RATE}, commit_interval=0.5)
-        block = np.full(480, 0.25, np.float32)
-        start = time.monotonic()
-        n = 0
-        while True:  # real time: 20 ms of both channels every 20 ms
-            t = n * 0.02
-            rec.write_user(block, t)
-            rec.write_assistant(-block, t)
-            if n % 50 == 0:
-                rec.event("tick", t, n=n)
-            n += 1
-            if n == 150:
-                print("recorded", flush=True)
-            time.sleep(max(0.0, start + n * 0.02 - time.monotonic()))
-        """
-    )
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
-    assert proc.stdout.readline().strip() == b"recorded"  # 3 s recorded
-    written_at_least = 3.0
-    time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    data, rate = soundfile.read(tmp_path / "conversation.wav")
-    assert len(data) / rate >= written_at_least - 1.0
-    assert np.allclose(data[:, 0], 0.25, atol=1e-3)
-    assert np.allclose(data[:, 1], -0.25, atol=1e-3)
-    events = read_events(tmp_path / "events.jsonl")
-    assert [e["n"] for e in events][:2] == [0, 50]
 
 
 def test_two_recordings_started_at_once_get_folders_of_their_own(tmp_path):
