@@ -5,13 +5,15 @@ the session clock: each write says where on that clock its first sample lies, an
 recorder places it there (padding a gap with silence), so two streams that arrive at
 different moments still line up.
 
-What a crash keeps. Every `commit_interval` (0.5 s) of wall time the WAV header is
-rewritten to count the frames written so far and the file and the log are synced
-(wav_writer.py), so after kill -9 every reader (Python's `wave`, sox, libsndfile) opens
-the file and finds all but the last moments: at most `commit_interval` of what was
-written, plus what one channel held waiting for the other (`stall_seconds` when the
-other has stopped; see SessionRecorder). An ordinary exit, a SIGTERM turned into one
-(app/flow/termination.py) included, finalizes every recorder still open.
+What a crash keeps. Every `commit_interval` (0.5 s) of wall time the audio is handed
+to the operating system and the WAV header rewritten to count it (wav_writer.py), so
+after kill -9 every reader (Python's `wave`, sox, libsndfile) opens the file and finds
+all but the last moments: at most `commit_interval` of what was written, plus what one
+channel held waiting for the other (`stall_seconds` when the other has stopped; see
+SessionRecorder). Every `sync_interval` (1 s) both files are also synced to the disk,
+which a power cut needs; that waits for the disk, on the listener's thread, so it is
+done once a second rather than at every commit. An ordinary exit, a SIGTERM turned into
+one (app/termination.py) included, finalizes every recorder still open.
 
 Faults. A folder that cannot be made or written, or a write that fails later (a full
 disk), never stops the conversation: `open_recorder` returns no recorder and a sentence
@@ -138,6 +140,7 @@ class SessionRecorder:
         sample_rate: int = 24000,
         *,
         commit_interval: float = 0.5,
+        sync_interval: float = 1.0,
         stall_seconds: float = 0.5,
         max_lag_seconds: float = 30.0,
         on_failure: Callable[[str], None] | None = None,
@@ -161,7 +164,8 @@ class SessionRecorder:
         self._user.last_put = self._assistant.last_put = clock()
         self._written = 0
         self._commit_interval = commit_interval
-        self._last_commit = clock()
+        self._sync_interval = sync_interval
+        self._last_commit = self._last_sync = clock()
         self._stall = stall_seconds
         self._max_lag = int(max_lag_seconds * sample_rate)
         self._on_failure = on_failure
@@ -238,13 +242,17 @@ class SessionRecorder:
     def _maybe_commit(self) -> None:
         now = self._clock()
         if now - self._last_commit >= self._commit_interval:
-            self._commit()
+            sync = now - self._last_sync >= self._sync_interval
+            self._commit(sync=sync)
             self._last_commit = now
+            if sync:
+                self._last_sync = now
 
-    def _commit(self) -> None:
-        self._wav.commit()  # the header counts the frames written (wav_writer.py)
+    def _commit(self, *, sync: bool = True) -> None:
+        self._wav.commit(sync=sync)  # the header counts the frames written (wav_writer.py)
         self._log.flush()
-        os.fsync(self._log.fileno())
+        if sync:
+            os.fsync(self._log.fileno())
 
     def _fail(self, exc: OSError) -> str:
         """Under the lock: stop recording, keep what reached the disk, say so."""
