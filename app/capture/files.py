@@ -152,6 +152,9 @@ class VideoFileInfo:
     height: int
     fps: float
 
+    def warnings(self) -> list[str]:
+        return []  # a video that decodes at all plays as it is
+
     def describe(self) -> str:
         return f"video file {self.path.name}: {self.width}×{self.height} at {self.fps:g} fps"
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from app.capture.base import CaptureError
 from app.capture.camera import CameraSource, PreviewCallback
 from app.capture.files import (
+    AudioFileInfo,
     FileAudioSource,
     FileVideoSource,
+    VideoFileInfo,
     check_audio_file,
     check_video_file,
 )
@@ -138,7 +139,10 @@ class InputCheck:
 
 
 def _check_one(
-    role: str, spec: int | str | Path | None, check: Callable[[Path], Any], warnings: list[str]
+    role: str,
+    spec: int | str | Path | None,
+    check: Callable[[Path], AudioFileInfo | VideoFileInfo],
+    warnings: list[str],
 ) -> str | None:
     if spec is None or _as_index(spec) is not None:
         return None  # a device: it is checked when it opens
@@ -148,7 +152,7 @@ def _check_one(
             raise CaptureError(f"file not found: {Path(spec).expanduser()}")
         if path is not None:
             info = check(path)
-            warnings.extend(getattr(info, "warnings", list)())
+            warnings.extend(info.warnings())
     except CaptureError as exc:
         return f"The {role} input cannot be used: {exc}."
     return None
