@@ -16,6 +16,9 @@ the wave. Streaming here uses the same two modules on windows:
   and their frames agree where their contexts agree. (Through the ODE's steps a frame
   also feels blocks further off, each step one layer-span further, but far more weakly:
   the tests hold windowed and one-pass mel within 1e-4 on the tiny model.)
+  What the look-ahead costs: the first audio needs 24 codes (the first block and the
+  whole next one; 480 ms of speech at 50 codes/s), where a 6-code look-ahead needed 21;
+  later audio trails the newest code by one to two blocks plus the vocoder's 9 codes.
 * BigVGAN is a pure convolution stack with a finite receptive field (±16 mel frames for
   the real kernel/rate layout, measured by perturbation). Each vocoder window gets
   `vocoder_context` frames of context on both sides and only its middle samples are
