@@ -13,7 +13,7 @@ README = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding=
 def test_the_readme_tells_the_truth_about_recording():
     prose = " ".join(README.split())
     if Settings().conversation.record:
-        assert "Recording is on by default" in prose
+        assert "on by default" in prose
     else:
         assert "Every conversation is recorded" not in prose
-        assert "Recording is off by default" in prose
+        assert "(Settings → Conversation; off by default)" in prose

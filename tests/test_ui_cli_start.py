@@ -36,8 +36,9 @@ def test_a_missing_mic_file_is_said_before_anything_loads(tmp_path):
         env=_env(tmp_path, QT_QPA_PLATFORM="offscreen"), cwd=ROOT, capture_output=True,
         text=True, timeout=120)
     assert done.returncode == 2, done.stderr
-    assert f"The microphone file {tmp_path / 'talk.wav'} does not exist" in done.stderr
-    assert "--mic" in done.stderr and "Traceback" not in done.stderr
+    assert (f"The microphone input cannot be used: file not found: {tmp_path / 'talk.wav'}"
+            in done.stderr)
+    assert "Check the path given to --mic" in done.stderr and "Traceback" not in done.stderr
     print(f"said after {time.monotonic() - started:.1f} s")
 
 
@@ -64,31 +65,57 @@ def test_display_problem(env, platform, problem):
     assert (display_problem(env, platform) is not None) is problem
 
 
-def test_ctrl_c_ends_the_app_cleanly(tmp_path):
-    """Ctrl+C while the first-run dialog waits: the app closes and exits 130, without a
-    KeyboardInterrupt traceback. Before: a traceback, and the app kept running."""
-    script = textwrap.dedent("""
-        import sys
-        from app.ui import first_run
-        shown = first_run.FirstRunDialog.exec
-        def exec_and_say(self):
-            print("dialog open", flush=True)  # the test presses Ctrl+C now
-            return shown(self)
-        first_run.FirstRunDialog.exec = exec_and_say
-        from app.__main__ import main
-        sys.exit(main([]))
-    """)
-    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, text=True,
-                             env=_env(tmp_path, QT_QPA_PLATFORM="offscreen"),
+FIRST_RUN_SAYS_WHEN_OPEN = textwrap.dedent("""
+    import sys
+    from app.ui import first_run
+    shown = first_run.FirstRunDialog.exec
+    def exec_and_say(self):
+        print("dialog open", flush=True)  # the test acts now
+        return shown(self)
+    first_run.FirstRunDialog.exec = exec_and_say
+    from app.__main__ import main
+    sys.exit(main([]))
+""")
+
+
+def _first_instance(tmp_path: Path) -> subprocess.Popen:
+    child = subprocess.Popen([sys.executable, "-c", FIRST_RUN_SAYS_WHEN_OPEN], cwd=ROOT,
+                             text=True, env=_env(tmp_path, QT_QPA_PLATFORM="offscreen"),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert child.stdout.readline().strip() == "dialog open"
+    return child
+
+
+def _end(child: subprocess.Popen) -> tuple[str, str]:
     try:
-        assert child.stdout.readline().strip() == "dialog open"
-        time.sleep(0.5)
-        child.send_signal(signal.SIGINT)
-        _out, err = child.communicate(timeout=30)
+        return child.communicate(timeout=30)
     finally:
         if child.poll() is None:
             child.kill()
             child.communicate()
+
+
+def test_ctrl_c_ends_the_app_cleanly(tmp_path):
+    """Ctrl+C while the first-run dialog waits: the app closes and exits 130, without a
+    KeyboardInterrupt traceback. Before: a traceback, and the app kept running."""
+    child = _first_instance(tmp_path)
+    time.sleep(0.5)
+    child.send_signal(signal.SIGINT)
+    _out, err = _end(child)
     assert "KeyboardInterrupt" not in err and "Traceback" not in err, err
     assert child.returncode == 130
+
+
+def test_a_second_instance_says_the_first_runs_and_leaves(tmp_path):
+    """Two at once wrote one recording folder and one settings file; nothing warned."""
+    first = _first_instance(tmp_path)
+    try:
+        second = subprocess.run([sys.executable, "-m", "app"], cwd=ROOT, text=True,
+                                env=_env(tmp_path, QT_QPA_PLATFORM="offscreen"),
+                                capture_output=True, timeout=120)
+    finally:
+        first.send_signal(signal.SIGINT)
+        _end(first)
+    assert second.returncode == 1
+    assert f"Duetto is already running (process {first.pid}" in second.stderr
+    assert "Traceback" not in second.stderr

@@ -67,6 +67,16 @@ def test_the_self_check_keeps_what_exists_and_what_the_user_chose(tmp_path):
     assert untouched.options == files and untouched.replaced == ()
 
 
+def test_a_bad_camera_file_leaves_the_talk_without_video(tmp_path):
+    junk = tmp_path / "clip.mp4"
+    junk.write_text("not a video")
+    options = _options(tmp_path, mic=None, camera=str(junk), standby_camera=str(junk))
+    prepared = preflight.prepare(options, list_audio=lambda: fakes.Harness().audio)
+    assert prepared.options.camera is None and prepared.options.standby_camera is None
+    (note,) = prepared.notes
+    assert "clip.mp4" in note.text() and "goes on without video" in note.text()
+
+
 def test_a_real_model_without_a_microphone_is_refused_before_loading(tmp_path):
     options = _options(tmp_path)  # not a self-check folder
     try:
@@ -88,6 +98,7 @@ def test_a_missing_mic_file_stops_the_start_before_the_model_loads(qtbot, tmp_pa
     qtbot.waitUntil(lambda: bool(window.messages.texts()), timeout=5000)
     assert harness.loads == 0  # said before any loading
     text = window.messages.texts()[-1]
-    assert f"the microphone file {tmp_path / 'talk.wav'} does not exist" in text
+    assert text.startswith("The conversation could not start: the microphone input cannot "
+                           f"be used: file not found: {tmp_path / 'talk.wav'}.")
     assert window.controller.phase == "idle"
     window.close()

@@ -5,13 +5,15 @@ main window and the first run; Ctrl+C in the terminal closes it like its close b
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
+from app.instance_lock import AlreadyRunning, InstanceLock, acquire_instance_lock
 from app.ui import inputs, theme
 from app.ui.display import display_problem
 from app.ui.interrupt import end_on_ctrl_c
@@ -64,10 +66,34 @@ def launch(args: argparse.Namespace | None = None) -> int:
     if no_screen:
         print(f"duetto: {no_screen}", file=sys.stderr)
         return 1
+    try:  # one Duetto at a time: two would write over each other's settings and recordings
+        lock = acquire_instance_lock()
+    except AlreadyRunning as exc:
+        print(f"duetto: {exc}", file=sys.stderr)
+        _tell_in_a_box("Duetto is already running", str(exc))
+        return 1
+    try:
+        return _run_window(args, lock)
+    finally:
+        lock.release()
+
+
+def _tell_in_a_box(title: str, text: str) -> None:
+    """Say it in a window too, for a Duetto started from a desktop menu (no terminal);
+    not where no one can see a window (offscreen, as in tests and benchmarks)."""
+    if os.environ.get("QT_QPA_PLATFORM", "").startswith(("offscreen", "minimal")):
+        return
+    create_app()
+    QMessageBox.warning(None, title, text)
+
+
+def _run_window(args: argparse.Namespace | None, lock: InstanceLock) -> int:
     from app.ui.main_window import MainWindow  # the model and capture code: seconds
 
     app = create_app()
     window = MainWindow(overrides_from_args(args))
+    if lock.note:  # the lock could not be enforced here: say so, and go on
+        window.post("warning", lock.note)
 
     def interrupted() -> None:
         QApplication.closeAllWindows()  # the main window stops its conversation and model

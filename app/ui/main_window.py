@@ -29,6 +29,7 @@ from app.config import personas as persona_store
 from app.config import settings as settings_store
 from app.config.personas import PersonaFile, PersonaLibrary
 from app.config.settings import Settings
+from app.flow.persona_fit import fit_persona
 from app.model.contract import BackendError
 from app.ui import hardware, messages
 from app.ui.bridge import SessionBridge
@@ -40,7 +41,6 @@ from app.ui.options import (
     build_options,
     chosen_family,
     describe_model,
-    fit_persona,
     is_self_check,
 )
 from app.ui.slowness import SlownessWatch

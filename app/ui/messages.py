@@ -219,18 +219,24 @@ def _seconds(value: float) -> str:
     return f"{value:.0f}" if value >= 10 else f"{value:.1f}"
 
 
-def unusable_input(role: str, path: Path, problem: str, *,
-                   at_launch: bool = False) -> UserMessage:
-    """A file given as the microphone or camera that cannot be used (checked before the
-    model loads; `at_launch`: on the command line, before the window opens)."""
+def unusable_input(role: str, problem: str, *, at_launch: bool = False) -> UserMessage:
+    """A file given as the microphone or camera that cannot be used, checked before the
+    model loads (`problem`: capture.sources.check_inputs' sentence naming the file);
+    `at_launch`: on the command line, before the window opens."""
     flag = "--mic" if role == "microphone" else "--camera"
     if at_launch:
-        return UserMessage(ERROR, f"The {role} file {path} {problem}",
-                           "Duetto did not start, so nothing was loaded or lost",
+        return UserMessage(ERROR, problem, "Duetto did not start, so nothing was loaded or lost",
                            f"check the path given to {flag}")
-    return not_started(f"the {role} file {path} {problem}",
-                       f"check the path (given to {flag} or in {DEVICES_PAGE}), or choose "
-                       "another file")
+    if role == "camera":
+        return UserMessage(WARNING, problem, "the conversation goes on without video",
+                           f"choose another video file or a camera in {DEVICES_PAGE}")
+    return not_started(problem[:1].lower() + problem[1:],
+                       f"choose another file or a microphone in {DEVICES_PAGE}")
+
+
+def input_note(warning: str) -> UserMessage:
+    """Something about an input file that will be repaired as it plays."""
+    return UserMessage(INFO, warning, "the conversation goes on")
 
 
 def missing_model_folder(path: Path) -> UserMessage:

@@ -10,10 +10,10 @@ import dataclasses
 from collections.abc import Callable
 
 from app.capture import devices
-from app.capture.sources import names_a_file
+from app.capture.sources import check_inputs, names_a_file
 from app.flow.conversation import NULL_SPEAKER, ConversationOptions
 from app.ui import messages, self_check
-from app.ui.inputs import MediaCheck, file_exists, input_problems
+from app.ui.inputs import InputChecker, judge_inputs
 from app.ui.messages import UserMessage
 from app.ui.options import is_self_check
 
@@ -35,7 +35,7 @@ class Prepared:
 def prepare(
     options: ConversationOptions,
     *,
-    check: MediaCheck = file_exists,
+    check: InputChecker = check_inputs,
     list_audio: Callable[[], devices.AudioDevices] | None = None,
     stand_ins: Callable[[ConversationOptions], self_check.StandIns] | None = None,
 ) -> Prepared:
@@ -43,9 +43,22 @@ def prepare(
     devices and, for the self-check, write its stand-in video)."""
     list_audio = list_audio or devices.list_audio_devices
     stand_ins = stand_ins or self_check.stand_in_for_missing_devices
-    problems = input_problems(options.mic, options.camera, check)
-    if problems:
-        raise NotReady(problems[0])
+    inputs = judge_inputs(options.mic, options.camera, check=check)
+    if inputs.mic is not None:
+        raise NotReady(inputs.mic)
+    notes: list[UserMessage] = list(inputs.notes)
+    if inputs.camera is not None:  # a bad video file: the talk goes on without video
+        options = dataclasses.replace(options, camera=None, standby_camera=None)
+        notes.append(inputs.camera)
+    prepared = _devices(options, list_audio, stand_ins)
+    return Prepared(prepared.options, (*notes, *prepared.notes))
+
+
+def _devices(options: ConversationOptions,
+             list_audio: Callable[[], devices.AudioDevices],
+             stand_ins: Callable[[ConversationOptions], self_check.StandIns]) -> Prepared:
+    """Stand-ins for the self-check; a real model needs a microphone, and plays to
+    nowhere (subtitles only) without a speaker."""
     if is_self_check(options.model.local_dir):
         found = stand_ins(options)
         notes = (messages.self_check_stand_ins(found.replaced),) if found.replaced else ()
