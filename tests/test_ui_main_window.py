@@ -582,3 +582,15 @@ def test_a_machine_that_keeps_up_is_not_warned(qtbot, window, harness):
         hub.emit(EventKind.UNIT, 10.0 + i, index=10 + i, compute=1.8, lag=0.5, frames=1)
     qtbot.waitUntil(lambda: any("1.8 s to take in each second" in t
                                 for t in window.messages.texts()), timeout=2000)
+
+
+def test_a_recording_that_stops_is_a_warning_in_its_own_words(qtbot, window, harness):
+    """Not dressed as a model failure ("goes on with the next thing you say")."""
+    _running(qtbot, window)
+    said = ("Recording stopped: the disk is full (/r). The conversation goes on without "
+            "recording; the 12.0 s recorded until then are kept.")
+    harness.sessions[0].events.emit(EventKind.RECORDING, 5.0, recording=False, message=said,
+                                    folder="/r")
+    qtbot.waitUntil(lambda: bool(window.messages.texts()), timeout=2000)
+    (banner,) = window.messages.messages()
+    assert banner.level == "warning" and banner.text == said

@@ -49,6 +49,7 @@ class SessionBridge(QObject):
     rtf_changed = Signal(float)  # compute per second of speech, from the METRICS summary
     device_event = Signal(str, str, str)  # source, kind, message
     overflow = Signal(str)
+    recording_stopped = Signal(str)  # recording could not start or stopped; why
     error = Signal(str)
     ended = Signal(str, dict)  # reason, metrics summary
     frame_ready = Signal()  # a new preview frame waits in `take_frame()`
@@ -161,7 +162,7 @@ class SessionBridge(QObject):
             self.error.emit(str(data.get("message", "something failed")))
         elif kind is EventKind.RECORDING and not data.get("recording", True):
             # Recording could not start or stopped; the message says the talk goes on.
-            self.error.emit(str(data.get("message") or "recording stopped"))
+            self.recording_stopped.emit(str(data.get("message") or ""))
         elif kind is EventKind.PREPARED:
             if data.get("retracted"):
                 response = data.get("response")

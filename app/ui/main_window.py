@@ -230,6 +230,8 @@ class MainWindow(QMainWindow):
         bridge.device_event.connect(self._on_device)
         bridge.overflow.connect(lambda text: self.report(messages.audio_lost(text)))
         bridge.error.connect(lambda text: self.report(messages.model_failed(text)))
+        bridge.recording_stopped.connect(
+            lambda text: self.report(messages.recording_stopped(text)))
         ctl = self.controller
         ctl.phase_changed.connect(self._on_phase)
         ctl.load_progress.connect(self._on_progress)

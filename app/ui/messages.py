@@ -174,6 +174,15 @@ def audio_lost(description: str) -> UserMessage:
                        "if it happens often, close other busy programs or use a smaller model")
 
 
+def recording_stopped(detail: str) -> UserMessage:
+    """Recording could not start or stopped (the recorder words it in full: what
+    happened, that the conversation goes on, where to choose another folder)."""
+    if detail:
+        return UserMessage(WARNING, detail)
+    return UserMessage(WARNING, "Recording stopped", "the conversation goes on",
+                       "choose another recordings folder in Settings → Conversation")
+
+
 def model_failed(detail: str) -> UserMessage:
     """The running model failed on one piece of the conversation (reported by the session)."""
     return UserMessage(ERROR, detail, "the conversation goes on with the next thing you say",
