@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -40,13 +40,13 @@ from app.ui.options import (
     LaunchOverrides,
     build_options,
     chosen_family,
-    describe_model,
     is_self_check,
 )
 from app.ui.slowness import SlownessWatch
 from app.ui.widgets.banner import MessageBar
 from app.ui.widgets.side_panel import SidePanel
 from app.ui.widgets.stage import Stage
+from app.ui.widgets.status_line import StatusLine
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +100,6 @@ class MainWindow(QMainWindow):
             self.probe.found.connect(self._on_hardware)
             self.probe.specs_ready.connect(self._on_specs)
             self.probe.start(self._families())
-        self._vram_timer = QTimer(self)
-        self._vram_timer.setInterval(2000)
-        self._vram_timer.timeout.connect(self._update_vram)
-        self._vram_timer.start()
         self._on_phase("idle")
 
     # ------------------------------------------------------------------ layout
@@ -181,15 +177,8 @@ class MainWindow(QMainWindow):
         outer.addLayout(controls)
         self.setCentralWidget(body)
 
-        status = self.statusBar()
-        status.setSizeGripEnabled(False)
-        self.status_model = QLabel("No model loaded", status)
-        self.status_quant = QLabel("", status)
-        self.status_device = QLabel("", status)
-        self.status_vram = QLabel("", status)
-        for label in (self.status_model, self.status_quant, self.status_device):
-            status.addWidget(label)
-        status.addPermanentWidget(self.status_vram)
+        self.status = StatusLine(self.statusBar())
+        self.status_model = self.status.model  # read by tests and screenshots
 
     def _connect(self) -> None:
         self.start_button.clicked.connect(self.toggle_conversation)
@@ -503,7 +492,7 @@ class MainWindow(QMainWindow):
             self._show_idle_stage()
         self.hint.setText("Talk any time; interrupt it by speaking")
 
-    # ------------------------------------------------------------------ status bar
+    # ------------------------------------------------------------------ hardware
     def _families(self) -> list[str]:
         from app.model import families
 
@@ -528,26 +517,7 @@ class MainWindow(QMainWindow):
         self._show_persona()
 
     def _update_status(self) -> None:
-        name = describe_model(self.settings, self.overrides)
-        folder = self.overrides.model_dir or (
-            None if not self.settings.model.local_dir else self.settings.model.local_dir)
-        check = is_self_check(Path(folder)) if folder else False
-        self.status_model.setText(f"Model: {name}" + (" (self-check)" if check else ""))
-        self.status_quant.setText(f"Weights: {self.overrides.quant or self.settings.model.quant}")
-        device = self.overrides.device or self.settings.model.device
-        gpu = self.hardware.best if self.hardware else None
-        if device == "cpu" or (self.hardware is not None and gpu is None):
-            where = "CPU"
-        elif gpu is not None:
-            where = f"{gpu.name} ({gpu.total_gib:.0f} GiB)"
-        else:
-            where = "looking for a GPU…"
-        self.status_device.setText(f"Device: {where}")
-        self._update_vram()
-
-    def _update_vram(self) -> None:
-        used = hardware.vram_in_use_gib() if self.hardware is not None else None
-        self.status_vram.setText("VRAM: —" if used is None else f"VRAM in use: {used:.1f} GiB")
+        self.status.show(self.settings, self.overrides, self.hardware)
 
     # ------------------------------------------------------------------ settings
     def settings_dialog(self) -> Any:
@@ -614,7 +584,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self._closed:
             self._closed = True
-            self._vram_timer.stop()
+            self.status.stop()
             self.stage.pill.set_state("stopping")
             if not self.controller.shutdown():
                 log.warning("a worker thread was still running at exit")
