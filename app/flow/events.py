@@ -37,6 +37,9 @@ class EventKind(enum.StrEnum):
     # message: a sentence for the user, folder: where what was kept lies, or None}); the
     # conversation goes on either way (session_recording.py).
     RECORDING = "recording"
+    # The end-of-turn model judged a pause: data {probability, complete, seconds (its
+    # compute), audio_seconds (what it heard), silence (how long the pause was then)}.
+    TURN_JUDGED = "turn_judged"
 
 
 @dataclass(frozen=True)
