@@ -61,11 +61,11 @@ def _mel_filters() -> np.ndarray:
         norm="slaney",
         mel_scale="slaney",
     )  # (201 frequency bins, 80 mels)
-    return np.ascontiguousarray(filters.T, dtype=np.float32)
+    return np.ascontiguousarray(filters.T, dtype=np.float64)
 
 
 # numpy's Hann is symmetric; the extractor's (torch's) is periodic: one point longer, cut.
-_HANN = np.hanning(N_FFT + 1)[:-1].astype(np.float32)
+_HANN = np.hanning(N_FFT + 1)[:-1]
 
 
 def log_mel_features(audio: np.ndarray) -> np.ndarray:
@@ -75,8 +75,11 @@ def log_mel_features(audio: np.ndarray) -> np.ndarray:
     padded = np.pad(x, (N_FFT // 2, N_FFT // 2), mode="reflect")
     # Every hop-th window of the padded signal, without copying; the last one is dropped.
     frames = sliding_window_view(padded, N_FFT)[::HOP][:FRAMES]
+    # float64 from here on, as the extractor computes: the model's int8 activations are
+    # quantized per call, so a difference of 1e-6 in the features can move its answer
+    # by a few hundredths.
     spectrum = np.fft.rfft(frames * _HANN, axis=-1)
-    power = (spectrum.real**2 + spectrum.imag**2).astype(np.float32)  # (800, 201)
+    power = spectrum.real**2 + spectrum.imag**2  # (800, 201)
     mel = _mel_filters() @ power.T  # (80, 800)
     log_spec = np.log10(np.maximum(mel, 1e-10))
     log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
