@@ -50,7 +50,7 @@ from app.flow.recording import SessionRecorder
 from app.flow.resample import StreamResampler
 from app.flow.session_recording import SessionRecording
 from app.flow.timeline import OverflowEvent, Timeline
-from app.flow.turn_end import TurnEndDetector, TurnJudge
+from app.flow.turn_end import TurnJudge
 from app.flow.unit_builder import MIN_FINAL_UNIT_SECONDS, UnitBuilder
 from app.flow.vad import VadKind, VoiceActivity
 from app.model.contract import Backend, Control, Decision, Output, Persona, Unit
@@ -127,7 +127,7 @@ class Session:
         *,
         output: OutputStream | None = None,
         vad: VoiceActivity | None = None,
-        turn_detector: TurnEndDetector | None = None,
+        turn_judge: TurnJudge | None = None,
     ) -> None:
         self.backend = backend
         self.player = player
@@ -161,7 +161,7 @@ class Session:
         self.vad = vad or VoiceActivity()
         # The end-of-turn model (turn_end.py), asked when the controller says JUDGE_TURN;
         # it hears what voice activity hears.
-        self.turn_judge = TurnJudge(turn_detector)
+        self.turn_judge = turn_judge or TurnJudge(None)
         self.echo = EchoCanceller(self.tick_rate, enabled=self.config.echo_cancellation)
         self.echo_path = EchoPathMonitor(block_ticks=max(1, round(0.24 / self.config.tick_seconds)))
         self._far_tick = np.zeros(0, dtype=np.float32)  # what played during the last tick

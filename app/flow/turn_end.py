@@ -53,13 +53,13 @@ def bundled_model_path() -> Path:
     except importlib.metadata.PackageNotFoundError as exc:
         raise TurnModelUnavailable(
             f"the end-of-turn model ships in the '{WEIGHTS_PACKAGE}' package, which is not "
-            f"installed (pip install {WEIGHTS_PACKAGE}); turns end after a silence instead"
+            f"installed (pip install {WEIGHTS_PACKAGE})"
         ) from exc
     path = Path(str(dist.locate_file(WEIGHTS_FILE)))
     if not path.is_file():
         raise TurnModelUnavailable(
             f"the end-of-turn model {path.name} is missing from the installed "
-            f"'{WEIGHTS_PACKAGE}' {dist.version}; turns end after a silence instead"
+            f"'{WEIGHTS_PACKAGE}' {dist.version}"
         )
     return path
 
@@ -77,9 +77,8 @@ class SmartTurn:
         try:
             import onnxruntime as ort
         except ImportError as exc:
-            raise TurnModelUnavailable(
-                "onnxruntime is not installed; turns end after a silence instead"
-            ) from exc
+            raise TurnModelUnavailable("the end-of-turn model needs onnxruntime, which is "
+                                       "not installed (pip install onnxruntime)") from exc
         path = model_path or bundled_model_path()
         options = ort.SessionOptions()
         # One thread, run in turn: the call is short and the cores belong to the model.
@@ -93,8 +92,7 @@ class SmartTurn:
             )
         except Exception as exc:  # a damaged or foreign file
             raise TurnModelUnavailable(
-                f"the end-of-turn model {path} could not be loaded ({exc}); "
-                "turns end after a silence instead"
+                f"the end-of-turn model {path} could not be loaded ({exc})"
             ) from exc
         self.path = path
         self._input = self._session.get_inputs()[0].name
@@ -179,10 +177,10 @@ class TurnJudge:
     then on) and `failure` says why, once, for the session to tell the user.
     """
 
-    def __init__(self, detector: TurnEndDetector | None) -> None:
+    def __init__(self, detector: TurnEndDetector | None, failure: str | None = None) -> None:
         self.detector = detector
         self.audio = TurnAudio()
-        self.failure: str | None = None
+        self.failure = failure  # why there is no model, until the session has said it
 
     def hear(self, samples: np.ndarray, t: float) -> None:
         if self.detector is not None:
@@ -232,3 +230,18 @@ PRE_ROLL = 0.2
 
 def patience(level: int) -> TurnPatience:
     return PATIENCE[min(max(level, min(PATIENCE)), max(PATIENCE))]
+
+
+def load_turn_judge(step: TurnPatience | None) -> TurnJudge:
+    """The judge for a conversation: Smart Turn at the step's threshold, or no model.
+
+    A model that cannot be loaded is not fatal: the judge carries the reason, for the
+    session to tell the user at the first pause, and turns end after a silence.
+    """
+    if step is None:
+        return TurnJudge(None)
+    try:
+        return TurnJudge(TurnEndDetector(SmartTurn(), step.threshold))
+    except TurnModelUnavailable as exc:
+        log.warning("%s", exc)
+        return TurnJudge(None, failure=str(exc))
