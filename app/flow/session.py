@@ -796,6 +796,9 @@ class Session:
                     # With its work: the listener drops it if the answer was retracted
                     # before it read this (a check here alone races with the retraction).
                     self._inbox.append(("answer", (rid, work)))
+                    ready = self._session_time_of(time.monotonic())
+                    self.events.emit(EventKind.ANSWER_READY,
+                                     self._now if ready is None else ready, response=rid)
                 with self._interrupt_lock:  # held across the write: see _retract_turn
                     if self._barge_ins != barge_ins_before:
                         # The user cut in while this answer was being made, before the
