@@ -296,6 +296,10 @@ def test_an_answers_wait_splits_into_the_detectors_the_backends_and_the_flows_pa
              _state("speaking", 2.34, rid=5)]
     assert scoring.answer_split(early, 2.0, 9.0) == {
         "detector": 0.3, "backend": 0.0, "flow": 0.04}
+    # The model's verdict ended the turn: its compute is the detector's, in real time.
+    judged = [{"event": "turn_judged", "t": 2.3, "complete": True, "seconds": 0.12}, *early]
+    assert scoring.answer_split(judged, 2.0, 9.0) == {
+        "detector": 0.42, "backend": 0.0, "flow": 0.0}
     # An answer that never played, or a decision after the next line began: no split.
     assert scoring.answer_split([_state("responding", 2.3)], 2.0, 9.0) is None
     assert scoring.answer_split(events, 2.0, 2.3) is None

@@ -195,6 +195,11 @@ def answer_split(events: list[dict[str, Any]], end: float,
                    None)
     if decided is None:
         return None
+    # Events are stamped with the audio's time; the end-of-turn model's call made its
+    # verdict that much later in real time (the listener catches up afterwards).
+    verdict_after = next((float(ev.get("seconds", 0.0)) for ev in events
+                          if ev.get("event") == "turn_judged" and ev.get("complete")
+                          and abs(float(ev["t"]) - decided) < 1e-6), 0.0)
     spoke = next((ev for ev in events if ev.get("event") == "state"
                   and ev.get("state") == "speaking" and decided <= float(ev["t"]) < until
                   and ev.get("response") is not None), None)
@@ -205,6 +210,7 @@ def answer_split(events: list[dict[str, Any]], end: float,
     if ready is None:
         return None
     heard = float(spoke["t"])
+    decided += verdict_after
     return {"detector": round(decided - end, 3),
             "backend": round(max(0.0, ready - decided), 3),
             "flow": round(max(0.0, heard - max(ready, decided)), 3)}
