@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 class EventKind(enum.StrEnum):
     STATE = "state"  # duplex state changed: data {state, reason, response (speaking)}
     TEXT = "text"  # assistant text as produced: data {text, response}
+    # Assistant text as its speech starts playing (what subtitles show): {text, response}
+    SPOKEN = "spoken"
     HEARD = "heard"  # after a barge-in, what the user heard: data {text, response}
     LEVELS = "levels"  # data {mic, assistant} RMS in dBFS, {echo_coupling} dB or None
     LATENCY = "latency"  # data {kind: turn_taking|stop|response_after_interruption, seconds}

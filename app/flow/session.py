@@ -49,6 +49,7 @@ from app.flow.player import Player
 from app.flow.recording import SessionRecorder
 from app.flow.resample import StreamResampler
 from app.flow.session_recording import SessionRecording
+from app.flow.spoken import SpokenText
 from app.flow.timeline import OverflowEvent, Timeline
 from app.flow.turn_end import TurnJudge
 from app.flow.unit_builder import MIN_FINAL_UNIT_SECONDS, UnitBuilder
@@ -156,6 +157,7 @@ class Session:
         self.native = spec.native_duplex
         player.live = spec.native_duplex  # a native model's output is one steady stream
         self._runs = RunReader()  # worker side: a native model's runs of speech
+        self._spoken = SpokenText(player)  # listener side: words as they are heard
         self._response_end: int | None = None  # native: ring position where it ended
         self._holding_model = False  # native: muted while the user holds the floor
         self.vad = vad or VoiceActivity()
@@ -661,6 +663,8 @@ class Session:
 
     # ------------------------------------------------------------------ playback
     def _check_playback(self) -> None:
+        for rid, text in self._spoken.poll():
+            self.events.emit(EventKind.SPOKEN, self._now, text=text, response=rid)
         player = self.player
         if player.silenced != self._silenced_seen:
             self._silenced_seen = player.silenced
