@@ -9,9 +9,9 @@ Two layouts reach the same in-memory model, transformers' MoshiForConditionalGen
   the meta device, then the main transformer's Linears are quantized in place. Nothing
   is converted on disk.
 
-Kept in floating point whatever the quant: Mimi (the codec is small and precision
-decides its sound), the depth transformer (its per-codebook weights are stacked
-tensors, not Linears) and the text head.
+What is quantized, what stays in system RAM and which dtype each part gets is the
+placement rule's (placement.py), the same rule the memory plan counts; the plan is
+checked against the free memory before any weight is read (fit.py).
 """
 
 from __future__ import annotations
@@ -23,17 +23,19 @@ from pathlib import Path
 
 import torch
 
-from app.model import checkpoint, quant
+from app.model import checkpoint, fit, hf_load, memory_plan, quant
 from app.model.contract import BackendError, ModelSource, Progress, Quant
+from app.model.memory_plan import Plan
 from app.model.moshi import layout
 from app.model.moshi.text import TEXT_EPAD_ID, TEXT_PAD_ID, TextVocab
 from app.model.moshi.tiny import DUETTO_META, STANDARD_DELAYS
+from app.model.place import place
+from app.model.placement import Placement
 from app.model.qwen_omni.loader import resolve_folder
 
 log = logging.getLogger(__name__)
 
 FAMILY = "moshi"
-SKIP_MODULES = ("audio_encoder", "depth_decoder", "lm_head")
 # Kyutai's published architecture (moshi.models.loaders' _lm_kwargs), for moshi-layout
 # folders whose config.json does not say: 128-wide heads in the temporal transformer,
 # 16 heads in the 1024-wide depth transformer, a 3000-frame context.
@@ -53,6 +55,9 @@ class Loaded:
     delays: tuple[int, ...]
     layout: str  # "transformers" or "moshi"
     meta: dict = field(default_factory=dict)  # duetto.json (tiny models)
+    plan: Plan | None = None  # the memory plan it was loaded under (memory_plan.py)
+    placement: Placement | None = None
+    context_note: str = ""  # which context (frames) was chosen, and why
 
 
 def default_device() -> str:
@@ -116,7 +121,10 @@ def _delays(config: dict, meta: dict) -> tuple[int, ...]:
 
 
 def load(source: ModelSource, q: Quant, progress: Progress, *,
-         device: str | None = None) -> Loaded:
+         device: str | None = None, context: int | None = None) -> Loaded:
+    """Load a Moshi/PersonaPlex folder as the placement rule says, after the memory plan
+    said it fits the free memory. `context`: frames in the conversation's window; None
+    picks the longest the device holds (up to the model's own 3000)."""
     device = device or default_device()
     ok, why = quant.quant_support(q, device)
     if not ok:
@@ -125,62 +133,78 @@ def load(source: ModelSource, q: Quant, progress: Progress, *,
     folder = resolve_folder(source, progress)
     kind = detect_layout(folder)
     meta = read_meta(folder)
-    dtype = quant.torch_dtype(q, device)
+    text = f"loading {FAMILY} from {folder}"
+    raw = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    if kind == "transformers":
+        checkpoint.validate_checkpoint(folder, family=FAMILY)
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(folder)
+        pad = raw.get("pad_token_id")
+        pad = TEXT_PAD_ID if pad is None else int(pad)
+        delays = _delays({}, meta)
+    else:
+        config = moshi_layout_config_from_headers(folder)
+        pad = int(raw.get("existing_text_padding_id", TEXT_PAD_ID))
+        delays = _delays(raw, meta)
+    sized, placement, skel = prepare(config, q, device, context, name=str(folder), layout=kind)
     progress("loading weights", 0.1)
-    context = f"loading {FAMILY} from {folder}"
     try:
         if kind == "transformers":
-            checkpoint.validate_checkpoint(folder, family=FAMILY)
-            checkpoint.check_fits(checkpoint.estimate_weight_bytes(folder, q), device)
-            model = _load_transformers(folder, q, dtype, device)
-            config = _read_json(folder / "config.json")
-            pad = config.get("pad_token_id")
-            pad = TEXT_PAD_ID if pad is None else int(pad)
-            delays = _delays({}, meta)
+            from transformers import MoshiForConditionalGeneration
+
+            model = hf_load.from_pretrained(MoshiForConditionalGeneration, placement, skel,
+                                            folder=folder)
         else:
-            config = _read_json(folder / "config.json") if (folder / "config.json").is_file() \
-                else {}
-            model = _load_moshi_layout(folder, config, q, dtype, device)
-            pad = int(config.get("existing_text_padding_id", TEXT_PAD_ID))
-            delays = _delays(config, meta)
+            model = _load_moshi_layout(folder, raw, config, placement)
         vocab = TextVocab.from_folder(folder, pad_id=pad, epad_id=TEXT_EPAD_ID)
     except BackendError:
         raise
     except Exception as exc:
-        raise checkpoint.explain_load_error(exc, context) from exc
-    # Mimi must run in float32 on the CPU and is small: keep it there in full precision
-    # wherever the LM is, unless the LM is on a GPU (then float32 on the GPU).
-    model.audio_encoder.float()
-    model.eval()
+        raise checkpoint.explain_load_error(exc, text) from exc
+    set_context(model, sized.plan.context)
     progress("loaded", 1.0)
     return Loaded(model=model, vocab=vocab, folder=folder, device=torch.device(device),
-                  dtype=dtype, quant=q, delays=delays, layout=kind, meta=meta)
+                  dtype=placement.float_dtype, quant=q, delays=delays, layout=kind, meta=meta,
+                  plan=sized.plan, placement=placement, context_note=sized.note)
+
+
+def prepare(config, q: Quant, device: str, context: int | None, *, name: str,
+            layout: str = "transformers", free: int | None = None,
+            ) -> tuple[fit.Sized, Placement, torch.nn.Module]:
+    """The plan (checked against the free memory: BackendError if it does not fit), the
+    placement and the module tree without memory, before any weight is read."""
+    dtype = quant.torch_dtype(q, device)
+    skel = memory_plan.skeleton(FAMILY, config, dtype)
+    placement = Placement.for_device(FAMILY, q, device, skel)
+    planner = memory_plan.Planner(FAMILY, config, device=device, float_dtype=dtype, name=name,
+                                  layout=layout, skeleton_model=skel)
+    return fit.size(planner, q, context, device, free=free), placement, skel
+
+
+def set_context(model: torch.nn.Module, frames: int) -> None:
+    """Make the temporal transformer attend to the last `frames` frames: its cache and
+    its attention mask both follow `sliding_window` (transformers' sliding-window layers
+    keep that many positions)."""
+    model.config.sliding_window = int(frames)
+    decoder_config = getattr(model.decoder, "config", None)
+    if decoder_config is not None and decoder_config is not model.config:
+        decoder_config.sliding_window = int(frames)
+
+
+def moshi_layout_config_from_headers(folder: Path):  # -> MoshiConfig
+    """The MoshiConfig of a moshi-layout folder, from its files' headers alone."""
+    raw = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    lm_path = folder / str(raw.get("moshi_name", "model.safetensors"))
+    mimi_path = _mimi_file(folder, raw)
+    if mimi_path is None or not lm_path.is_file():
+        detect_layout(folder)  # raises the explanation
+    return moshi_layout_config(checkpoint.header_tensors(lm_path),
+                               checkpoint.header_tensors(mimi_path), raw)
 
 
 # --- transformers' layout --------------------------------------------------------------
-
-
-def _skip_modules(model_or_config, q: Quant, device: str) -> list[str]:
-    skip = list(SKIP_MODULES)
-    if q is not Quant.NF4:
-        return skip
-    from accelerate import init_empty_weights
-    from transformers import MoshiForConditionalGeneration
-
-    with init_empty_weights():
-        skeleton = MoshiForConditionalGeneration(model_or_config)
-    return skip + quant.unquantizable_linears(skeleton, q, device=device)
-
-
-def _load_transformers(folder: Path, q: Quant, dtype: torch.dtype, device: str):
-    from transformers import AutoConfig, MoshiForConditionalGeneration
-
-    kwargs: dict = {"dtype": dtype, "device_map": {"": device}}
-    if q in (Quant.INT8, Quant.NF4):
-        config = AutoConfig.from_pretrained(folder)
-        kwargs["quantization_config"] = quant.bnb_config(
-            q, _skip_modules(config, q, device), device=device)
-    return MoshiForConditionalGeneration.from_pretrained(folder, **kwargs)
+# Loaded by hf_load.from_pretrained, as the placement rule says.
 
 
 # --- the moshi package's layout ----------------------------------------------------------
@@ -229,32 +253,29 @@ def moshi_layout_config(lm: dict[str, torch.Tensor], mimi: dict[str, torch.Tenso
     )
 
 
-def _load_moshi_layout(folder: Path, config: dict, q: Quant, dtype: torch.dtype, device: str):
-    from accelerate import init_empty_weights
-    from safetensors.torch import load_file
-    from transformers import MoshiForConditionalGeneration
+def _load_moshi_layout(folder: Path, raw: dict, config, placement: Placement):
+    """Map the moshi-layout files onto transformers' tree, then place every tensor.
 
-    lm_path = folder / str(config.get("moshi_name", "model.safetensors"))
-    mimi_path = _mimi_file(folder, config)
+    The files are memory-mapped: the renamed tensors are views of the file (and the few
+    the mapping has to rewrite, such as the permuted query/key rows, are new CPU
+    tensors), and `place()` moves or quantizes each one to where the rule wants it, in
+    its part's dtype straight from the file's (Mimi's float32 never passes through 16
+    bits). The device holds only the final weights, plus one layer's float weight while
+    bitsandbytes quantizes it; the full LM never sits in RAM.
+    """
+    lm_path = folder / str(raw.get("moshi_name", "model.safetensors"))
+    mimi_path = _mimi_file(folder, raw)
     assert mimi_path is not None  # detect_layout checked
-    # Unquantized on a GPU, the LM's tensors go straight to it (no 16 GB copy in RAM);
-    # bitsandbytes quantizes from CPU tensors as they move to the device.
-    unquantized = q in (Quant.BF16, Quant.FP16)
-    lm = load_file(str(lm_path), device=device if unquantized else "cpu")
-    mimi = load_file(str(mimi_path))
-    moshi_config = moshi_layout_config(lm, mimi, config)
-    if device.startswith("cuda"):
-        checkpoint.check_fits(int(sum(t.numel() for t in lm.values()) *
-                                  (2 if q in (Quant.BF16, Quant.FP16) else 1)), device)
-    heads = moshi_config.num_attention_heads
-    state = layout.lm_from_moshi(lm, heads=heads,
-                                 kv_heads=moshi_config.num_key_value_heads)
+    lm = checkpoint.mmap_safetensors(lm_path)
+    mimi = checkpoint.mmap_safetensors(mimi_path)
+    state = layout.lm_from_moshi(lm, heads=config.num_attention_heads,
+                                 kv_heads=config.num_key_value_heads)
     del lm
-    mimi_heads = moshi_config.audio_encoder_config.num_attention_heads
+    mimi_heads = config.audio_encoder_config.num_attention_heads
     state.update({f"audio_encoder.{k}": v for k, v in
                   layout.mimi_from_moshi(mimi, heads=mimi_heads).items()})
-    with init_empty_weights():
-        model = MoshiForConditionalGeneration(moshi_config)
+    del mimi
+    model = memory_plan.skeleton(FAMILY, config, placement.float_dtype, meta_buffers=False)
     expected = set(model.state_dict())
     missing, extra = expected - set(state), set(state) - expected
     if missing or extra:
@@ -263,17 +284,13 @@ def _load_moshi_layout(folder: Path, config: dict, q: Quant, dtype: torch.dtype,
             f"unexpected {sorted(extra)[:3]})",
             hint="this checkpoint's layout is not supported, or its files are damaged",
         )
-    state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
     model.load_state_dict(state, assign=True, strict=True)
-    # init_empty_weights leaves buffers (rotary frequencies, conv bookkeeping) real; a
-    # tensor still on the meta device here would be a weight the mapping forgot.
+    del state
+    # The skeleton leaves buffers real (rotary frequencies, conv bookkeeping); a tensor
+    # still on the meta device here would be a weight the mapping forgot.
     left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise BackendError(f"{folder}: no weights for {left[:3]}",
                            hint="this checkpoint's layout is not supported")
-    if q in (Quant.INT8, Quant.NF4):
-        from app.model.moshi.quantize import quantize_linears
-
-        quantize_linears(model.decoder.model, q, device,
-                         skip=quant.unquantizable_linears(model.decoder.model, q, device=device))
-    return model.to(device)
+    place(model, placement, placement.device, from_file=True)
+    return model.eval()
