@@ -14,7 +14,14 @@ import torch
 
 from app.model import checkpoint
 from app.model.contract import Quant
-from app.model.memory_plan import GIB, Plan, Planner, longest_context, min_context, refusal
+from app.model.memory_plan import (
+    Plan,
+    Planner,
+    longest_context,
+    min_context,
+    refusal,
+    size_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +51,14 @@ def size(planner: Planner, q: Quant, context: int | None, device: str,
         if plan.total_bytes > free:
             raise refusal(planner, plan, free, place)
         note = (f"context: {plan.context} {plan.context_unit} as asked; the plan needs "
-                f"{plan.total_gib:.2f} GiB of the {free / GIB:.2f} GiB free on {place}")
+                f"{size_text(plan.total_bytes)} of the {size_text(free)} free on {place}")
         return Sized(plan, free, note)
     ctx = longest_context(planner, q, free)
     if ctx is None:
         raise refusal(planner, planner.plan(q, min_context(planner.family)), free, place)
     plan = planner.plan(q, ctx)
     longest = "the model's longest" if ctx == plan.max_context else "the longest that fits"
-    note = (f"context: {ctx} {plan.context_unit}, {longest} ({plan.total_gib:.2f} GiB of "
-            f"the {free / GIB:.2f} GiB free on {place})")
+    note = (f"context: {ctx} {plan.context_unit}, {longest} ({size_text(plan.total_bytes)} "
+            f"of the {size_text(free)} free on {place})")
     log.info(note)
     return Sized(plan, free, note)

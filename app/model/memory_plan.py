@@ -137,9 +137,10 @@ class Plan:
                f"{self.context} {self.context_unit} of context (max {self.max_context}), "
                f"{str(self.float_dtype).removeprefix('torch.')} on {self.device}"]
         for p in self.parts:
-            kinds = ", ".join(f"{k} {v / GIB:.2f}" for k, v in p.by_dtype.items() if v)
+            kinds = ", ".join(f"{k} {v / GIB:.2f}" for k, v in p.by_dtype.items()
+                              if v >= GIB / 200)
             out.append(f"  {where[p.where]:<3} {p.kind:<8} {p.name:<22} {p.bytes / GIB:7.2f} GiB"
-                       + (f"  ({kinds})" if kinds and len(p.by_dtype) > 1 else "")
+                       + (f"  ({kinds})" if kinds and "," in kinds else "")
                        + (f"  {p.note}" if p.note else ""))
         out.append(f"  while loading: {self.load_bytes / GIB:.2f} GiB; running: "
                    f"{self.run_bytes / GIB:.2f} GiB; system RAM beside it: "
@@ -287,9 +288,10 @@ def _qwen_working(config, context: int, itemsize: int, placement: Placement,
     once) over a full context: the residual stream and attention in/out (6·C·hidden),
     the gated MLP (3·C·intermediate), keys and values expanded to every query head over
     the whole context (attention with a mask repeats them: 2·heads·ctx·head_dim), the
-    mask (C·ctx), and under nf4 the largest weight dequantized for the pass
-    (bitsandbytes does that for more than one token), under int8 the int32 product of
-    the widest Linear. Only the last position's logits are computed (loader.py).
+    mask (C·ctx booleans and their 16-bit additive form), and under nf4 the largest
+    weight dequantized for the pass (bitsandbytes does that for more than one token),
+    under int8 the int32 product of the widest Linear. Only the last position's logits
+    are computed (cache.thinker_pass).
     The talker's pass over the same tokens is smaller and comes after.
     """
     from app.model.qwen_omni.cache import PREFILL_CHUNK_TOKENS
@@ -300,7 +302,7 @@ def _qwen_working(config, context: int, itemsize: int, placement: Placement,
     terms = {
         "activations": itemsize * (6 * c * cfg.hidden_size + 3 * c * cfg.intermediate_size),
         "attention keys/values": 2 * itemsize * cfg.num_attention_heads * ctx * _head_dim(cfg),
-        "attention mask": c * ctx,
+        "attention mask": 3 * c * ctx,  # boolean, and its 16-bit additive form
         "logits": 4 * cfg.vocab_size,
     }
     linears = [(m.out_features, m.in_features, d.store) for _, m, d in placement.decisions(model)
@@ -558,6 +560,11 @@ def alternatives(planner: Planner, current: Plan, free: int) -> list[str]:
     return found
 
 
+def size_text(n: int) -> str:
+    """Bytes for people: GiB as GPUs are sold, MiB below one GiB."""
+    return f"{n / GIB:.2f} GiB" if n >= GIB // 4 else f"{n / 2**20:.1f} MiB"
+
+
 def refusal(planner: Planner, current: Plan, free: int, where: str) -> BackendError:
     """The error for a plan that does not fit `free` bytes, naming what would fit."""
     options = alternatives(planner, current, free)
@@ -565,9 +572,9 @@ def refusal(planner: Planner, current: Plan, free: int, where: str) -> BackendEr
         "nothing of this model fits there: pick a smaller model, or free memory on the GPU")
     return BackendError(
         f"{current.model} at {current.quant.value} with {current.context} "
-        f"{current.context_unit} of context needs {current.total_gib:.2f} GiB "
-        f"(weights {current.weights_bytes / GIB:.2f}, context "
-        f"{current.total('context') / GIB:.2f}, working {current.total('working') / GIB:.2f}"
-        f"; {current.load_bytes / GIB:.2f} while loading) but {where} has "
-        f"{free / GIB:.2f} GiB free",
+        f"{current.context_unit} of context needs {size_text(current.total_bytes)} "
+        f"(weights {size_text(current.weights_bytes)}, context "
+        f"{size_text(current.total('context'))}, working {size_text(current.total('working'))}"
+        f"; {size_text(current.load_bytes)} while loading) but {where} has "
+        f"{size_text(free)} free; nothing was loaded",
         hint=hint)

@@ -74,6 +74,7 @@ class HardwareProbe(QObject):
         def work() -> None:
             found = self._detect()
             specs = {family: hardware.family_spec(family) for family in families}
+            hardware.warm_plans()  # the dialogs' memory figures, made here, not on the UI
             self.result = (found, specs)
             self.ready.emit(found, specs)
 
@@ -232,6 +233,7 @@ class MainWindow(QMainWindow):
         self.status_quant = QLabel("", status)
         self.status_device = QLabel("", status)
         self.status_vram = QLabel("", status)
+        self._planned_gib: float | None = None  # the loaded model's plan, GiB
         for label in (self.status_model, self.status_quant, self.status_device):
             status.addWidget(label)
         status.addPermanentWidget(self.status_vram)
@@ -506,6 +508,8 @@ class MainWindow(QMainWindow):
         self.post("error", f"The conversation could not start: {text}")
 
     def _on_loaded(self, spec: Any) -> None:
+        quant = self.overrides.quant or self.settings.model.quant
+        self._planned_gib = (spec.vram_gib or {}).get(quant) if spec is not None else None
         self._update_status()
 
     def _on_started(self) -> None:
@@ -554,7 +558,11 @@ class MainWindow(QMainWindow):
 
     def _update_vram(self) -> None:
         used = hardware.vram_in_use_gib() if self.hardware is not None else None
-        self.status_vram.setText("VRAM: —" if used is None else f"VRAM in use: {used:.1f} GiB")
+        planned = self._planned_gib
+        text = "VRAM: —" if used is None else f"VRAM in use: {used:.1f} GiB"
+        if planned is not None:  # the loaded model's memory plan, as loaded
+            text += f" (planned {planned:.1f})"
+        self.status_vram.setText(text)
 
     # ------------------------------------------------------------------ settings
     def settings_dialog(self) -> Any:

@@ -169,6 +169,44 @@ def load(source: ModelSource, q: Quant, progress: Progress, *,
                   plan=sized.plan, placement=placement, context_note=sized.note)
 
 
+def load_random(q: Quant, *, device: str = "cuda", context: int | None = None,
+                seed: int = 0) -> Loaded:
+    """The published Moshi 7B architecture (published.py: moshiko's, and PersonaPlex's once
+    loaded) with random weights made on the device, loaded through the same path as a
+    transformers-layout checkpoint, after the same fit check (bench gpu)."""
+    from app.model.published import moshi_config
+
+    return load_generated(moshi_config(), q, device=device, context=context,
+                          name="random moshi 7B", seed=seed)
+
+
+def load_generated(config, q: Quant, *, device: str, context: int | None = None,
+                   name: str = "random", seed: int = 0) -> Loaded:
+    """`config`'s architecture with random weights made on `device` (random_weights.py)."""
+    import tempfile
+
+    from transformers import MoshiForConditionalGeneration
+
+    from app.model import random_weights
+    from app.model.moshi.tiny import spm_model_bytes, tiny_pieces
+
+    sized, placement, skel = prepare(config, q, device, context, name=name)
+    weights = random_weights.state_dict(skel, device, placement.float_dtype,
+                                        on_cpu=tuple(hf_load.cpu_modules(placement, skel)),
+                                        seed=seed)
+    model = hf_load.from_pretrained(MoshiForConditionalGeneration, placement, skel,
+                                    config=config, state_dict=weights)
+    set_context(model, sized.plan.context)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Random weights speak random ids: a stand-in vocabulary is enough to decode them.
+        (Path(tmp) / "tokenizer_spm_32k_3.model").write_bytes(spm_model_bytes(tiny_pieces()))
+        vocab = TextVocab.from_folder(Path(tmp))
+    return Loaded(model=model, vocab=vocab, folder=Path(f"<{name}>"),
+                  device=torch.device(device), dtype=placement.float_dtype, quant=q,
+                  delays=STANDARD_DELAYS, layout="transformers", plan=sized.plan,
+                  placement=placement, context_note=sized.note)
+
+
 def prepare(config, q: Quant, device: str, context: int | None, *, name: str,
             layout: str = "transformers", free: int | None = None,
             ) -> tuple[fit.Sized, Placement, torch.nn.Module]:

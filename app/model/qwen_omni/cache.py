@@ -32,8 +32,10 @@ from app.model.reserved_cache import Move, reserved_cache
 # Tokens past the budget a context may hold for a moment: the close of a turn and the
 # end of an answer are appended after the budget check that made room for the answer.
 BUDGET_SLACK = 64
-# Tokens per forward pass when prefilling many segments at once (after a trim).
-PREFILL_CHUNK_TOKENS = 2048
+# Tokens per forward pass when prefilling many segments at once (after a trim). The
+# largest pass sets the working memory (memory_plan._qwen_working): at 1024 tokens the 7B's
+# activations take 0.15 GiB, at 2048 twice that, which an 8 GiB card does not have.
+PREFILL_CHUNK_TOKENS = 1024
 
 
 def reserved_tokens(token_budget: int, talker_headroom: int) -> tuple[int, int]:

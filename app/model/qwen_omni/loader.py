@@ -140,6 +140,40 @@ def load(
     )
 
 
+def load_random(size: str, q: Quant, *, device: str = "cuda", context: int | None = None,
+                talker_headroom: int | None = None, seed: int = 0) -> Loaded:
+    """The published 3B or 7B architecture (sizes.py) with random weights (bench gpu)."""
+    from app.model.qwen_omni.sizes import REAL_SPECIAL_IDS, full_size_config, random_speakers
+    from app.model.qwen_omni.tiny import make_tokenizer
+
+    config = full_size_config(size)
+    return load_generated(config, make_tokenizer(REAL_SPECIAL_IDS), random_speakers(config), q,
+                          device=device, context=context, talker_headroom=talker_headroom,
+                          name=f"random qwen2.5-omni {size}", seed=seed)
+
+
+def load_generated(config, tokenizer, speakers: dict, q: Quant, *, device: str,
+                   context: int | None = None, talker_headroom: int | None = None,
+                   name: str = "random", seed: int = 0) -> Loaded:
+    """`config`'s architecture with random weights made on `device`, loaded the way a
+    checkpoint is (the placement rule, its quantization, the fit check)."""
+    from transformers import Qwen2_5OmniForConditionalGeneration
+
+    from app.model import random_weights
+
+    sized, placement, skel = prepare(config, q, device, context, talker_headroom, name=name)
+    weights = random_weights.state_dict(skel, device, placement.float_dtype,
+                                        on_cpu=tuple(hf_load.cpu_modules(placement, skel)),
+                                        seed=seed)
+    model = hf_load.from_pretrained(Qwen2_5OmniForConditionalGeneration, placement, skel,
+                                    config=config, state_dict=weights)
+    model.speaker_map = dict(speakers)
+    return Loaded(model=model, tokenizer=tokenizer, folder=Path(f"<{name}>"),
+                  device=torch.device(device), dtype=placement.float_dtype, quant=q,
+                  min_answer_tokens=0, plan=sized.plan, placement=placement,
+                  context_note=sized.note)
+
+
 def prepare(config, q: Quant, device: str, context: int | None, talker_headroom: int | None,
             *, name: str, free: int | None = None) -> tuple[fit.Sized, Placement, torch.nn.Module]:
     """The plan (fit-checked against the free memory: BackendError if it does not fit),
