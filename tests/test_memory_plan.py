@@ -222,3 +222,23 @@ def test_nf4_counts_half_a_byte_a_value_plus_its_state() -> None:
     packed, state = memory_plan.nf4_bytes(4096 * 4096)
     assert packed == 4096 * 4096 // 2
     assert state == 4096 * 4096 // 64 + 64 + 4 + 4 * 4096 * 4096 // 64 // 256 + 1024
+
+
+def test_random_weights_take_the_loaders_own_path(qwen_tiny: Path, moshi_tiny_factory) -> None:
+    """`duetto bench gpu` loads random weights through from_pretrained with the rule's
+    quantization, as a checkpoint loads: what it builds is what the plan says."""
+    _skip_unless_here(Quant.NF4)
+    from transformers import AutoConfig, AutoTokenizer
+
+    from app.model.moshi import loader as moshi_loader
+    from app.model.qwen_omni import loader as qwen_loader
+
+    config = AutoConfig.from_pretrained(qwen_tiny)
+    speakers = torch.load(qwen_tiny / "spk_dict.pt", weights_only=True)
+    qwen = qwen_loader.load_generated(config, AutoTokenizer.from_pretrained(qwen_tiny), speakers,
+                                      Quant.NF4, device="cpu", context=600)
+    assert allocated(qwen.model, qwen.placement) == _planned_weights(qwen.plan)
+    moshi = moshi_loader.load_generated(AutoConfig.from_pretrained(moshi_tiny_factory()),
+                                        Quant.NF4, device="cpu", context=40)
+    assert allocated(moshi.model, moshi.placement) == _planned_weights(moshi.plan)
+    assert type(moshi.model.decoder.lm_head).__name__ == "Linear8bitLt"

@@ -75,7 +75,7 @@ def test_vram_estimate_comes_from_the_registry_and_warns(qtbot):
     settings = Settings()
     settings.model.model_id = "qwen2.5-omni-7b"
     settings.model.quant = "bf16"
-    dialog = _dialog(qtbot, settings, found=GPU_24)
+    dialog = _dialog(qtbot, settings, found=GPU_12)
     page = dialog.model
     # The figure is the memory plan's, at the shortest context it could run with.
     shortest = memory_plan.plan_entry("qwen2.5-omni-7b", Quant.BF16,
@@ -89,7 +89,7 @@ def test_vram_estimate_comes_from_the_registry_and_warns(qtbot):
     page.device.setCurrentIndex(page.device.findData("cpu"))
     page.quant.setCurrentIndex(page.quant.findData("bf16"))
     assert not page.will_not_fit()  # the CPU has no VRAM to run out of
-    assert "Test GPU" in page.gpu_note.text()
+    assert "Small GPU" in page.gpu_note.text()
     dialog.reject()
 
 
