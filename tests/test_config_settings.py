@@ -25,7 +25,8 @@ def test_settings_round_trip_through_the_file():
     chosen.model.quant = "int8"
     chosen.devices.mic = "USB"
     chosen.devices.camera_on = False
-    chosen.conversation.end_of_turn_silence = 1.2
+    chosen.conversation.turn_patience = 5
+    chosen.conversation.end_of_turn_model = False
     chosen.conversation.push_to_talk = True
     path = store.save(chosen)
     assert path == store.settings_path()
@@ -67,7 +68,7 @@ def test_wrong_values_fall_back_one_by_one():
         "persona": "interviewer",
         "first_run_done": "yes",  # not a bool
         "model": {"quant": 8, "device": "tpu", "local_dir": "/m"},
-        "conversation": {"end_of_turn_silence": 99, "echo_cancellation": False},
+        "conversation": {"turn_patience": 99, "echo_cancellation": False},
         "devices": "camera",  # not a group
         "unknown": 1,
     }), encoding="utf-8")
@@ -78,22 +79,41 @@ def test_wrong_values_fall_back_one_by_one():
     assert s.first_run_done is False
     assert s.model.quant == "nf4"
     assert s.model.device == "auto"
-    assert s.conversation.end_of_turn_silence == 5.0
+    assert s.conversation.turn_patience == 5
     assert s.conversation.echo_cancellation is False
     assert s.devices == store.DeviceSettings()
     text = " ".join(loaded.notes)
-    for name in ("first_run_done", "model.quant", "tpu", "devices", "end-of-turn"):
+    for name in ("first_run_done", "model.quant", "tpu", "devices", "end-of-turn patience"):
         assert name in text
     assert loaded.set_aside_to is None  # readable files are not moved
 
 
 def test_ints_are_accepted_for_floats_but_bools_are_not_ints():
-    settings, notes = store.from_dict({"conversation": {"end_of_turn_silence": 1,
-                                                        "barge_in_min_speech": True}})
-    assert settings.conversation.end_of_turn_silence == 1.0
-    assert isinstance(settings.conversation.end_of_turn_silence, float)
+    settings, notes = store.from_dict({"conversation": {"barge_in_min_speech": 1}})
+    assert settings.conversation.barge_in_min_speech == 1.0
+    assert isinstance(settings.conversation.barge_in_min_speech, float)
+    assert notes == []
+    settings, notes = store.from_dict({"conversation": {"barge_in_min_speech": True,
+                                                        "turn_patience": True}})
     assert settings.conversation.barge_in_min_speech == 0.3
-    assert len(notes) == 1
+    assert settings.conversation.turn_patience == 3
+    assert len(notes) == 2
+
+
+@pytest.mark.parametrize(("old_silence", "step"), [(0.6, 3), (0.2, 1), (1.2, 5), (3.0, 5),
+                                                    (0.9, 4)])
+def test_an_old_files_end_of_turn_silence_becomes_the_nearest_patience_step(old_silence, step):
+    settings, notes = store.from_dict({"conversation": {"end_of_turn_silence": old_silence}})
+    assert settings.conversation.turn_patience == step
+    assert settings.conversation.end_of_turn_model  # the model is on for old files too
+    assert notes == []
+
+
+def test_old_silence_steps_are_the_flows_patience_silences():
+    from app.flow.turn_end import PATIENCE
+
+    assert tuple(PATIENCE[k].silence for k in store.PATIENCE_STEPS) == store.OLD_SILENCE_STEPS
+    assert store.Settings().conversation.turn_patience == 3
 
 
 def test_a_failed_write_keeps_the_old_file(monkeypatch):
@@ -124,3 +144,47 @@ def test_recordings_default_to_the_data_folder(tmp_path):
     assert chosen.recordings_dir() == tmp_path / "data" / "recordings"
     chosen.conversation.record_dir = str(tmp_path / "elsewhere")
     assert chosen.recordings_dir() == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (bytes(range(128, 256)) * 4, "not text"),  # random bytes that are not UTF-8
+        (b"", "empty"),
+        (b"  \n", "empty"),
+        (b"[1, 2]", "list"),
+        (b'"persona"', "string"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested"),
+        ('{"persona": "caf\u00e9"'.encode("latin-1"), "not text"),
+    ],
+)
+def test_any_undecodable_file_is_set_aside_byte_for_byte(content, why):
+    path = store.settings_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    loaded = store.load()
+    assert loaded.settings == store.Settings()
+    assert loaded.set_aside_to is not None
+    assert loaded.set_aside_to.read_bytes() == content  # kept as it was, for the user
+    assert not path.exists()
+    note = loaded.notes[0]
+    assert why in note and loaded.set_aside_to.name in note and "default settings" in note
+
+
+def test_a_bad_quantization_is_refused_when_read_not_at_start():
+    path = store.settings_path()
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"persona": "storyteller",
+                                "model": {"quant": "nf9", "local_dir": "/m"}}))
+    loaded = store.load()
+    assert loaded.settings.model.quant == "nf4"
+    assert loaded.settings.model.local_dir == "/m"  # the rest of the group is kept
+    assert loaded.settings.persona == "storyteller"
+    assert any("model.quant" in n and "nf9" in n for n in loaded.notes)
+    assert loaded.set_aside_to is None
+
+
+def test_every_quantization_the_app_offers_is_accepted():
+    for quant in store.QUANT_CHOICES:
+        settings, notes = store.from_dict({"model": {"quant": quant}})
+        assert settings.model.quant == quant and notes == []

@@ -1,8 +1,11 @@
 """The user's settings: one JSON file in the config folder, read and written whole.
 
-Reading never fails: a missing file gives defaults; a file that is not JSON (or not an
-object) is renamed aside and defaults load, with a note the window shows; a value of
-the wrong type falls back to its default, with a note naming it. Writing is atomic.
+Reading never fails: a missing file gives defaults; a file that cannot be decoded (not
+UTF-8, not JSON, nested past what the parser takes) or that is not a JSON object is
+renamed aside (`<name>.corrupt-<time>`, kept for the user) and defaults load, with a note
+the window shows (`LoadedSettings.notes`, `LoadedSettings.set_aside_to`); a single value
+of the wrong type or out of its choices (a quantization "nf9") falls back to its
+default, with a note naming it, and the rest of the file is kept. Writing is atomic.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from typing import Any, get_type_hints
 
 from app import paths
 from app.config.atomic import set_aside, write_text_atomic
+from app.model.contract import Quant
 
 SETTINGS_NAME = "settings.json"
 SETTINGS_VERSION = 1
 
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
+QUANT_CHOICES = tuple(str(q) for q in Quant)
 
 
 @dataclass
@@ -46,7 +51,11 @@ class DeviceSettings:
 
 @dataclass
 class ConversationSettings:
-    end_of_turn_silence: float = 0.6  # seconds of quiet that end the user's turn
+    # How long Duetto waits before it answers: 1 quickest .. 5 most patient (what each
+    # step means, with and without the model, is app/flow/turn_end.py's PATIENCE).
+    turn_patience: int = 3
+    # An end-of-turn model listens for how a sentence ends; off: the silence alone decides.
+    end_of_turn_model: bool = True
     barge_in_min_speech: float = 0.3  # seconds of speech over the assistant that stop it
     echo_cancellation: bool = True
     record: bool = False
@@ -89,6 +98,8 @@ def _fits(value: Any, default: Any) -> bool:
         return isinstance(value, bool)
     if isinstance(default, float):
         return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, type(default))
 
 
@@ -116,14 +127,32 @@ def _from_dict(cls: type, data: dict[str, Any], where: str, notes: list[str]) ->
     return instance
 
 
+PATIENCE_STEPS = range(1, 6)
+# Settings files before the patience control kept the end-of-turn silence in seconds;
+# these are the silences of patience steps 1..5 (turn_end.PATIENCE): the nearest one
+# keeps an old file's choice.
+OLD_SILENCE_STEPS = (0.4, 0.5, 0.6, 0.9, 1.2)
+
+
+def _migrate(data: dict[str, Any], settings: Settings) -> None:
+    conv = data.get("conversation")
+    if not isinstance(conv, dict) or "turn_patience" in conv:
+        return
+    old = conv.get("end_of_turn_silence")
+    if _fits(old, 0.0):
+        nearest = min(range(len(OLD_SILENCE_STEPS)),
+                      key=lambda i: abs(OLD_SILENCE_STEPS[i] - float(old)))
+        settings.conversation.turn_patience = PATIENCE_STEPS[nearest]
+
+
 def _validate(settings: Settings, notes: list[str]) -> None:
     """Ranges the conversation code would reject: clamp them, and say so."""
     conv = settings.conversation
-    clamped = min(5.0, max(0.05, conv.end_of_turn_silence))
-    if clamped != conv.end_of_turn_silence:
-        notes.append(f"end-of-turn silence {conv.end_of_turn_silence} s is out of range; "
-                     f"using {clamped} s")
-        conv.end_of_turn_silence = clamped
+    if conv.turn_patience not in PATIENCE_STEPS:
+        clamped = min(PATIENCE_STEPS[-1], max(PATIENCE_STEPS[0], conv.turn_patience))
+        notes.append(f"end-of-turn patience {conv.turn_patience} is out of range "
+                     f"({PATIENCE_STEPS[0]}-{PATIENCE_STEPS[-1]}); using {clamped}")
+        conv.turn_patience = clamped
     clamped = min(3.0, max(0.0, conv.barge_in_min_speech))
     if clamped != conv.barge_in_min_speech:
         notes.append(f"barge-in speech {conv.barge_in_min_speech} s is out of range; "
@@ -132,36 +161,72 @@ def _validate(settings: Settings, notes: list[str]) -> None:
     if settings.model.device not in DEVICE_CHOICES:
         notes.append(f"unknown compute device {settings.model.device!r}; using auto")
         settings.model.device = "auto"
+    if settings.model.quant not in QUANT_CHOICES:
+        default = ModelSettings().quant
+        notes.append(f"setting 'model.quant' {settings.model.quant!r} is not a quantization "
+                     f"({', '.join(QUANT_CHOICES)}); using {default!r}")
+        settings.model.quant = default
 
 
 def from_dict(data: dict[str, Any]) -> tuple[Settings, list[str]]:
     notes: list[str] = []
     settings = _from_dict(Settings, data, "", notes)
+    _migrate(data, settings)
     _validate(settings, notes)
     return settings, notes
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a JSON list"
+    if isinstance(value, str):
+        return "a JSON string"
+    if value is None or isinstance(value, bool):
+        return f"a bare JSON {json.dumps(value)}"
+    return "a JSON number"
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    """The file's JSON object; ValueError in words a user can act on."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"it is not text (byte {exc.start} is not UTF-8)") from None
+    if not text.strip():
+        raise ValueError("it is empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"it is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise ValueError("it is nested too deeply to be settings") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"it holds {_json_kind(data)}, not an object of settings")
+    return data
 
 
 def load(path: Path | None = None) -> LoadedSettings:
     """Read the settings; never raises for a bad file (see the module docstring)."""
     path = path or settings_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()  # decoded below, where a bad byte is a damaged file
     except FileNotFoundError:
         return LoadedSettings(Settings(), existed=False)
     except OSError as exc:
-        return LoadedSettings(Settings(), (f"settings could not be read ({exc}); "
-                                           "defaults are in use",))
+        return LoadedSettings(Settings(), (
+            f"The settings file {path} could not be read ({exc.strerror or exc}); "
+            "Duetto runs with default settings. Check the file's permissions.",))
     try:
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError("the file does not hold a JSON object")
-    except (json.JSONDecodeError, ValueError) as exc:
+        data = _decode(raw)
+    except ValueError as exc:
         try:
             moved = set_aside(path)
         except OSError:
             moved = None
-        where = f"it was moved to {moved.name}" if moved else "it could not be moved aside"
-        note = f"the settings file was damaged ({exc}); {where} and defaults are in use"
+        where = (f"it was set aside as {moved.name} (beside it, for you to look into)"
+                 if moved else "it could not be moved aside")
+        note = (f"The settings file was damaged ({exc}): {where}. Duetto runs with "
+                "default settings; choose yours again in Settings.")
         return LoadedSettings(Settings(), (note,), set_aside_to=moved)
     settings, notes = from_dict(data)
     return LoadedSettings(settings, tuple(notes))

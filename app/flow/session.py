@@ -48,7 +48,10 @@ from app.flow.native import RunReader
 from app.flow.player import Player
 from app.flow.recording import SessionRecorder
 from app.flow.resample import StreamResampler
+from app.flow.session_recording import SessionRecording
 from app.flow.timeline import OverflowEvent, Timeline
+from app.flow.turn_end import TurnJudge
+from app.flow.unit_builder import MIN_FINAL_UNIT_SECONDS, UnitBuilder
 from app.flow.vad import VadKind, VoiceActivity
 from app.model.contract import Backend, Control, Decision, Output, Persona, Unit
 
@@ -96,85 +99,6 @@ def _dbfs(samples: np.ndarray) -> float:
     return max(-120.0, 20.0 * np.log10(rms + 1e-12))
 
 
-MIN_FINAL_UNIT_SECONDS = 0.1
-
-
-class _UnitBuilder:
-    """Gathers cleaned ticks into units of the backend's length."""
-
-    def __init__(self, unit_seconds: float, rate: int) -> None:
-        self.unit_samples = round(unit_seconds * rate)
-        self.rate = rate
-        self._parts: list[np.ndarray] = []
-        self._n = 0
-        self._start = 0.0
-        self._frames: tuple = ()
-        self._gap = 0
-        self._had_speech = False
-        self.index = 0
-
-    def add(self, tick: Unit, cleaned: np.ndarray, speech: bool) -> list[Unit]:
-        """Add one tick's audio (at the backend's rate); return the units it completed.
-
-        Units hold exactly the backend's unit length (a native-duplex model steps on
-        whole frames); what is left over starts the next unit.
-        """
-        if self._n == 0:
-            self._start = tick.start
-            self._had_speech = False
-            self._gap = 0
-        self._parts.append(cleaned)
-        self._n += len(cleaned)
-        if tick.frames:
-            self._frames = tick.frames
-        self._gap += tick.gap_samples
-        self._had_speech |= speech
-        done = []
-        while self._n >= self.unit_samples:
-            audio = np.concatenate(self._parts)
-            rest = audio[self.unit_samples :]
-            self._parts, self._n = [audio[: self.unit_samples]], self.unit_samples
-            unit = self.take()
-            done.append(unit)
-            if len(rest):
-                self._parts, self._n = [rest.copy()], len(rest)
-                self._start = unit.end
-                self._gap = 0
-                self._frames = tick.frames
-        return done
-
-    @property
-    def had_speech(self) -> bool:
-        return self._had_speech
-
-    def take(self, min_seconds: float = 0.0, now: float | None = None) -> Unit | None:
-        """The unit gathered so far (None if empty), padded to `min_seconds` if asked."""
-        if self._n == 0:
-            if min_seconds <= 0 or now is None:
-                return None
-            self._start = now
-            self._frames = ()
-            self._gap = 0
-        short = round(min_seconds * self.rate) - self._n
-        if short > 0:
-            self._parts.append(np.zeros(short, dtype=np.float32))
-            self._n += short
-        audio = np.concatenate(self._parts)
-        unit = Unit(
-            index=self.index,
-            start=self._start,
-            duration=len(audio) / self.rate,
-            sample_rate=self.rate,
-            audio=audio,
-            frames=self._frames[-1:] if self._frames else (),
-            gap_samples=self._gap,
-        )
-        self.index += 1
-        self._parts, self._n = [], 0
-        self._frames = ()  # each unit shows only frames from its own span
-        return unit
-
-
 @dataclass
 class _Work:
     unit: Unit | None  # None for a retraction
@@ -203,6 +127,7 @@ class Session:
         *,
         output: OutputStream | None = None,
         vad: VoiceActivity | None = None,
+        turn_judge: TurnJudge | None = None,
     ) -> None:
         self.backend = backend
         self.player = player
@@ -234,6 +159,9 @@ class Session:
         self._response_end: int | None = None  # native: ring position where it ended
         self._holding_model = False  # native: muted while the user holds the floor
         self.vad = vad or VoiceActivity()
+        # The end-of-turn model (turn_end.py), asked when the controller says JUDGE_TURN;
+        # it hears what voice activity hears.
+        self.turn_judge = turn_judge or TurnJudge(None)
         self.echo = EchoCanceller(self.tick_rate, enabled=self.config.echo_cancellation)
         self.echo_path = EchoPathMonitor(block_ticks=max(1, round(0.24 / self.config.tick_seconds)))
         self._far_tick = np.zeros(0, dtype=np.float32)  # what played during the last tick
@@ -244,11 +172,9 @@ class Session:
             echo_rate=self.tick_rate,
             record_rate=self.config.recording_rate,
         )
-        self.recorder: SessionRecorder | None = None
-        self._user_to_record = StreamResampler(self.tick_rate, self.config.recording_rate)
-        self._user_record_anchor: float | None = None
-        self._user_record_out = 0
-        self._units = _UnitBuilder(spec.unit_ms / 1000.0, self.backend_rate)
+        self.recording = SessionRecording(self.events, self.tick_rate,
+                                          self.config.recording_rate)
+        self._units = UnitBuilder(spec.unit_ms / 1000.0, self.backend_rate)
         self._held_unit: Unit | None = None  # a silent unit kept in case speech follows
         self._speculation: _Work | None = None  # the turn's end, sent early (see duplex.py)
         self._after_speculation: list[Unit] = []  # units cut while it was pending
@@ -257,6 +183,7 @@ class Session:
         self._source_lock = threading.Lock()
         self._video: Source | None = None
         self._video_factory: Callable[[], Source] | None = None
+        self._camera_failure: Exception | None = None  # the camera asked for at start
         self._queue: collections.deque[_Work] = collections.deque()
         self._queue_cond = threading.Condition()
         self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
@@ -304,8 +231,12 @@ class Session:
         """
         self._video_factory = factory
         if enabled:
-            self._video = factory()
-            self.attach(self._video)
+            try:
+                self._video = factory()
+            except Exception as exc:  # no such camera or file: said when the talk starts
+                self._camera_failure = exc
+            else:
+                self.attach(self._video)
 
     def set_camera_enabled(self, enabled: bool) -> bool:
         """Switch the camera off (the device is released) or on again mid-conversation.
@@ -354,13 +285,13 @@ class Session:
         self.events.emit(EventKind.OVERFLOW, event.lost_to, description=event.describe())
 
     # ------------------------------------------------------------------ control
+    @property
+    def recorder(self) -> SessionRecorder | None:
+        return self.recording.recorder
+
     def start(self) -> None:
         if self.config.record_dir is not None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            self.recorder = SessionRecorder(
-                self.config.record_dir / stamp, self.config.recording_rate
-            )
-            self.events.subscribe(self._record_event)
+            self.recording.start(self.config.record_dir)
         limit_model_threads(self.config.model_threads)
         self.backend.start(self.persona)
         self._emit_state("session started")
@@ -372,8 +303,31 @@ class Session:
         self._listener.start()
         if self.output is not None:
             self.output.start()
-        for source in self._sources:
-            source.start()
+        for source in list(self._sources):
+            if source is not self._video:
+                source.start()  # no microphone, no conversation: the caller says why
+        if self._video is not None:
+            self._start_camera(self._video)
+        elif self._camera_failure is not None:
+            self._camera_failed(self._camera_failure)
+
+    def _start_camera(self, video: Source) -> None:
+        """A camera that will not open leaves the conversation without video, not without
+        a conversation; the user is told (a DEVICE event) and can switch it on again."""
+        try:
+            video.start()
+        except Exception as exc:
+            with self._source_lock:
+                if video in self._sources:
+                    self._sources.remove(video)
+                if self._video is video:
+                    self._video = None
+            self._camera_failed(exc)
+
+    def _camera_failed(self, exc: Exception) -> None:
+        log.info("the camera could not start: %s", exc)
+        self.events.emit(EventKind.DEVICE, self._now, source="camera", kind="failed",
+                         message=f"the camera could not start ({exc})")
 
     def stop(self, reason: str = "stopped") -> None:
         if self._stop.is_set():
@@ -398,8 +352,7 @@ class Session:
         self.metrics.underruns = self.player.underruns
         self.metrics.dropped_frames = self.dropped_frames + self.timeline.stats().frames_dropped
         self.events.emit(EventKind.ENDED, self._now, reason=reason, metrics=self.metrics.summary())
-        if self.recorder is not None:
-            self.recorder.close()
+        self.recording.close()
 
     def force_listen(self) -> None:
         """The user asked the assistant to stop talking (a button, a shortcut)."""
@@ -424,7 +377,7 @@ class Session:
 
     def _process_tick(self, tick: Unit) -> None:
         mic = np.zeros_like(tick.audio) if self._muted else tick.audio
-        self._record_user(mic, tick.start)
+        self.recording.user(mic, tick.start)
         self._far_tick = np.zeros(0, dtype=np.float32)
         self._feed_far_end()
         cleaned = self.echo.process_near(mic, tick.start)
@@ -433,7 +386,9 @@ class Session:
         if self.cleaned_tap is not None:
             self.cleaned_tap(mic, cleaned, tick.start)
         self._now = tick.end
-        speech_events = self.vad.feed(self._to_vad.process(listened), tick.start)
+        heard = self._to_vad.process(listened)
+        self.turn_judge.hear(heard, tick.start)
+        speech_events = self.vad.feed(heard, tick.start)
         for event in speech_events:
             if event.kind is VadKind.OFFSET:
                 self._last_offset_t = event.t
@@ -482,18 +437,7 @@ class Session:
         self.echo.push_far(echo_block.samples, echo_block.t)
         self._far_tick = echo_block.samples
         self._assistant_level = _dbfs(record_block.samples)
-        if self.recorder is not None:
-            self.recorder.write_assistant(record_block.samples, record_block.t)
-
-    def _record_user(self, mic: np.ndarray, t: float) -> None:
-        if self.recorder is None:
-            return
-        if self._user_record_anchor is None:
-            self._user_record_anchor = t
-        out = self._user_to_record.process(mic)
-        start = self._user_record_anchor + self._user_record_out / self.config.recording_rate
-        self._user_record_out += len(out)
-        self.recorder.write_user(out, start)
+        self.recording.assistant(record_block.samples, record_block.t)
 
     def _gather(self, tick: Unit, cleaned: np.ndarray) -> None:
         speech = self.vad.speaking
@@ -585,6 +529,8 @@ class Session:
                 self._prepare_turn()
             elif action is Action.RETRACT_TURN:
                 self._retract_turn()
+            elif action is Action.JUDGE_TURN:
+                self._judge_turn()
         history = self.controller.history
         for transition in history[self._history_seen :]:
             extra = {}
@@ -598,6 +544,27 @@ class Session:
                 **extra,
             )
         self._history_seen = len(history)
+
+    def _judge_turn(self) -> None:
+        """Ask the end-of-turn model about the pause the user is in (see turn_end.py)."""
+        verdict = self.turn_judge.judge(self.controller.burst_start)
+        if verdict is not None:
+            self.events.emit(
+                EventKind.TURN_JUDGED, self._now,
+                probability=verdict.probability, complete=verdict.complete,
+                seconds=verdict.seconds, audio_seconds=verdict.audio_seconds,
+                silence=self._now - self._last_offset_t,
+            )
+        elif self.turn_judge.failure is not None:  # once: the judge has dropped the model
+            self.events.emit(
+                EventKind.ERROR, self._now,
+                message=f"{self.turn_judge.failure}; the conversation goes on, and turns "
+                        f"end after {self.controller.config.end_of_turn_silence:.1f} s "
+                        "of silence",
+            )
+            self.turn_judge.failure = None
+        complete = verdict is not None and verdict.complete
+        self._act(self.controller.on_turn_judged(complete, self._now), self._now)
 
     def _end_turn(self, t: float) -> None:
         if self._speculation is not None:
@@ -829,6 +796,9 @@ class Session:
                     # With its work: the listener drops it if the answer was retracted
                     # before it read this (a check here alone races with the retraction).
                     self._inbox.append(("answer", (rid, work)))
+                    ready = self._session_time_of(time.monotonic())
+                    self.events.emit(EventKind.ANSWER_READY,
+                                     self._now if ready is None else ready, response=rid)
                 with self._interrupt_lock:  # held across the write: see _retract_turn
                     if self._barge_ins != barge_ins_before:
                         # The user cut in while this answer was being made, before the
@@ -921,7 +891,3 @@ class Session:
         self.events.emit(
             EventKind.STATE, self._now, state=str(self.controller.state), reason=reason
         )
-
-    def _record_event(self, event) -> None:
-        if self.recorder is not None and event.kind is not EventKind.LEVELS:
-            self.recorder.event(str(event.kind), event.t, **event.data)

@@ -51,11 +51,11 @@ def cpu_modules(placement: Placement, model: torch.nn.Module) -> list[str]:
     return [*placement.host_modules(model), *placement.after_load_int8(model)]
 
 
-def _loading_class(cls: type, placement: Placement) -> type:
-    """`cls`, told to load the rule's float32 parts in float32 (transformers' own
+def loading_class(cls: type, rules, float_dtype: torch.dtype) -> type:
+    """`cls`, told to load the rules' float32 parts in float32 (transformers' own
     `_keep_in_fp32_modules_strict`), so they are never rounded through 16 bits."""
-    keep = [p for r in placement.rules if r.dtype is torch.float32 for p in r.prefixes]
-    if not keep or placement.float_dtype is torch.float32:
+    keep = [p for r in rules if r.dtype is torch.float32 for p in r.prefixes]
+    if not keep or float_dtype is torch.float32:
         return cls
     return type(cls.__name__, (cls,), {"_keep_in_fp32_modules_strict": keep,
                                       "__module__": cls.__module__})
@@ -73,7 +73,7 @@ def from_pretrained(cls: type, placement: Placement, skeleton: torch.nn.Module, 
                            cpu_offload=bool(on_cpu))
     if bnb is not None:
         kwargs["quantization_config"] = bnb
-    loading = _loading_class(cls, placement)
+    loading = loading_class(cls, placement.rules, placement.float_dtype)
     if state_dict is None:
         model = loading.from_pretrained(folder, **kwargs)
     else:

@@ -110,6 +110,12 @@ def rules_for(family: str) -> tuple[PartRule, ...]:
                            hint=f"families with a backend: {', '.join(sorted(RULES))}") from None
 
 
+def float_prefixes(family: str) -> tuple[str, ...]:
+    """Module prefixes whose Linears the rule never quantizes (embeddings aside)."""
+    return tuple(p for r in rules_for(family) if r.linears is Linears.FLOAT and not r.host
+                 for p in r.prefixes)
+
+
 def _is_gpu(device: str) -> bool:
     return torch.device(device).type != "cpu"
 

@@ -8,15 +8,16 @@ loaded model can actually use.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.config.personas import PersonaFile
 from app.config.settings import Settings
 from app.flow.conversation import ConversationOptions
 from app.flow.duplex import DuplexConfig
+from app.flow.turn_end import JUDGE_AFTER, patience
 from app.model import registry
-from app.model.contract import BackendError, BackendSpec, ModelSource, Persona, Quant, Voice
+from app.model.contract import BackendError, ModelSource, Quant
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def build_options(
     """The next conversation's options. Raises BackendError when no model is chosen."""
     devices = settings.devices
     conv = settings.conversation
+    step = patience(conv.turn_patience)
     camera_spec = overrides.camera if overrides.camera is not None else devices.camera
     chosen_camera = device_spec(camera_spec)
     if chosen_camera is None:
@@ -123,31 +125,14 @@ def build_options(
         standby_camera=chosen_camera,  # switched on mid-conversation, this one opens
         speaker=speaker,
         duplex=DuplexConfig(
-            end_of_turn_silence=conv.end_of_turn_silence,
+            end_of_turn_silence=step.cap if conv.end_of_turn_model else step.silence,
+            judge_after=JUDGE_AFTER if conv.end_of_turn_model else None,
             barge_in_min_speech=conv.barge_in_min_speech,
         ),
+        end_of_turn=step if conv.end_of_turn_model else None,
         echo_cancellation=conv.echo_cancellation,
         record_dir=settings.recordings_dir() if conv.record else None,
         # Files replayed for a demo or a self-check keep going for as long as it runs.
         loop_files=overrides.from_files,
         backend_options=backend_options,
     )
-
-
-def fit_persona(persona: Persona, spec: BackendSpec) -> tuple[Persona, str]:
-    """The persona with a voice this model can use, and a note when it had to change."""
-    voice = persona.voice
-    default = spec.voices[0] if spec.voices else None
-    if voice.builtin and spec.voices and voice.builtin not in spec.voices:
-        note = (f"this model has no voice '{voice.builtin}'; using '{default}' "
-                f"(voices: {', '.join(spec.voices)})")
-        return replace(persona, voice=Voice(builtin=default)), note
-    if voice.reference_audio is not None and not voice.builtin:
-        if not spec.accepts_reference_voice:
-            note = (f"{spec.family} cannot speak with a reference recording; using its "
-                    f"voice '{default}'")
-            return replace(persona, voice=Voice(builtin=default)), note
-        if not voice.reference_audio.is_file():
-            note = f"the reference recording {voice.reference_audio} is missing; default voice"
-            return replace(persona, voice=Voice(builtin=default)), note
-    return persona, ""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from app.model.moshi import layout
 from app.model.moshi.text import TEXT_EPAD_ID, TEXT_PAD_ID, TextVocab
 from app.model.moshi.tiny import DUETTO_META, STANDARD_DELAYS
 from app.model.place import place
-from app.model.placement import Placement
+from app.model.placement import Placement, float_prefixes, rules_for
 from app.model.qwen_omni.loader import resolve_folder
 
 log = logging.getLogger(__name__)
@@ -151,12 +152,9 @@ def load(source: ModelSource, q: Quant, progress: Progress, *,
     progress("loading weights", 0.1)
     try:
         if kind == "transformers":
-            from transformers import MoshiForConditionalGeneration
-
-            model = hf_load.from_pretrained(MoshiForConditionalGeneration, placement, skel,
-                                            folder=folder)
+            model = _load_transformers(folder, q, placement.float_dtype, device, placement, skel)
         else:
-            model = _load_moshi_layout(folder, raw, config, placement)
+            model = _load_moshi_layout(folder, raw, q, placement.float_dtype, device, placement)
         vocab = TextVocab.from_folder(folder, pad_id=pad, epad_id=TEXT_EPAD_ID)
     except BackendError:
         raise
@@ -242,7 +240,38 @@ def moshi_layout_config_from_headers(folder: Path):  # -> MoshiConfig
 
 
 # --- transformers' layout --------------------------------------------------------------
-# Loaded by hf_load.from_pretrained, as the placement rule says.
+
+# Modules whose Linears the placement rule keeps in floating point (placement.py); the
+# loaders ask the rule itself (Placement.skip_modules), this names them for reference.
+SKIP_MODULES = float_prefixes(FAMILY)
+
+
+def _mimi_in_float32():
+    """transformers' Moshi class, with Mimi read from the file straight into float32.
+
+    `from_pretrained(dtype=bf16)` would cast Mimi's weights to bfloat16 as they load, and
+    `.float()` afterwards cannot give back the bits the cast dropped; transformers'
+    `_keep_in_fp32_modules_strict` loads the parts the rule keeps in float32 (Mimi) in
+    float32 instead (hf_load.loading_class).
+    """
+    from transformers import MoshiForConditionalGeneration
+
+    return hf_load.loading_class(MoshiForConditionalGeneration, rules_for(FAMILY),
+                                 torch.bfloat16)
+
+
+def _load_transformers(folder: Path, q: Quant, dtype: torch.dtype, device: str,
+                       placement: Placement | None = None, skeleton=None):
+    """A transformers-layout folder through from_pretrained, as the rule says."""
+    from transformers import AutoConfig, MoshiForConditionalGeneration
+
+    if skeleton is None:
+        skeleton = memory_plan.skeleton(FAMILY, AutoConfig.from_pretrained(folder), dtype)
+    if placement is None:
+        placement = Placement(FAMILY, q, device, dtype,
+                              quant.unquantizable_linears(skeleton, q, device=device))
+    return hf_load.from_pretrained(MoshiForConditionalGeneration, placement, skeleton,
+                                   folder=folder)
 
 
 # --- the moshi package's layout ----------------------------------------------------------
@@ -291,37 +320,60 @@ def moshi_layout_config(lm: dict[str, torch.Tensor], mimi: dict[str, torch.Tenso
     )
 
 
-def _load_moshi_layout(folder: Path, raw: dict, config, placement: Placement):
-    """Map the moshi-layout files onto transformers' tree, then place every tensor.
-
-    The files are memory-mapped: the renamed tensors are views of the file (and the few
-    the mapping has to rewrite, such as the permuted query/key rows, are new CPU
-    tensors), and `place()` moves or quantizes each one to where the rule wants it, in
-    its part's dtype straight from the file's (Mimi's float32 never passes through 16
-    bits). The device holds only the final weights, plus one layer's float weight while
-    bitsandbytes quantizes it; the full LM never sits in RAM.
-    """
-    lm_path = folder / str(raw.get("moshi_name", "model.safetensors"))
-    mimi_path = _mimi_file(folder, raw)
-    assert mimi_path is not None  # detect_layout checked
-    lm = checkpoint.mmap_safetensors(lm_path)
-    mimi = checkpoint.mmap_safetensors(mimi_path)
-    state = layout.lm_from_moshi(lm, heads=config.num_attention_heads,
-                                 kv_heads=config.num_key_value_heads)
-    del lm
-    mimi_heads = config.audio_encoder_config.num_attention_heads
+def moshi_layout_state(lm: dict[str, torch.Tensor], mimi: dict[str, torch.Tensor],
+                       moshi_config) -> dict[str, torch.Tensor]:
+    """transformers' names for a moshi-layout LM and Mimi. The fused LM tensors are
+    dropped from `lm` as they are split (the caller's dict shrinks as the new one grows)."""
+    state = layout.lm_from_moshi(lm, heads=moshi_config.num_attention_heads,
+                                 kv_heads=moshi_config.num_key_value_heads, release=True)
+    mimi_heads = moshi_config.audio_encoder_config.num_attention_heads
     state.update({f"audio_encoder.{k}": v for k, v in
                   layout.mimi_from_moshi(mimi, heads=mimi_heads).items()})
-    del mimi
-    model = memory_plan.skeleton(FAMILY, config, placement.float_dtype, meta_buffers=False)
-    expected = set(model.state_dict())
-    missing, extra = expected - set(state), set(state) - expected
+    return state
+
+
+def check_state(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                folder: Path) -> None:
+    """Every tensor the model has, none it lacks, each of its shape; else a BackendError."""
+    missing, extra = set(expected) - set(state), set(state) - set(expected)
     if missing or extra:
         raise BackendError(
             f"{folder}'s weights do not match a Moshi model (missing {sorted(missing)[:3]}, "
             f"unexpected {sorted(extra)[:3]})",
             hint="this checkpoint's layout is not supported, or its files are damaged",
         )
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(t.shape)})"
+             for k, t in expected.items() if tuple(state[k].shape) != tuple(t.shape)]
+    if wrong:
+        raise BackendError(f"{folder}'s weights have unexpected shapes: {'; '.join(wrong[:3])}",
+                           hint="this checkpoint's layout is not supported, or its files "
+                           "are damaged")
+
+
+def _load_moshi_layout(folder: Path, raw: dict, q: Quant, dtype: torch.dtype, device: str,
+                       placement: Placement | None = None):
+    """Map the moshi-layout files onto transformers' tree, then place every tensor.
+
+    The files are memory-mapped: the renamed tensors are views of the file (and the ones
+    the mapping rewrites, such as the split and permuted query/key rows, new CPU tensors
+    that own their storage), and `place()` moves or quantizes each one to where the rule
+    wants it, in its part's dtype straight from the file's (Mimi's float32 never passes
+    through 16 bits). The device holds only the final weights, plus one layer's float
+    weight while bitsandbytes quantizes it; the full LM never sits in RAM.
+    """
+    lm_path = folder / str(raw.get("moshi_name", "model.safetensors"))
+    mimi_path = _mimi_file(folder, raw)
+    assert mimi_path is not None  # detect_layout checked
+    lm = checkpoint.mmap_safetensors(lm_path)
+    mimi = checkpoint.mmap_safetensors(mimi_path)
+    config = moshi_layout_config(lm, mimi, raw)
+    state = moshi_layout_state(lm, mimi, config)
+    del lm, mimi
+    model = memory_plan.skeleton(FAMILY, config, dtype, meta_buffers=False)
+    check_state(model.state_dict(), state, folder)
+    if placement is None:
+        placement = Placement(FAMILY, q, device, dtype,
+                              quant.unquantizable_linears(model, q, device=device))
     model.load_state_dict(state, assign=True, strict=True)
     del state
     # The skeleton leaves buffers real (rotary frequencies, conv bookkeeping); a tensor

@@ -21,12 +21,15 @@ import torch
 from app.model import checkpoint, fit, hf_load, memory_plan, quant
 from app.model.contract import BackendError, ModelSource, Progress, Quant
 from app.model.memory_plan import Plan
-from app.model.placement import Placement
+from app.model.placement import Placement, float_prefixes
 from app.model.qwen_omni.tiny import DUETTO_META
 
 log = logging.getLogger(__name__)
 
 FAMILY = "qwen2.5-omni"
+# Modules whose Linears the placement rule keeps in floating point (placement.py); the
+# loader asks the rule itself (Placement.skip_modules), this names them for reference.
+SKIP_MODULES = float_prefixes(FAMILY)
 
 
 @dataclass
