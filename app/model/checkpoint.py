@@ -66,7 +66,7 @@ FAMILY_CHECKPOINTS: dict[str, FamilyCheckpoint] = {
         model_types=frozenset({"qwen2_5_omni"}),
         required=(
             # Qwen2_5OmniForConditionalGeneration.from_pretrained loads it after the
-            # weights and fails without it (FACTS.md; transformers' modeling code).
+            # weights and fails without it (transformers' modeling code).
             FileRule(
                 alternatives=(("spk_dict.pt",),),
                 why="the built-in speakers' voice conditioning",

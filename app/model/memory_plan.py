@@ -33,7 +33,7 @@ import torch
 
 from app.model.contract import BackendError, Quant
 from app.model.place import DEVICE, HOST
-from app.model.placement import Placement, Store
+from app.model.placement import Placement, Store, buffer_dtype
 
 GIB = 1024**3
 CUDA_BLOCK = 512  # PyTorch's CUDA caching allocator rounds every block up to this
@@ -237,10 +237,10 @@ def weight_bytes(model: torch.nn.Module, placement: Placement
             else:
                 dtype = d.dtype if param.is_floating_point() else param.dtype
                 counts[_dtype_name(dtype)] += rnd(param.numel() * _itemsize(dtype))
-        for buf in module.buffers(recurse=False):
+        for bname, buf in module.named_buffers(recurse=False):
             if buf is None:
                 continue
-            dtype = d.buffer_dtype if (d.buffer_dtype and buf.is_floating_point()) else buf.dtype
+            dtype = buffer_dtype(d, bname, buf)
             counts[_dtype_name(dtype)] += rnd(buf.numel() * _itemsize(dtype))
     return {k: v for k, v in out.items() if sum(v.values())}
 

@@ -27,7 +27,7 @@ from collections import defaultdict
 import torch
 import torch.nn.functional as F
 
-from app.model.placement import Decision, Placement, Store
+from app.model.placement import Decision, Placement, Store, buffer_dtype
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def _place_tensors(module: torch.nn.Module, device, d: Decision, copy_cpu: bool)
     for name, buf in list(module.named_buffers(recurse=False)):
         if buf is None:
             continue
-        new = _owned(buf, device, d.buffer_dtype, copy_cpu)
+        new = _owned(buf, device, buffer_dtype(d, name, buf), copy_cpu)
         if not _same(new, buf):
             module._buffers[name] = new
 

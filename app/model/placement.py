@@ -120,6 +120,19 @@ def _is_gpu(device: str) -> bool:
     return torch.device(device).type != "cpu"
 
 
+# Buffers that keep their own dtype even in a part cast as a whole: rotary frequencies,
+# which every forward reads in float32 (rounding them to 16 bits would shift the angles).
+KEEP_DTYPE_BUFFERS = ("inv_freq", "original_inv_freq")
+
+
+def buffer_dtype(d: Decision, name: str, buf: torch.Tensor) -> torch.dtype:
+    """The dtype a buffer ends in under decision `d` (its own unless the part is cast as a
+    whole and it is a float buffer that may follow)."""
+    if d.buffer_dtype is None or not buf.is_floating_point() or name in KEEP_DTYPE_BUFFERS:
+        return buf.dtype
+    return d.buffer_dtype
+
+
 @dataclass(frozen=True)
 class Decision:
     """What the rule says of one module."""

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# bitsandbytes' hardware floors on CUDA (its README and FACTS.md).
+# bitsandbytes' hardware floors on CUDA (its README).
 NF4_MIN_CAPABILITY = (6, 0)
 INT8_MIN_CAPABILITY = (7, 5)
 

@@ -3,7 +3,7 @@
 Every segment (prompt.py) is prefilled into the thinker as soon as it exists, with
 explicit multimodal rotary positions: `thinker.get_rope_index` on the chunk alone plus
 the running offset (the next free position). Leaving positions to the library is
-wrong for a chunk holding a new image (FACTS.md).
+wrong for a chunk holding a new image (tests/test_qwen_prefill.py shows it).
 
 The talker is kept warm too. For speech, Qwen2.5-Omni's talker reads the whole
 conversation as its own prompt: per token the thinker's input embedding (zeroed on
