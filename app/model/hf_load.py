@@ -23,7 +23,7 @@ import torch
 
 from app.model import quant
 from app.model.place import place
-from app.model.placement import Placement
+from app.model.placement import Placement, rule_dtype
 
 
 def skip_patterns(placement: Placement, model: torch.nn.Module) -> list[str]:
@@ -54,7 +54,7 @@ def cpu_modules(placement: Placement, model: torch.nn.Module) -> list[str]:
 def loading_class(cls: type, rules, float_dtype: torch.dtype) -> type:
     """`cls`, told to load the rules' float32 parts in float32 (transformers' own
     `_keep_in_fp32_modules_strict`), so they are never rounded through 16 bits."""
-    keep = [p for r in rules if r.dtype is torch.float32 for p in r.prefixes]
+    keep = [p for r in rules if rule_dtype(r, float_dtype) is torch.float32 for p in r.prefixes]
     if not keep or float_dtype is torch.float32:
         return cls
     return type(cls.__name__, (cls,), {"_keep_in_fp32_modules_strict": keep,

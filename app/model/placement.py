@@ -47,6 +47,8 @@ class PartRule:
     model's (Mimi: float32), else None for the model's own. `whole`: the part is cast as
     a whole, float buffers too (a vocoder's filters must match its weights' dtype);
     otherwise buffers keep the dtype the model gave them (rotary frequencies in float32).
+    `fp16_dtype`: the dtype instead of the model's when that is float16 (a card without
+    bf16), for a part whose values may overflow float16's range.
     """
 
     part: str
@@ -55,6 +57,7 @@ class PartRule:
     host: bool = False
     dtype: torch.dtype | None = None
     whole: bool = False
+    fp16_dtype: torch.dtype | None = None
     why: str = ""
 
     def matches(self, name: str) -> bool:
@@ -80,9 +83,10 @@ QWEN_RULES: tuple[PartRule, ...] = (
     PartRule("talker", ("talker.codec_head", "talker.thinker_to_talker_proj"), Linears.FLOAT,
              why="the code head and the projection are small and decide every code"),
     PartRule("talker", ("talker",)),
-    PartRule("vocoder", ("token2wav",), Linears.FLOAT, whole=True,
-             why="flow-matching DiT and BigVGAN in the model's 16-bit dtype on a GPU (half "
-                 "of float32, 0.84 GiB saved); the ODE's state stays float32 (voice.py)"),
+    PartRule("vocoder", ("token2wav",), Linears.FLOAT, whole=True, fp16_dtype=torch.float32,
+             why="flow-matching DiT and BigVGAN in bf16 on a GPU (half of float32, 0.84 GiB "
+                 "saved); the ODE's state stays float32 (voice.py); float32 on a card "
+                 "without bf16, as float16's range is too narrow for it"),
     PartRule("thinker", ("thinker",)),
 )
 
@@ -108,6 +112,14 @@ def rules_for(family: str) -> tuple[PartRule, ...]:
     except KeyError:
         raise BackendError(f"no memory rule for the model family {family!r}",
                            hint=f"families with a backend: {', '.join(sorted(RULES))}") from None
+
+
+def rule_dtype(rule: PartRule, float_dtype: torch.dtype) -> torch.dtype:
+    """The float dtype a part ends in when the model's is `float_dtype`."""
+    dtype = rule.dtype or float_dtype
+    if dtype is torch.float16 and rule.fp16_dtype is not None:
+        return rule.fp16_dtype
+    return dtype
 
 
 def float_prefixes(family: str) -> tuple[str, ...]:
@@ -195,7 +207,7 @@ class Placement:
         rule = self.rule(name)
         is_linear = isinstance(module, torch.nn.Linear)
         store = self._store(rule, name) if is_linear else Store.FLOAT
-        dtype = rule.dtype or self.float_dtype
+        dtype = rule_dtype(rule, self.float_dtype)
         return Decision(part=rule.part, store=store, dtype=dtype,
                         buffer_dtype=dtype if rule.whole else None, host=rule.host and self.gpu)
 
