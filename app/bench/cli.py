@@ -13,6 +13,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "backend": ("app.bench.backend", "Qwen2.5-Omni: prefill, first speech, speech RTF, memory"),
     "duplex": ("app.bench.duplex", "scripted conversations through the app, scored like FDB"),
     "gpu": ("app.bench.gpu", "full-size random-weight models on CUDA: VRAM, compute, RTF"),
+    "faults": ("app.bench.faults", "every fault as a scripted session: what was said, kept"),
 }
 
 

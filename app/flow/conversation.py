@@ -142,15 +142,22 @@ def build_session(
     )
     session = Session(backend, player, options.persona, config, output=output)
     clock = ReplayClock(realtime=True)  # file sources share it, like devices share time
-    session.attach(
-        audio_source(
+    mic_clocks = [clock]
+
+    def open_mic():
+        # Reopened after a loss, a microphone must keep the session's rate; a file
+        # replays on a fresh clock, as the camera's does below.
+        replay = mic_clocks.pop() if mic_clocks else ReplayClock(realtime=True)
+        return audio_source(
             options.mic,
             session.timeline,
-            clock=clock,
+            clock=replay,
             loop=options.loop_files,
+            sample_rate=session.timeline.native_rate,
             on_event=session.on_source_event,
         )
-    )
+
+    session.set_microphone_factory(open_mic)
     camera = options.camera if options.camera is not None else options.standby_camera
     if camera is not None:
         # Opened at the start, a file shares the session's replay clock; opened later,

@@ -37,7 +37,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.capture.silence import SilenceSource
 from app.flow.cpu import limit_model_threads
+from app.flow.device_keeper import DeviceKeeper
 from app.flow.duplex import Action, DuplexConfig, DuplexController, DuplexState
 from app.flow.echo import EchoCanceller, EchoPathMonitor
 from app.flow.events import EventHub, EventKind, Subscriber
@@ -254,14 +256,13 @@ class Session:
         self._after_speculation: list[Unit] = []  # units cut while it was pending
         self.retractions = 0
         self._sources: list[Source] = []
-        self._source_lock = threading.Lock()
-        self._video: Source | None = None
-        self._video_factory: Callable[[], Source] | None = None
+        # Devices opened through a factory come back by themselves after a loss.
+        self._microphone: DeviceKeeper | None = None
+        self._camera: DeviceKeeper | None = None
         self._queue: collections.deque[_Work] = collections.deque()
         self._queue_cond = threading.Condition()
         self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
         self._stop = threading.Event()
-        self._ending = threading.Event()  # stop() has begun
         self._listener: threading.Thread | None = None
         self._worker: threading.Thread | None = None
         self._muted = False
@@ -297,15 +298,19 @@ class Session:
         """A capture source built with `self.timeline` as its sink."""
         self._sources.append(source)
 
+    def set_microphone_factory(self, factory: Callable[[], Source]) -> None:
+        """How to open (and, after a loss, reopen) the microphone; started with the
+        session. While it is away the session hears silence (device_keeper.py)."""
+        self._microphone = DeviceKeeper(
+            "microphone", factory, self._device_news, stand_in=self._silence
+        )
+
     def set_video_factory(self, factory: Callable[[], Source], *, enabled: bool = True) -> None:
         """How to (re)open the camera: the session starts it, and can switch it off/on.
 
         `enabled=False` keeps the camera off until `set_camera_enabled(True)`.
         """
-        self._video_factory = factory
-        if enabled:
-            self._video = factory()
-            self.attach(self._video)
+        self._camera = DeviceKeeper("camera", factory, self._device_news, wanted=enabled)
 
     def set_camera_enabled(self, enabled: bool) -> bool:
         """Switch the camera off (the device is released) or on again mid-conversation.
@@ -313,26 +318,18 @@ class Session:
         Returns whether the camera is now on. The model keeps its context: units simply
         carry no frames while the camera is off. Opening a camera can take seconds: call
         this off any UI thread. A camera that cannot open raises CaptureError and stays
-        off; one that was lost counts as off, so switching it on opens it again.
+        off; one that was lost comes back by itself when it can, and switching it on
+        tries at once.
         """
-        with self._source_lock:
-            lost = self._video is not None and getattr(self._video, "end_event", None)
-            if (not enabled or lost) and self._video is not None:
-                video, self._video = self._video, None
-                if video in self._sources:
-                    self._sources.remove(video)
-                video.stop()
-            if enabled and self._video is None and self._video_factory is not None:
-                video = self._video_factory()
-                if self._listener is not None:  # already running: start it now
-                    video.start()
-                self._sources.append(video)
-                self._video = video
-                if self._ending.is_set():  # stop() ran meanwhile and may have missed it
-                    self._sources.remove(video)
-                    self._video = None
-                    video.stop()
-            return self._video is not None
+        if self._camera is None:
+            return False
+        return self._camera.switch(enabled)
+
+    def _device_news(self, source: str, kind: str, message: str) -> None:
+        self.events.emit(EventKind.DEVICE, self._now, source=source, kind=kind, message=message)
+
+    def _silence(self) -> Source:
+        return SilenceSource(self.timeline, self.timeline.native_rate or self.tick_rate)
 
     def subscribe(self, subscriber: Subscriber):
         return self.events.subscribe(subscriber)
@@ -374,12 +371,17 @@ class Session:
             self.output.start()
         for source in self._sources:
             source.start()
+        for keeper in (self._microphone, self._camera):
+            if keeper is not None:
+                keeper.start()
 
     def stop(self, reason: str = "stopped") -> None:
         if self._stop.is_set():
             return
-        self._ending.set()  # a camera opening now stops itself (set_camera_enabled)
         self.ended_reason = reason
+        for keeper in (self._microphone, self._camera):
+            if keeper is not None:  # a device opening now closes itself once open
+                keeper.stop()
         for source in list(self._sources):
             try:
                 source.stop()

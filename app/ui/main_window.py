@@ -443,9 +443,16 @@ class MainWindow(QMainWindow):
     def _on_device(self, source: str, kind: str, message: str) -> None:
         if kind in ("lost", "error", "failed"):
             self.post("error", f"{source}: {message or kind}. The conversation goes on "
-                               "without it; check the device in Settings → Devices")
+                               "without it and takes it back when it returns; check the "
+                               "device in Settings → Devices")
             if source.lower() == "camera" and self.camera_on:
                 self._show_camera_off()  # switching it on again reopens it
+        elif kind == "restored":  # a lost device is back (app/flow/device_keeper.py)
+            self.post("info", message or f"{source} is back")
+            if source.lower() == "camera" and not self.camera_on:
+                self.camera_on = True
+                self._sync_camera_button()
+                self.stage.clear("Waiting for the camera…")
         elif kind == "stopped" and message and message != "stopped":
             self.post("info", f"{source}: {message}")
 

@@ -1,0 +1,132 @@
+"""The worker process of `duetto bench faults`: runs the rows it is given, in order.
+
+`python -m app.bench.fault_worker --work DIR ROW...` (started by fault_runner.py).
+It writes one JSON line per message on its protocol stream, which is the stdout it was
+started with; anything else that writes to stdout (a library's progress bar) goes to
+stderr instead, so it cannot garble the protocol. Exceptions that escape a thread or a
+Qt slot are caught by hooks installed here and charged to the row that was running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from app.bench.fault_inputs import Media, prepare
+from app.bench.fault_report import Outcome, RowResult
+from app.bench.fault_rows import BY_NAME
+
+ANSWER_TOKENS = 140  # the tiny model's answers: about 3 s of speech, long enough to cut
+
+
+@dataclass
+class RowContext:
+    """What a row works with: its own user folders, the tiny model, the prepared media."""
+
+    name: str
+    home: Path  # fresh for this row: config/, data/ and anything the row makes
+    model: Path
+    media: Media
+    escaped: list[str] = field(default_factory=list)  # exceptions no one caught
+
+    @property
+    def config(self) -> Path:
+        return self.home / "config"
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+
+_escaped: list[str] = []
+
+
+def _install_hooks() -> None:
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        name = args.thread.name if args.thread is not None else "?"
+        _escaped.append(f"in thread {name}: {args.exc_type.__name__}: {args.exc_value}")
+        traceback.print_exception(args.exc_type, args.exc_value, args.exc_traceback)
+
+    def main_hook(exc_type, exc, tb) -> None:  # Qt calls this for a slot that raised
+        _escaped.append(f"{exc_type.__name__}: {exc}")
+        traceback.print_exception(exc_type, exc, tb)
+
+    threading.excepthook = thread_hook
+    sys.excepthook = main_hook
+
+
+def tiny_model(work: Path) -> Path:
+    """The tiny Qwen2.5-Omni of this run, built once (as `duetto models tiny` does)."""
+    folder = work / "model"
+    if (folder / "config.json").exists():
+        return folder
+    from app.model.tiny import build_tiny
+
+    partial = work / "model.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    build_tiny("qwen2.5-omni", partial, min_answer_tokens=ANSWER_TOKENS)
+    partial.rename(folder)
+    return folder
+
+
+def run_row(name: str, work: Path, model: Path, media: Media) -> RowResult:
+    spec = BY_NAME[name]
+    home = work / "rows" / name
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    ctx = RowContext(name, home, model, media)
+    module_name, _, function = spec.target.partition(":")
+    started = time.monotonic()
+    before = len(_escaped)
+    try:
+        row = getattr(importlib.import_module(module_name), function)
+        outcome = row(ctx)
+    except Exception as exc:  # raised through the row (the app's or the row's): run on
+        outcome = Outcome(notes=traceback.format_exc().splitlines()[-16:])
+        outcome.problem("crash", f"{type(exc).__name__} raised through the row: {exc} "
+                                 "(traceback in the JSON notes)")
+    for escaped in _escaped[before:]:
+        outcome.problem("crash", f"an exception escaped: {escaped}")
+    return RowResult.of(name, spec.group, outcome, time.monotonic() - started)
+
+
+def _protocol_stream() -> IO[str]:
+    """The original stdout for protocol lines; fd 1 itself now points at stderr."""
+    stream = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return stream
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.bench.fault_worker")
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("rows", nargs="+")
+    args = parser.parse_args(argv)
+    protocol = _protocol_stream()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    _install_hooks()
+    model = tiny_model(args.work)
+    media = prepare(args.work / "media")
+    for name in args.rows:
+        protocol.write(json.dumps({"start": name}) + "\n")
+        result = run_row(name, args.work, model, media)
+        protocol.write(json.dumps({"result": result.to_dict()}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
