@@ -35,8 +35,32 @@ def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> list[str]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return []
-    kept = [line for line in text.splitlines() if line.strip()]
+    kept = [line[:300] for line in text.splitlines() if line.strip()]
     return kept[-lines:]
+
+
+def last_words(path: Path) -> str:
+    """What a dead worker said last that explains it: a fatal error and where it
+    struck, a panic, or the last exception line; else its last line (all shortened)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for i in range(len(lines) - 1, -1, -1):
+        line = lines[i]
+        if line.startswith("Fatal Python error") or "panicked at" in line:
+            where = next((lines[j] for j in range(i + 1, len(lines))
+                          if lines[j].startswith("Current thread")), "")
+            frame = ""
+            if where:
+                at = lines.index(where, i)
+                frame = lines[at + 1] if at + 1 < len(lines) else ""
+            return " ".join(part for part in (line, frame) if part)[:300]
+    for line in reversed(lines):
+        if "Error" in line or "Exception" in line:
+            return line[:300]
+    return lines[-1][:300] if lines else ""
 
 
 class _Worker:
@@ -157,7 +181,7 @@ def run_rows(
         elif hung:
             outcome.problem("hang", "the worker did not start the row (see its log)")
         else:
-            last = tail[-1] if tail else ""
+            last = last_words(worker.stderr_path)
             outcome.problem("crash", f"{_death(code)}" + (f"; last words: {last}" if last
                                                            else ""))
         result = RowResult.of(victim.name, victim.group, outcome,

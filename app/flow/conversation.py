@@ -97,6 +97,14 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def _is_file(spec: int | str | Path | None) -> bool:
+    """A device given as a file to replay (a device lost midway is opened again, a file
+    is not: it would fail the same way)."""
+    if spec is None or isinstance(spec, int) or str(spec).strip().isdigit():
+        return False
+    return Path(spec).expanduser().is_file()
+
+
 def _is_virtual_speaker(spec: int | str | Path | None) -> bool:
     return spec is not None and (
         str(spec) == NULL_SPEAKER or str(spec).lower().endswith(".wav")
@@ -157,7 +165,7 @@ def build_session(
             on_event=session.on_source_event,
         )
 
-    session.set_microphone_factory(open_mic)
+    session.set_microphone_factory(open_mic, reopen=not _is_file(options.mic))
     camera = options.camera if options.camera is not None else options.standby_camera
     if camera is not None:
         # Opened at the start, a file shares the session's replay clock; opened later,
@@ -177,5 +185,6 @@ def build_session(
                 on_event=session.on_source_event,
             )
 
-        session.set_video_factory(open_camera, enabled=options.camera is not None)
+        session.set_video_factory(open_camera, enabled=options.camera is not None,
+                                  reopen=not _is_file(camera))
     return session

@@ -12,6 +12,10 @@ silence on the same clock (app/capture/silence.py): a session's time is its
 microphone's samples, so without it the listener, the end of the answer being spoken
 and the recording would all stop until the microphone came back.
 
+A file replayed as a device (`reopen=False`) is not tried again: a file that failed
+once fails the same way every time. A device that fails again soon after it came back
+keeps the longer wait between tries, so a flapping device does not flood the user.
+
 Switching the device off (the camera button) stops it and any tries; switching it on
 opens it at once and raises CaptureError if it cannot (it then stays off).
 """
@@ -53,13 +57,16 @@ class DeviceKeeper:
         report: Report,
         *,
         wanted: bool = True,
+        reopen: bool = True,
         stand_in: Callable[[], Source] | None = None,
         retry_s: float = 1.0,
         max_retry_s: float = 3.0,
         poll_s: float = 0.2,
         stop_timeout_s: float = 2.0,
+        stable_s: float = 10.0,
     ) -> None:
         self.name = name
+        self.reopen = reopen
         self._factory = factory
         self._report = report
         self._make_stand_in = stand_in
@@ -67,6 +74,7 @@ class DeviceKeeper:
         self.max_retry_s = max_retry_s
         self.poll_s = poll_s
         self.stop_timeout_s = stop_timeout_s
+        self.stable_s = stable_s  # up this long after coming back: the next loss starts afresh
         self._lock = threading.Lock()  # _source, _stand_in, _wanted, _lost_at
         self._opening = threading.Lock()  # one open at a time (the user's or a retry)
         self._source: Source | None = None
@@ -75,6 +83,7 @@ class DeviceKeeper:
         self._lost_at: float | None = None  # when it was lost; None while not away
         self._next_try = 0.0
         self._tries = 0
+        self._restored_at = -1e9
         self._started = False
         self._ended = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -153,6 +162,7 @@ class DeviceKeeper:
                 return
         if lost_at is not None:
             self.restored += 1
+            self._restored_at = time.monotonic()
             name = str(getattr(source, "name", self.name))
             self._report(name, RESTORED, f"{name} is back after {time.monotonic() - lost_at:.0f} s"
                                          " away; the conversation has it again")
@@ -208,11 +218,13 @@ class DeviceKeeper:
             with self._lock:
                 if self._source is source:
                     self._source = None
-                if self._wanted:
+                if self._wanted and self.reopen:
                     self._lost_at = time.monotonic()
             source.stop()  # it has ended; this releases what it held
-            self._tries = 0
-            self._next_try = time.monotonic() + self.retry_s
+            if time.monotonic() - self._restored_at > self.stable_s:
+                self._tries = 0
+            self._next_try = time.monotonic() + min(
+                self.max_retry_s, self.retry_s * 2 ** self._tries)
             if wanted:
                 self._start_stand_in()
             return

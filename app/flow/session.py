@@ -298,19 +298,24 @@ class Session:
         """A capture source built with `self.timeline` as its sink."""
         self._sources.append(source)
 
-    def set_microphone_factory(self, factory: Callable[[], Source]) -> None:
-        """How to open (and, after a loss, reopen) the microphone; started with the
-        session. While it is away the session hears silence (device_keeper.py)."""
+    def set_microphone_factory(self, factory: Callable[[], Source], *,
+                               reopen: bool = True) -> None:
+        """How to open (and, after a loss, reopen unless `reopen` is False: a file) the
+        microphone; started with the session. While it is away the session hears
+        silence (device_keeper.py)."""
         self._microphone = DeviceKeeper(
-            "microphone", factory, self._device_news, stand_in=self._silence
+            "microphone", factory, self._device_news, reopen=reopen, stand_in=self._silence
         )
 
-    def set_video_factory(self, factory: Callable[[], Source], *, enabled: bool = True) -> None:
+    def set_video_factory(self, factory: Callable[[], Source], *, enabled: bool = True,
+                          reopen: bool = True) -> None:
         """How to (re)open the camera: the session starts it, and can switch it off/on.
 
-        `enabled=False` keeps the camera off until `set_camera_enabled(True)`.
+        `enabled=False` keeps the camera off until `set_camera_enabled(True)`; a lost
+        camera is opened again when it is back, unless `reopen` is False (a file).
         """
-        self._camera = DeviceKeeper("camera", factory, self._device_news, wanted=enabled)
+        self._camera = DeviceKeeper("camera", factory, self._device_news, wanted=enabled,
+                                    reopen=reopen)
 
     def set_camera_enabled(self, enabled: bool) -> bool:
         """Switch the camera off (the device is released) or on again mid-conversation.
