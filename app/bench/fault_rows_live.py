@@ -19,7 +19,14 @@ from app.bench.fault_disk import file_size_limit, read_only_folder
 from app.bench.fault_inputs import base_settings
 from app.bench.fault_recording import RECORDING
 from app.bench.fault_report import Outcome
-from app.bench.fault_talk import files, judge_answer, judge_common, judge_recording, talk
+from app.bench.fault_talk import (
+    ANSWER_TIMEOUT_S,
+    files,
+    judge_answer,
+    judge_common,
+    judge_recording,
+    talk,
+)
 from app.bench.fault_window import WindowRun
 from app.bench.virtual_devices import VirtualCamera, VirtualSoundCard
 from app.ui.options import LaunchOverrides
@@ -138,9 +145,10 @@ STALL_S = 5.0
 
 
 class StallingBackend:
-    """The real loaded backend, except that one answer stops for STALL_S after its first
-    speech chunk (a GPU driver hiccup, another program taking the GPU). Everything else
-    is the backend's own."""
+    """The real loaded backend, except that one answer stops after its first speech
+    chunk (a GPU driver hiccup, another program taking the GPU). It stops for as long
+    as that chunk plays plus STALL_S, so the user hears STALL_S of silence mid-answer
+    whatever the chunk's length. Everything else is the backend's own."""
 
     def __init__(self, backend: Any) -> None:
         self._backend = backend
@@ -159,9 +167,10 @@ class StallingBackend:
     def _stall_in(self, outputs: Any) -> Any:
         for out in outputs:
             yield out
-            if out.speech is not None and self.stalled_at is None:
+            speech = out.speech
+            if speech is not None and self.stalled_at is None:
                 self.stalled_at = time.monotonic()
-                time.sleep(STALL_S)
+                time.sleep(len(speech.audio) / speech.sample_rate + STALL_S)
                 self.resumed_at = time.monotonic()
 
 
@@ -179,20 +188,22 @@ def backend_stall(ctx: Any) -> Outcome:
 
     def during(run: WindowRun) -> None:
         stall = made[-1]
-        run.wait(lambda: stall.stalled_at is not None, 30.0)
+        run.wait(lambda: stall.stalled_at is not None, ANSWER_TIMEOUT_S)
         if stall.stalled_at is None:
             return
         marks["stalled"] = run.now
-        marks["told"] = run.wait(lambda: any(s.at >= marks["stalled"] for s in run.said),
-                                 STALL_S + 2.0)
-        run.wait(lambda: stall.resumed_at is not None, STALL_S + 5.0)
+        run.wait(lambda: stall.resumed_at is not None, STALL_S + 30.0)
+        marks["told"] = any(marks["stalled"] <= s.at <= run.now + 0.5 for s in run.said)
         marks["resumed"] = run.now
         marks["finished"] = run.wait(
             lambda: any(at > marks["resumed"] and state == "listening"
                         for at, state, _ in run.states), 30.0)
 
-    done = talk(ctx, files(ctx), loader=loader, during=during)
+    # The stall comes with the answer's first chunk, maybe before it is heard: `during`
+    # watches from the start.
+    done = talk(ctx, files(ctx), loader=loader, during=during, wait_answer=False)
     judge_common(out, done)
+    out.notes.append(f"marks (s since the window opened): {marks}")
     judge_answer(out, done, "before the stall")
     if not marks:
         out.problem("broken", "the model never reached the stall (no speech)")

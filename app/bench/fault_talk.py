@@ -46,6 +46,7 @@ class Talk:
     states: list[tuple[float, str, str]] = field(default_factory=list)
     devices: list[tuple[float, str, str, str]] = field(default_factory=list)
     wall_s: float = 0.0  # how long the conversation ran
+    said_at: list[str] = field(default_factory=list)  # `said` with when (for the notes)
 
 
 def talk(
@@ -78,6 +79,7 @@ def talk(
             result.ended = run.stop()
         run.pump(0.3)
     result.said = run.texts()
+    result.said_at = [f"{s.at:.1f} s {s}" for s in run.said]
     result.threads_left = run.threads_left
     result.states = run.states
     result.devices = run.devices
@@ -88,6 +90,7 @@ def talk(
 def judge_common(out: Outcome, done: Talk) -> None:
     """What every window row checks: words shown, the end, threads left behind."""
     out.said = done.said
+    out.notes.extend(done.said_at)
     out.check_words()
     if not done.ended:
         out.problem("hang", "the conversation did not end when asked")

@@ -50,6 +50,7 @@ from app.flow.native import RunReader
 from app.flow.player import Player
 from app.flow.recording import SessionRecorder
 from app.flow.resample import StreamResampler
+from app.flow.stall import RESUMED, STALLED, StallWatch
 from app.flow.timeline import OverflowEvent, Timeline
 from app.flow.vad import VadKind, VoiceActivity
 from app.model.contract import Backend, Control, Decision, Output, Persona, Unit
@@ -219,6 +220,8 @@ class Session:
         self.events = EventHub()
         self.metrics = SessionMetrics()
         self.heap = HeapTrimmer()
+        self.stall = StallWatch()  # an answer that stops mid-way is explained (stall.py)
+        self._played_seen = 0  # the player's position at the last stall check
         self.timeline = Timeline(
             self.config.tick_seconds,
             self.tick_rate,
@@ -700,7 +703,28 @@ class Session:
         self._stop_from = self._silent_at = None
 
     # ------------------------------------------------------------------ playback
+    def _check_stall(self) -> None:
+        """Say so when the model stops in the middle of an answer (or never starts it),
+        and when it goes on. A user speaking over it (playback paused) is no stall."""
+        state = self.controller.state
+        due = not self.player.paused and (
+            state is DuplexState.RESPONDING
+            or (state is DuplexState.SPEAKING and not self._response_done))
+        played = self.player.played_position
+        news = self.stall.update(time.monotonic(), due, played != self._played_seen)
+        self._played_seen = played
+        if news == STALLED:
+            self.events.emit(
+                EventKind.NOTICE, self._now, level="warning",
+                message=f"the model has made no sound for {self.stall.after_s:.0f} s while "
+                        "answering: the computer or its GPU is busy. It goes on by itself "
+                        "when it can; press Stop talking if you would rather speak")
+        elif news == RESUMED:
+            self.events.emit(EventKind.NOTICE, self._now, level="info",
+                             message="the model is speaking again")
+
     def _check_playback(self) -> None:
+        self._check_stall()
         player = self.player
         if player.silenced != self._silenced_seen:
             self._silenced_seen = player.silenced

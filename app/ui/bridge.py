@@ -49,6 +49,7 @@ class SessionBridge(QObject):
     device_event = Signal(str, str, str)  # source, kind, message
     overflow = Signal(str)
     error = Signal(str)
+    notice = Signal(str, str)  # level ("info", "warning"), text
     ended = Signal(str, dict)  # reason, metrics summary
     frame_ready = Signal()  # a new preview frame waits in `take_frame()`
 
@@ -153,6 +154,8 @@ class SessionBridge(QObject):
             self.overflow.emit(str(data.get("description", "")))
         elif kind is EventKind.ERROR:
             self.error.emit(str(data.get("message", "something failed")))
+        elif kind is EventKind.NOTICE:
+            self.notice.emit(str(data.get("level", "info")), str(data.get("message", "")))
         elif kind is EventKind.PREPARED:
             if data.get("retracted"):
                 response = data.get("response")

@@ -270,6 +270,7 @@ class MainWindow(QMainWindow):
         bridge.device_event.connect(self._on_device)
         bridge.overflow.connect(lambda text: self.post("warning", f"audio was lost: {text}"))
         bridge.error.connect(lambda text: self.post("error", text))
+        bridge.notice.connect(lambda level, text: self.post(level, text) if text else None)
         ctl = self.controller
         ctl.phase_changed.connect(self._on_phase)
         ctl.load_progress.connect(self._on_progress)
