@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from app.termination import exit_on_sigterm
+
+    exit_on_sigterm()  # a SIGTERM finalizes open recordings instead of cutting them off
     args = build_parser().parse_args(argv)
     if args.command is None:
         from app.ui.launch import launch

@@ -235,12 +235,10 @@ def test_bad_audio_files_give_clear_errors(tmp_path):
         FileAudioSource(junk, media.AudioRecorder(), block_ms=0)
 
 
-def test_empty_audio_file_is_reported_not_hung(tmp_path):
+def test_an_audio_file_without_samples_fails_at_start_naming_it(tmp_path):
     path = tmp_path / "empty.wav"
     sf.write(str(path), np.zeros((0, 1), np.float32), 16000)
     events = media.EventRecorder()
-    source = FileAudioSource(path, media.AudioRecorder(), on_event=events)
-    source.start()
-    assert source.wait(5)
-    assert events.kinds == ["started", "lost"]
-    assert "empty" in events.events[-1].message
+    with pytest.raises(CaptureError, match=r"empty\.wav holds no audio \(0 samples\)"):
+        FileAudioSource(path, media.AudioRecorder(), on_event=events).start()
+    assert events.kinds == []  # it never started

@@ -124,3 +124,47 @@ def test_recordings_default_to_the_data_folder(tmp_path):
     assert chosen.recordings_dir() == tmp_path / "data" / "recordings"
     chosen.conversation.record_dir = str(tmp_path / "elsewhere")
     assert chosen.recordings_dir() == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (bytes(range(128, 256)) * 4, "not text"),  # random bytes that are not UTF-8
+        (b"", "empty"),
+        (b"  \n", "empty"),
+        (b"[1, 2]", "list"),
+        (b'"persona"', "string"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested"),
+        ('{"persona": "caf\u00e9"'.encode("latin-1"), "not text"),
+    ],
+)
+def test_any_undecodable_file_is_set_aside_byte_for_byte(content, why):
+    path = store.settings_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(content)
+    loaded = store.load()
+    assert loaded.settings == store.Settings()
+    assert loaded.set_aside_to is not None
+    assert loaded.set_aside_to.read_bytes() == content  # kept as it was, for the user
+    assert not path.exists()
+    note = loaded.notes[0]
+    assert why in note and loaded.set_aside_to.name in note and "default settings" in note
+
+
+def test_a_bad_quantization_is_refused_when_read_not_at_start():
+    path = store.settings_path()
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"persona": "storyteller",
+                                "model": {"quant": "nf9", "local_dir": "/m"}}))
+    loaded = store.load()
+    assert loaded.settings.model.quant == "nf4"
+    assert loaded.settings.model.local_dir == "/m"  # the rest of the group is kept
+    assert loaded.settings.persona == "storyteller"
+    assert any("model.quant" in n and "nf9" in n for n in loaded.notes)
+    assert loaded.set_aside_to is None
+
+
+def test_every_quantization_the_app_offers_is_accepted():
+    for quant in store.QUANT_CHOICES:
+        settings, notes = store.from_dict({"model": {"quant": quant}})
+        assert settings.model.quant == quant and notes == []

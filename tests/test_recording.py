@@ -1,15 +1,16 @@
-"""Session recording: aligned stereo, a readable log, and survival of kill -9."""
+"""Session recording: aligned stereo, a readable log, unique folders, a valid header at
+every moment, failing writes (kill -9 and SIGTERM: test_recording_crash.py)."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
+import wave
 
 import numpy as np
+import pytest
 import soundfile
 
 from app.flow.recording import SessionRecorder, read_events
@@ -41,7 +42,7 @@ def test_a_stalled_channel_does_not_hold_the_other_back(tmp_path):
     for second in range(3):
         rec.write_user(np.full(RATE, 0.1, np.float32), t=float(second))
     # Nothing from the assistant: the user's audio is still written, up to the lag.
-    rec._sync()
+    rec._commit()
     assert soundfile.info(str(tmp_path / "conversation.wav")).frames >= int(2.5 * RATE)
     # Assistant audio for a stretch already written is dropped and counted.
     rec.write_assistant(np.ones(RATE, np.float32), t=0.0)
@@ -67,39 +68,78 @@ def test_a_torn_last_log_line_is_skipped(tmp_path):
     assert read_events(path) == [{"t": 0.1, "event": "a"}]
 
 
-def test_kill_minus_9_leaves_all_but_the_last_second(tmp_path):
+def test_two_recordings_started_at_once_get_folders_of_their_own(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from app.flow.recording import unique_folder
+
+    with ThreadPoolExecutor(8) as pool:
+        folders = list(pool.map(lambda _: unique_folder(tmp_path, "20260101-120000"), range(8)))
+    names = sorted(f.name for f in folders)
+    assert len(set(names)) == 8
+    assert names[0] == "20260101-120000" and "20260101-120000-8" in names
+
+
+def test_a_channel_that_stops_is_written_alone_after_the_stall_time(tmp_path):
+    now = [0.0]
+    rec = SessionRecorder(tmp_path, RATE, stall_seconds=0.5, clock=lambda: now[0])
+    for n in range(50):  # 1 s of the user, the assistant silent from the start
+        now[0] = n * 0.02
+        rec.write_user(np.full(480, 0.1, np.float32), t=n * 0.02)
+    # Written as soon as the assistant had been silent 0.5 s, then with every block.
+    assert rec.seconds_written == pytest.approx(1.0)
+    rec.close()
+
+
+def test_the_header_counts_what_is_committed_while_the_file_is_open(tmp_path):
+    now = [0.0]
+    rec = SessionRecorder(tmp_path, RATE, commit_interval=0.5, clock=lambda: now[0])
+    path = tmp_path / "conversation.wav"
+    with wave.open(str(path)) as w:  # valid from the first moment, empty
+        assert w.getnframes() == 0
+    for n in range(60):
+        now[0] = n * 0.02
+        rec.write_user(np.full(480, 0.2, np.float32), t=n * 0.02)
+        rec.write_assistant(np.full(480, 0.2, np.float32), t=n * 0.02)
+    with wave.open(str(path)) as w:
+        frames = w.getnframes()
+    assert frames == round(rec.seconds_committed * RATE)
+    assert 1.2 - 0.5 <= frames / RATE <= 1.2
+    rec.close()
+    with wave.open(str(path)) as w:
+        assert w.getnframes() == 60 * 480
+
+
+def test_a_write_refused_by_the_system_stops_the_recording_and_keeps_the_rest(tmp_path):
+    """A real failing write: the file-size limit (RLIMIT_FSIZE) makes write() fail, as a
+    full disk does, in a child process."""
     script = textwrap.dedent(
         f"""
-        import sys, time
+        import resource, signal, sys
         import numpy as np
         from pathlib import Path
         from app.flow.recording import SessionRecorder
-        rec = SessionRecorder(Path({str(tmp_path)!r}), {RATE}, sync_interval=1.0)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failing write, not a death
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+        failures = []
+        rec = SessionRecorder(Path({str(tmp_path)!r}), {RATE}, on_failure=failures.append)
         block = np.full(480, 0.25, np.float32)
-        start = time.monotonic()
-        n = 0
-        while True:  # real time: 20 ms of both channels every 20 ms
-            t = n * 0.02
-            rec.write_user(block, t)
-            rec.write_assistant(-block, t)
-            if n % 50 == 0:
-                rec.event("tick", t, n=n)
-            n += 1
-            if n == 150:
-                print("recorded", flush=True)
-            time.sleep(max(0.0, start + n * 0.02 - time.monotonic()))
+        for n in range(500):  # 10 s: far more than 200 kB
+            rec.write_user(block, n * 0.02)
+            rec.write_assistant(block, n * 0.02)
+        rec.close()
+        print(len(failures))
+        print(failures[0])
         """
     )
     env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
-    assert proc.stdout.readline().strip() == b"recorded"  # 3 s recorded
-    written_at_least = 3.0
-    time.sleep(0.3)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    data, rate = soundfile.read(tmp_path / "conversation.wav")
-    assert len(data) / rate >= written_at_least - 1.0
-    assert np.allclose(data[:, 0], 0.25, atol=1e-3)
-    assert np.allclose(data[:, 1], -0.25, atol=1e-3)
-    events = read_events(tmp_path / "events.jsonl")
-    assert [e["n"] for e in events][:2] == [0, 50]
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    count, message = done.stdout.splitlines()[:2]
+    assert count == "1" and "Recording stopped" in message and "goes on" in message
+    with wave.open(str(tmp_path / "conversation.wav")) as w:
+        seconds = w.getnframes() / w.getframerate()
+    # 200 kB hold about 2 s of 16-bit stereo at 24 kHz: all of it is kept and readable.
+    assert 1.5 <= seconds <= (200_000 - 44) / (4 * RATE)
+    assert f"{seconds:.1f} s" in message

@@ -147,12 +147,15 @@ def test_overflow_is_reported_when_capacity_is_exceeded_and_never_before():
     tl.push_audio(x[OUT:], OUT)  # one sample more than it can hold
     stats = tl.stats()
     assert stats.overflows == 1 and stats.overflow_seconds == pytest.approx(1 / OUT)
+    # Recorded by the producer (the audio callback), passed on only by the consumer.
+    assert events == [] and len(tl.overflow_events()) == 1
+    first = tl.next_unit()
     assert len(events) == 1 and tl.overflow_events() == events
     event = events[0]
     assert (event.lost_samples, event.lost_from, event.capacity_seconds) == (1, 0.0, 1.0)
     assert "too slow" in event.describe()
     # Units stay contiguous; the dropped sample comes out as flagged silence.
-    units = [tl.next_unit() for _ in range(4)]
+    units = [first] + [tl.next_unit() for _ in range(3)]
     check_contiguous(units, 0.25, OUT)
     assert units[0].gap_samples == 1 and units[0].audio[0] == 0.0
     np.testing.assert_array_equal(np.concatenate([u.audio for u in units])[1:], x[1:OUT])

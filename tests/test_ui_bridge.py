@@ -147,3 +147,19 @@ def test_subtitles_wrap_long_runs_and_keep_the_tail():
     text = " ".join(f"word{i}" for i in range(100))
     cut = tail(text, 50)
     assert cut.startswith("…word") and cut.endswith("word99") and len(cut) <= 51
+
+
+def test_a_recording_that_stops_is_shown_and_one_that_starts_is_not(qtbot):
+    bridge = SessionBridge()
+    session = _Session()
+    bridge.attach(session)
+    shown: list[str] = []
+    bridge.error.connect(shown.append)
+    session.events.emit(EventKind.RECORDING, 0.0, recording=True, message="", folder="/r")
+    session.events.emit(EventKind.RECORDING, 5.0, recording=False,
+                        message="Recording stopped: the disk is full (/r). The conversation "
+                                "goes on without recording", folder="/r")
+    qtbot.waitUntil(lambda: len(shown) == 1)
+    QApplication.processEvents()
+    assert shown == ["Recording stopped: the disk is full (/r). The conversation goes on "
+                     "without recording"]

@@ -6,15 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from test_ui_fakes import SPEC
 
 from app.config import personas as persona_store
 from app.config.settings import Settings
-from app.model.contract import BackendError, Persona, Quant, Voice
+from app.model.contract import BackendError, Quant
 from app.ui.options import (
     LaunchOverrides,
     build_options,
-    fit_persona,
     is_self_check,
 )
 
@@ -74,19 +72,6 @@ def test_no_model_chosen_says_what_to_do():
     settings.model.model_id = "qwen2.5-omni-3b"  # known, but not downloaded
     with pytest.raises(BackendError, match="not downloaded"):
         build_options(settings, _persona(), LaunchOverrides(), camera_on=False)
-
-
-def test_fit_persona_keeps_or_replaces_the_voice(tmp_path):
-    same = Persona("a", "p", voice=Voice(builtin="Ethan"))
-    assert fit_persona(same, SPEC) == (same, "")
-    unknown, note = fit_persona(Persona("a", "p", voice=Voice(builtin="Zed")), SPEC)
-    assert unknown.voice.builtin == "Chelsie" and "Zed" in note
-    ref = tmp_path / "me.wav"
-    ref.write_bytes(b"")
-    replaced, note = fit_persona(Persona("a", "p", voice=Voice(reference_audio=ref)), SPEC)
-    assert replaced.voice.builtin == "Chelsie" and "reference" in note
-    default = Persona("a", "p")
-    assert fit_persona(default, SPEC) == (default, "")
 
 
 def test_self_check_folders_are_recognised(tmp_path):

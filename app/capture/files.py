@@ -7,13 +7,23 @@ on a virtual clock starting at 0.0; give the audio and video sources of one sess
 the same clock so they line up.
 
 At the end of a file (unless `loop`) a source sends STOPPED with the message
-"end of file". A file that cannot be read at start raises CaptureError naming it; one
-that turns out damaged midway sends LOST.
+"end of file". A file that cannot be used raises CaptureError at start, in one sentence
+naming it and what is wrong (missing, a folder, empty, not media, no audio or no frames);
+one that turns out damaged midway sends LOST. `check_audio_file` and `check_video_file`
+make the same checks without starting anything, so a command line can refuse a bad file
+before a model spends seconds loading.
+
+What can be made to work is: any sample rate the timeline resamples (4 kHz and up), any
+channel count (averaged to mono), and float samples that are not numbers (NaN, infinite):
+those are played as silence and counted (`AudioFileInfo.nonfinite`, a warning), because
+one NaN reaching a model turns all its later output into NaN.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,19 +36,156 @@ from app.capture.camera import FrameDelivery, PreviewCallback
 from app.capture.replay import ReplayClock
 from app.capture.sinks import AudioSink, EventCallback, FrameSink, SourceEventKind
 
+log = logging.getLogger(__name__)
+
 END_OF_FILE = "end of file"
+# What the session's resampler takes (app/flow/resample.py's range; capture sits below
+# flow and cannot import it).
+MIN_AUDIO_RATE = 4_000
+MAX_AUDIO_RATE = 384_000
+# Float formats are the only ones that can hold NaN or infinity.
+_FLOAT_SUBTYPES = {"FLOAT", "DOUBLE"}
+_SCAN_FRAMES = 1 << 16
 
 # A file that reports no usable frame rate is assumed to run at this one.
 _FALLBACK_FPS = 30.0
 
 
 def _existing_file(path: str | Path, kind: str) -> Path:
-    path = Path(path)
-    if not path.exists():
+    path = Path(path).expanduser()
+    try:
+        exists, is_file = path.exists(), path.is_file()
+        size = path.stat().st_size if is_file else 0
+    except (OSError, ValueError) as exc:  # a NUL in the name, a permission error
+        raise CaptureError(f"{kind} file {path} cannot be opened: {exc}") from None
+    if not exists:
         raise CaptureError(f"{kind} file not found: {path}")
-    if not path.is_file():
-        raise CaptureError(f"{kind} file {path} is not a file")
+    if not is_file:
+        raise CaptureError(f"{kind} file {path} is a folder or device, not a file")
+    if size == 0:
+        raise CaptureError(f"{kind} file {path} is empty (0 bytes)")
     return path
+
+
+@dataclass(frozen=True)
+class AudioFileInfo:
+    """What `check_audio_file` found: a file a FileAudioSource will play."""
+
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+    nonfinite: int = 0  # NaN or infinite samples, played as silence
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.sample_rate
+
+    def warnings(self) -> list[str]:
+        if not self.nonfinite:
+            return []
+        return [f"audio file {self.path}: {self.nonfinite} samples are not numbers (NaN "
+                "or infinite); they are played as silence"]
+
+    def describe(self) -> str:
+        text = (f"audio file {self.path.name}: {self.sample_rate} Hz, {self.channels} ch, "
+                f"{self.seconds:.2f} s")
+        return text + (f", {self.nonfinite} NaN/infinite samples silenced"
+                       if self.nonfinite else "")
+
+
+def _count_nonfinite(handle: sf.SoundFile) -> int:
+    """Samples that are NaN or infinite, read through in blocks (float files only)."""
+    count = 0
+    handle.seek(0)
+    while True:
+        block = handle.read(_SCAN_FRAMES, dtype="float32", always_2d=True)
+        if not len(block):
+            break
+        count += int(block.size - np.count_nonzero(np.isfinite(block)))
+    handle.seek(0)
+    return count
+
+
+def _open_audio(path: Path) -> tuple[sf.SoundFile, AudioFileInfo]:
+    """Open and check an audio file; CaptureError in one sentence if it cannot play."""
+    try:
+        handle = sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise CaptureError(f"cannot read audio file {path}: it is not audio that "
+                           f"libsndfile reads (WAV, FLAC, OGG, MP3): {exc}") from exc
+    try:
+        rate, channels, frames = int(handle.samplerate), int(handle.channels), handle.frames
+        if not MIN_AUDIO_RATE <= rate <= MAX_AUDIO_RATE:
+            raise CaptureError(f"audio file {path} runs at {rate} Hz; Duetto takes "
+                               f"{MIN_AUDIO_RATE} to {MAX_AUDIO_RATE} Hz")
+        if frames <= 0:
+            raise CaptureError(f"audio file {path} holds no audio (0 samples)")
+        try:
+            bad = _count_nonfinite(handle) if handle.subtype in _FLOAT_SUBTYPES else 0
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise CaptureError(f"audio file {path} is damaged: {exc}") from exc
+    except BaseException:
+        handle.close()
+        raise
+    return handle, AudioFileInfo(path, rate, channels, frames, bad)
+
+
+def check_audio_file(path: str | Path) -> AudioFileInfo:
+    """Whether `path` can be replayed as a microphone, without starting anything.
+
+    Returns what it holds (with `warnings()` for what will be repaired on the way);
+    raises CaptureError, one sentence naming the file and what is wrong, if it cannot.
+    Reads the whole file only when it holds float samples (to count NaN and infinity).
+    """
+    handle, info = _open_audio(_existing_file(path, "audio"))
+    handle.close()
+    return info
+
+
+@dataclass(frozen=True)
+class VideoFileInfo:
+    """What `check_video_file` found: a file a FileVideoSource will play."""
+
+    path: Path
+    width: int
+    height: int
+    fps: float
+
+    def warnings(self) -> list[str]:
+        return []  # a video that decodes at all plays as it is
+
+    def describe(self) -> str:
+        return f"video file {self.path.name}: {self.width}×{self.height} at {self.fps:g} fps"
+
+
+def _open_video(path: Path) -> Any:
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        cap.release()
+        raise CaptureError(
+            f"cannot read video file {path} (not a video, or a format opencv lacks)"
+        )
+    return cap
+
+
+def check_video_file(path: str | Path) -> VideoFileInfo:
+    """Whether `path` can be replayed as a camera: it opens and its first frame decodes.
+
+    Raises CaptureError, one sentence naming the file and what is wrong, if not.
+    """
+    path = _existing_file(path, "video")
+    cap = _open_video(path)
+    try:
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            raise CaptureError(f"video file {path} holds no frames that opencv can decode")
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+        height, width = frame.shape[:2]
+    finally:
+        cap.release()
+    return VideoFileInfo(path, width, height,
+                         fps if math.isfinite(fps) and 0 < fps < 1000 else _FALLBACK_FPS)
 
 
 class FileVideoSource(ThreadedSource):
@@ -70,22 +217,13 @@ class FileVideoSource(ThreadedSource):
         return self._delivery.count
 
     def _open_capture(self) -> Any:
-        cap = cv2.VideoCapture(str(self.path))
-        if not cap.isOpened():
-            cap.release()
-            raise CaptureError(
-                f"cannot read video file {self.path} (not a video, or a format opencv lacks)"
-            )
-        return cap
+        return _open_video(self.path)
 
     def _open(self) -> str:
-        _existing_file(self.path, "video")
+        info = check_video_file(self.path)  # a file with no frame fails here, not later
         self._cap = self._open_capture()
-        fps = float(self._cap.get(cv2.CAP_PROP_FPS))
-        self.fps = fps if math.isfinite(fps) and 0 < fps < 1000 else _FALLBACK_FPS
-        width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        return f"video file {self.path.name}: {width}×{height} at {self.fps:g} fps"
+        self.fps = info.fps
+        return info.describe()
 
     def _media_time(self, index: int, previous: float) -> float:
         """The frame's time in this pass: the container's if it is sane, else index/fps."""
@@ -157,20 +295,15 @@ class FileAudioSource(ThreadedSource):
         self.sample_rate = 0
         self.channels = 0
         self.samples_delivered = 0
+        self.nonfinite_silenced = 0  # NaN or infinite samples replaced by silence
 
     def _open(self) -> str:
-        _existing_file(self.path, "audio")
-        try:
-            self._file = sf.SoundFile(str(self.path))
-        except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-            raise CaptureError(f"cannot read audio file {self.path}: {exc}") from exc
-        self.sample_rate = int(self._file.samplerate)
-        self.channels = int(self._file.channels)
-        seconds = self._file.frames / self.sample_rate if self.sample_rate else 0.0
-        return (
-            f"audio file {self.path.name}: {self.sample_rate} Hz, {self.channels} ch, "
-            f"{seconds:.2f} s"
-        )
+        self._file, info = _open_audio(_existing_file(self.path, "audio"))
+        self.sample_rate = info.sample_rate
+        self.channels = info.channels
+        for warning in info.warnings():
+            log.warning("%s", warning)
+        return info.describe()
 
     def _read_mono(self, frames: int) -> np.ndarray:
         assert self._file is not None
@@ -178,9 +311,13 @@ class FileAudioSource(ThreadedSource):
             block = self._file.read(frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise _Damaged(str(exc)) from exc
-        if block.shape[1] == 1:
-            return block.reshape(-1)  # read() made a fresh array: no copy needed
-        return block.mean(axis=1, dtype=np.float32)
+        mono = block.reshape(-1) if block.shape[1] == 1 else block.mean(axis=1, dtype=np.float32)
+        finite = np.isfinite(mono)
+        if not finite.all():
+            # read() made a fresh array: repair it in place.
+            self.nonfinite_silenced += int(mono.size - np.count_nonzero(finite))
+            mono[~finite] = 0.0
+        return mono
 
     def _run(self) -> None:
         assert self._file is not None

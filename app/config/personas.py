@@ -175,6 +175,8 @@ def read_file(path: Path, preset: bool = False) -> PersonaFile:
         raise ValueError("the file is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:  # "[[[[…": the parser gives up before it can say where
+        raise ValueError("nested too deeply to be a persona") from None
     return parse(data, path, preset)
 
 

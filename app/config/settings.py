@@ -1,8 +1,11 @@
 """The user's settings: one JSON file in the config folder, read and written whole.
 
-Reading never fails: a missing file gives defaults; a file that is not JSON (or not an
-object) is renamed aside and defaults load, with a note the window shows; a value of
-the wrong type falls back to its default, with a note naming it. Writing is atomic.
+Reading never fails: a missing file gives defaults; a file that cannot be decoded (not
+UTF-8, not JSON, nested past what the parser takes) or that is not a JSON object is
+renamed aside (`<name>.corrupt-<time>`, kept for the user) and defaults load, with a note
+the window shows (`LoadedSettings.notes`, `LoadedSettings.set_aside_to`); a single value
+of the wrong type or out of its choices (a quantization "nf9") falls back to its
+default, with a note naming it, and the rest of the file is kept. Writing is atomic.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from typing import Any, get_type_hints
 
 from app import paths
 from app.config.atomic import set_aside, write_text_atomic
+from app.model.contract import Quant
 
 SETTINGS_NAME = "settings.json"
 SETTINGS_VERSION = 1
 
 DEVICE_CHOICES = ("auto", "cuda", "cpu")
+QUANT_CHOICES = tuple(str(q) for q in Quant)
 
 
 @dataclass
@@ -132,6 +137,11 @@ def _validate(settings: Settings, notes: list[str]) -> None:
     if settings.model.device not in DEVICE_CHOICES:
         notes.append(f"unknown compute device {settings.model.device!r}; using auto")
         settings.model.device = "auto"
+    if settings.model.quant not in QUANT_CHOICES:
+        default = ModelSettings().quant
+        notes.append(f"setting 'model.quant' {settings.model.quant!r} is not a quantization "
+                     f"({', '.join(QUANT_CHOICES)}); using {default!r}")
+        settings.model.quant = default
 
 
 def from_dict(data: dict[str, Any]) -> tuple[Settings, list[str]]:
@@ -141,27 +151,57 @@ def from_dict(data: dict[str, Any]) -> tuple[Settings, list[str]]:
     return settings, notes
 
 
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a JSON list"
+    if isinstance(value, str):
+        return "a JSON string"
+    if value is None or isinstance(value, bool):
+        return f"a bare JSON {json.dumps(value)}"
+    return "a JSON number"
+
+
+def _decode(raw: bytes) -> dict[str, Any]:
+    """The file's JSON object; ValueError in words a user can act on."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"it is not text (byte {exc.start} is not UTF-8)") from None
+    if not text.strip():
+        raise ValueError("it is empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"it is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise ValueError("it is nested too deeply to be settings") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"it holds {_json_kind(data)}, not an object of settings")
+    return data
+
+
 def load(path: Path | None = None) -> LoadedSettings:
     """Read the settings; never raises for a bad file (see the module docstring)."""
     path = path or settings_path()
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()  # decoded below, where a bad byte is a damaged file
     except FileNotFoundError:
         return LoadedSettings(Settings(), existed=False)
     except OSError as exc:
-        return LoadedSettings(Settings(), (f"settings could not be read ({exc}); "
-                                           "defaults are in use",))
+        return LoadedSettings(Settings(), (
+            f"The settings file {path} could not be read ({exc.strerror or exc}); "
+            "Duetto runs with default settings. Check the file's permissions.",))
     try:
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError("the file does not hold a JSON object")
-    except (json.JSONDecodeError, ValueError) as exc:
+        data = _decode(raw)
+    except ValueError as exc:
         try:
             moved = set_aside(path)
         except OSError:
             moved = None
-        where = f"it was moved to {moved.name}" if moved else "it could not be moved aside"
-        note = f"the settings file was damaged ({exc}); {where} and defaults are in use"
+        where = (f"it was set aside as {moved.name} (beside it, for you to look into)"
+                 if moved else "it could not be moved aside")
+        note = (f"The settings file was damaged ({exc}): {where}. Duetto runs with "
+                "default settings; choose yours again in Settings.")
         return LoadedSettings(Settings(), (note,), set_aside_to=moved)
     settings, notes = from_dict(data)
     return LoadedSettings(settings, tuple(notes))

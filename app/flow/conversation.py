@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.capture.base import CaptureError
 from app.capture.camera import PreviewCallback
 from app.capture.portaudio import load_sounddevice
 from app.capture.replay import ReplayClock
@@ -118,9 +119,16 @@ def open_output(spec: int | str | Path | None) -> tuple[Player, Any]:
         wav = None if str(spec) == NULL_SPEAKER else Path(spec)
         stream = VirtualOutputStream(VIRTUAL_RATE, VIRTUAL_BLOCK, player.callback, wav_path=wav)
         return player, stream
-    sd = load_sounddevice()
     device = int(spec) if isinstance(spec, str) and spec.isdigit() else spec
-    info = sd.query_devices(device, "output")
+    try:
+        sd = load_sounddevice()
+        info = sd.query_devices(device, "output")
+    except Exception as exc:  # PortAudio's own errors ("Error querying device -1"), ValueError
+        which = "the default speaker" if device is None else f"the speaker {device!r}"
+        raise CaptureError(
+            f"{which} could not be opened ({exc}); choose a speaker in Settings → Devices, "
+            f"or '{NULL_SPEAKER}' to run without sound"
+        ) from exc
     rate = int(info["default_samplerate"])
     player = Player(rate, resampler_factory=StreamResampler)
     stream = sd.OutputStream(

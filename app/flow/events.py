@@ -34,6 +34,10 @@ class EventKind(enum.StrEnum):
     # {response}, the retracted answer's id (None if it had produced nothing yet).
     PREPARED = "prepared"
     ENDED = "ended"  # the session stopped: data {reason, metrics}
+    # Recording started ({recording: True, folder}) or cannot go on ({recording: False,
+    # message: a sentence for the user, folder: where what was kept lies, or None}); the
+    # conversation goes on either way (session_recording.py).
+    RECORDING = "recording"
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,10 @@ from app.flow.native import RunReader
 from app.flow.player import Player
 from app.flow.recording import SessionRecorder
 from app.flow.resample import StreamResampler
+from app.flow.session_recording import SessionRecording
 from app.flow.stall import RESUMED, STALLED, StallWatch
 from app.flow.timeline import OverflowEvent, Timeline
+from app.flow.unit_builder import MIN_FINAL_UNIT_SECONDS, UnitBuilder
 from app.flow.vad import VadKind, VoiceActivity
 from app.model.contract import Backend, Control, Decision, Output, Persona, Unit
 
@@ -97,85 +99,6 @@ def _dbfs(samples: np.ndarray) -> float:
         return -120.0
     rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
     return max(-120.0, 20.0 * np.log10(rms + 1e-12))
-
-
-MIN_FINAL_UNIT_SECONDS = 0.1
-
-
-class _UnitBuilder:
-    """Gathers cleaned ticks into units of the backend's length."""
-
-    def __init__(self, unit_seconds: float, rate: int) -> None:
-        self.unit_samples = round(unit_seconds * rate)
-        self.rate = rate
-        self._parts: list[np.ndarray] = []
-        self._n = 0
-        self._start = 0.0
-        self._frames: tuple = ()
-        self._gap = 0
-        self._had_speech = False
-        self.index = 0
-
-    def add(self, tick: Unit, cleaned: np.ndarray, speech: bool) -> list[Unit]:
-        """Add one tick's audio (at the backend's rate); return the units it completed.
-
-        Units hold exactly the backend's unit length (a native-duplex model steps on
-        whole frames); what is left over starts the next unit.
-        """
-        if self._n == 0:
-            self._start = tick.start
-            self._had_speech = False
-            self._gap = 0
-        self._parts.append(cleaned)
-        self._n += len(cleaned)
-        if tick.frames:
-            self._frames = tick.frames
-        self._gap += tick.gap_samples
-        self._had_speech |= speech
-        done = []
-        while self._n >= self.unit_samples:
-            audio = np.concatenate(self._parts)
-            rest = audio[self.unit_samples :]
-            self._parts, self._n = [audio[: self.unit_samples]], self.unit_samples
-            unit = self.take()
-            done.append(unit)
-            if len(rest):
-                self._parts, self._n = [rest.copy()], len(rest)
-                self._start = unit.end
-                self._gap = 0
-                self._frames = tick.frames
-        return done
-
-    @property
-    def had_speech(self) -> bool:
-        return self._had_speech
-
-    def take(self, min_seconds: float = 0.0, now: float | None = None) -> Unit | None:
-        """The unit gathered so far (None if empty), padded to `min_seconds` if asked."""
-        if self._n == 0:
-            if min_seconds <= 0 or now is None:
-                return None
-            self._start = now
-            self._frames = ()
-            self._gap = 0
-        short = round(min_seconds * self.rate) - self._n
-        if short > 0:
-            self._parts.append(np.zeros(short, dtype=np.float32))
-            self._n += short
-        audio = np.concatenate(self._parts)
-        unit = Unit(
-            index=self.index,
-            start=self._start,
-            duration=len(audio) / self.rate,
-            sample_rate=self.rate,
-            audio=audio,
-            frames=self._frames[-1:] if self._frames else (),
-            gap_samples=self._gap,
-        )
-        self.index += 1
-        self._parts, self._n = [], 0
-        self._frames = ()  # each unit shows only frames from its own span
-        return unit
 
 
 @dataclass
@@ -249,11 +172,9 @@ class Session:
             echo_rate=self.tick_rate,
             record_rate=self.config.recording_rate,
         )
-        self.recorder: SessionRecorder | None = None
-        self._user_to_record = StreamResampler(self.tick_rate, self.config.recording_rate)
-        self._user_record_anchor: float | None = None
-        self._user_record_out = 0
-        self._units = _UnitBuilder(spec.unit_ms / 1000.0, self.backend_rate)
+        self.recording = SessionRecording(self.events, self.tick_rate,
+                                          self.config.recording_rate)
+        self._units = UnitBuilder(spec.unit_ms / 1000.0, self.backend_rate)
         self._held_unit: Unit | None = None  # a silent unit kept in case speech follows
         self._speculation: _Work | None = None  # the turn's end, sent early (see duplex.py)
         self._after_speculation: list[Unit] = []  # units cut while it was pending
@@ -359,13 +280,13 @@ class Session:
         self.events.emit(EventKind.OVERFLOW, event.lost_to, description=event.describe())
 
     # ------------------------------------------------------------------ control
+    @property
+    def recorder(self) -> SessionRecorder | None:
+        return self.recording.recorder
+
     def start(self) -> None:
         if self.config.record_dir is not None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            self.recorder = SessionRecorder(
-                self.config.record_dir / stamp, self.config.recording_rate
-            )
-            self.events.subscribe(self._record_event)
+            self.recording.start(self.config.record_dir)
         limit_model_threads(self.config.model_threads)
         self.backend.start(self.persona)
         self._emit_state("session started")
@@ -377,11 +298,22 @@ class Session:
         self._listener.start()
         if self.output is not None:
             self.output.start()
-        for source in self._sources:
+        for source in list(self._sources):
             source.start()
-        for keeper in (self._microphone, self._camera):
-            if keeper is not None:
-                keeper.start()
+        if self._microphone is not None:
+            self._microphone.start()  # no microphone, no conversation: the caller says why
+        if self._camera is not None:
+            try:
+                self._camera.start()
+            except Exception as exc:
+                # A camera that will not open leaves the conversation without video, not
+                # without a conversation; the user is told and can switch it on again.
+                self._camera_failed(exc)
+
+    def _camera_failed(self, exc: Exception) -> None:
+        log.info("the camera could not start: %s", exc)
+        self.events.emit(EventKind.DEVICE, self._now, source="camera", kind="failed",
+                         message=f"the camera could not start ({exc})")
 
     def stop(self, reason: str = "stopped") -> None:
         if self._stop.is_set():
@@ -408,8 +340,7 @@ class Session:
         self.metrics.underruns = self.player.underruns
         self.metrics.dropped_frames = self.dropped_frames + self.timeline.stats().frames_dropped
         self.events.emit(EventKind.ENDED, self._now, reason=reason, metrics=self.metrics.summary())
-        if self.recorder is not None:
-            self.recorder.close()
+        self.recording.close()
 
     def force_listen(self) -> None:
         """The user asked the assistant to stop talking (a button, a shortcut)."""
@@ -434,7 +365,7 @@ class Session:
 
     def _process_tick(self, tick: Unit) -> None:
         mic = np.zeros_like(tick.audio) if self._muted else tick.audio
-        self._record_user(mic, tick.start)
+        self.recording.user(mic, tick.start)
         self._far_tick = np.zeros(0, dtype=np.float32)
         self._feed_far_end()
         cleaned = self.echo.process_near(mic, tick.start)
@@ -492,18 +423,7 @@ class Session:
         self.echo.push_far(echo_block.samples, echo_block.t)
         self._far_tick = echo_block.samples
         self._assistant_level = _dbfs(record_block.samples)
-        if self.recorder is not None:
-            self.recorder.write_assistant(record_block.samples, record_block.t)
-
-    def _record_user(self, mic: np.ndarray, t: float) -> None:
-        if self.recorder is None:
-            return
-        if self._user_record_anchor is None:
-            self._user_record_anchor = t
-        out = self._user_to_record.process(mic)
-        start = self._user_record_anchor + self._user_record_out / self.config.recording_rate
-        self._user_record_out += len(out)
-        self.recorder.write_user(out, start)
+        self.recording.assistant(record_block.samples, record_block.t)
 
     def _gather(self, tick: Unit, cleaned: np.ndarray) -> None:
         speech = self.vad.speaking
@@ -952,7 +872,3 @@ class Session:
         self.events.emit(
             EventKind.STATE, self._now, state=str(self.controller.state), reason=reason
         )
-
-    def _record_event(self, event) -> None:
-        if self.recorder is not None and event.kind is not EventKind.LEVELS:
-            self.recorder.event(str(event.kind), event.t, **event.data)

@@ -16,8 +16,11 @@ allocation on the steady path. The consumer pulls exactly the input a unit needs
 resamples it with `StreamResampler`, whose state carries over, so the units' audio
 concatenated equals resampling the whole stream at once. Audio is never dropped while the
 unread audio fits in `audio_capacity_seconds`; past that the oldest unread audio is
-dropped, and that is an overflow: counted, recorded as an `OverflowEvent`, passed to
-`on_overflow`, and the dropped span comes out as flagged silence so units stay contiguous.
+dropped, and that is an overflow: counted and recorded as an `OverflowEvent` by the
+producer, passed to `on_overflow` by the consumer (the next `next_unit`, `wait_unit` or
+`flush`), so that whatever a subscriber does with it (an event, a line in the recording's
+log, a disk sync) never runs on the audio callback; the dropped span comes out as flagged
+silence so units stay contiguous.
 
 Frames. Frames are kept sorted by capture time (out-of-order arrivals are inserted in
 place; equal times keep arrival order, the later arrival counting as newer). A unit with
@@ -144,8 +147,8 @@ class Timeline:
     clock (`clock_resyncs`) instead of being filled with silence. `frame_capacity` bounds
     the frames held. `gap_tolerance` is the lateness taken as jitter, not a gap.
     `frame_max_age` leaves a slot empty rather than give it a frame older than that.
-    `on_overflow` runs on the producer's thread, outside the lock: keep it short, and
-    let it not raise.
+    `on_overflow` runs on the consumer's thread, outside the locks, never on a producer's
+    (the audio callback must do nothing but copy); let it not raise.
     """
 
     def __init__(
@@ -220,6 +223,7 @@ class Timeline:
         self._overflow_log: collections.deque[OverflowEvent] = collections.deque(
             maxlen=max_overflow_events
         )
+        self._overflows_reported = 0  # how many the consumer has passed to on_overflow
 
         # Frames, under _frame_lock, so a camera push never waits for the audio callback.
         self._frame_lock = threading.Lock()
@@ -279,7 +283,6 @@ class Timeline:
         n = len(samples)
         if n == 0:
             return
-        event = None
         with self._lock:
             if self._closed:
                 self._pushes_after_close += 1
@@ -294,11 +297,9 @@ class Timeline:
                     self._gaps_native += gap
             lost = ring.write(samples, gap)
             if lost is not None:
-                event = self._record_overflow(lost)
+                self._record_overflow(lost)  # reported by the consumer, not from here
             if self._wake_at is not None and ring.write_pos >= self._wake_at:
                 self._cond.notify_all()
-        if event is not None and self._on_overflow is not None:
-            self._on_overflow(event)
 
     @staticmethod
     def _coerce_audio(samples: object) -> np.ndarray:
@@ -327,7 +328,7 @@ class Timeline:
                 f"{self.native_rate} Hz; a session keeps one microphone rate"
             )
 
-    def _record_overflow(self, lost: tuple[int, int]) -> OverflowEvent:
+    def _record_overflow(self, lost: tuple[int, int]) -> None:
         start, stop = lost
         self._spans.add(start, stop)
         self._overflows += 1
@@ -335,7 +336,20 @@ class Timeline:
         rate = self.native_rate
         event = OverflowEvent(start / rate, stop / rate, stop - start, self.audio_capacity_seconds)
         self._overflow_log.append(event)
-        return event
+
+    def _report_overflows(self) -> None:
+        """Consumer side: pass overflows recorded since the last call to `on_overflow`.
+
+        More than the log keeps (`max_overflow_events`) between two calls: the oldest are
+        only counted (stats), the ones kept are passed on.
+        """
+        with self._lock:
+            new = self._overflows - self._overflows_reported
+            self._overflows_reported = self._overflows
+            events = list(self._overflow_log)[-new:] if new > 0 else []
+        if self._on_overflow is not None:
+            for event in events:
+                self._on_overflow(event)
 
     def push_frame(self, pixels: np.ndarray, capture_time: float) -> None:
         """Add one H×W×3 uint8 RGB frame captured at `capture_time` (see FrameSink).
@@ -384,7 +398,12 @@ class Timeline:
     # --- consumer -----------------------------------------------------------------------
 
     def next_unit(self) -> Unit | None:
-        """The next unit if all its audio has arrived, else None. Never blocks on audio."""
+        """The next unit if all its audio has arrived, else None. Never blocks on audio.
+
+        Overflows the producers recorded since the last call go to `on_overflow` first.
+        """
+        if self._overflows != self._overflows_reported:  # int reads: no lock needed
+            self._report_overflows()
         ring = self._ring
         # Lock-free "not yet": the common answer between units (an int read is atomic).
         if ring is None or (ring.write_pos < self._need_in and not self._closed):
@@ -432,6 +451,7 @@ class Timeline:
         padding counts in `gap_samples`.
         """
         self.close()
+        self._report_overflows()
         units: list[Unit] = []
         with self._cut_lock:
             if self._resampler is None:

@@ -156,6 +156,9 @@ class SessionBridge(QObject):
             self.error.emit(str(data.get("message", "something failed")))
         elif kind is EventKind.NOTICE:
             self.notice.emit(str(data.get("level", "info")), str(data.get("message", "")))
+        elif kind is EventKind.RECORDING and not data.get("recording", True):
+            # Recording could not start or stopped; the message says the talk goes on.
+            self.error.emit(str(data.get("message") or "recording stopped"))
         elif kind is EventKind.PREPARED:
             if data.get("retracted"):
                 response = data.get("response")

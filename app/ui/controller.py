@@ -36,9 +36,9 @@ from app.flow.conversation import (
     load_backend,
     release_memory,
 )
+from app.flow.persona_fit import fit_persona
 from app.model.contract import BackendError, BackendSpec
 from app.ui.bridge import SessionBridge
-from app.ui.options import fit_persona
 
 log = logging.getLogger(__name__)
 

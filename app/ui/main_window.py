@@ -444,8 +444,8 @@ class MainWindow(QMainWindow):
     def _on_device(self, source: str, kind: str, message: str) -> None:
         if kind in ("lost", "error", "failed"):
             self.post("error", f"{source}: {message or kind}. The conversation goes on "
-                               "without it and takes it back when it returns; check the "
-                               "device in Settings → Devices")
+                               "without it (a device that comes back is taken back); check "
+                               "it in Settings → Devices")
             if source.lower() == "camera" and self.camera_on:
                 self._show_camera_off()  # switching it on again reopens it
         elif kind == "restored":  # a lost device is back (app/flow/device_keeper.py)

@@ -8,7 +8,7 @@ loaded model can actually use.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.config.personas import PersonaFile
@@ -16,7 +16,7 @@ from app.config.settings import Settings
 from app.flow.conversation import ConversationOptions
 from app.flow.duplex import DuplexConfig
 from app.model import registry
-from app.model.contract import BackendError, BackendSpec, ModelSource, Persona, Quant, Voice
+from app.model.contract import BackendError, ModelSource, Quant
 
 
 @dataclass(frozen=True)
@@ -132,22 +132,3 @@ def build_options(
         loop_files=overrides.from_files,
         backend_options=backend_options,
     )
-
-
-def fit_persona(persona: Persona, spec: BackendSpec) -> tuple[Persona, str]:
-    """The persona with a voice this model can use, and a note when it had to change."""
-    voice = persona.voice
-    default = spec.voices[0] if spec.voices else None
-    if voice.builtin and spec.voices and voice.builtin not in spec.voices:
-        note = (f"this model has no voice '{voice.builtin}'; using '{default}' "
-                f"(voices: {', '.join(spec.voices)})")
-        return replace(persona, voice=Voice(builtin=default)), note
-    if voice.reference_audio is not None and not voice.builtin:
-        if not spec.accepts_reference_voice:
-            note = (f"{spec.family} cannot speak with a reference recording; using its "
-                    f"voice '{default}'")
-            return replace(persona, voice=Voice(builtin=default)), note
-        if not voice.reference_audio.is_file():
-            note = f"the reference recording {voice.reference_audio} is missing; default voice"
-            return replace(persona, voice=Voice(builtin=default)), note
-    return persona, ""
