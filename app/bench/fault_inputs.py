@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-QUESTION = "Hello there, could you tell me what you see in front of you?"
+QUESTION = "Hello, what can you see?"
 RATE = 16000
 LEAD_SECONDS = 0.3  # silence before the question
 TAIL_SECONDS = 20.0  # silence after it: time for an answer before the file loops

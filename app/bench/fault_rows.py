@@ -18,6 +18,9 @@ class RowSpec:
     target: str  # "module:function"
     timeout_s: float  # past this the row is a hang
     what: str  # one line for --list
+    # Tiny models the row needs, built with the media files before it starts (not in
+    # its time); rows on the user's files alone need none and start at once.
+    models: tuple[str, ...] = ("qwen2.5-omni",)
 
 
 _CONFIG = "app.bench.fault_rows_config"
@@ -28,21 +31,23 @@ _PROCESS = "app.bench.fault_rows_process"
 
 ROWS: tuple[RowSpec, ...] = (
     RowSpec("settings-random-bytes", "settings", f"{_CONFIG}:settings_random_bytes", 60,
-            "settings.json holds random bytes (not UTF-8)"),
+            "settings.json holds random bytes (not UTF-8)", models=()),
     RowSpec("settings-wrong-types", "settings", f"{_CONFIG}:settings_wrong_types", 60,
-            "settings.json holds values of the wrong types beside good ones"),
+            "settings.json holds values of the wrong types beside good ones", models=()),
     RowSpec("settings-empty", "settings", f"{_CONFIG}:settings_empty", 60,
-            "settings.json is empty"),
+            "settings.json is empty", models=()),
     RowSpec("settings-json-list", "settings", f"{_CONFIG}:settings_json_list", 60,
-            "settings.json holds a JSON list"),
+            "settings.json holds a JSON list", models=()),
     RowSpec("persona-corrupt", "personas", f"{_CONFIG}:persona_corrupt", 60,
-            "one of the user's persona files is random bytes"),
+            "one of the user's persona files is random bytes", models=()),
     RowSpec("persona-missing", "personas", f"{_CONFIG}:persona_missing", 90,
             "the chosen persona's file is gone"),
     RowSpec("voice-missing", "personas", f"{_CONFIG}:voice_missing", 90,
-            "the persona's voice recording is gone"),
+            "the persona's voice recording is gone (tiny Moshi, which uses it)",
+            models=("qwen2.5-omni", "moshi")),
     RowSpec("voice-corrupt", "personas", f"{_CONFIG}:voice_corrupt", 90,
-            "the persona's voice recording is not audio"),
+            "the persona's voice recording is not audio (tiny Moshi, which uses it)",
+            models=("qwen2.5-omni", "moshi")),
     RowSpec("mic-missing", "media", f"{_MEDIA}:mic_missing", 60,
             "--mic names a file that does not exist"),
     RowSpec("mic-not-media", "media", f"{_MEDIA}:mic_not_media", 60,

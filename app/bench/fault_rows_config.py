@@ -13,8 +13,9 @@ from typing import Any
 
 from app.bench.fault_inputs import base_settings, random_bytes, write_persona, write_settings
 from app.bench.fault_report import Outcome
-from app.bench.fault_talk import files, judge_answer, judge_common, talk
+from app.bench.fault_talk import files, judge_common, talk
 from app.bench.fault_window import WindowRun
+from app.ui.options import LaunchOverrides
 
 # Words a message about a damaged or missing file uses (any one will do).
 DAMAGE_WORDS = ("damaged", "corrupt", "could not be read", "cannot be read", "not valid",
@@ -35,7 +36,7 @@ def _holder(folder: Path, content: bytes) -> Path | None:
 
 def _open_window(ctx: Any) -> tuple[WindowRun, dict[str, Any]]:
     """Open the window over the row's folders and read what it loaded; then close it."""
-    with WindowRun(ctx.home, files(ctx)) as run:
+    with WindowRun(ctx.home, LaunchOverrides()) as run:
         run.pump(0.5)
         window = run.window
         loaded = {
@@ -84,7 +85,7 @@ def settings_random_bytes(ctx: Any) -> Outcome:
 
 
 def settings_wrong_types(ctx: Any) -> Outcome:
-    data = base_settings(ctx.model)
+    data = base_settings(ctx.model_path)
     data["persona"] = "language-tutor"
     data["conversation"] = {"end_of_turn_silence": "slow", "record": "yes",
                             "barge_in_min_speech": 0.5}
@@ -115,7 +116,7 @@ def _good_persona(voice: dict | None = None) -> dict:
 
 def persona_corrupt(ctx: Any) -> Outcome:
     out = Outcome()
-    write_settings(ctx.config, {**base_settings(ctx.model), "persona": "my-helper"})
+    write_settings(ctx.config, {**base_settings(ctx.model_path), "persona": "my-helper"})
     write_persona(ctx.config, "my-helper", _good_persona())
     damaged = random_bytes(400, seed=5)
     write_persona(ctx.config, "old-friend", damaged)
@@ -139,10 +140,11 @@ def persona_missing(ctx: Any) -> Outcome:
     out = Outcome()
     write_settings(ctx.config, {**base_settings(ctx.model), "persona": "gone-persona"})
     write_persona(ctx.config, "my-helper", _good_persona())
-    done = talk(ctx, files(ctx))
+    done = talk(ctx, files(ctx), wait_answer=False)
     judge_common(out, done)
     out.expect_said("gone-persona", what="the chosen persona's missing file")
-    judge_answer(out, done, "with the persona missing")
+    if done.phase != "running":
+        out.problem("broken", "no conversation with the chosen persona missing")
     out.kept = ("settings still name gone-persona" if
                 json.loads((ctx.config / "settings.json").read_text())["persona"]
                 == "gone-persona" else "the choice of persona was rewritten")
@@ -150,6 +152,9 @@ def persona_missing(ctx: Any) -> Outcome:
 
 
 def _voice_row(ctx: Any, voice_bytes: bytes | None, what: str) -> Outcome:
+    """A persona whose voice recording is missing or damaged, with a model that speaks
+    with reference recordings (the tiny Moshi/PersonaPlex: Qwen2.5-Omni never reads
+    them, so for it a bad recording is no fault)."""
     out = Outcome()
     voices = ctx.config / "personas" / "voices"
     voices.mkdir(parents=True, exist_ok=True)
@@ -158,15 +163,21 @@ def _voice_row(ctx: Any, voice_bytes: bytes | None, what: str) -> Outcome:
     persona_path = write_persona(ctx.config, "my-voice",
                                  _good_persona({"reference": "voices/me.wav"}))
     before = persona_path.read_bytes()
-    write_settings(ctx.config, {**base_settings(ctx.model), "persona": "my-voice"})
-    done = talk(ctx, files(ctx))
+    settings = base_settings(ctx.moshi_model)
+    settings["model"]["family"] = "moshi"
+    write_settings(ctx.config, {**settings, "persona": "my-voice"})
+    base = files(ctx)
+    overrides = LaunchOverrides(mic=base.mic, speaker=base.speaker, model_dir=ctx.moshi_model,
+                                quant=base.quant, device=base.device)
+    done = talk(ctx, overrides, wait_answer=False)
     judge_common(out, done)
     said = " ".join(done.said).lower()
-    if "me.wav" not in said and "recording" not in said and "voice" not in said:
+    if "me.wav" not in said and "recording" not in said:
         out.problem("silent", f"nothing told the user about {what}")
     elif not any(word in said for word in DAMAGE_WORDS):
         out.problem("silent", f"the message about the voice does not say it is {what}")
-    judge_answer(out, done, f"with {what}")
+    if done.phase != "running":
+        out.problem("broken", f"no conversation with {what}")
     if not persona_path.exists() or persona_path.read_bytes() != before:
         out.problem("lost", "the persona file was changed or removed")
     kept = ["persona file unchanged" if persona_path.exists() else "persona file gone"]
@@ -175,7 +186,7 @@ def _voice_row(ctx: Any, voice_bytes: bytes | None, what: str) -> Outcome:
         kept.append(f"recording kept as {holder.name}" if holder else "recording lost")
         if holder is None:
             out.problem("lost", "the damaged voice recording is gone")
-    out.kept = "; ".join(kept)
+    out.kept = "; ".join(kept) + " (tiny Moshi)"
     return out
 
 

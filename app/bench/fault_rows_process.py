@@ -177,17 +177,25 @@ def sigterm(ctx: Any) -> Outcome:
     return _kill_mid_answer(ctx, signal.SIGTERM)
 
 
+def _recording_since(recordings: Path, count: int, seconds: float) -> bool:
+    """`count` recording folders whose event logs are `seconds` old or more."""
+    now = time.time()
+    aged = [f for f in folders(recordings)
+            if (f / EVENTS).exists() and now - (f / EVENTS).stat().st_ctime >= seconds]
+    return len(aged) >= count
+
+
 def two_instances(ctx: Any) -> Outcome:
     out = Outcome()
     write_settings(ctx.config, base_settings(ctx.model))
     recordings = ctx.data / "recordings"
-    first = AppProcess(ctx, ctx.home, "first")
-    second = AppProcess(ctx, ctx.home, "second")
-    procs = (first, second)
-    # Until one answers, or both have ended, or time is up.
-    _wait(lambda: _speaking(recordings) or all(p.proc.poll() is not None for p in procs),
-          START_TIMEOUT_S)
-    time.sleep(2.0)
+    procs = (AppProcess(ctx, ctx.home, "app 1"), AppProcess(ctx, ctx.home, "app 2"))
+    # Until both record (a few seconds in), or one has ended (refused), or time is up.
+    _wait(lambda: _recording_since(recordings, 2, 3.0)
+          or any(p.proc.poll() is not None for p in procs), START_TIMEOUT_S)
+    if any(p.proc.poll() is not None for p in procs):  # one refused: the other records
+        _wait(lambda: _recording_since(recordings, 1, 3.0)
+              or all(p.proc.poll() is not None for p in procs), START_TIMEOUT_S)
     running = [p for p in procs if p.proc.poll() is None]
     for p in procs:
         p.signal(signal.SIGTERM)
@@ -195,7 +203,7 @@ def two_instances(ctx: Any) -> Outcome:
     for p in procs:
         out.said += p.said()
         if p.crashed():
-            out.problem("crash", f"a traceback on the {p.name} app's stderr")
+            out.problem("crash", f"a traceback on {p.name}'s stderr")
     made = folders(recordings)
     for folder in made:
         out.said += _log_news(folder)
@@ -208,11 +216,11 @@ def two_instances(ctx: Any) -> Outcome:
                                     f"{r.error}")
     if not made:
         out.problem("broken", "neither instance recorded a conversation")
-    told = any(word in line.lower() for line in out.said
-               for word in ("already running", "another", "instance", "second"))
+    told = any(word in line.split(": ", 1)[-1].lower() for line in out.said
+               for word in ("already running", "another duetto", "instance", "other window"))
     if not told:
-        out.problem("silent", "nothing said a second instance was started")
-    out.kept = (f"{len(made)} recording folder(s); {len(running)} of 2 still running after "
-                f"the first answer; exits {codes}")
+        out.problem("silent", "nothing said a second Duetto was started")
+    out.kept = (f"{len(made)} recording folder(s); {len(running)} of 2 running when ended; "
+                f"exit codes {sorted(codes.values())}")
     out.check_words()
     return out

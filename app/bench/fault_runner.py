@@ -11,6 +11,7 @@ killed, and a fresh worker takes the rows that are left.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import select
@@ -64,11 +65,12 @@ def last_words(path: Path) -> str:
 
 
 class _Worker:
-    def __init__(self, names: list[str], work: Path, index: int) -> None:
+    def __init__(self, rows: list[RowSpec], work: Path, index: int) -> None:
         self.stderr_path = work / f"worker-{index}.log"
         env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.bench.fault_worker", "--work", str(work), *names],
+            [sys.executable, "-m", "app.bench.fault_worker", "--work", str(work),
+             "--rows-json", json.dumps([dataclasses.asdict(r) for r in rows])],
             stdout=subprocess.PIPE,
             # Through a pipe, written here: a row may limit the worker's file sizes (the
             # full-disk fault), and its own log must not be what hits the limit.
@@ -147,7 +149,7 @@ def run_rows(
     index = 0
     while left:
         index += 1
-        worker = _Worker([r.name for r in left], work, index)
+        worker = _Worker(left, work, index)
         current: RowSpec | None = None
         started = time.monotonic()
         deadline = started + WORKER_START_TIMEOUT_S

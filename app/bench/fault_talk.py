@@ -56,11 +56,14 @@ def talk(
     settings: dict | bytes | str | None = None,
     wait_answer: bool = True,
     answer_timeout_s: float = ANSWER_TIMEOUT_S,
+    settle_s: float = 2.0,
     during: Callable[[WindowRun], None] | None = None,
     loader: Callable[..., Any] | None = None,
     session_builder: Callable[..., Any] | None = None,
 ) -> Talk:
-    """One conversation; settings default to base_settings() unless the row wrote its own."""
+    """One conversation; settings default to base_settings() unless the row wrote its own.
+
+    Without `wait_answer` (and no `during`) it runs `settle_s` before it is ended."""
     if settings is not None:
         write_settings(ctx.config, settings)
     elif not (ctx.config / "settings.json").exists():
@@ -74,6 +77,8 @@ def talk(
                 result.answered = run.wait_state(SPOKE, answer_timeout_s)
             if during is not None:
                 during(run)
+            elif not wait_answer:
+                run.pump(settle_s)  # long enough for a fault at the start to show
             result.answered = result.answered or run.reached(SPOKE)
             result.wall_s = run.now - began
             result.ended = run.stop()

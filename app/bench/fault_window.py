@@ -26,15 +26,13 @@ from typing import Any
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QLabel, QMessageBox, QWidget
 
+from app.bench.threads_left import threads_left
 from app.ui.launch import create_app
 from app.ui.options import LaunchOverrides
 from app.ui.widgets.banner import MessageBar
 
 FOLDER_VARIABLES = ("DUETTO_CONFIG_DIR", "DUETTO_DATA_DIR")
 THREAD_GRACE_S = 5.0  # threads still ending after the window closed get this long
-# Threads a library starts once per process and keeps on purpose, not per conversation:
-# tqdm's monitor (transformers' loading progress bar) lives until the process exits.
-PROCESS_THREADS = frozenset({"tqdm_monitor"})
 
 
 @contextmanager
@@ -165,14 +163,7 @@ class WindowRun:
         self._folders.__exit__(None, None, None)
 
     def _wait_threads(self) -> None:
-        deadline = time.monotonic() + THREAD_GRACE_S
-        while True:
-            left = [t for t in threading.enumerate() if t not in self._before and t.is_alive()
-                    and t.name not in PROCESS_THREADS]
-            if not left or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        self.threads_left = [t.name for t in left]
+        self.threads_left = threads_left(self._before, THREAD_GRACE_S)
 
     def _close_dialogs(self) -> None:
         widget = QApplication.activeModalWidget()

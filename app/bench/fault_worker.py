@@ -19,26 +19,26 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 from app.bench.fault_inputs import Media, prepare
 from app.bench.fault_report import Outcome, RowResult
-from app.bench.fault_rows import BY_NAME
+from app.bench.fault_rows import RowSpec
 
 ANSWER_TOKENS = 140  # the tiny model's answers: about 3 s of speech, long enough to cut
 
 
 @dataclass
 class RowContext:
-    """What a row works with: its own user folders, the tiny model, the prepared media."""
+    """What a row works with: its own user folders, the tiny model and the prepared
+    media (both made on first use, once per run, so rows that need neither start at
+    once)."""
 
     name: str
     home: Path  # fresh for this row: config/, data/ and anything the row makes
-    model: Path
-    media: Media
-    escaped: list[str] = field(default_factory=list)  # exceptions no one caught
+    work: Path  # the run's folder: the model and media live there
 
     @property
     def config(self) -> Path:
@@ -47,6 +47,24 @@ class RowContext:
     @property
     def data(self) -> Path:
         return self.home / "data"
+
+    @property
+    def model(self) -> Path:
+        return tiny_model(self.work)
+
+    @property
+    def moshi_model(self) -> Path:
+        """A tiny Moshi/PersonaPlex (a family that speaks with reference recordings)."""
+        return tiny_model(self.work, "moshi")
+
+    @property
+    def model_path(self) -> Path:
+        """Where the model is, without building it (for settings that only name it)."""
+        return self.work / "model"
+
+    @property
+    def media(self) -> Media:
+        return prepare(self.work / "media")
 
 
 _escaped: list[str] = []
@@ -66,26 +84,28 @@ def _install_hooks() -> None:
     sys.excepthook = main_hook
 
 
-def tiny_model(work: Path) -> Path:
-    """The tiny Qwen2.5-Omni of this run, built once (as `duetto models tiny` does)."""
-    folder = work / "model"
+def tiny_model(work: Path, family: str = "qwen2.5-omni") -> Path:
+    """A tiny random-weight model of this run, built once (as `duetto models tiny` does);
+    Qwen2.5-Omni's answers last about 3 s."""
+    folder = work / ("model" if family == "qwen2.5-omni" else f"model-{family}")
     if (folder / "config.json").exists():
         return folder
     from app.model.tiny import build_tiny
 
-    partial = work / "model.partial"
+    partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    build_tiny("qwen2.5-omni", partial, min_answer_tokens=ANSWER_TOKENS)
+    options = {"min_answer_tokens": ANSWER_TOKENS} if family == "qwen2.5-omni" else {}
+    build_tiny(family, partial, **options)
     partial.rename(folder)
     return folder
 
 
-def run_row(name: str, work: Path, model: Path, media: Media) -> RowResult:
-    spec = BY_NAME[name]
+def run_row(spec: RowSpec, work: Path) -> RowResult:
+    name = spec.name
     home = work / "rows" / name
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    ctx = RowContext(name, home, model, media)
+    ctx = RowContext(name, home, work)
     module_name, _, function = spec.target.partition(":")
     started = time.monotonic()
     before = len(_escaped)
@@ -112,18 +132,23 @@ def _protocol_stream() -> IO[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m app.bench.fault_worker")
     parser.add_argument("--work", type=Path, required=True)
-    parser.add_argument("rows", nargs="+")
+    parser.add_argument("--rows-json", required=True,
+                        help="the rows to run, in order: a JSON list of RowSpec fields")
     args = parser.parse_args(argv)
+    rows = [RowSpec(**{**fields, "models": tuple(fields.get("models", ()))})
+            for fields in json.loads(args.rows_json)]
     protocol = _protocol_stream()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     _install_hooks()
-    model = tiny_model(args.work)
-    media = prepare(args.work / "media")
-    for name in args.rows:
-        protocol.write(json.dumps({"start": name}) + "\n")
-        result = run_row(name, args.work, model, media)
+    for spec in rows:
+        for family in spec.models:  # made before the row's clock starts
+            tiny_model(args.work, family)
+        if spec.models:
+            prepare(args.work / "media")
+        protocol.write(json.dumps({"start": spec.name}) + "\n")
+        result = run_row(spec, args.work)
         protocol.write(json.dumps({"result": result.to_dict()}) + "\n")
     return 0
 

@@ -13,8 +13,10 @@ The microphone "hears" a recording in real time, in a loop, restarting at each p
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
@@ -242,3 +244,26 @@ class VirtualCamera:
         x = (self._count * 5) % (self.width - 20)
         image[self.height // 3 : self.height // 3 + 20, x : x + 20] = (30, 200, 240)
         return image
+
+
+@contextlib.contextmanager
+def installed(card: VirtualSoundCard | None = None, camera: VirtualCamera | None = None
+              ) -> Iterator[None]:
+    """Meanwhile the app finds `card` where PortAudio would be and `camera` where OpenCV
+    opens cameras (file sources still read real files)."""
+    from app.capture import camera as camera_module
+    from app.capture import portaudio
+
+    swaps = []
+    if card is not None:
+        swaps.append((portaudio, "load_sounddevice", lambda: card))
+    if camera is not None:
+        swaps.append((camera_module, "_open_with_opencv", camera.open))
+    old = [(owner, name, getattr(owner, name)) for owner, name, _ in swaps]
+    for owner, name, value in swaps:
+        setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        for owner, name, value in old:
+            setattr(owner, name, value)
