@@ -97,3 +97,11 @@ def test_the_table_shows_each_rows_words_kept_and_verdict():
     assert "settings-empty" in text and "PASS" in text
     assert "FAIL silent: nothing told the" in text
     assert "1/2 faults passed" in text
+
+
+def test_a_message_counts_only_for_the_words_it_holds():
+    out = Outcome(said=["info: The model is speaking again"])
+    assert not out.expect_said("inf", "nan", what="the infinite samples")
+    assert out.problems == ["silent: nothing told the user about the infinite samples"]
+    told = Outcome(said=["warning: speech.wav holds 400 samples that are not numbers (NaN)"])
+    assert told.expect_said("nan", what="the NaN samples") and not told.problems

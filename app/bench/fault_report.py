@@ -58,8 +58,13 @@ class Outcome:
                 self.problem("cryptic", f"{part!r} shown to the user")
 
     def expect_said(self, *words: str, what: str = "the fault") -> bool:
-        """A message mentioning any of `words` (case-insensitive) was shown; else silent."""
-        found = any(w.lower() in text.lower() for text in self.said for w in words)
+        """A message holding any of `words` as a whole word or phrase (any case) was
+        shown; else silent. The "level: " in front of each message does not count (an
+        "info:" is no word about "inf")."""
+        patterns = [re.compile(rf"(?<!\w){re.escape(w)}(?!\w)", re.IGNORECASE)
+                    for w in words]
+        texts = [text.split(": ", 1)[-1] for text in self.said]
+        found = any(p.search(text) for text in texts for p in patterns)
         if not found:
             self.problem("silent", f"nothing told the user about {what}")
         return found

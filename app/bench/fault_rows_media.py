@@ -107,8 +107,8 @@ def _broken_samples(ctx: Any, path: Path, what: str) -> Outcome:
     out = Outcome()
     done = talk(ctx, files(ctx, mic=path))
     judge_common(out, done)
-    out.expect_said("nan", "inf", "invalid", "not a number", "damaged", "broken", path.name,
-                    what=f"the {what} in the microphone file")
+    out.expect_said("nan", "infinite", "not a number", "not numbers", "invalid", "damaged",
+                    path.name, what=f"the {what} in the microphone file")
     if done.phase == "running":
         judge_answer(out, done, f"after {what}")
         _voice_kept(out, done)
