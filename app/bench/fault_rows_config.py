@@ -56,7 +56,7 @@ def _settings_row(ctx: Any, content: bytes, what: str,
     out.check_words()
     if run.threads_left:
         out.problem("hang", f"threads left after the window closed: {run.threads_left}")
-    out.expect_said("setting", what=what)
+    out.expect_said("setting", "settings", what=what)
     holder = _holder(ctx.config, content) if content else settings_path
     if content and holder is None:
         out.problem("lost", "the original settings file is gone (neither kept nor set aside)")

@@ -215,7 +215,8 @@ def recordings_read_only(ctx: Any) -> Outcome:
         done = talk(ctx, files(ctx), settings=settings, wait_answer=False, settle_s=3.0)
         written = [p for p in folder.rglob("*") if p.is_file()]
     judge_common(out, done)
-    out.expect_said("record", what="the recording that cannot be written")
+    out.expect_said("record", "recording", "recordings",
+                    what="the recording that cannot be written")
     if done.phase != "running":
         out.problem("broken", "no conversation with the recordings folder read-only")
     out.kept = f"folder made read-only by {how}; {len(written)} files written into it"

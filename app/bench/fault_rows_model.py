@@ -51,7 +51,7 @@ def model_truncated(ctx: Any) -> Outcome:
 def model_unknown_family(ctx: Any) -> Outcome:
     folder = unknown_family(ctx.home / "llama-model")
     return _refused(ctx, folder, "a checkpoint of another family",
-                    ("llama", "family", "qwen2.5-omni", "not a"))
+                    ("llama", "family", "families", "qwen2.5-omni", "not a"))
 
 
 # ----------------------------------------------------------------------- out of memory
