@@ -1,11 +1,15 @@
-"""Conformance with Kyutai's own `moshi` package, where it is installed (it is not a
-dependency: it pulls sentencepiece, einops, sphn). Checked by hand on moshi 0.2.13:
-all pass; elsewhere they skip with the reason.
+"""Conformance with Kyutai's own `moshi` package, through outputs it recorded.
 
-The tiny checkpoint written in the moshi layout loads into the package's own LMModel
-and MimiModel (strict), and Duetto's stepper, greedy, yields the very tokens of the
-package's LMGen frame by frame: same layout mapping, delays, initial tokens, depth
-transformer and output alignment.
+The package cannot be installed beside Duetto's pins (moshi 0.2.13 pins torch < 2.10,
+numpy < 2.3, safetensors < 0.8, huggingface-hub < 1.0), so scripts/moshi_reference.py
+ran it in an environment of its own on the tiny moshi-format checkpoint (seed 3) and
+recorded, in tests/data/moshi_goldens/: the package's greedy LMGen tokens frame by frame
+for fixed user codes, and its Mimi's codes and waveform for a fixed input. Here Duetto's
+loader reads the same checkpoint (the moshi layout, as Kyutai's and NVIDIA's files are)
+and its stepper and Mimi must give the same: same layout mapping, delays, initial
+tokens, depth transformer, output alignment and codec.
+
+Where the package is installed, the last two tests also run it live.
 """
 
 from __future__ import annotations
@@ -15,37 +19,79 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
-lm_module = pytest.importorskip("moshi.models.lm", reason="Kyutai's moshi package is not installed")
+from app.model.contract import ModelSource, Quant
+from app.model.moshi import loader, tiny
+from app.model.moshi.engine import Sampling, Stepper
 
-from safetensors.torch import load_file  # noqa: E402
-
-from app.model.moshi import tiny  # noqa: E402
-from app.model.moshi.engine import Sampling, Stepper  # noqa: E402
-
+GOLDENS = Path(__file__).parent / "data" / "moshi_goldens"
 SEED = 3
 
 
-def _kyutai_lm(folder: Path):
-    cfg = json.loads((folder / "config.json").read_text())
-    lm = lm_module.LMModel(
-        delays=cfg["delays"], n_q=16, dep_q=cfg["dep_q"], card=tiny.TINY_CARD,
-        text_card=tiny.TINY_TEXT_VOCAB, dim=64, num_heads=tiny.HEADS, num_layers=2,
-        hidden_scale=4.5, norm="rms_norm_f32", causal=True, context=3000, max_period=10000,
-        gating="silu", positional_embedding="rope", layer_scale=None,
-        depformer_dim=32, depformer_dim_feedforward=int(4.125 * 32),
-        depformer_num_heads=tiny.DEPTH_HEADS, depformer_num_layers=1,
-        depformer_multi_linear=True, depformer_context=8, depformer_max_period=10000,
-        depformer_gating="silu", depformer_pos_emb="none", depformer_weights_per_step=True,
-        depformer_layer_scale=None,
-    ).eval()
-    lm.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
-    return lm
+@pytest.fixture(scope="module")
+def golden() -> dict:
+    return json.loads((GOLDENS / "goldens.json").read_text())
 
 
-def test_greedy_steps_match_kyutai_lmgen(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, golden) -> Path:
+    """The tiny checkpoint the goldens were recorded on; refused if it is not the same."""
+    folder = tiny.build_tiny_moshi_format(tmp_path_factory.mktemp("m") / "m", seed=SEED, dep_q=8)
+    for part, path in (("lm", folder / "model.safetensors"), ("mimi", folder / tiny.MIMI_FILE)):
+        sums = tiny.tensor_sums(load_file(str(path)))
+        want = golden["weights"][part]
+        assert sums.keys() == want.keys(), (
+            f"the tiny {part} tensors changed: regenerate the goldens with "
+            "scripts/moshi_reference.py goldens")
+        for name, (s, s2) in want.items():
+            assert sums[name] == pytest.approx([s, s2], rel=1e-6, abs=1e-9), (
+                f"the tiny {part}'s {name} differs from the one the goldens were recorded "
+                "on: regenerate them with scripts/moshi_reference.py goldens")
+    return folder
+
+
+def _loaded(folder: Path) -> loader.Loaded:
+    return loader.load(ModelSource(local_dir=folder), Quant.BF16, lambda *_: None, device="cpu")
+
+
+def test_greedy_steps_match_kyutai_lmgen(folder: Path, golden: dict) -> None:
+    loaded = _loaded(folder)
+    assert loaded.layout == "moshi"
+    record = golden["lmgen"]
+    stepper = Stepper(loaded.model, loaded.delays, Sampling(temp_text=0, temp_audio=0))
+    compared = 0
+    for user, want in zip(record["user_codes"], record["tokens"], strict=True):
+        mine = stepper.step(torch.tensor(user))
+        assert (want is None) == (mine is None)
+        if want is not None:
+            assert [mine.text, *mine.codes.tolist()] == want, f"frame {compared + 1}"
+            compared += 1
+    assert compared == len(record["tokens"]) - 1 == 15
+
+
+def test_mimi_matches_kyutai_mimi(folder: Path) -> None:
+    ref = load_file(str(GOLDENS / "mimi.safetensors"))
+    mimi = _loaded(folder).model.audio_encoder
+    with torch.no_grad():
+        codes = mimi.encode(ref["audio"], num_quantizers=8).audio_codes
+        assert torch.equal(codes, ref["codes"])
+        decoded = mimi.decode(ref["codes"]).audio_values
+    assert decoded.shape == ref["decoded"].shape
+    assert torch.allclose(decoded, ref["decoded"], atol=1e-5)
+
+
+# --- live, where Kyutai's package is installed (not a dependency) -------------------------
+
+
+def test_live_greedy_steps_match_kyutai_lmgen(tmp_path: Path) -> None:
+    lm_module = pytest.importorskip("moshi.models.lm",
+                                    reason="Kyutai's moshi package is not installed")
+    from moshi_reference_models import kyutai_lm
+
     folder = tiny.build_tiny_moshi_format(tmp_path / "m", seed=SEED, dep_q=8)
-    generator = lm_module.LMGen(_kyutai_lm(folder), use_sampling=False)
+    lm = kyutai_lm(lm_module, folder, load_file(str(folder / "model.safetensors")))
+    generator = lm_module.LMGen(lm, use_sampling=False)
     stepper = Stepper(tiny._tiny_model(SEED), tiny.STANDARD_DELAYS,
                       Sampling(temp_text=0, temp_audio=0))
     gen = torch.Generator().manual_seed(0)
@@ -62,30 +108,13 @@ def test_greedy_steps_match_kyutai_lmgen(tmp_path: Path) -> None:
     assert compared == 15
 
 
-def test_mimi_matches_kyutai_mimi(tmp_path: Path) -> None:
-    from moshi.models.compression import MimiModel
-    from moshi.modules import SEANetDecoder, SEANetEncoder, transformer
-    from moshi.quantization import SplitResidualVectorQuantizer
+def test_live_mimi_matches_kyutai_mimi(tmp_path: Path) -> None:
+    pytest.importorskip("moshi.models.compression",
+                        reason="Kyutai's moshi package is not installed")
+    from moshi_reference_models import kyutai_mimi
 
     folder = tiny.build_tiny_moshi_format(tmp_path / "m", seed=SEED)
-    mimi_config = tiny.tiny_mimi_config()
-    seanet = dict(channels=1, dimension=32, causal=True, n_filters=4, n_residual_layers=1,
-                  activation="ELU", compress=2, dilation_base=2, disable_norm_outer_blocks=0,
-                  kernel_size=7, residual_kernel_size=3, last_kernel_size=3, norm="none",
-                  pad_mode="constant", ratios=mimi_config["upsampling_ratios"], true_skip=True)
-    layers = dict(d_model=32, num_heads=tiny.MIMI_HEADS, num_layers=1, causal=True,
-                  layer_scale=0.01, context=250, conv_layout=True, max_period=10000,
-                  gating="none", norm="layer_norm", positional_embedding="rope",
-                  dim_feedforward=64, input_dimension=32, output_dimensions=[32])
-    kyutai = MimiModel(
-        SEANetEncoder(**seanet), SEANetDecoder(**seanet),
-        SplitResidualVectorQuantizer(dimension=16, n_q=8, bins=tiny.TINY_CARD,
-                                     input_dimension=32, output_dimension=32),
-        channels=1, sample_rate=24000, frame_rate=12.5, encoder_frame_rate=25.0, causal=True,
-        resample_method="conv", encoder_transformer=transformer.ProjectedTransformer(**layers),
-        decoder_transformer=transformer.ProjectedTransformer(**layers),
-    ).eval()
-    kyutai.load_state_dict(load_file(str(folder / tiny.MIMI_FILE)), strict=True)
+    kyutai = kyutai_mimi(load_file(str(folder / tiny.MIMI_FILE)))
     ours = tiny._tiny_model(SEED).audio_encoder
     audio = 0.1 * torch.randn(1, 1, 1920 * 5, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

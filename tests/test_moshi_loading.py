@@ -157,3 +157,74 @@ def test_the_checkpoints_delays_are_used(moshi_tiny_factory, layout: str) -> Non
     assert backend.loaded.delays == delays
     assert backend._stepper.delays == delays and backend._stepper.max_delay == 2
     backend.close()
+
+
+# --- no storage kept twice, no precision lost (faults a GPU load would show) -------------
+
+
+def _bf16_moshi_layout(folder: Path) -> tuple[dict, dict]:
+    """The tiny moshi-format LM and Mimi as a bf16 GPU load reads them (file in bf16,
+    so no cast copies anything on the way), here on the CPU."""
+    from safetensors.torch import load_file
+
+    from app.model.moshi.tiny import MIMI_FILE
+
+    lm = {k: v.to(torch.bfloat16) for k, v in load_file(str(folder / "model.safetensors")).items()}
+    return lm, load_file(str(folder / MIMI_FILE))
+
+
+def test_split_fused_weights_own_their_storage(moshi_tiny_factory) -> None:
+    """Every tensor the moshi-layout mapping makes holds its own storage: a slice kept as
+    a view of the fused in_proj_weight (v_proj was) keeps q and k of every layer alive
+    beside their permuted copies, about 2 GiB for the 7B."""
+    folder = moshi_tiny_factory(layout="moshi")
+    lm, mimi = _bf16_moshi_layout(folder)
+    config = loader.moshi_layout_config(lm, mimi, json.loads((folder / "config.json").read_text()))
+    # Held here so their memory cannot be reused while the outputs are compared with it.
+    fused = [v for k, v in [*lm.items(), *mimi.items()] if "in_proj" in k]
+    assert fused  # the tiny checkpoint has fused projections to split
+    spans = [(f.untyped_storage().data_ptr(), f.untyped_storage().nbytes()) for f in fused]
+    state = loader.moshi_layout_state(lm, mimi, config)
+    assert not [k for k in lm if "self_attn" in k]  # released as mapped
+    bigger = {k: (t.untyped_storage().nbytes(), t.nbytes) for k, t in state.items()
+              if t.untyped_storage().nbytes() != t.nbytes}
+    assert not bigger, f"views into larger tensors: {list(bigger.items())[:3]}"
+    shared = [k for k, t in state.items()
+              if any(lo <= t.untyped_storage().data_ptr() < lo + n for lo, n in spans)]
+    assert not shared, f"still in a fused tensor's storage: {shared[:3]}"
+
+
+def test_moshi_layout_mimi_keeps_its_float32_weights(moshi_tiny_factory) -> None:
+    """A bf16 LM leaves Mimi in float32 straight from the file: casting it to bf16 on
+    the way (and .float() after) would drop bits nothing can give back."""
+    from safetensors.torch import load_file
+
+    from app.model.moshi.tiny import MIMI_FILE
+
+    folder = moshi_tiny_factory(layout="moshi")
+    config = json.loads((folder / "config.json").read_text())
+    model = loader._load_moshi_layout(folder, config, Quant.BF16, torch.bfloat16, "cpu")
+    assert model.decoder.model.layers[0].mlp.fc1.weight.dtype is torch.bfloat16
+    mimi = model.audio_encoder
+    original = load_file(str(folder / MIMI_FILE))
+    conv = mimi.encoder.encoder_seanet.layers[0].conv.weight
+    assert conv.dtype is torch.float32
+    assert torch.equal(conv, original["encoder.model.0.conv.conv.weight"])
+    codebook = mimi.quantizer.semantic_residual_vector_quantizer.layers[0].codebook.embed_sum
+    source = "quantizer.rvq_first.vq.layers.0._codebook.embedding_sum"
+    assert torch.equal(codebook, original[source])
+
+
+def test_transformers_layout_mimi_loads_in_float32(moshi_tiny_factory) -> None:
+    """The same for transformers' layout: from_pretrained(dtype=bf16) reads Mimi into
+    float32 directly, bit for bit what a float32 load reads."""
+    from transformers import MoshiForConditionalGeneration
+
+    folder = moshi_tiny_factory()
+    model = loader._load_transformers(folder, Quant.BF16, torch.bfloat16, "cpu")
+    reference = MoshiForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+    assert next(model.decoder.parameters()).dtype is torch.bfloat16
+    got, want = model.audio_encoder.state_dict(), reference.audio_encoder.state_dict()
+    assert set(got) == set(want)
+    lost = [k for k in want if not torch.equal(got[k], want[k])]
+    assert not lost, f"Mimi weights changed by the load: {lost[:3]}"

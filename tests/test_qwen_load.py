@@ -28,7 +28,7 @@ qwen_tiny_factory = tiny_models.qwen_tiny_factory
 
 
 def test_spec_before_and_after_load(qwen_tiny):
-    b = QwenOmniBackend(unit_ms=500)
+    b = QwenOmniBackend(unit_ms=500, device=tiny_models.TEST_DEVICE)
     assert isinstance(b, Backend)
     s = b.spec
     assert (s.unit_ms, s.audio_in_rate, s.audio_out_rate) == (500, 16000, 24000)

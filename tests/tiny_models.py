@@ -82,11 +82,22 @@ def make_unit(index: int, *, image: bool = True, seed: int = 0, seconds: float =
     return Unit(index, float(index), seconds, 16000, audio, frames)
 
 
+# The tiny-model tests compare logits and waveforms within 1e-4: they hold in float32,
+# which the loader uses on the CPU (bf16 on a GPU would miss them). They run on the CPU
+# wherever they run, a CUDA machine included; the GPU checks run on CUDA on purpose.
+TEST_DEVICE = "cpu"
+
+
 def loaded_backend(folder: Path, quant: Quant = Quant.BF16, **kwargs):
+    import torch
+
     from app.model.qwen_omni.backend import QwenOmniBackend
 
+    kwargs.setdefault("device", TEST_DEVICE)
     backend = QwenOmniBackend(**kwargs)
     backend.load(ModelSource(local_dir=folder), quant, lambda what, frac: None)
+    if kwargs["device"] == TEST_DEVICE:
+        assert backend._loaded.dtype is torch.float32, backend._loaded.dtype
     return backend
 
 

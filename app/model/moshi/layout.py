@@ -45,6 +45,12 @@ def _halves_to_interleaved(w: torch.Tensor, heads: int) -> torch.Tensor:
     return w.reshape(heads, 2, rows // heads // 2, cols).transpose(1, 2).reshape(rows, cols)
 
 
+def _owned(t: torch.Tensor) -> torch.Tensor:
+    """`t` in storage of its own. A slice of a fused tensor (v of a fused qkv) keeps the
+    whole fused tensor alive: for the 7B that is q and k of every layer twice, ~2 GiB."""
+    return t if t.untyped_storage().nbytes() == t.nbytes else t.clone()
+
+
 def _split_qkv(w: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     kv = (w.shape[0] - dim) // 2
     return w[:dim], w[dim : dim + kv], w[dim + kv :]
@@ -52,14 +58,24 @@ def _split_qkv(w: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor, t
 
 def _fused_in_proj(sd: Mapping[str, torch.Tensor], prefix: str, steps: int) -> list[torch.Tensor]:
     """The first `steps` per-step fused qkv weights of one attention layer, whichever
-    way they are stored (a fused step-major tensor may hold more steps than needed)."""
+    way they are stored. A fused step-major tensor may hold more steps than needed
+    (PersonaPlex's 16) or, in the depth transformer, fewer than its other per-step
+    tensors (PersonaPlex's loader accepts 8 and copies them): its own height says."""
     if f"{prefix}in_projs.0.weight" in sd:
         return [sd[f"{prefix}in_projs.{i}.weight"] for i in range(steps)]
     fused = sd[f"{prefix}in_proj_weight"]
-    out = sd[f"{prefix}out_proj.weight"]  # (stored_steps * dim, dim)
-    stored = out.shape[0] // out.shape[1]
+    if steps == 1:
+        return [fused]
+    stored = fused.shape[0] // (3 * fused.shape[1])  # q, k, v of dim rows each per step
     per = fused.reshape(stored, -1, fused.shape[1])
     return [per[i] for i in range(steps)]
+
+
+def _release(sd: Mapping[str, torch.Tensor], prefix: str) -> None:
+    """Drop a layer's source tensors once mapped, so fused tensors are freed as the
+    mapping goes rather than all at its end."""
+    for name in [n for n in sd if n.startswith(prefix)]:
+        del sd[name]  # type: ignore[attr-defined]
 
 
 def _out_proj(sd: Mapping[str, torch.Tensor], prefix: str, steps: int) -> list[torch.Tensor]:
@@ -105,8 +121,11 @@ def lm_shapes(sd: Mapping[str, torch.Tensor]) -> dict[str, int]:
 
 
 def lm_from_moshi(sd: Mapping[str, torch.Tensor], *, heads: int, kv_heads: int,
-                  codebooks: int = 8) -> Tensors:
-    """transformers' names for the LM tensors of a moshi-layout state dict."""
+                  codebooks: int = 8, release: bool = False) -> Tensors:
+    """transformers' names for the LM tensors of a moshi-layout state dict.
+
+    Every tensor returned owns its storage (no view into a fused tensor). `release=True`
+    deletes each attention layer's source tensors from `sd` (a dict) once mapped."""
     shapes = lm_shapes(sd)
     dim = shapes["hidden_size"]
     head_dim = dim // heads
@@ -129,12 +148,14 @@ def lm_from_moshi(sd: Mapping[str, torch.Tensor], *, heads: int, kv_heads: int,
         out[dst + "self_attn.q_proj.linear.weight"] = _interleaved_to_halves(q, heads)
         out[dst + "self_attn.k_proj.linear.weight"] = _interleaved_to_halves(
             k, k.shape[0] // head_dim)
-        out[dst + "self_attn.v_proj.linear.weight"] = v
+        out[dst + "self_attn.v_proj.linear.weight"] = _owned(v)  # free the fused tensor
         out[dst + "self_attn.o_proj.linear.weight"] = _out_proj(sd, src + "self_attn.", 1)[0]
         out[dst + "input_layernorm.weight"] = sd[src + "norm1.alpha"].reshape(-1)
         out[dst + "post_attention_layernorm.weight"] = sd[src + "norm2.alpha"].reshape(-1)
         out[dst + "mlp.fc1.weight"] = sd[src + "gating.linear_in.weight"]
         out[dst + "mlp.fc2.weight"] = sd[src + "gating.linear_out.weight"]
+        if release:
+            _release(sd, src + "self_attn.")
     if shapes["dep_q"] < codebooks:
         raise BackendError(
             f"the depth transformer predicts {shapes['dep_q']} codebooks, fewer than {codebooks}",
@@ -163,7 +184,9 @@ def lm_from_moshi(sd: Mapping[str, torch.Tensor], *, heads: int, kv_heads: int,
             [sd[f"{src}gating.{k}.linear_in.weight"] for k in range(steps)])
         out[dst + "mlp.fc2.weight"] = torch.stack(
             [sd[f"{src}gating.{k}.linear_out.weight"] for k in range(steps)])
-    return out
+        if release:
+            _release(sd, src)
+    return {name: _owned(t) for name, t in out.items()}
 
 
 def lm_to_moshi(sd: Mapping[str, torch.Tensor], *, heads: int, codebooks: int = 8,
@@ -277,7 +300,7 @@ def mimi_from_moshi(sd: Mapping[str, torch.Tensor], *, heads: int) -> Tensors:
             out[base + "v_proj.weight"] = v
             continue
         out[new] = tensor
-    return out
+    return {name: _owned(t) for name, t in out.items()}
 
 
 def mimi_to_moshi(sd: Mapping[str, torch.Tensor], *, heads: int,

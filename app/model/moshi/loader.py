@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -172,15 +174,30 @@ def _skip_modules(model_or_config, q: Quant, device: str) -> list[str]:
     return skip + quant.unquantizable_linears(skeleton, q, device=device)
 
 
+def _mimi_in_float32():
+    """transformers' Moshi class, with Mimi read from the file straight into float32.
+
+    `from_pretrained(dtype=bf16)` would cast Mimi's weights to bfloat16 as they load, and
+    `.float()` afterwards cannot give back the bits the cast dropped; transformers'
+    `_keep_in_fp32_modules_strict` loads the named modules in float32 instead.
+    """
+    from transformers import MoshiForConditionalGeneration
+
+    class MoshiWithFloat32Mimi(MoshiForConditionalGeneration):
+        _keep_in_fp32_modules_strict: ClassVar[list[str]] = ["audio_encoder"]
+
+    return MoshiWithFloat32Mimi
+
+
 def _load_transformers(folder: Path, q: Quant, dtype: torch.dtype, device: str):
-    from transformers import AutoConfig, MoshiForConditionalGeneration
+    from transformers import AutoConfig
 
     kwargs: dict = {"dtype": dtype, "device_map": {"": device}}
     if q in (Quant.INT8, Quant.NF4):
         config = AutoConfig.from_pretrained(folder)
         kwargs["quantization_config"] = quant.bnb_config(
             q, _skip_modules(config, q, device), device=device)
-    return MoshiForConditionalGeneration.from_pretrained(folder, **kwargs)
+    return _mimi_in_float32().from_pretrained(folder, **kwargs)
 
 
 # --- the moshi package's layout ----------------------------------------------------------
@@ -229,6 +246,36 @@ def moshi_layout_config(lm: dict[str, torch.Tensor], mimi: dict[str, torch.Tenso
     )
 
 
+def moshi_layout_state(lm: dict[str, torch.Tensor], mimi: dict[str, torch.Tensor],
+                       moshi_config) -> dict[str, torch.Tensor]:
+    """transformers' names for a moshi-layout LM and Mimi. The fused LM tensors are
+    dropped from `lm` as they are split (the caller's dict shrinks as the new one grows)."""
+    state = layout.lm_from_moshi(lm, heads=moshi_config.num_attention_heads,
+                                 kv_heads=moshi_config.num_key_value_heads, release=True)
+    mimi_heads = moshi_config.audio_encoder_config.num_attention_heads
+    state.update({f"audio_encoder.{k}": v for k, v in
+                  layout.mimi_from_moshi(mimi, heads=mimi_heads).items()})
+    return state
+
+
+def check_state(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor],
+                folder: Path) -> None:
+    """Every tensor the model has, none it lacks, each of its shape; else a BackendError."""
+    missing, extra = set(expected) - set(state), set(state) - set(expected)
+    if missing or extra:
+        raise BackendError(
+            f"{folder}'s weights do not match a Moshi model (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(extra)[:3]})",
+            hint="this checkpoint's layout is not supported, or its files are damaged",
+        )
+    wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(t.shape)})"
+             for k, t in expected.items() if tuple(state[k].shape) != tuple(t.shape)]
+    if wrong:
+        raise BackendError(f"{folder}'s weights have unexpected shapes: {'; '.join(wrong[:3])}",
+                           hint="this checkpoint's layout is not supported, or its files "
+                           "are damaged")
+
+
 def _load_moshi_layout(folder: Path, config: dict, q: Quant, dtype: torch.dtype, device: str):
     from accelerate import init_empty_weights
     from safetensors.torch import load_file
@@ -246,24 +293,15 @@ def _load_moshi_layout(folder: Path, config: dict, q: Quant, dtype: torch.dtype,
     if device.startswith("cuda"):
         checkpoint.check_fits(int(sum(t.numel() for t in lm.values()) *
                                   (2 if q in (Quant.BF16, Quant.FP16) else 1)), device)
-    heads = moshi_config.num_attention_heads
-    state = layout.lm_from_moshi(lm, heads=heads,
-                                 kv_heads=moshi_config.num_key_value_heads)
-    del lm
-    mimi_heads = moshi_config.audio_encoder_config.num_attention_heads
-    state.update({f"audio_encoder.{k}": v for k, v in
-                  layout.mimi_from_moshi(mimi, heads=mimi_heads).items()})
+    state = moshi_layout_state(lm, mimi, moshi_config)
+    del lm, mimi
     with init_empty_weights():
         model = MoshiForConditionalGeneration(moshi_config)
-    expected = set(model.state_dict())
-    missing, extra = expected - set(state), set(state) - expected
-    if missing or extra:
-        raise BackendError(
-            f"{folder}'s weights do not match a Moshi model (missing {sorted(missing)[:3]}, "
-            f"unexpected {sorted(extra)[:3]})",
-            hint="this checkpoint's layout is not supported, or its files are damaged",
-        )
-    state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in state.items()}
+    check_state(model.state_dict(), state, folder)
+    # The LM in the compute dtype; Mimi stays in float32 from the file (casting it to
+    # bf16 first would drop bits a later .float() cannot give back).
+    state = {k: (v.to(torch.float32 if k.startswith("audio_encoder.") else dtype)
+                 if v.is_floating_point() else v) for k, v in state.items()}
     model.load_state_dict(state, assign=True, strict=True)
     # init_empty_weights leaves buffers (rotary frequencies, conv bookkeeping) real; a
     # tensor still on the meta device here would be a weight the mapping forgot.

@@ -255,3 +255,13 @@ def build_tiny_moshi_format(folder: Path, *, seed: int = 0, dep_q: int = 16,
     }
     (folder / "config.json").write_text(json.dumps(lm_kwargs, indent=1))
     return folder
+
+
+def tensor_sums(state: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """Per tensor, [sum, sum of squares] in float64: what golden outputs recorded on a tiny
+    checkpoint name it by (a hash would break on the last bit a CPU rounds differently)."""
+    out = {}
+    for name, t in sorted(state.items()):
+        x = t.detach().double()
+        out[name] = [float(x.sum()), float(x.pow(2).sum())]
+    return out
