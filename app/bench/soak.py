@@ -33,7 +33,7 @@ from typing import Any
 FLAT_MB = 20.0
 SAMPLE_S = 2.0
 QUESTION_EVERY_S = 20.0
-RECORDING_SLACK_S = 2.0  # the recording may miss this much of the wall time (its last writes)
+RECORDING_SLACK_S = 2.0  # the recording's length may differ this much from the wall time
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -231,7 +231,7 @@ def _converse(args: argparse.Namespace, model: Path, card: Any, cam: Any, work: 
                              f"(limit {FLAT_MB:.0f} MB)")
     if result.recording_s is None:
         result.misses.append("no recording")
-    elif result.recording_s < result.wall_s - RECORDING_SLACK_S:
+    elif abs(result.recording_s - result.wall_s) > RECORDING_SLACK_S:
         result.misses.append(f"the recording holds {result.recording_s:.1f} s of a "
                              f"{result.wall_s:.1f} s conversation")
     if counts[RESTORED] < len(drops):
