@@ -38,6 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from app.capture.silence import SilenceSource
+from app.flow import exit_guard
 from app.flow.cpu import limit_model_threads
 from app.flow.device_keeper import DeviceKeeper
 from app.flow.duplex import Action, DuplexConfig, DuplexController, DuplexState
@@ -290,6 +291,7 @@ class Session:
         limit_model_threads(self.config.model_threads)
         self.backend.start(self.persona)
         self._emit_state("session started")
+        exit_guard.track(self)  # a process exiting mid-conversation ends it first
         self._worker = threading.Thread(target=self._work_loop, name="session-model", daemon=True)
         self._listener = threading.Thread(
             target=self._listen_loop, name="session-listener", daemon=True
@@ -341,6 +343,7 @@ class Session:
         self.metrics.dropped_frames = self.dropped_frames + self.timeline.stats().frames_dropped
         self.events.emit(EventKind.ENDED, self._now, reason=reason, metrics=self.metrics.summary())
         self.recording.close()
+        exit_guard.untrack(self)
 
     def force_listen(self) -> None:
         """The user asked the assistant to stop talking (a button, a shortcut)."""
