@@ -177,12 +177,19 @@ def sigterm(ctx: Any) -> Outcome:
     return _kill_mid_answer(ctx, signal.SIGTERM)
 
 
-def _recording_since(recordings: Path, count: int, seconds: float) -> bool:
-    """`count` recording folders whose event logs are `seconds` old or more."""
-    now = time.time()
-    aged = [f for f in folders(recordings)
-            if (f / EVENTS).exists() and now - (f / EVENTS).stat().st_ctime >= seconds]
-    return len(aged) >= count
+class _FirstSeen:
+    """When each recording folder under `recordings` was first seen by `count_older`."""
+
+    def __init__(self, recordings: Path) -> None:
+        self.recordings = recordings
+        self.seen: dict[Path, float] = {}
+
+    def count_older(self, seconds: float) -> int:
+        now = time.monotonic()
+        for folder in folders(self.recordings):
+            if (folder / EVENTS).exists():
+                self.seen.setdefault(folder, now)
+        return sum(now - at >= seconds for at in self.seen.values())
 
 
 def two_instances(ctx: Any) -> Outcome:
@@ -190,11 +197,12 @@ def two_instances(ctx: Any) -> Outcome:
     write_settings(ctx.config, base_settings(ctx.model))
     recordings = ctx.data / "recordings"
     procs = (AppProcess(ctx, ctx.home, "app 1"), AppProcess(ctx, ctx.home, "app 2"))
+    seen = _FirstSeen(recordings)
     # Until both record (a few seconds in), or one has ended (refused), or time is up.
-    _wait(lambda: _recording_since(recordings, 2, 3.0)
+    _wait(lambda: seen.count_older(3.0) >= 2
           or any(p.proc.poll() is not None for p in procs), START_TIMEOUT_S)
     if any(p.proc.poll() is not None for p in procs):  # one refused: the other records
-        _wait(lambda: _recording_since(recordings, 1, 3.0)
+        _wait(lambda: seen.count_older(3.0) >= 1
               or all(p.proc.poll() is not None for p in procs), START_TIMEOUT_S)
     running = [p for p in procs if p.proc.poll() is None]
     for p in procs:
