@@ -29,7 +29,10 @@ class Media:
     folder: Path
 
     def __getattr__(self, name: str) -> Path:  # media.speech_wav -> folder/speech.wav
-        return self.folder / _FILES[name]
+        try:
+            return self.folder / _FILES[name]
+        except KeyError:
+            raise AttributeError(f"no prepared input called {name!r}") from None
 
     @property
     def question_seconds(self) -> float:
