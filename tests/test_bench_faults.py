@@ -105,3 +105,13 @@ def test_a_message_counts_only_for_the_words_it_holds():
     assert out.problems == ["silent: nothing told the user about the infinite samples"]
     told = Outcome(said=["warning: speech.wav holds 400 samples that are not numbers (NaN)"])
     assert told.expect_said("nan", what="the NaN samples") and not told.problems
+
+
+def test_rows_of_another_lane_run_in_a_worker_of_their_own(test_rows, tmp_path):
+    passes = next(r for r in test_rows if r.name == "passes")
+    beside = RowSpec("passes-beside", "test", passes.target, 30, passes.what, models=(),
+                     lane=1)
+    results = run_rows([beside, passes], tmp_path)
+    assert [r.name for r in results] == ["passes-beside", "passes"]  # the order asked
+    assert all(r.passed for r in results)
+    assert (tmp_path / "worker-0-1.log").exists() and (tmp_path / "worker-1-1.log").exists()

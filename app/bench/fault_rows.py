@@ -21,6 +21,9 @@ class RowSpec:
     # Tiny models the row needs, built with the media files before it starts (not in
     # its time); rows on the user's files alone need none and start at once.
     models: tuple[str, ...] = ("qwen2.5-omni",)
+    # Rows of another lane run beside this one's in a second worker: the process rows
+    # spend most of their time waiting on an app they started.
+    lane: int = 0
 
 
 _CONFIG = "app.bench.fault_rows_config"
@@ -88,11 +91,11 @@ ROWS: tuple[RowSpec, ...] = (
     RowSpec("disk-full", "disk", f"{_LIVE}:disk_full", 90,
             "the disk fills up mid-conversation (simulated with a file-size limit)"),
     RowSpec("kill-9-mid-answer", "process", f"{_PROCESS}:kill_9", 120,
-            "`python -m app` is killed with SIGKILL while the assistant speaks"),
+            "`python -m app` is killed with SIGKILL while the assistant speaks", lane=1),
     RowSpec("sigterm-mid-answer", "process", f"{_PROCESS}:sigterm", 120,
-            "`python -m app` gets SIGTERM while the assistant speaks"),
+            "`python -m app` gets SIGTERM while the assistant speaks", lane=1),
     RowSpec("two-instances", "process", f"{_PROCESS}:two_instances", 150,
-            "two `python -m app` start in the same second"),
+            "two `python -m app` start in the same second", lane=1),
 )
 
 BY_NAME = {row.name: row for row in ROWS}

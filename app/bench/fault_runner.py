@@ -65,7 +65,7 @@ def last_words(path: Path) -> str:
 
 
 class _Worker:
-    def __init__(self, rows: list[RowSpec], work: Path, index: int) -> None:
+    def __init__(self, rows: list[RowSpec], work: Path, index: str) -> None:
         self.stderr_path = work / f"worker-{index}.log"
         env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
@@ -143,13 +143,43 @@ def run_rows(
     work: Path,
     report: Callable[[RowResult], None] = lambda result: None,
 ) -> list[RowResult]:
-    """Run `rows` in order in worker processes; `report` hears each result as it comes."""
+    """Run `rows` in worker processes; `report` hears each result as it comes. Rows of
+    different lanes run side by side (one worker each), rows of a lane in order; the
+    results come back in the order of `rows`."""
+    lanes: dict[int, list[RowSpec]] = {}
+    for row in rows:
+        lanes.setdefault(row.lane, []).append(row)
+    heard = threading.Lock()
+
+    def told(result: RowResult) -> None:
+        with heard:
+            report(result)
+
+    results: dict[int, list[RowResult]] = {}
+
+    def run(lane: int) -> None:
+        results[lane] = _run_lane(lanes[lane], work, told, lane)
+
+    threads = [threading.Thread(target=run, args=(lane,), name=f"fault-lane-{lane}")
+               for lane in sorted(lanes)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    by_name = {r.name: r for lane_results in results.values() for r in lane_results}
+    return [by_name[row.name] for row in rows if row.name in by_name]
+
+
+def _run_lane(rows: list[RowSpec], work: Path, report: Callable[[RowResult], None],
+              lane: int) -> list[RowResult]:
+    """One lane's rows in order, in one worker at a time (a fresh one after a crash or
+    a hang)."""
     results: list[RowResult] = []
     left = list(rows)
     index = 0
     while left:
         index += 1
-        worker = _Worker(left, work, index)
+        worker = _Worker(left, work, f"{lane}-{index}")
         current: RowSpec | None = None
         started = time.monotonic()
         deadline = started + WORKER_START_TIMEOUT_S

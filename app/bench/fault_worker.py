@@ -10,6 +10,8 @@ Qt slot are caught by hooks installed here and charged to the row that was runni
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import importlib
 import json
 import logging
@@ -19,6 +21,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -64,7 +67,7 @@ class RowContext:
 
     @property
     def media(self) -> Media:
-        return prepare(self.work / "media")
+        return media(self.work)
 
 
 _escaped: list[str] = []
@@ -84,6 +87,18 @@ def _install_hooks() -> None:
     sys.excepthook = main_hook
 
 
+@contextlib.contextmanager
+def _run_lock(work: Path) -> Iterator[None]:
+    """One worker at a time makes the run's shared files (workers run side by side)."""
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def tiny_model(work: Path, family: str = "qwen2.5-omni") -> Path:
     """A tiny random-weight model of this run, built once (as `duetto models tiny` does);
     Qwen2.5-Omni's answers last about 3 s."""
@@ -92,12 +107,20 @@ def tiny_model(work: Path, family: str = "qwen2.5-omni") -> Path:
         return folder
     from app.model.tiny import build_tiny
 
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    options = {"min_answer_tokens": ANSWER_TOKENS} if family == "qwen2.5-omni" else {}
-    build_tiny(family, partial, **options)
-    partial.rename(folder)
+    with _run_lock(work):
+        if (folder / "config.json").exists():  # another worker made it meanwhile
+            return folder
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        options = {"min_answer_tokens": ANSWER_TOKENS} if family == "qwen2.5-omni" else {}
+        build_tiny(family, partial, **options)
+        partial.rename(folder)
     return folder
+
+
+def media(work: Path) -> Media:
+    with _run_lock(work):
+        return prepare(work / "media")
 
 
 def run_row(spec: RowSpec, work: Path) -> RowResult:
@@ -146,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         for family in spec.models:  # made before the row's clock starts
             tiny_model(args.work, family)
         if spec.models:
-            prepare(args.work / "media")
+            media(args.work)
         protocol.write(json.dumps({"start": spec.name}) + "\n")
         result = run_row(spec, args.work)
         protocol.write(json.dumps({"result": result.to_dict()}) + "\n")
