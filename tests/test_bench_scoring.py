@@ -275,6 +275,47 @@ def test_a_native_duplex_model_is_gated_on_the_flow_not_on_its_own_decisions():
     assert scoring.targets(summary, 0.6, unit_seconds=1.0) == scoring.targets(summary, 0.6)
 
 
+def _state(state: str, t: float, rid: int | None = None) -> dict:
+    ev = {"event": "state", "t": t, "state": state}
+    if rid is not None:
+        ev["response"] = rid
+    return ev
+
+
+def test_an_answers_wait_splits_into_the_detectors_the_backends_and_the_flows_parts():
+    # The line ended at 2.0; the turn was decided at 2.35; the answer's first chunk was
+    # ready at 2.6 and its first sample reached the speaker at 2.63.
+    events = [{"event": "answer_ready", "t": 2.1, "response": 3},  # retracted: never played
+              _state("responding", 2.35), {"event": "answer_ready", "t": 2.6, "response": 4},
+              _state("speaking", 2.63, rid=4)]
+    assert scoring.answer_split(events, 2.0, 9.0) == {
+        "detector": 0.35, "backend": 0.25, "flow": 0.03}
+    # Prepared during the pause: ready before the decision, the backend's part is zero
+    # and the flow's runs from the decision.
+    early = [{"event": "answer_ready", "t": 2.2, "response": 5}, _state("responding", 2.3),
+             _state("speaking", 2.34, rid=5)]
+    assert scoring.answer_split(early, 2.0, 9.0) == {
+        "detector": 0.3, "backend": 0.0, "flow": 0.04}
+    # The model's verdict ended the turn: its compute is the detector's, in real time.
+    judged = [{"event": "turn_judged", "t": 2.3, "complete": True, "seconds": 0.12}, *early]
+    assert scoring.answer_split(judged, 2.0, 9.0) == {
+        "detector": 0.42, "backend": 0.0, "flow": 0.0}
+    # An answer that never played, or a decision after the next line began: no split.
+    assert scoring.answer_split([_state("responding", 2.3)], 2.0, 9.0) is None
+    assert scoring.answer_split(events, 2.0, 2.3) is None
+
+
+def test_the_flows_and_the_detectors_parts_are_gated_when_measured():
+    summary = _summary(1.0, 0.45, 1.0, 0.1, 0)
+    summary["turn_taking"].update(split_count=3, detector_part_median=0.44,
+                                  flow_part_median=0.061, backend_part_median=0.5)
+    verdicts = scoring.targets(summary, 0.35)
+    assert verdicts["end of speech -> decision median <= 0.45 s"]
+    assert not verdicts["first chunk ready -> first sample median <= 60 ms"]
+    summary["turn_taking"]["split_count"] = 0  # nothing measured: native, or no answers
+    assert not any("first chunk" in k for k in scoring.targets(summary, 0.35))
+
+
 # ------------------------------------------------------------------ saved runs
 @needs_espeak
 def test_a_saved_run_is_rescored_from_disk(tmp_path):

@@ -25,7 +25,8 @@ def test_settings_round_trip_through_the_file():
     chosen.model.quant = "int8"
     chosen.devices.mic = "USB"
     chosen.devices.camera_on = False
-    chosen.conversation.end_of_turn_silence = 1.2
+    chosen.conversation.turn_patience = 5
+    chosen.conversation.end_of_turn_model = False
     chosen.conversation.push_to_talk = True
     path = store.save(chosen)
     assert path == store.settings_path()
@@ -67,7 +68,7 @@ def test_wrong_values_fall_back_one_by_one():
         "persona": "interviewer",
         "first_run_done": "yes",  # not a bool
         "model": {"quant": 8, "device": "tpu", "local_dir": "/m"},
-        "conversation": {"end_of_turn_silence": 99, "echo_cancellation": False},
+        "conversation": {"turn_patience": 99, "echo_cancellation": False},
         "devices": "camera",  # not a group
         "unknown": 1,
     }), encoding="utf-8")
@@ -78,22 +79,41 @@ def test_wrong_values_fall_back_one_by_one():
     assert s.first_run_done is False
     assert s.model.quant == "nf4"
     assert s.model.device == "auto"
-    assert s.conversation.end_of_turn_silence == 5.0
+    assert s.conversation.turn_patience == 5
     assert s.conversation.echo_cancellation is False
     assert s.devices == store.DeviceSettings()
     text = " ".join(loaded.notes)
-    for name in ("first_run_done", "model.quant", "tpu", "devices", "end-of-turn"):
+    for name in ("first_run_done", "model.quant", "tpu", "devices", "end-of-turn patience"):
         assert name in text
     assert loaded.set_aside_to is None  # readable files are not moved
 
 
 def test_ints_are_accepted_for_floats_but_bools_are_not_ints():
-    settings, notes = store.from_dict({"conversation": {"end_of_turn_silence": 1,
-                                                        "barge_in_min_speech": True}})
-    assert settings.conversation.end_of_turn_silence == 1.0
-    assert isinstance(settings.conversation.end_of_turn_silence, float)
+    settings, notes = store.from_dict({"conversation": {"barge_in_min_speech": 1}})
+    assert settings.conversation.barge_in_min_speech == 1.0
+    assert isinstance(settings.conversation.barge_in_min_speech, float)
+    assert notes == []
+    settings, notes = store.from_dict({"conversation": {"barge_in_min_speech": True,
+                                                        "turn_patience": True}})
     assert settings.conversation.barge_in_min_speech == 0.3
-    assert len(notes) == 1
+    assert settings.conversation.turn_patience == 3
+    assert len(notes) == 2
+
+
+@pytest.mark.parametrize(("old_silence", "step"), [(0.6, 3), (0.2, 1), (1.2, 5), (3.0, 5),
+                                                    (0.9, 4)])
+def test_an_old_files_end_of_turn_silence_becomes_the_nearest_patience_step(old_silence, step):
+    settings, notes = store.from_dict({"conversation": {"end_of_turn_silence": old_silence}})
+    assert settings.conversation.turn_patience == step
+    assert settings.conversation.end_of_turn_model  # the model is on for old files too
+    assert notes == []
+
+
+def test_old_silence_steps_are_the_flows_patience_silences():
+    from app.flow.turn_end import PATIENCE
+
+    assert tuple(PATIENCE[k].silence for k in store.PATIENCE_STEPS) == store.OLD_SILENCE_STEPS
+    assert store.Settings().conversation.turn_patience == 3
 
 
 def test_a_failed_write_keeps_the_old_file(monkeypatch):

@@ -11,6 +11,7 @@ import tiny_models
 from media import write_video
 from speech import needs_espeak, silence, speak
 
+from app.flow.turn_end import JUDGE_AFTER, patience
 from app.ui.main_window import MainWindow
 from app.ui.options import LaunchOverrides
 
@@ -52,9 +53,11 @@ def test_a_live_conversation_switches_its_camera_and_shows_its_figures(
         assert window.side.rtf_value.text().endswith("×")
         assert float(window.side.rtf_value.text()[:-1]) > 0
         qtbot.waitUntil(lambda: window.side.turn_value.text() != "—", timeout=10_000)
-        # An answer is held until the end-of-turn silence has passed: never quicker.
-        silence_s = window.settings.conversation.end_of_turn_silence
-        assert _seconds(window.side.turn_value.text()) >= silence_s - 0.02
+        # An answer is held until the end of the turn is decided: never before the
+        # end-of-turn model is asked (or, with it off, before the silence has passed).
+        conv = window.settings.conversation
+        wait = JUDGE_AFTER if conv.end_of_turn_model else patience(conv.turn_patience).silence
+        assert _seconds(window.side.turn_value.text()) >= wait - 0.02
         assert window.controller.phase == "running"
         assert not [t for t in window.messages.texts() if "could not" in t]
     finally:

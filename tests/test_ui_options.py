@@ -26,7 +26,7 @@ def test_command_line_wins_over_settings(tmp_path):
     settings.model.local_dir = "/settings/model"
     settings.devices.mic = "3"
     settings.devices.speaker = "null"
-    settings.conversation.end_of_turn_silence = 1.1
+    settings.conversation.turn_patience = 5
     settings.conversation.record = True
     overrides = LaunchOverrides(camera="clip.avi", mic="talk.wav", model_dir=tmp_path,
                                 quant="int8", device="cpu")
@@ -36,7 +36,9 @@ def test_command_line_wins_over_settings(tmp_path):
     assert options.mic == "talk.wav" and options.camera == "clip.avi"
     assert options.speaker == "null"
     assert options.backend_options == {"device": "cpu"}
-    assert options.duplex.end_of_turn_silence == 1.1
+    assert options.duplex.end_of_turn_silence == 2.0  # the most patient step's cap
+    assert options.duplex.judge_after == pytest.approx(0.2)
+    assert options.end_of_turn is not None and options.end_of_turn.threshold == 0.8
     assert options.record_dir == settings.recordings_dir()
     assert options.loop_files  # files replayed for a demo keep going
 
@@ -45,7 +47,8 @@ def test_settings_devices_and_camera_off():
     settings = Settings()
     settings.model.local_dir = "/m"
     settings.devices.mic = "2"
-    options = build_options(settings, _persona(), LaunchOverrides(), camera_on=False)
+    options = build_options(settings, _persona(), LaunchOverrides(model_dir=Path("m")),
+                            camera_on=False)
     assert options.camera is None
     assert options.standby_camera == 0  # what switching it on mid-conversation opens
     assert options.mic == 2 and options.speaker is None
@@ -80,3 +83,21 @@ def test_self_check_folders_are_recognised(tmp_path):
     (tmp_path / "duetto.json").write_text(json.dumps({"tiny": True}))
     assert is_self_check(tmp_path)
     assert not is_self_check(Path(tmp_path / "missing"))
+
+
+def test_with_the_end_of_turn_model_off_the_patience_steps_silence_decides():
+    settings = Settings()
+    settings.conversation.end_of_turn_model = False
+    settings.conversation.turn_patience = 4
+    options = build_options(settings, _persona(), LaunchOverrides(model_dir=Path("m")),
+                            camera_on=False)
+    assert options.duplex.judge_after is None and options.end_of_turn is None
+    assert options.duplex.end_of_turn_silence == 0.9
+
+
+def test_default_settings_keep_the_old_silence_as_the_models_fallback():
+    options = build_options(Settings(), _persona(), LaunchOverrides(model_dir=Path("m")),
+                            camera_on=False)
+    assert options.end_of_turn is not None
+    assert options.end_of_turn.threshold == 0.5 and options.end_of_turn.silence == 0.6
+    assert options.duplex.end_of_turn_silence == 1.2

@@ -54,7 +54,8 @@ def test_every_page_is_there_and_unchanged_settings_round_trip(qtbot):
 def test_conversation_and_device_changes_reach_the_result(qtbot):
     dialog = _dialog(qtbot)
     page = dialog.conversation
-    page.silence.setValue(12)
+    page.patience.setValue(5)
+    page.turn_model.setChecked(False)
     page.sensitivity.setValue(10)
     page.echo.setChecked(False)
     page.push_to_talk.setChecked(True)
@@ -62,7 +63,8 @@ def test_conversation_and_device_changes_reach_the_result(qtbot):
     dialog.devices.mic.setEditText("/tmp/talk.wav")
     dialog.devices.camera_on.setChecked(False)
     result = dialog.result_settings()
-    assert result.conversation.end_of_turn_silence == pytest.approx(1.2)
+    assert result.conversation.turn_patience == 5
+    assert not result.conversation.end_of_turn_model
     assert result.conversation.barge_in_min_speech == pytest.approx(0.1)
     assert not result.conversation.echo_cancellation and result.conversation.push_to_talk
     assert result.conversation.record

@@ -12,6 +12,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "timeline": ("app.bench.timeline", "one simulated hour of mic audio and camera frames"),
     "backend": ("app.bench.backend", "Qwen2.5-Omni: prefill, first speech, speech RTF, memory"),
     "duplex": ("app.bench.duplex", "scripted conversations through the app, scored like FDB"),
+    "turn": ("app.bench.turn", "the end-of-turn model alone: accuracy and compute per call"),
     "gpu": ("app.bench.gpu", "full-size random-weight models on CUDA: VRAM, compute, RTF"),
     "faults": ("app.bench.faults", "every fault as a scripted session: what was said, kept"),
     "soak": ("app.bench.soak", "a long session whose devices come and go: memory, recording"),

@@ -39,6 +39,7 @@ USER_FILE = "user.wav"
 RESULTS_JSON = "results.json"
 RESULTS_TXT = "results.txt"
 DEFAULT_END_OF_TURN = 0.6  # DuplexConfig's default; read from it at run time
+TURN_MODEL_COMPUTE = 0.15  # the end-of-turn model's compute budget (app/bench/turn.py)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tiny model only: minimum answer length in tokens (its "
                              "talker makes about 50 codes a second: 140 is ~3 s of speech)")
     parser.add_argument("--end-of-turn-silence", type=float, default=None,
-                        help="override the duplex controller's end-of-turn silence (s)")
+                        help="override the duplex controller's end-of-turn silence (s); "
+                             "with the end-of-turn model, its cap")
+    parser.add_argument("--no-turn-model", action="store_true",
+                        help="end turns on silence alone, without the end-of-turn model")
     parser.add_argument("--room-rate", type=int, default=48000,
                         help="the simulated sound card's rate (Hz)")
 
@@ -120,7 +124,6 @@ def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Nam
     """Run one scenario in real time; returns its score (also saved beside the recording)."""
     from app.bench.duplex_media import SceneSource, noise_track
     from app.bench.duplex_user import ScriptedUser, resample
-    from app.flow.duplex import DuplexConfig
     from app.flow.player import Player
     from app.flow.resample import StreamResampler
     from app.flow.session import Session, SessionConfig
@@ -130,7 +133,7 @@ def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Nam
     rate = args.room_rate
     user = ScriptedUser(scenario, speech, rate)
     eot = args.end_of_turn_silence or scenario.end_of_turn_silence
-    duplex = DuplexConfig(end_of_turn_silence=eot) if eot else DuplexConfig()
+    judge, duplex, wait = _turn_taking(eot, not getattr(args, "no_turn_model", False))
     echo = scenario.echo
     config = SessionConfig(
         duplex=duplex,
@@ -139,7 +142,7 @@ def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Nam
     )
     player = Player(rate, resampler_factory=StreamResampler)
     persona = Persona("bench", "You are a helpful assistant. Answer in a few sentences.")
-    session = Session(backend, player, persona, config)
+    session = Session(backend, player, persona, config, turn_judge=judge)
     background = (noise_track(scenario.noise, rate, user.longest_seconds() + 5, speech)
                   if scenario.noise else np.zeros(0, np.float32))
     room = VirtualRoom(
@@ -180,6 +183,9 @@ def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Nam
         "category": scenario.category,
         "description": scenario.description,
         "end_of_turn_silence": duplex.end_of_turn_silence,
+        "end_of_turn_model": judge.detector is not None,
+        # What the turn-taking gates allow for the end of a turn (see _turn_taking).
+        "end_of_turn_wait": wait,
         "wall_seconds": round(wall, 2),
         "memory_mb": memory.samples,
         # Resident size just after each of the worker's heap trims, between units: the
@@ -195,6 +201,29 @@ def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Nam
     }
     (folder / TASK_FILE).write_text(json.dumps(task, indent=1))
     return score_folder(folder)
+
+
+def _turn_taking(silence: float | None, use_model: bool):
+    """The end-of-turn judge, the controller's settings, and the wait the gates allow.
+
+    With the model (the app's default: patience step 3), a turn ends when the model, asked
+    at JUDGE_AFTER of silence, says so, and at the cap otherwise; the gates allow the ask
+    plus the model's compute budget (`duetto bench turn`: 0.15 s). Without it (or when it
+    cannot load), the silence decides and is the wait.
+    """
+    from app.flow.duplex import DuplexConfig
+    from app.flow.turn_end import JUDGE_AFTER, TurnJudge, load_turn_judge, patience
+
+    step = patience(3)
+    judge = load_turn_judge(step) if use_model else TurnJudge(None)
+    if judge.detector is None:
+        if judge.failure:
+            print(f"end-of-turn model: {judge.failure}; silence only", file=sys.stderr)
+            judge = TurnJudge(None)
+        duplex = DuplexConfig(end_of_turn_silence=silence) if silence else DuplexConfig()
+        return judge, duplex, duplex.end_of_turn_silence
+    duplex = DuplexConfig(end_of_turn_silence=silence or step.cap, judge_after=JUDGE_AFTER)
+    return judge, duplex, JUDGE_AFTER + TURN_MODEL_COMPUTE
 
 
 class MemorySampler:
@@ -277,7 +306,10 @@ def score_folder(folder: Path) -> dict[str, Any]:
         user = stereo[:, 0]
     events = read_events(folder / "events.jsonl")
     score = scoring.score_recording(user, stereo[:, 1], rate, task, events)
-    score["end_of_turn_silence"] = task.get("end_of_turn_silence", DEFAULT_END_OF_TURN)
+    # The gates' end-of-turn wait: older runs (silence only) have just the silence.
+    score["end_of_turn_silence"] = task.get(
+        "end_of_turn_wait", task.get("end_of_turn_silence", DEFAULT_END_OF_TURN))
+    score["end_of_turn_model"] = bool(task.get("end_of_turn_model", False))
     score["wall_seconds"] = task.get("wall_seconds")
     # Older runs have no kept-memory samples: then the raw samples stand in.
     kept = task.get("kept_memory_mb") or task.get("memory_mb", [])

@@ -76,9 +76,14 @@ def table(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"smooth turn-taking   TOR {_s(tt['tor'], '')} over {tt['count']} turns; latency median "
-        f"{_s(tt['latency_median'])}, p90 {_s(tt['latency_p90'])} (end-of-turn silence "
+        f"{_s(tt['latency_median'])}, p90 {_s(tt['latency_p90'])} (end-of-turn wait "
         f"{results.get('end_of_turn_silence', 0):.2f}s); v1.5 response latency median "
         f"{_s(tt['response_latency_median'])}",
+        f"where the wait went  over {tt.get('split_count', 0)} answers, medians: end of "
+        f"speech -> decision {_ms(tt.get('detector_part_median'))} (detector), decision -> "
+        f"first chunk ready {_ms(tt.get('backend_part_median'))} (backend, this machine), "
+        f"first chunk ready -> first sample {_ms(tt.get('flow_part_median'))} (flow; p90 "
+        f"{_ms(tt.get('flow_part_p90'))})",
         f"pause handling       TOR {_s(p['pause_handling']['tor'], '')} over "
         f"{p['pause_handling']['count']} pauses (lower is better; reported, not gated)",
         f"user interruption    TOR {_s(it['tor'], '')} over {it['valid']} of {it['count']} "

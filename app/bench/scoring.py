@@ -19,6 +19,11 @@ The rules (our own code, after reading the benchmark's evaluation scripts):
   clamped at zero, over takeovers only.
 * Pause handling (v1): a takeover in the pause, or while the user is finishing the
   thought after it (the assistant was set off by the pause); lower is better.
+* Where a turn-taking answer's wait went (turn-based backends): the line's end to the
+  end-of-turn decision (the controller's "responding"; voice activity and the end-of-turn
+  model: the detector's part), the decision to the answer's first chunk being ready (the
+  backend's part; zero when it was ready first, prepared during the pause), and from
+  then to its first sample at the speaker (the flow's part: holding, queueing, playing).
 * Stop latency (v1.5): how long the assistant's segment and the user's interrupting
   segment overlap. Response latency (v1.5): the user's segment end to the start of the
   next assistant segment.
@@ -48,6 +53,13 @@ LEVEL_THRESHOLD_DB = -50.0  # the assistant track: louder than this is sound
 SNAP_THRESHOLD = 10 ** (-48 / 20)  # the user track's audible-sample level for edge snapping
 SNAP_REACH = 0.15  # seconds a VAD edge may move when snapped
 BACKCHANNEL_WINDOW = 1.0  # a barge-in this long after a backchannel ends counts against it
+# The app's parts of an answer's wait. The flow's: the issue's 60 ms (a chunk ready must
+# reach the speaker within a few device blocks). The detector's: the end-of-turn wait
+# (with the model: asked at 0.2 s of silence, up to 0.15 s to answer on a 2-core machine,
+# `duetto bench turn`; without: the silence) plus voice activity's 0.1 s to confirm a
+# pause. With the model that is 0.45 s, inside the issue's 0.5 s turn-taking target.
+FLOW_PART = 0.06
+VAD_CONFIRM = 0.1
 
 Segment = tuple[float, float]
 
@@ -173,6 +185,37 @@ def words_by_response(events: list[dict[str, Any]]) -> dict[int, tuple[float, in
     return out
 
 
+def answer_split(events: list[dict[str, Any]], end: float,
+                 until: float) -> dict[str, float] | None:
+    """The wait after a user line that ended at `end`, split into the detector's, the
+    backend's and the flow's parts (module docstring); None when no answer played
+    before `until`."""
+    decided = next((float(ev["t"]) for ev in events if ev.get("event") == "state"
+                    and ev.get("state") == "responding" and end <= float(ev["t"]) < until),
+                   None)
+    if decided is None:
+        return None
+    # Events are stamped with the audio's time; the end-of-turn model's call made its
+    # verdict that much later in real time (the listener catches up afterwards).
+    verdict_after = next((float(ev.get("seconds", 0.0)) for ev in events
+                          if ev.get("event") == "turn_judged" and ev.get("complete")
+                          and abs(float(ev["t"]) - decided) < 1e-6), 0.0)
+    spoke = next((ev for ev in events if ev.get("event") == "state"
+                  and ev.get("state") == "speaking" and decided <= float(ev["t"]) < until
+                  and ev.get("response") is not None), None)
+    if spoke is None:
+        return None
+    ready = next((float(ev["t"]) for ev in events if ev.get("event") == "answer_ready"
+                  and ev.get("response") == spoke["response"]), None)
+    if ready is None:
+        return None
+    heard = float(spoke["t"])
+    decided += verdict_after
+    return {"detector": round(decided - end, 3),
+            "backend": round(max(0.0, ready - decided), 3),
+            "flow": round(max(0.0, heard - max(ready, decided)), 3)}
+
+
 # ----------------------------------------------------------------------- rules
 @dataclass(frozen=True)
 class Takeover:
@@ -262,6 +305,9 @@ def score_lines(
             if expect == "respond" and u is not None:
                 nxt = next_model_start(model, u[1])
                 r["response_latency"] = None if nxt is None else round(nxt - u[1], 3)
+            split = answer_split(events, end, next_start) if expect == "respond" else None
+            if split is not None:
+                r.update({f"{part}_part": seconds for part, seconds in split.items()})
         elif expect in ("interrupt", "continue"):
             speaking = covering(model, start)
             if speaking is None:
@@ -362,7 +408,12 @@ def pool(scores: list[dict[str, Any]]) -> dict[str, Any]:
         "turn_taking": {"count": len(of("respond", "tor")), "tor": _mean(of("respond", "tor")),
                         "latency_median": _median(of("respond", "latency")),
                         "latency_p90": _p90(of("respond", "latency")),
-                        "response_latency_median": _median(of("respond", "response_latency"))},
+                        "response_latency_median": _median(of("respond", "response_latency")),
+                        "split_count": len(of("respond", "flow_part")),
+                        "detector_part_median": _median(of("respond", "detector_part")),
+                        "backend_part_median": _median(of("respond", "backend_part")),
+                        "flow_part_median": _median(of("respond", "flow_part")),
+                        "flow_part_p90": _p90(of("respond", "flow_part"))},
         "pause_handling": {"count": len(of("hold", "tor")), "tor": _mean(of("hold", "tor"))},
         "interruption": {
             "count": len(interrupts),
@@ -407,6 +458,7 @@ def _checks(summary: dict[str, Any], end_of_turn_silence: float,
     units wait while it answers, by design). A figure that could not be measured misses."""
     tt, it = summary["turn_taking"], summary["interruption"]
     limit = end_of_turn_silence + 0.15
+    detector_part = end_of_turn_silence + VAD_CONFIRM
 
     def at_least(v: float | None, lo: float) -> bool:
         return v is not None and v >= lo
@@ -419,10 +471,20 @@ def _checks(summary: dict[str, Any], end_of_turn_silence: float,
         (f"turn-taking latency median <= {limit:.2f} s", at_most(tt["latency_median"], limit),
          "model"),
         ("interruption TOR >= 0.95", at_least(it["tor"], 0.95), "model"),
+
         ("stop latency median <= 0.15 s", at_most(it["stop_latency_median"], 0.15), "flow"),
         ("stop latency max <= 0.25 s", at_most(it.get("stop_latency_max"), 0.25), "flow"),
         ("zero underruns", summary["underruns"] == 0, "flow"),
     ]
+    if tt.get("split_count"):
+        # The app's own parts of a turn-based answer's wait; a native model's answers have
+        # no split (it decides itself when to speak), so there these do not appear.
+        checks += [
+            (f"end of speech -> decision median <= {detector_part:.2f} s",
+             at_most(tt.get("detector_part_median"), detector_part), "flow"),
+            (f"first chunk ready -> first sample median <= {FLOW_PART * 1000:.0f} ms",
+             at_most(tt.get("flow_part_median"), FLOW_PART), "flow"),
+        ]
     if unit_seconds:
         checks.append((f"keeps real time: unit lag p90 <= {unit_seconds:.2f} s (one unit)",
                        at_most(summary.get("unit_lag_p90"), unit_seconds), "native"))

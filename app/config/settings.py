@@ -51,7 +51,11 @@ class DeviceSettings:
 
 @dataclass
 class ConversationSettings:
-    end_of_turn_silence: float = 0.6  # seconds of quiet that end the user's turn
+    # How long Duetto waits before it answers: 1 quickest .. 5 most patient (what each
+    # step means, with and without the model, is app/flow/turn_end.py's PATIENCE).
+    turn_patience: int = 3
+    # An end-of-turn model listens for how a sentence ends; off: the silence alone decides.
+    end_of_turn_model: bool = True
     barge_in_min_speech: float = 0.3  # seconds of speech over the assistant that stop it
     echo_cancellation: bool = True
     record: bool = False
@@ -94,6 +98,8 @@ def _fits(value: Any, default: Any) -> bool:
         return isinstance(value, bool)
     if isinstance(default, float):
         return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, type(default))
 
 
@@ -121,14 +127,32 @@ def _from_dict(cls: type, data: dict[str, Any], where: str, notes: list[str]) ->
     return instance
 
 
+PATIENCE_STEPS = range(1, 6)
+# Settings files before the patience control kept the end-of-turn silence in seconds;
+# these are the silences of patience steps 1..5 (turn_end.PATIENCE): the nearest one
+# keeps an old file's choice.
+OLD_SILENCE_STEPS = (0.4, 0.5, 0.6, 0.9, 1.2)
+
+
+def _migrate(data: dict[str, Any], settings: Settings) -> None:
+    conv = data.get("conversation")
+    if not isinstance(conv, dict) or "turn_patience" in conv:
+        return
+    old = conv.get("end_of_turn_silence")
+    if _fits(old, 0.0):
+        nearest = min(range(len(OLD_SILENCE_STEPS)),
+                      key=lambda i: abs(OLD_SILENCE_STEPS[i] - float(old)))
+        settings.conversation.turn_patience = PATIENCE_STEPS[nearest]
+
+
 def _validate(settings: Settings, notes: list[str]) -> None:
     """Ranges the conversation code would reject: clamp them, and say so."""
     conv = settings.conversation
-    clamped = min(5.0, max(0.05, conv.end_of_turn_silence))
-    if clamped != conv.end_of_turn_silence:
-        notes.append(f"end-of-turn silence {conv.end_of_turn_silence} s is out of range; "
-                     f"using {clamped} s")
-        conv.end_of_turn_silence = clamped
+    if conv.turn_patience not in PATIENCE_STEPS:
+        clamped = min(PATIENCE_STEPS[-1], max(PATIENCE_STEPS[0], conv.turn_patience))
+        notes.append(f"end-of-turn patience {conv.turn_patience} is out of range "
+                     f"({PATIENCE_STEPS[0]}-{PATIENCE_STEPS[-1]}); using {clamped}")
+        conv.turn_patience = clamped
     clamped = min(3.0, max(0.0, conv.barge_in_min_speech))
     if clamped != conv.barge_in_min_speech:
         notes.append(f"barge-in speech {conv.barge_in_min_speech} s is out of range; "
@@ -147,6 +171,7 @@ def _validate(settings: Settings, notes: list[str]) -> None:
 def from_dict(data: dict[str, Any]) -> tuple[Settings, list[str]]:
     notes: list[str] = []
     settings = _from_dict(Settings, data, "", notes)
+    _migrate(data, settings)
     _validate(settings, notes)
     return settings, notes
 

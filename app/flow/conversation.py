@@ -25,6 +25,7 @@ from app.flow.duplex import DuplexConfig
 from app.flow.player import Player
 from app.flow.resample import StreamResampler
 from app.flow.session import Session, SessionConfig
+from app.flow.turn_end import TurnPatience, load_turn_judge
 from app.flow.virtual_output import VirtualOutputStream
 from app.model import families
 from app.model.contract import Backend, ModelSource, Persona, Progress, Quant
@@ -46,6 +47,8 @@ class ConversationOptions:
     mid-conversation after starting with it off (None: no camera to switch on).
     `speaker` None is the default output, "null" plays to nowhere (in real time), a path
     ending in .wav writes what would be played, a number an index.
+    `end_of_turn`: the end-of-turn model's patience step (threshold, cap, and the silence
+    to fall back on); None: no model, `duplex.end_of_turn_silence` alone decides.
     """
 
     model: ModelSource
@@ -62,6 +65,7 @@ class ConversationOptions:
     loop_files: bool = False
     unit_ms: int | None = None  # the backend's own default when None
     backend_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    end_of_turn: TurnPatience | None = None
 
 
 def load_backend(options: ConversationOptions, progress: Progress) -> Backend:
@@ -151,12 +155,19 @@ def build_session(
 ) -> Session:
     """The session around a loaded backend, with its sources attached (not started)."""
     player, output = open_output(options.speaker)
+    judge = load_turn_judge(options.end_of_turn)
+    duplex = options.duplex
+    if options.end_of_turn is not None and judge.detector is None:
+        # No model after all: the pause that ends a turn is the patience step's silence,
+        # and the judge tells the user why at the first pause.
+        duplex = dataclasses.replace(duplex, end_of_turn_silence=options.end_of_turn.silence)
     config = SessionConfig(
-        duplex=options.duplex,
+        duplex=duplex,
         echo_cancellation=options.echo_cancellation,
         record_dir=options.record_dir,
     )
-    session = Session(backend, player, options.persona, config, output=output)
+    session = Session(backend, player, options.persona, config, output=output,
+                      turn_judge=judge)
     clock = ReplayClock(realtime=True)  # file sources share it, like devices share time
     mic_clocks = [clock]
 

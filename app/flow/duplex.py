@@ -12,7 +12,10 @@ playback resumes where it paused and nothing is lost; if they keep talking, it i
 barge-in: the queued audio is flushed, the model is stopped and told what was heard.
 
 Turn-based backends (runtime duplex) get their end of turn from here: the user's speech
-ended and `end_of_turn_silence` passed without new speech. Native-duplex backends decide
+ended and `end_of_turn_silence` passed without new speech. With an end-of-turn model
+(`judge_after` set, see turn_end.py) the controller asks for its verdict once a pause
+is `judge_after` old (Action.JUDGE_TURN); a "complete" verdict (`on_turn_judged`) ends the
+turn then, and otherwise `end_of_turn_silence` is the cap. Native-duplex backends decide
 for themselves when to speak; a confirmed barge-in still forces them to listen, because
 such models may never yield by themselves. A barge-in is the user starting to talk over
 the assistant: when a native model starts talking while the user already is (a
@@ -46,6 +49,7 @@ class Action(enum.StrEnum):
     CANCEL_RESPONSE = "cancel_response"  # the user went on before any audio played
     PREPARE_TURN = "prepare_turn"  # likely end of turn: start the answer, hold its audio
     RETRACT_TURN = "retract_turn"  # the user went on: drop the prepared answer
+    JUDGE_TURN = "judge_turn"  # ask the end-of-turn model; answer with on_turn_judged
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,10 @@ class DuplexConfig:
     # dropped if the user goes on. It hides the answer's first-chunk time in the silence
     # the user has to wait anyway. None turns it off.
     speculate_after: float | None = 0.05
+    # With an end-of-turn model: the silence after which it judges the turn so far; a
+    # "complete" verdict ends the turn at once, and `end_of_turn_silence` becomes the cap
+    # for when it says "not yet". None: no model, the silence alone decides.
+    judge_after: float | None = None
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.end_of_turn_silence <= 5.0:
@@ -74,6 +82,8 @@ class DuplexConfig:
             raise ValueError("resume delay must be between 0 s and 2 s")
         if self.speculate_after is not None and not 0.0 <= self.speculate_after <= 5.0:
             raise ValueError("speculation delay must be between 0 s and 5 s, or None")
+        if self.judge_after is not None and not 0.0 <= self.judge_after <= 5.0:
+            raise ValueError("end-of-turn model delay must be between 0 s and 5 s, or None")
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,7 @@ class DuplexController:
         self.user_speaking = False
         self._speech_start = 0.0  # onset time of the current user speech
         self._turn_due: float | None = None  # when the end of turn fires, if nothing changes
+        self._judge_due: float | None = None  # when to ask the end-of-turn model
         self._paused = False
         self._resume_due: float | None = None  # resume playback then, if no more speech
         self._turn_offset = 0.0  # where the user's last speech ended
@@ -148,10 +159,20 @@ class DuplexController:
             self._speculating = True
             actions.append(Action.PREPARE_TURN)
         if (
+            self._judge_due is not None
+            and now >= self._judge_due - _EPSILON
+            and self.state is DuplexState.LISTENING
+            and self._turn_due is not None
+            and now < self._turn_due - _EPSILON
+        ):
+            self._judge_due = None
+            actions.append(Action.JUDGE_TURN)
+        if (
             self._turn_due is not None
             and now >= self._turn_due - _EPSILON
             and self.state is DuplexState.LISTENING
         ):
+            self._judge_due = None
             self._turn_due = None
             self._speculating = False
             if not self.native_duplex:
@@ -160,11 +181,27 @@ class DuplexController:
                 actions.append(Action.END_TURN)
         return actions
 
+    def on_turn_judged(self, complete: bool, now: float) -> list[Action]:
+        """The end-of-turn model's verdict on the pause it was asked about (JUDGE_TURN).
+
+        "Complete" ends the turn now, if the user has not spoken since; "not yet" leaves
+        the silence cap to decide.
+        """
+        if (
+            complete
+            and self._turn_due is not None
+            and not self.user_speaking
+            and self.state is DuplexState.LISTENING
+        ):
+            self._turn_due = min(self._turn_due, now)
+        return self.on_clock(now)
+
     def on_model_speech(self, t: float) -> list[Action]:
         """The first audio of a response went to the player (or a native model said SPEAK)."""
         if self.state in (DuplexState.RESPONDING, DuplexState.LISTENING):
             self._enter(DuplexState.SPEAKING, t, "assistant speaks")
             self._turn_due = None
+            self._judge_due = None
             if not self.user_speaking:
                 self._new_burst()
             elif self.native_duplex:
@@ -204,6 +241,7 @@ class DuplexController:
         self._overlap_by_model = False
         self._speech_start = event.t
         self._turn_due = None
+        self._judge_due = None
         self._resume_due = None
         retract: list[Action] = []
         if self._speculating:  # the user was only pausing: drop the prepared answer
@@ -238,6 +276,8 @@ class DuplexController:
             return self.on_clock(event.detected_at)
         self._turn_due = event.t + self.config.end_of_turn_silence
         self._turn_offset = event.t
+        if self.config.judge_after is not None:
+            self._judge_due = event.t + self.config.judge_after
         if self.state is DuplexState.INTERRUPTED:
             self._enter(DuplexState.LISTENING, event.detected_at, "user finished")
         return actions + self.on_clock(event.detected_at)

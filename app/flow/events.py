@@ -38,6 +38,13 @@ class EventKind(enum.StrEnum):
     # message: a sentence for the user, folder: where what was kept lies, or None}); the
     # conversation goes on either way (session_recording.py).
     RECORDING = "recording"
+    # The end-of-turn model judged a pause: data {probability, complete, seconds (its
+    # compute), audio_seconds (what it heard), silence (how long the pause was then)}.
+    TURN_JUDGED = "turn_judged"
+    # A turn-based answer's first speech chunk is ready (written to the player, held
+    # while the end of the turn is not yet certain): data {response}. The benchmark splits
+    # each answer's wait at this moment: the backend's part before, the flow's after.
+    ANSWER_READY = "answer_ready"
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ from app.flow.resample import StreamResampler
 from app.flow.session_recording import SessionRecording
 from app.flow.stall import RESUMED, STALLED, StallWatch
 from app.flow.timeline import OverflowEvent, Timeline
+from app.flow.turn_end import TurnJudge
 from app.flow.unit_builder import MIN_FINAL_UNIT_SECONDS, UnitBuilder
 from app.flow.vad import VadKind, VoiceActivity
 from app.model.contract import Backend, Control, Decision, Output, Persona, Unit
@@ -130,6 +131,7 @@ class Session:
         *,
         output: OutputStream | None = None,
         vad: VoiceActivity | None = None,
+        turn_judge: TurnJudge | None = None,
     ) -> None:
         self.backend = backend
         self.player = player
@@ -163,6 +165,9 @@ class Session:
         self._response_end: int | None = None  # native: ring position where it ended
         self._holding_model = False  # native: muted while the user holds the floor
         self.vad = vad or VoiceActivity()
+        # The end-of-turn model (turn_end.py), asked when the controller says JUDGE_TURN;
+        # it hears what voice activity hears.
+        self.turn_judge = turn_judge or TurnJudge(None)
         self.echo = EchoCanceller(self.tick_rate, enabled=self.config.echo_cancellation)
         self.echo_path = EchoPathMonitor(block_ticks=max(1, round(0.24 / self.config.tick_seconds)))
         self._far_tick = np.zeros(0, dtype=np.float32)  # what played during the last tick
@@ -377,7 +382,9 @@ class Session:
         if self.cleaned_tap is not None:
             self.cleaned_tap(mic, cleaned, tick.start)
         self._now = tick.end
-        speech_events = self.vad.feed(self._to_vad.process(listened), tick.start)
+        heard = self._to_vad.process(listened)
+        self.turn_judge.hear(heard, tick.start)
+        speech_events = self.vad.feed(heard, tick.start)
         for event in speech_events:
             if event.kind is VadKind.OFFSET:
                 self._last_offset_t = event.t
@@ -518,6 +525,8 @@ class Session:
                 self._prepare_turn()
             elif action is Action.RETRACT_TURN:
                 self._retract_turn()
+            elif action is Action.JUDGE_TURN:
+                self._judge_turn()
         history = self.controller.history
         for transition in history[self._history_seen :]:
             extra = {}
@@ -531,6 +540,27 @@ class Session:
                 **extra,
             )
         self._history_seen = len(history)
+
+    def _judge_turn(self) -> None:
+        """Ask the end-of-turn model about the pause the user is in (see turn_end.py)."""
+        verdict = self.turn_judge.judge(self.controller.burst_start)
+        if verdict is not None:
+            self.events.emit(
+                EventKind.TURN_JUDGED, self._now,
+                probability=verdict.probability, complete=verdict.complete,
+                seconds=verdict.seconds, audio_seconds=verdict.audio_seconds,
+                silence=self._now - self._last_offset_t,
+            )
+        elif self.turn_judge.failure is not None:  # once: the judge has dropped the model
+            self.events.emit(
+                EventKind.ERROR, self._now,
+                message=f"{self.turn_judge.failure}; the conversation goes on, and turns "
+                        f"end after {self.controller.config.end_of_turn_silence:.1f} s "
+                        "of silence",
+            )
+            self.turn_judge.failure = None
+        complete = verdict is not None and verdict.complete
+        self._act(self.controller.on_turn_judged(complete, self._now), self._now)
 
     def _end_turn(self, t: float) -> None:
         if self._speculation is not None:
@@ -783,6 +813,9 @@ class Session:
                     # With its work: the listener drops it if the answer was retracted
                     # before it read this (a check here alone races with the retraction).
                     self._inbox.append(("answer", (rid, work)))
+                    ready = self._session_time_of(time.monotonic())
+                    self.events.emit(EventKind.ANSWER_READY,
+                                     self._now if ready is None else ready, response=rid)
                 with self._interrupt_lock:  # held across the write: see _retract_turn
                     if self._barge_ins != barge_ins_before:
                         # The user cut in while this answer was being made, before the

@@ -15,6 +15,7 @@ from app.config.personas import PersonaFile
 from app.config.settings import Settings
 from app.flow.conversation import ConversationOptions
 from app.flow.duplex import DuplexConfig
+from app.flow.turn_end import JUDGE_AFTER, patience
 from app.model import registry
 from app.model.contract import BackendError, ModelSource, Quant
 
@@ -100,6 +101,7 @@ def build_options(
     """The next conversation's options. Raises BackendError when no model is chosen."""
     devices = settings.devices
     conv = settings.conversation
+    step = patience(conv.turn_patience)
     camera_spec = overrides.camera if overrides.camera is not None else devices.camera
     chosen_camera = device_spec(camera_spec)
     if chosen_camera is None:
@@ -123,9 +125,11 @@ def build_options(
         standby_camera=chosen_camera,  # switched on mid-conversation, this one opens
         speaker=speaker,
         duplex=DuplexConfig(
-            end_of_turn_silence=conv.end_of_turn_silence,
+            end_of_turn_silence=step.cap if conv.end_of_turn_model else step.silence,
+            judge_after=JUDGE_AFTER if conv.end_of_turn_model else None,
             barge_in_min_speech=conv.barge_in_min_speech,
         ),
+        end_of_turn=step if conv.end_of_turn_model else None,
         echo_cancellation=conv.echo_cancellation,
         record_dir=settings.recordings_dir() if conv.record else None,
         # Files replayed for a demo or a self-check keep going for as long as it runs.

@@ -1,5 +1,6 @@
-"""Settings → Conversation: how turn-taking feels (end-of-turn silence, barge-in
-sensitivity), echo cancellation, push-to-talk and where recordings go."""
+"""Settings → Conversation: how turn-taking feels (how quickly Duetto answers, whether
+it listens for how a sentence ends, barge-in sensitivity), echo cancellation,
+push-to-talk and where recordings go."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.config.settings import Settings
+from app.config.settings import PATIENCE_STEPS, Settings
 from app.ui.pages.common import note, page_layout, section
 
 # Barge-in sensitivity 1 (hard to interrupt) .. 10 (stops at the first syllable) maps to
 # the seconds of speech over the assistant that count as an interruption.
+PATIENCE_WORDS = {1: "quickest", 2: "quick", 3: "balanced", 4: "patient", 5: "most patient"}
+
 SENSITIVITY_SECONDS = {1: 1.2, 2: 0.9, 3: 0.7, 4: 0.55, 5: 0.45, 6: 0.35, 7: 0.3, 8: 0.22,
                        9: 0.15, 10: 0.1}
 
@@ -40,16 +43,16 @@ class ConversationPage(QWidget):
         grid = QGridLayout()
         grid.setHorizontalSpacing(14)
         grid.setVerticalSpacing(6)
-        self.silence = QSlider(Qt.Orientation.Horizontal, turns)
-        self.silence.setRange(2, 30)  # tenths of a second
-        self.silence.setValue(round(conv.end_of_turn_silence * 10))
-        self.silence_value = QLabel("", turns)
-        self.silence_value.setMinimumWidth(90)
-        grid.addWidget(QLabel("End of your turn after", turns), 0, 0)
-        grid.addWidget(self.silence, 0, 1)
-        grid.addWidget(self.silence_value, 0, 2)
-        grid.addWidget(note("How long you may pause before Duetto answers. Longer suits "
-                            "thinking aloud; shorter feels snappier.", turns), 1, 1)
+        self.patience = QSlider(Qt.Orientation.Horizontal, turns)
+        self.patience.setRange(PATIENCE_STEPS[0], PATIENCE_STEPS[-1])
+        self.patience.setValue(conv.turn_patience)
+        self.patience_value = QLabel("", turns)
+        self.patience_value.setMinimumWidth(90)
+        grid.addWidget(QLabel("Answer when you pause", turns), 0, 0)
+        grid.addWidget(self.patience, 0, 1)
+        grid.addWidget(self.patience_value, 0, 2)
+        grid.addWidget(note("Quicker answers sooner after you stop; more patient lets you "
+                            "pause to think without being cut off.", turns), 1, 1)
         self.sensitivity = QSlider(Qt.Orientation.Horizontal, turns)
         self.sensitivity.setRange(1, 10)
         self.sensitivity.setValue(sensitivity_for(conv.barge_in_min_speech))
@@ -61,6 +64,12 @@ class ConversationPage(QWidget):
                             "(\"mm-hm\") never stop it; it pauses and goes on.", turns), 3, 1)
         grid.setColumnStretch(1, 1)
         t.addLayout(grid)
+        self.turn_model = QCheckBox("Listen for how you finish a sentence (answers at once "
+                                    "when you are done, waits when you are mid-thought)",
+                                    turns)
+        self.turn_model.setChecked(conv.end_of_turn_model)
+        t.addWidget(self.turn_model)
+        t.addWidget(note("Off: only the length of your pause decides.", turns))
         self.push_to_talk = QCheckBox("Push-to-talk: the mic is open only while you hold "
                                       "Space or the Hold to talk button", turns)
         self.push_to_talk.setChecked(conv.push_to_talk)
@@ -92,12 +101,12 @@ class ConversationPage(QWidget):
         layout.addWidget(rec)
         layout.addStretch(1)
 
-        self.silence.valueChanged.connect(self._labels)
+        self.patience.valueChanged.connect(self._labels)
         self.sensitivity.valueChanged.connect(self._labels)
         self._labels()
 
     def _labels(self) -> None:
-        self.silence_value.setText(f"{self.silence.value() / 10:.1f} s")
+        self.patience_value.setText(PATIENCE_WORDS[self.patience.value()])
         seconds = SENSITIVITY_SECONDS[self.sensitivity.value()]
         self.sensitivity_value.setText(f"after {seconds:.2f} s")
 
@@ -109,7 +118,8 @@ class ConversationPage(QWidget):
 
     def apply_to(self, settings: Settings) -> None:
         conv = settings.conversation
-        conv.end_of_turn_silence = self.silence.value() / 10
+        conv.turn_patience = self.patience.value()
+        conv.end_of_turn_model = self.turn_model.isChecked()
         conv.barge_in_min_speech = SENSITIVITY_SECONDS[self.sensitivity.value()]
         conv.echo_cancellation = self.echo.isChecked()
         conv.push_to_talk = self.push_to_talk.isChecked()
