@@ -70,18 +70,22 @@ class VirtualInputStream:
     def _pump(self) -> None:
         frames = self.blocksize
         period = frames / self.samplerate
-        next_at = time.monotonic()
+        origin = time.monotonic()
+        sent = 0
         try:
             while not self._halt.is_set():
-                next_at += period
-                delay = next_at - time.monotonic()
+                # Like a sound card's clock: each block is stamped when its first sample
+                # was captured, even when this thread is late to hand it over (a busy
+                # machine), so lateness never reads as lost audio.
+                adc = origin + sent / self.samplerate
+                delay = adc + period - time.monotonic()
                 if delay > 0 and self._halt.wait(delay):
                     return
                 if not self.card.plugged_in(self.generation):
                     return  # unplugged: PortAudio completes the stream
                 block = self.card.hear(frames)
                 indata = np.repeat(block[:, None], self.channels, axis=1)
-                adc = time.monotonic() - period
+                sent += frames
                 info = StreamTime(currentTime=time.monotonic(), outputBufferDacTime=0.0,
                                   inputBufferAdcTime=adc)
                 try:
