@@ -138,11 +138,29 @@ def test_header_tensors_read_headers_only(tmp_path: Path) -> None:
     folder.mkdir()
     header = json.dumps({"a.weight": {"dtype": "BF16", "shape": [1000, 1000],
                                       "data_offsets": [0, 2_000_000]}}).encode()
-    # The data section is missing: reading tensors would fail; headers are all we need.
-    (folder / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
-    tensors = ck.header_tensors(folder / "model.safetensors")
+    # The data section is a hole (a sparse file of the right size): headers are all
+    # that is read.
+    path = folder / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header)
+    with open(path, "r+b") as handle:
+        handle.truncate(8 + len(header) + 2_000_000)
+    tensors = ck.header_tensors(path)
     assert tensors["a.weight"].shape == (1000, 1000) and tensors["a.weight"].is_meta
     assert tensors["a.weight"].dtype == torch.bfloat16
+
+
+def test_weights_cut_short_are_named_before_loading(tmp_path: Path) -> None:
+    folder = tmp_path / "w"
+    folder.mkdir()
+    weights = folder / "model.safetensors"
+    save_file({"a.weight": torch.zeros(256, 256, dtype=torch.bfloat16)}, weights)
+    size = weights.stat().st_size
+    with open(weights, "r+b") as handle:  # a download that stopped half-way
+        handle.truncate(size // 2)
+    with pytest.raises(BackendError, match="cut short") as caught:
+        ck.header_tensors(weights)
+    assert weights.name in str(caught.value)
+    assert "download" in caught.value.hint
 
 
 def test_damaged_header(tmp_path: Path) -> None:

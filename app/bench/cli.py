@@ -14,6 +14,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "duplex": ("app.bench.duplex", "scripted conversations through the app, scored like FDB"),
     "turn": ("app.bench.turn", "the end-of-turn model alone: accuracy and compute per call"),
     "gpu": ("app.bench.gpu", "full-size random-weight models on CUDA: VRAM, compute, RTF"),
+    "faults": ("app.bench.faults", "every fault as a scripted session: what was said, kept"),
+    "soak": ("app.bench.soak", "a long session whose devices come and go: memory, recording"),
 }
 
 

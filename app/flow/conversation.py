@@ -102,6 +102,14 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def _is_file(spec: int | str | Path | None) -> bool:
+    """A device given as a file to replay (a device lost midway is opened again, a file
+    is not: it would fail the same way)."""
+    if spec is None or isinstance(spec, int) or str(spec).strip().isdigit():
+        return False
+    return Path(spec).expanduser().is_file()
+
+
 def _is_virtual_speaker(spec: int | str | Path | None) -> bool:
     return spec is not None and (
         str(spec) == NULL_SPEAKER or str(spec).lower().endswith(".wav")
@@ -161,15 +169,22 @@ def build_session(
     session = Session(backend, player, options.persona, config, output=output,
                       turn_judge=judge)
     clock = ReplayClock(realtime=True)  # file sources share it, like devices share time
-    session.attach(
-        audio_source(
+    mic_clocks = [clock]
+
+    def open_mic():
+        # Reopened after a loss, a microphone must keep the session's rate; a file
+        # replays on a fresh clock, as the camera's does below.
+        replay = mic_clocks.pop() if mic_clocks else ReplayClock(realtime=True)
+        return audio_source(
             options.mic,
             session.timeline,
-            clock=clock,
+            clock=replay,
             loop=options.loop_files,
+            sample_rate=session.timeline.native_rate,
             on_event=session.on_source_event,
         )
-    )
+
+    session.set_microphone_factory(open_mic, reopen=not _is_file(options.mic))
     camera = options.camera if options.camera is not None else options.standby_camera
     if camera is not None:
         # Opened at the start, a file shares the session's replay clock; opened later,
@@ -189,5 +204,6 @@ def build_session(
                 on_event=session.on_source_event,
             )
 
-        session.set_video_factory(open_camera, enabled=options.camera is not None)
+        session.set_video_factory(open_camera, enabled=options.camera is not None,
+                                  reopen=not _is_file(camera))
     return session

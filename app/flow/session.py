@@ -37,7 +37,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.capture.silence import SilenceSource
+from app.flow import exit_guard
 from app.flow.cpu import limit_model_threads
+from app.flow.device_keeper import DeviceKeeper
 from app.flow.duplex import Action, DuplexConfig, DuplexController, DuplexState
 from app.flow.echo import EchoCanceller, EchoPathMonitor
 from app.flow.events import EventHub, EventKind, Subscriber
@@ -50,6 +53,7 @@ from app.flow.recording import SessionRecorder
 from app.flow.resample import StreamResampler
 from app.flow.session_recording import SessionRecording
 from app.flow.spoken import SpokenText
+from app.flow.stall import RESUMED, STALLED, StallWatch
 from app.flow.timeline import OverflowEvent, Timeline
 from app.flow.turn_end import TurnJudge
 from app.flow.unit_builder import MIN_FINAL_UNIT_SECONDS, UnitBuilder
@@ -143,6 +147,8 @@ class Session:
         self.events = EventHub()
         self.metrics = SessionMetrics()
         self.heap = HeapTrimmer()
+        self.stall = StallWatch()  # an answer that stops mid-way is explained (stall.py)
+        self._played_seen = 0  # the player's position at the last stall check
         self.timeline = Timeline(
             self.config.tick_seconds,
             self.tick_rate,
@@ -182,15 +188,13 @@ class Session:
         self._after_speculation: list[Unit] = []  # units cut while it was pending
         self.retractions = 0
         self._sources: list[Source] = []
-        self._source_lock = threading.Lock()
-        self._video: Source | None = None
-        self._video_factory: Callable[[], Source] | None = None
-        self._camera_failure: Exception | None = None  # the camera asked for at start
+        # Devices opened through a factory come back by themselves after a loss.
+        self._microphone: DeviceKeeper | None = None
+        self._camera: DeviceKeeper | None = None
         self._queue: collections.deque[_Work] = collections.deque()
         self._queue_cond = threading.Condition()
         self._inbox: collections.deque[tuple[str, Any]] = collections.deque()
         self._stop = threading.Event()
-        self._ending = threading.Event()  # stop() has begun
         self._listener: threading.Thread | None = None
         self._worker: threading.Thread | None = None
         self._muted = False
@@ -226,19 +230,24 @@ class Session:
         """A capture source built with `self.timeline` as its sink."""
         self._sources.append(source)
 
-    def set_video_factory(self, factory: Callable[[], Source], *, enabled: bool = True) -> None:
+    def set_microphone_factory(self, factory: Callable[[], Source], *,
+                               reopen: bool = True) -> None:
+        """How to open (and, after a loss, reopen unless `reopen` is False: a file) the
+        microphone; started with the session. While it is away the session hears
+        silence (device_keeper.py)."""
+        self._microphone = DeviceKeeper(
+            "microphone", factory, self._device_news, reopen=reopen, stand_in=self._silence
+        )
+
+    def set_video_factory(self, factory: Callable[[], Source], *, enabled: bool = True,
+                          reopen: bool = True) -> None:
         """How to (re)open the camera: the session starts it, and can switch it off/on.
 
-        `enabled=False` keeps the camera off until `set_camera_enabled(True)`.
+        `enabled=False` keeps the camera off until `set_camera_enabled(True)`; a lost
+        camera is opened again when it is back, unless `reopen` is False (a file).
         """
-        self._video_factory = factory
-        if enabled:
-            try:
-                self._video = factory()
-            except Exception as exc:  # no such camera or file: said when the talk starts
-                self._camera_failure = exc
-            else:
-                self.attach(self._video)
+        self._camera = DeviceKeeper("camera", factory, self._device_news, wanted=enabled,
+                                    reopen=reopen)
 
     def set_camera_enabled(self, enabled: bool) -> bool:
         """Switch the camera off (the device is released) or on again mid-conversation.
@@ -246,26 +255,18 @@ class Session:
         Returns whether the camera is now on. The model keeps its context: units simply
         carry no frames while the camera is off. Opening a camera can take seconds: call
         this off any UI thread. A camera that cannot open raises CaptureError and stays
-        off; one that was lost counts as off, so switching it on opens it again.
+        off; one that was lost comes back by itself when it can, and switching it on
+        tries at once.
         """
-        with self._source_lock:
-            lost = self._video is not None and getattr(self._video, "end_event", None)
-            if (not enabled or lost) and self._video is not None:
-                video, self._video = self._video, None
-                if video in self._sources:
-                    self._sources.remove(video)
-                video.stop()
-            if enabled and self._video is None and self._video_factory is not None:
-                video = self._video_factory()
-                if self._listener is not None:  # already running: start it now
-                    video.start()
-                self._sources.append(video)
-                self._video = video
-                if self._ending.is_set():  # stop() ran meanwhile and may have missed it
-                    self._sources.remove(video)
-                    self._video = None
-                    video.stop()
-            return self._video is not None
+        if self._camera is None:
+            return False
+        return self._camera.switch(enabled)
+
+    def _device_news(self, source: str, kind: str, message: str) -> None:
+        self.events.emit(EventKind.DEVICE, self._now, source=source, kind=kind, message=message)
+
+    def _silence(self) -> Source:
+        return SilenceSource(self.timeline, self.timeline.native_rate or self.tick_rate)
 
     def subscribe(self, subscriber: Subscriber):
         return self.events.subscribe(subscriber)
@@ -297,6 +298,7 @@ class Session:
         limit_model_threads(self.config.model_threads)
         self.backend.start(self.persona)
         self._emit_state("session started")
+        exit_guard.track(self)  # a process exiting mid-conversation ends it first
         self._worker = threading.Thread(target=self._work_loop, name="session-model", daemon=True)
         self._listener = threading.Thread(
             target=self._listen_loop, name="session-listener", daemon=True
@@ -306,25 +308,16 @@ class Session:
         if self.output is not None:
             self.output.start()
         for source in list(self._sources):
-            if source is not self._video:
-                source.start()  # no microphone, no conversation: the caller says why
-        if self._video is not None:
-            self._start_camera(self._video)
-        elif self._camera_failure is not None:
-            self._camera_failed(self._camera_failure)
-
-    def _start_camera(self, video: Source) -> None:
-        """A camera that will not open leaves the conversation without video, not without
-        a conversation; the user is told (a DEVICE event) and can switch it on again."""
-        try:
-            video.start()
-        except Exception as exc:
-            with self._source_lock:
-                if video in self._sources:
-                    self._sources.remove(video)
-                if self._video is video:
-                    self._video = None
-            self._camera_failed(exc)
+            source.start()
+        if self._microphone is not None:
+            self._microphone.start()  # no microphone, no conversation: the caller says why
+        if self._camera is not None:
+            try:
+                self._camera.start()
+            except Exception as exc:
+                # A camera that will not open leaves the conversation without video, not
+                # without a conversation; the user is told and can switch it on again.
+                self._camera_failed(exc)
 
     def _camera_failed(self, exc: Exception) -> None:
         log.info("the camera could not start: %s", exc)
@@ -334,8 +327,10 @@ class Session:
     def stop(self, reason: str = "stopped") -> None:
         if self._stop.is_set():
             return
-        self._ending.set()  # a camera opening now stops itself (set_camera_enabled)
         self.ended_reason = reason
+        for keeper in (self._microphone, self._camera):
+            if keeper is not None:  # a device opening now closes itself once open
+                keeper.stop()
         for source in list(self._sources):
             try:
                 source.stop()
@@ -355,6 +350,7 @@ class Session:
         self.metrics.dropped_frames = self.dropped_frames + self.timeline.stats().frames_dropped
         self.events.emit(EventKind.ENDED, self._now, reason=reason, metrics=self.metrics.summary())
         self.recording.close()
+        exit_guard.untrack(self)
 
     def force_listen(self) -> None:
         """The user asked the assistant to stop talking (a button, a shortcut)."""
@@ -662,9 +658,30 @@ class Session:
         self._stop_from = self._silent_at = None
 
     # ------------------------------------------------------------------ playback
+    def _check_stall(self) -> None:
+        """Say so when the model stops in the middle of an answer (or never starts it),
+        and when it goes on. A user speaking over it (playback paused) is no stall."""
+        state = self.controller.state
+        due = not self.player.paused and (
+            state is DuplexState.RESPONDING
+            or (state is DuplexState.SPEAKING and not self._response_done))
+        played = self.player.played_position
+        news = self.stall.update(time.monotonic(), due, played != self._played_seen)
+        self._played_seen = played
+        if news == STALLED:
+            self.events.emit(
+                EventKind.NOTICE, self._now, level="warning",
+                message=f"the model has made no sound for {self.stall.after_s:.0f} s while "
+                        "answering: the computer or its GPU is busy. It goes on by itself "
+                        "when it can; press Stop talking if you would rather speak")
+        elif news == RESUMED:
+            self.events.emit(EventKind.NOTICE, self._now, level="info",
+                             message="the model is speaking again")
+
     def _check_playback(self) -> None:
         for rid, text in self._spoken.poll():
             self.events.emit(EventKind.SPOKEN, self._now, text=text, response=rid)
+        self._check_stall()
         player = self.player
         if player.silenced != self._silenced_seen:
             self._silenced_seen = player.silenced

@@ -268,6 +268,7 @@ def read_safetensors_header(path: Path) -> dict[str, dict]:
         raise BackendError(f"{path} has a malformed safetensors header",
                            hint="download or copy it again")
     header.pop("__metadata__", None)
+    _check_complete(path, header, 8 + length, size)
     return header
 
 
@@ -276,6 +277,22 @@ _TORCH_DTYPES = {
     "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
     "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
 }
+
+
+def _check_complete(path: Path, header: dict, data_start: int, size: int) -> None:
+    """The tensors the header lists must all lie inside the file: a download or copy that
+    stopped early leaves a good header over missing data, which would otherwise fail
+    only deep inside loading, as a parser error."""
+    ends = [entry.get("data_offsets", [0, 0])[-1] for entry in header.values()
+            if isinstance(entry, dict)]
+    needed = data_start + max((int(end) for end in ends if isinstance(end, int)), default=0)
+    if needed > size:
+        raise BackendError(
+            f"{path.name} in {path.parent} is cut short: it holds {size:,} of the "
+            f"{needed:,} bytes its header lists",
+            hint="the download or copy stopped early: run `duetto models get` again (it "
+            "resumes) or copy the file again",
+        )
 
 
 def mmap_safetensors(path: Path) -> dict:

@@ -51,6 +51,7 @@ class SessionBridge(QObject):
     overflow = Signal(str)
     recording_stopped = Signal(str)  # recording could not start or stopped; why
     error = Signal(str)
+    notice = Signal(str, str)  # level ("info", "warning"), text
     ended = Signal(str, dict)  # reason, metrics summary
     frame_ready = Signal()  # a new preview frame waits in `take_frame()`
 
@@ -160,6 +161,8 @@ class SessionBridge(QObject):
             self.overflow.emit(str(data.get("description", "")))
         elif kind is EventKind.ERROR:
             self.error.emit(str(data.get("message", "something failed")))
+        elif kind is EventKind.NOTICE:
+            self.notice.emit(str(data.get("level", "info")), str(data.get("message", "")))
         elif kind is EventKind.RECORDING and not data.get("recording", True):
             # Recording could not start or stopped; the message says the talk goes on.
             self.recording_stopped.emit(str(data.get("message") or ""))

@@ -221,6 +221,7 @@ class MainWindow(QMainWindow):
         bridge.error.connect(lambda text: self.report(messages.model_failed(text)))
         bridge.recording_stopped.connect(
             lambda text: self.report(messages.recording_stopped(text)))
+        bridge.notice.connect(lambda level, text: self.post(level, text) if text else None)
         ctl = self.controller
         ctl.phase_changed.connect(self._on_phase)
         ctl.load_progress.connect(self._on_progress)
@@ -422,6 +423,12 @@ class MainWindow(QMainWindow):
             self.report(messages.device_lost(source, message or kind))
             if source.lower() == "camera" and self.camera_on:
                 self._show_camera_off()  # switching it on again reopens it
+        elif kind == "restored":  # a lost device is back (app/flow/device_keeper.py)
+            self.post("info", message or f"{source} is back")
+            if source.lower() == "camera" and not self.camera_on:
+                self.camera_on = True
+                self._sync_camera_button()
+                self.stage.clear("Waiting for the camera…")
         elif kind == "stopped" and message and message != "stopped":
             self.report(messages.device_note(source, message))
 

@@ -148,11 +148,13 @@ def device_lost(source: str, detail: str) -> UserMessage:
     if role == "camera":
         return UserMessage(ERROR, what, "the conversation goes on without it (the assistant "
                            "hears you but no longer sees you)",
-                           f"switch the camera on again to retry, or check it in {DEVICES_PAGE}")
+                           f"wait: it is taken back by itself when it returns; or check it in "
+                           f"{DEVICES_PAGE}")
     if role == "microphone":
         return UserMessage(ERROR, what, "the conversation so far is kept, but the assistant "
                            "cannot hear you until it is back",
-                           f"check it in {DEVICES_PAGE}, then start the conversation again")
+                           f"plug it back in (it is taken back by itself), or check it in "
+                           f"{DEVICES_PAGE}")
     return UserMessage(ERROR, what, "the conversation goes on without it",
                        f"check it in {DEVICES_PAGE}")
 
