@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 QUANTS = ("bf16", "fp16", "int8", "nf4")  # app.model.contract.Quant, without importing it
+FAMILIES = ("moshi", "qwen2.5-omni")  # app.model.families.known(), likewise
 
 
 def add_app_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +32,8 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", metavar="DIR",
                        help="a model folder; a tiny one from `duetto models tiny` is the "
                             "hardware self-check")
+    group.add_argument("--family", choices=FAMILIES,
+                       help="the model family of --model; by default read from the folder")
     group.add_argument("--quant", choices=QUANTS, help="how to hold the weights")
     group.add_argument("--device", choices=("auto", "cuda", "cpu"), help="where to run it")
     group.add_argument("--persona", metavar="ID", help="a persona id (file name without .json)")

@@ -10,6 +10,13 @@ import platformdirs
 APP_NAME = "duetto"
 
 
+def assets_dir() -> Path:
+    """What the app ships beside its code (persona presets, the self-check's voice):
+    DUETTO_ASSETS_DIR, else the repository's assets/."""
+    override = os.environ.get("DUETTO_ASSETS_DIR")
+    return Path(override) if override else Path(__file__).resolve().parents[1] / "assets"
+
+
 def config_dir() -> Path:
     """Settings and the user's own personas."""
     override = os.environ.get("DUETTO_CONFIG_DIR")

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
-"""Screenshots of Duetto for review: the main window during a live self-check
-conversation (15 s, from files, with a tiny random model) and each settings page.
+"""Screenshots of Duetto for review: a first run on this machine through "Run the
+self-check" to a spoken answer (with stand-ins for any microphone, speaker or camera the
+machine lacks), two stacked messages beside the side panel, the main window during a live
+self-check conversation (15 s, from files, with a tiny random model) and each settings
+page.
 
     .venv/bin/python scripts/screenshots.py [--out DIR] [--seconds 15] [--model DIR]
 
@@ -21,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from PySide6.QtCore import QEventLoop, QTimer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -100,6 +105,82 @@ def demo_speech(path: Path) -> Path:
     return path
 
 
+def first_run_self_check(model: Path, save, wait) -> None:
+    """A new user on this machine: the first-run dialog, "Run the self-check" (its model
+    built on the Model page), Start, and the conversation up to a spoken answer; then two
+    stacked messages beside the side panel, at the usual and the smallest window size."""
+    import shutil as _shutil
+
+    from PySide6.QtWidgets import QApplication
+
+    import app.model.tiny as tiny
+    from app.ui.first_run import FirstRunDialog
+    from app.ui.main_window import MainWindow
+    from app.ui.settings_dialog import SettingsDialog
+
+    # The self-check builds its tiny model into the models folder; the one built above is
+    # copied there instead (the same model, and the script runs a minute shorter).
+    tiny.build_tiny = lambda family, folder, **_: Path(_shutil.copytree(model, folder))
+    window = MainWindow()
+    window.show()
+    done: list[str] = []
+
+    def drive_dialogs() -> None:
+        modal = QApplication.activeModalWidget()
+        if isinstance(modal, FirstRunDialog) and "first" not in done:
+            if modal.hardware is None:
+                return  # still looking for a GPU
+            done.append("first")
+            save_screen("selfcheck-1-first-run", modal)
+            modal.selfcheck_button.click()
+        elif isinstance(modal, SettingsDialog) and "settings" not in done:
+            if not modal.model.folder.text():
+                return  # the self-check model is being built
+            done.append("settings")
+            save_screen("selfcheck-2-model-built", modal)
+            modal.accept()
+
+    def save_screen(name: str, widget) -> None:
+        wait(300)
+        save(widget, name)
+
+    timer = QTimer()
+    timer.timeout.connect(drive_dialogs)
+    timer.start(200)
+    window.open_first_run()  # modal dialogs, driven above as a user would click
+    timer.stop()
+    window.start_conversation()
+    started = time.monotonic()
+    while window.controller.phase != "running" and time.monotonic() - started < 120:
+        wait(250)
+    wait(1500)
+    save(window, "selfcheck-3-running")
+    spoken = False
+    while time.monotonic() - started < 180:
+        wait(200)
+        if window.stage.pill.state == "speaking" and window.stage.subtitles.isVisible():
+            save(window, "selfcheck-4-spoken-answer")  # at once: a tiny answer is short
+            spoken = True
+            break
+    print(f"self-check: phase {window.controller.phase}, spoken answer {spoken}, "
+          f"messages {window.messages.texts()}")
+    window.controller.stop()
+    while window.controller.phase != "idle" and time.monotonic() - started < 200:
+        wait(250)
+    from app.ui import messages
+
+    window.messages.clear()
+    window.report(messages.start_failed(PermissionError(
+        13, "Permission denied", str(Path.home() / ".local/share/duetto/recordings"))))
+    window.report(messages.device_lost("camera", "no frame for 2 s"))
+    wait(300)
+    save(window, "banners-two-stacked")
+    window.resize(window.minimumSize())
+    wait(500)
+    save(window, "banners-two-stacked-smallest-window")
+    window.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path,
@@ -133,8 +214,6 @@ def run(args: argparse.Namespace, work: Path) -> int:
     video = demo_video(work / "camera.avi")
     mic = args.mic or demo_speech(work / "speech.wav")
 
-    from PySide6.QtCore import QEventLoop, QTimer
-
     from app.ui.launch import create_app
     from app.ui.main_window import MainWindow
     from app.ui.options import LaunchOverrides
@@ -156,23 +235,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
             subprocess.run(["import", "-window", "root", str(whole)], check=False)
             shots.append(whole)
 
-    # First run, as a new user sees it (nothing configured yet).
-    first = MainWindow()
-    first.show()
-    from app.ui.first_run import FirstRunDialog
-
-    dialog = FirstRunDialog(first.hardware, first)
-    if first.probe is not None:
-        first.probe.ready.connect(dialog.set_hardware)
-    dialog.show()
-    for _ in range(40):  # let the GPU probe answer (torch imports in the background)
-        if first.hardware is not None:
-            break
-        wait(250)
-    wait(300)
-    save(dialog, "first-run")
-    dialog.close()
-    first.close()
+    first_run_self_check(model, save, wait)
 
     window = MainWindow(LaunchOverrides(camera=str(video), mic=str(mic), speaker="null",
                                         model_dir=model, quant="bf16", device="cpu",

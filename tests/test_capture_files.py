@@ -13,6 +13,7 @@ import soundfile as sf
 from app.capture.base import CaptureError
 from app.capture.files import END_OF_FILE, FileAudioSource, FileVideoSource
 from app.capture.replay import ReplayClock
+from app.capture.sources import video_source
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -38,24 +39,24 @@ def test_video_fast_replay_delivers_every_frame_in_order_as_rgb(tmp_path):
     assert all(media.colors_are_rgb(f) for f in sink.frames)
     # Virtual clock: media time from 0.0, one frame every 1/20 s.
     np.testing.assert_allclose(sink.times, np.arange(30) / 20, atol=1e-6)
-    # The preview is a mirrored copy, not the sink's array.
+    # The preview is a copy, not the sink's array, and shows the file the right way round.
     assert len(previews) == 30
-    assert [media.frame_index(p, mirrored=True) for p in previews] == list(range(30))
-    assert all(media.colors_are_rgb(p, mirrored=True) for p in previews)
-    assert not media.colors_are_rgb(previews[0])
+    assert [media.frame_index(p) for p in previews] == list(range(30))
+    assert all(media.colors_are_rgb(p) for p in previews)
     assert previews[0] is not sink.frames[0]
 
 
-def test_video_preview_can_be_straight(tmp_path):
+def test_a_video_files_preview_is_never_mirrored(tmp_path):
+    """Only a live camera is shown as a selfie view; a file's text must read forwards,
+    whatever the caller asks for the camera."""
     path = media.write_video(tmp_path / "clip.avi", frames=3)
     previews: list[np.ndarray] = []
-    source = FileVideoSource(
-        path, media.FrameRecorder(), clock=ReplayClock(realtime=False),
-        preview=previews.append, mirror_preview=False,
-    )  # fmt: skip
+    source = video_source(path, media.FrameRecorder(), clock=ReplayClock(realtime=False),
+                          preview=previews.append, mirror_preview=True)
     source.start()
     assert source.wait(5)
     assert [media.frame_index(p) for p in previews] == [0, 1, 2]
+    assert all(media.colors_are_rgb(p) for p in previews)
 
 
 def test_video_realtime_replay_is_paced_on_the_monotonic_clock(tmp_path):

@@ -107,6 +107,16 @@ def test_a_persona_file_pointing_at_a_broken_voice_lists_and_starts(tmp_path):
     assert fitted.voice.builtin == "NATF0" and "me.wav" in note
 
 
+def test_a_voice_of_another_family_falls_back_where_the_model_names_none():
+    """Qwen's 'Chelsie' asked of Moshi before it is loaded (its spec names no voices yet):
+    the default voice, not a start that fails with "unknown voice"."""
+    import dataclasses
+
+    persona = Persona("Chef", "You cook.", voice=Voice(builtin="Chelsie"))
+    fitted, note = fit_persona(persona, dataclasses.replace(MOSHI, voices=()))
+    assert fitted.voice == Voice() and "Chelsie" in note and "default voice" in note
+
+
 def test_unknown_builtin_voice_falls_back():
     same = Persona("a", "p", voice=Voice(builtin="Ethan"))
     assert fit_persona(same, QWEN) == (same, "")

@@ -211,3 +211,23 @@ def test_heard_after_the_barge_in_step_keeps_the_new_turn(backend):
     want = one_shot_logits(backend._loaded.model.thinker, ctx.segments)
     assert (got - want).abs().max().item() < 1e-4
     ctx.rollback_to(len(ctx.entries) - 1)
+
+
+def test_the_thinker_stops_when_the_voice_ends(qwen_tiny_factory):
+    """The tiny model's talker ends after a few codes while its thinker would write on to
+    max_answer_tokens: those words were never spoken, yet they were computed (seconds on
+    a CPU) and shown as subtitles. The answer now ends with its voice."""
+    b = started_backend(qwen_tiny_factory(), max_answer_tokens=200)
+    try:
+        for i in range(2):
+            list(b.step(make_unit(i, image=False), Control()))
+        outs = list(b.step(make_unit(2, image=False), Control(turn_ended=True)))
+        answer = b.last_answer
+        assert outs[-1].decision is Decision.END_OF_TURN
+        assert answer.state.codes < 100  # the talker ended early (random weights)
+        # The talker reads one token per code: nothing is written past what it read.
+        assert len(answer.state.token_ids) <= answer.state.codes + 2
+        chunks = [o.speech for o in outs if o.speech is not None]
+        assert "".join(c.text_span for c in chunks) == answer.state.text
+    finally:
+        b.close()

@@ -67,6 +67,12 @@ def test_answer_backchannel_and_barge_in(qwen_tiny_factory, tmp_path):
     assert 0.0 < stop.data["seconds"] < 0.4
     assert isinstance(heard.data["text"], str)
     assert conv.session.controller.barge_ins == 1
+    # The words told as they started to play (the subtitles) of the interrupted answer
+    # begin with all it had played in full.
+    rid = heard.data["response"]
+    said = "".join(e.data["text"] for e in conv.events
+                   if e.kind is EventKind.SPOKEN and e.data.get("response") == rid)
+    assert said and said.startswith(heard.data["text"])
 
 
 def test_a_click_lines_up_in_both_channels(qwen_tiny_factory, tmp_path):

@@ -154,7 +154,7 @@ def test_a_recording_that_stops_is_shown_and_one_that_starts_is_not(qtbot):
     session = _Session()
     bridge.attach(session)
     shown: list[str] = []
-    bridge.error.connect(shown.append)
+    bridge.recording_stopped.connect(shown.append)
     session.events.emit(EventKind.RECORDING, 0.0, recording=True, message="", folder="/r")
     session.events.emit(EventKind.RECORDING, 5.0, recording=False,
                         message="Recording stopped: the disk is full (/r). The conversation "

@@ -9,8 +9,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from app.capture import devices
 from app.flow.events import EventHub, EventKind
 from app.model.contract import BackendError, BackendSpec, Quant
+from app.ui import preflight
 from app.ui.controller import ConversationController
 
 SPEC = BackendSpec(family="qwen2.5-omni", unit_ms=1000, audio_in_rate=16000,
@@ -84,6 +86,10 @@ class Harness:
         self.loading = 0  # loads under way now
         self.most_loading = 0  # the most ever under way at once
         self._count = threading.Lock()
+        # The machine the fake runs on: a microphone and a speaker unless a test says not.
+        self.audio = devices.AudioDevices(
+            (devices.AudioDeviceInfo(0, "Fake mic", 1, 48000.0),),
+            (devices.AudioDeviceInfo(1, "Fake speaker", 2, 48000.0),), "")
 
     def loader(self, options, progress) -> FakeBackend:
         with self._count:
@@ -108,9 +114,15 @@ class Harness:
         self.sessions.append(session)
         return session
 
+    def list_audio(self) -> devices.AudioDevices:
+        return self.audio
+
+    def prepare(self, options):
+        return preflight.prepare(options, list_audio=self.list_audio)
+
     def controller(self, window_bridge) -> ConversationController:
         return ConversationController(window_bridge, loader=self.loader,
-                                      session_builder=self.build)
+                                      session_builder=self.build, prepare=self.prepare)
 
 
 def failing(message: str = "the folder has no config.json") -> Exception:

@@ -80,3 +80,11 @@ def test_self_check_runs_end_to_end_from_files_and_closes_cleanly(qtbot, qwen_ti
     assert not [t for t in window.messages.texts() if "could not start" in t]
     window.close()
     assert _new_threads(before) == []
+
+
+def test_family_on_the_command_line():
+    args = cli.build_parser().parse_args(["--model", "/m", "--family", "moshi"])
+    assert overrides_from_args(args).family == "moshi"
+    from app.model import families
+
+    assert list(cli.FAMILIES) == families.known()  # the parser's copy of the list

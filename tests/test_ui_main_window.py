@@ -72,8 +72,11 @@ def test_session_events_update_state_subtitles_meters_and_latency(qtbot, window,
 
     def emit():
         hub.emit(EventKind.STATE, 1.0, state="responding", reason="end of user turn")
-        hub.emit(EventKind.TEXT, 1.1, text="Chop the ", response=1)
-        hub.emit(EventKind.TEXT, 1.2, text="onion first.", response=1)
+        # Written by the model, then heard: only what is heard becomes subtitles.
+        hub.emit(EventKind.TEXT, 1.05, text="Chop the onion first. Then the garlic.",
+                 response=1)
+        hub.emit(EventKind.SPOKEN, 1.1, text="Chop the ", response=1)
+        hub.emit(EventKind.SPOKEN, 1.2, text="onion first.", response=1)
         hub.emit(EventKind.LEVELS, 1.3, mic=-18.0, assistant=-9.0)
         hub.emit(EventKind.LATENCY, 1.4, kind="turn_taking", seconds=0.35)
         hub.emit(EventKind.STATE, 1.5, state="speaking", reason="assistant speaks")
@@ -94,7 +97,7 @@ def test_session_events_update_state_subtitles_meters_and_latency(qtbot, window,
     assert window.stage.pill.label == "Interrupted"
     assert window.stage.subtitles.text() == "Chop the —"
     assert "you interrupted" in window.side.transcript.text()
-    hub.emit(EventKind.TEXT, 3.0, text="Sure.", response=2)  # a new answer: a fresh line
+    hub.emit(EventKind.SPOKEN, 3.0, text="Sure.", response=2)  # a new answer: a fresh line
     qtbot.waitUntil(lambda: window.stage.subtitles.text() == "Sure.", timeout=2000)
 
 
@@ -115,7 +118,7 @@ def test_a_failed_load_shows_the_error_and_the_window_stays_usable(qtbot, window
                     timeout=5000)
     assert window.controller.phase == "idle"
     assert window.start_button.isEnabled() and window.settings_button.isEnabled()
-    assert "pick a model folder" in window.messages.texts()[-1]  # the hint is shown
+    assert "pick a model folder" in window.messages.texts()[-1].lower()  # the hint is shown
     harness.fail_with = None
     _running(qtbot, window)  # the next try works
     assert harness.loads == 2
@@ -170,7 +173,8 @@ def test_a_session_error_and_a_lost_device_are_shown(qtbot, window, harness):
     hub.emit(EventKind.DEVICE, 1.0, source="camera", kind="lost", message="no frame for 2 s")
     qtbot.waitUntil(lambda: len(window.messages.texts()) == 2, timeout=2000)
     texts = " ".join(window.messages.texts())
-    assert "boom" in texts and "Camera: no frame" in texts
+    assert "boom" in texts and "The camera stopped working: no frame for 2 s" in texts
+    assert "goes on without it" in texts  # what still works
     assert window.controller.phase == "running"  # the conversation goes on
     # The lost camera shows as off; switching it on again is how to reopen it.
     assert window.camera_button.text() == "Camera off"
@@ -244,6 +248,21 @@ def test_no_model_yet_asks_for_first_run_and_start_says_what_to_do(qtbot, harnes
     win.start_conversation()
     assert any("no model" in t for t in win.messages.texts())
     assert win.controller.phase == "idle" and harness.loads == 0
+    win.close()
+
+
+def test_no_gpu_banner_above_the_first_run_dialog(qtbot, harness):
+    """The first-run dialog says there is no GPU and what to do; a banner saying it again
+    behind the dialog is stale by the time the user closes it."""
+    from app.ui import hardware
+
+    win = MainWindow(controller=harness.controller,
+                     detect_hardware=lambda: hardware.Hardware((), "no CUDA GPU found"))
+    qtbot.addWidget(win)
+    assert win.needs_first_run()
+    qtbot.waitUntil(lambda: win.hardware is not None, timeout=5000)
+    win.probe.join(30)
+    assert not any("GPU" in t for t in win.messages.texts())
     win.close()
 
 
@@ -451,30 +470,130 @@ def test_cancelling_after_the_model_loaded_keeps_it(qtbot, window, harness):
     assert harness.loads == 1  # the loaded model was used, not loaded again
 
 
-def test_the_words_of_a_retracted_answer_are_taken_back(qtbot, window, harness):
+def test_only_words_that_were_heard_become_subtitles(qtbot, window, harness):
+    """On a slow machine the model writes far ahead of its speech, and some of what it
+    writes is never spoken (an answer retracted, cut, or whose voice ended first). The
+    subtitles showed all of it; now they show only what started to play."""
     _running(qtbot, window)
     hub = harness.sessions[0].events
-
-    def shown(text: str) -> None:
-        qtbot.waitUntil(lambda: window.stage.subtitles.text() == text, timeout=2000)
-
-    # Prepared early: its first words come before its first sound, so before its id.
-    hub.emit(EventKind.TEXT, 1.0, text="Sure, ", response=None)
-    hub.emit(EventKind.TEXT, 1.1, text="here is", response=1)
-    shown("Sure, here is")  # one answer, one line
+    hub.emit(EventKind.TEXT, 1.0, text="Sure, here is", response=None)  # prepared early
     hub.emit(EventKind.PREPARED, 1.2, retracted=True, response=1)  # the user went on
-    qtbot.waitUntil(lambda: not window.stage.subtitles.isVisible(), timeout=2000)
-    assert "Sure" not in window.side.transcript.text()
-
-    hub.emit(EventKind.TEXT, 2.0, text="Hmm", response=None)
-    shown("Hmm")
-    hub.emit(EventKind.PREPARED, 2.1, retracted=True, response=None)  # before any sound
-    qtbot.waitUntil(lambda: not window.stage.subtitles.isVisible(), timeout=2000)
-    assert "Hmm" not in window.side.transcript.text()
-
-    hub.emit(EventKind.TEXT, 3.0, text="Pasta it is.", response=2)
+    hub.emit(EventKind.TEXT, 2.0, text="Pasta it is. And then a long list of words "
+                                      "that the voice never reached.", response=2)
+    hub.emit(EventKind.SPOKEN, 2.5, text="Pasta it is.", response=2)
+    qtbot.waitUntil(lambda: window.stage.subtitles.text() == "Pasta it is.", timeout=2000)
+    qtbot.wait(50)
+    assert window.stage.subtitles.text() == "Pasta it is."
+    transcript = window.side.transcript.text()
+    assert "Pasta it is." in transcript
+    assert "Sure" not in transcript and "never reached" not in transcript
     hub.emit(EventKind.PREPARED, 3.5, retracted=True, response=None)  # a later one
-    shown("Pasta it is.")
     qtbot.wait(50)
     assert window.stage.subtitles.text() == "Pasta it is."  # a heard answer stays
-    assert "Pasta" in window.side.transcript.text()
+
+
+def test_two_stacked_banners_leave_the_side_panel_intact(qtbot, window):
+    """Two long banners once squeezed the side panel's cards until their text was cut.
+    Now no card is ever below its minimum height; at the usual size nothing even scrolls."""
+    from PySide6.QtWidgets import QFrame
+
+    window.post("error", "The conversation could not start: Duetto may not write to "
+                         "/home/someone/.local/share/duetto/recordings/20261128. Nothing was "
+                         "lost and the window stays usable. Choose another folder in Settings "
+                         "→ Conversation, or make that one writable.")
+    window.post("error", "The camera stopped working: no frame for 2 s. The conversation goes "
+                         "on without it (the assistant hears you but no longer sees you). "
+                         "Switch the camera on again to retry, or check it in Settings → "
+                         "Devices.")
+    window.side.transcript.add("Chop the onion first, then warm the oil in a wide pan. " * 3, 1)
+    window.side.transcript.add("A little basil at the end.", 2)
+    assert len(window.messages.texts()) == 2
+    cards = [c for c in window.side.findChildren(QFrame) if c.objectName() == "card"]
+    assert len(cards) == 4
+    for size in ((900, 580), (1180, 740)):  # the smallest size allowed, then the usual one
+        window.resize(*size)
+        qtbot.waitUntil(lambda s=size: window.width() == s[0] and window.height() == s[1])
+        qtbot.wait(50)
+        for card in cards:
+            assert card.height() >= card.minimumSizeHint().height(), (size, card.height())
+            assert card.width() >= 280
+        if size == (1180, 740):  # all of it in view, no scrolling needed
+            bottom = max(c.geometry().bottom() for c in cards)
+            assert bottom <= window.side_area.viewport().height()
+    for banner in window.messages.messages():  # the banners themselves are whole
+        assert banner.height() >= banner.minimumSizeHint().height()
+
+
+def test_the_persona_card_names_the_voice_the_model_speaks_with(qtbot, harness, tmp_path,
+                                                                monkeypatch):
+    """A Qwen voice on the card while Moshi speaks was wrong: the card shows what the
+    chosen family offers, then what the loaded model really uses."""
+    import dataclasses
+
+    from test_ui_fakes import SPEC
+
+    folder = tmp_path / "moshi"
+    folder.mkdir()
+    config = {"model_type": "moshi", "architectures": ["MoshiForConditionalGeneration"]}
+    (folder / "config.json").write_text(json.dumps(config))
+    moshi_before_load = dataclasses.replace(SPEC, family="moshi", voices=())
+    moshi_loaded = dataclasses.replace(SPEC, family="moshi", voices=("NATF0", "NATM1"))
+    win = MainWindow(LaunchOverrides(model_dir=folder, persona="cooking-helper"),
+                     controller=harness.controller, detect_hardware=None)
+    qtbot.addWidget(win)
+    assert win.current_persona().builtin_voice  # this persona asks for a Qwen voice
+    qwen_voice = win.current_persona().builtin_voice
+    win._on_specs({"qwen2.5-omni": SPEC, "moshi": moshi_before_load})
+    assert qwen_voice not in win.side.persona_voice.text()
+    assert win.side.persona_voice.text() == "Voice: the model's default voice"
+    monkeypatch.setattr(fakes, "SPEC", moshi_loaded)  # what the fake loads from now on
+    _running(qtbot, win)
+    assert win.side.persona_voice.text() == "Voice: built-in voice 'NATF0'"
+    win.close()
+
+
+def test_a_machine_too_slow_for_the_model_is_told_so_in_words(qtbot, window, harness):
+    """The self-check on a 2-core CPU showed an orange "17.12×" and nothing else."""
+    _running(qtbot, window)
+    hub = harness.sessions[0].events
+    hub.emit(EventKind.METRICS, 5.0, summary={"real_time_factor": 34.0})  # warming up
+    qtbot.waitUntil(lambda: window.side.rtf_value.text() == "34.00×", timeout=2000)
+    assert not window.messages.texts()  # the first answer alone is not judged
+    hub.emit(EventKind.METRICS, 7.0, summary={"real_time_factor": 17.12})
+    qtbot.waitUntil(lambda: window.side.rtf_value.text() == "17.12×", timeout=2000)
+    texts = window.messages.texts()
+    assert any("cannot keep up" in t and "1 s of the assistant's speech in 17 s" in t
+               for t in texts)
+    assert window.side.rtf_note.isVisible() and "17.1 s" in window.side.rtf_note.text()
+    assert "seconds this machine takes to compute one second" in window.side.rtf_value.toolTip()
+    hub.emit(EventKind.METRICS, 9.0, summary={"real_time_factor": 16.0})  # said once
+    qtbot.wait(100)
+    assert sum("cannot keep up" in t for t in window.messages.texts()) == 1
+
+
+def test_a_machine_that_keeps_up_is_not_warned(qtbot, window, harness):
+    _running(qtbot, window)
+    hub = harness.sessions[0].events
+    hub.emit(EventKind.METRICS, 5.0, summary={"real_time_factor": 0.4})
+    for i in range(8):  # a unit of 1 s taken in within 0.2 s
+        hub.emit(EventKind.UNIT, float(i), index=i, compute=0.2, lag=6.0, frames=1)
+    qtbot.waitUntil(lambda: window.side.rtf_value.text() == "0.40×", timeout=2000)
+    qtbot.wait(100)
+    assert not any("keep up" in t for t in window.messages.texts())
+    assert not window.side.rtf_note.isVisible()
+    for i in range(8):  # now 1.8 s for each 1 s unit while listening
+        hub.emit(EventKind.UNIT, 10.0 + i, index=10 + i, compute=1.8, lag=0.5, frames=1)
+    qtbot.waitUntil(lambda: any("1.8 s to take in each second" in t
+                                for t in window.messages.texts()), timeout=2000)
+
+
+def test_a_recording_that_stops_is_a_warning_in_its_own_words(qtbot, window, harness):
+    """Not dressed as a model failure ("goes on with the next thing you say")."""
+    _running(qtbot, window)
+    said = ("Recording stopped: the disk is full (/r). The conversation goes on without "
+            "recording; the 12.0 s recorded until then are kept.")
+    harness.sessions[0].events.emit(EventKind.RECORDING, 5.0, recording=False, message=said,
+                                    folder="/r")
+    qtbot.waitUntil(lambda: bool(window.messages.texts()), timeout=2000)
+    (banner,) = window.messages.messages()
+    assert banner.level == "warning" and banner.text == said

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import tiny_models
 
 from app.config import personas as persona_store
 from app.config.settings import Settings
@@ -15,6 +16,8 @@ from app.ui.options import (
     build_options,
     is_self_check,
 )
+
+moshi_tiny_factory = tiny_models.moshi_tiny_factory
 
 
 def _persona(pid: str = "cooking-helper"):
@@ -101,3 +104,26 @@ def test_default_settings_keep_the_old_silence_as_the_models_fallback():
     assert options.end_of_turn is not None
     assert options.end_of_turn.threshold == 0.5 and options.end_of_turn.silence == 0.6
     assert options.duplex.end_of_turn_silence == 1.2
+
+
+def test_the_family_is_read_from_the_model_folder(moshi_tiny_factory, tmp_path):
+    """A Moshi folder with Qwen chosen in Settings loads as Moshi: the folder says so."""
+    settings = Settings()
+    assert settings.model.family == "qwen2.5-omni"
+    folder = moshi_tiny_factory()
+    options = build_options(settings, _persona(), LaunchOverrides(model_dir=folder),
+                            camera_on=False)
+    assert options.family == "moshi"
+    settings.model.local_dir = str(folder)  # the same folder chosen in Settings → Model
+    assert build_options(settings, _persona(), LaunchOverrides(),
+                         camera_on=False).family == "moshi"
+    # --family wins over the folder; a folder that says nothing keeps Settings' family.
+    forced = build_options(settings, _persona(), LaunchOverrides(model_dir=folder,
+                                                                 family="qwen2.5-omni"),
+                           camera_on=False)
+    assert forced.family == "qwen2.5-omni"
+    blank = build_options(Settings(), _persona(), LaunchOverrides(model_dir=tmp_path),
+                          camera_on=False)
+    assert blank.family == "qwen2.5-omni"
+    with pytest.raises(BackendError, match="unknown model family"):
+        build_options(settings, _persona(), LaunchOverrides(family="llama"), camera_on=False)

@@ -209,10 +209,30 @@ def test_first_run_offers_cpu_and_self_check_without_a_gpu(qtbot):
     assert settings.model.device == "cpu"
 
 
+def test_first_run_without_a_gpu_puts_the_self_check_first(qtbot):
+    """No GPU: no GPU model is preselected and the self-check, not "Use this model", is
+    the primary (default) button. While the GPU is looked for, nothing is preselected."""
+    looking = FirstRunDialog(None)
+    qtbot.addWidget(looking)
+    assert looking.gpu_note.text() == "Looking for a GPU…"
+    assert looking.models.currentItem() is None and not looking.use_button.isEnabled()
+    looking.set_hardware(NO_GPU)
+    for dialog in (looking, FirstRunDialog(NO_GPU)):
+        qtbot.addWidget(dialog)
+        assert dialog.models.currentItem() is None
+        assert not dialog.use_button.isEnabled()
+        assert dialog.selfcheck_button.objectName() == "primary"
+        assert dialog.selfcheck_button.isDefault() and not dialog.use_button.isDefault()
+        assert dialog.use_button.objectName() != "primary"
+        dialog.models.setCurrentRow(0)  # the user may still pick one on purpose
+        assert dialog.use_button.isEnabled()
+
+
 def test_first_run_marks_what_fits_the_gpu(qtbot):
     dialog = FirstRunDialog(GPU_12)
     qtbot.addWidget(dialog)
     assert dialog.cpu_button.isHidden()
+    assert dialog.use_button.objectName() == "primary" and dialog.use_button.isDefault()
     texts = [dialog.models.item(i).text() for i in range(dialog.models.count())]
     assert any(t.startswith("✓") and "3b" in t for t in texts)
     dialog.use_button.click()
@@ -257,4 +277,29 @@ def test_self_check_button_builds_a_tiny_model_and_selects_it(qtbot, monkeypatch
     assert result.model.local_dir.endswith("self-check-qwen2.5-omni")
     assert result.model.device == "cpu" and result.model.quant == "bf16"
     assert "Self-check model" in page.fit_note.text()
+    dialog.reject()
+
+
+def test_a_long_download_error_is_shown_whole(qtbot):
+    """Offline, the download error (with the command to fetch the model elsewhere) runs to
+    four lines; it was cut after three, and at the dialog's smallest size after one."""
+    settings = Settings()
+    settings.model.model_id = "qwen2.5-omni-3b"
+    dialog = _dialog(qtbot, settings)
+    dialog.show()
+    dialog.show_page("model")
+    page = dialog.model
+    page._download_finished(
+        "cannot download qwen2.5-omni-3b (Qwen/Qwen2.5-Omni-3B): the Hub is not reachable "
+        "(Name or service not known) (use a model folder you already have with `duetto "
+        "--model DIR`; or, on a machine with network, run `hf download Qwen/Qwen2.5-Omni-3B "
+        "--local-dir qwen2.5-omni-3b`, copy that folder to this machine and pass it with "
+        "--model DIR)", "error")
+    note = page.entry_note
+    for size in (dialog.size(), dialog.minimumSize()):
+        dialog.resize(size)
+        qtbot.wait(100)
+        assert note.height() >= note.heightForWidth(note.width()), size
+        assert note.heightForWidth(note.width()) >= 3 * note.fontMetrics().height()
+        assert note.height() <= note.heightForWidth(note.width()) + 8  # and no blank room
     dialog.reject()

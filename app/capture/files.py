@@ -199,7 +199,6 @@ class FileVideoSource(ThreadedSource):
         clock: ReplayClock | None = None,
         loop: bool = False,
         preview: PreviewCallback | None = None,
-        mirror_preview: bool = True,
         on_event: EventCallback | None = None,
         stop_timeout_s: float = 1.0,
         name: str | None = None,
@@ -208,7 +207,9 @@ class FileVideoSource(ThreadedSource):
         super().__init__(name or self.path.name, on_event, stop_timeout_s)
         self.clock = clock or ReplayClock(realtime=True)
         self.loop = loop
-        self._delivery = FrameDelivery(sink, preview, mirror_preview)
+        # Never mirrored: a file is not the user's own face, and text in it must read
+        # the right way round (only a live camera is shown as a selfie view).
+        self._delivery = FrameDelivery(sink, preview, mirror_preview=False)
         self._cap: Any = None
         self.fps = _FALLBACK_FPS
 

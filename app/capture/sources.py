@@ -29,7 +29,7 @@ from app.capture.microphone import MicrophoneSource
 from app.capture.replay import ReplayClock
 from app.capture.sinks import AudioSink, EventCallback, FrameSink
 
-_MEDIA_SUFFIXES = {
+MEDIA_SUFFIXES = {
     ".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v",
     ".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3",
 }  # fmt: skip
@@ -44,13 +44,21 @@ def _as_index(spec: int | str | Path) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+def names_a_file(spec: int | str | Path | None) -> bool:
+    """Whether `spec` means a file (an existing one, or a media file name), not a device."""
+    if spec is None or isinstance(spec, bool | int) or _as_index(spec) is not None:
+        return False
+    path = Path(spec).expanduser()
+    return path.is_file() or path.suffix.lower() in MEDIA_SUFFIXES
+
+
 def _file_or_none(spec: int | str | Path) -> Path | None:
     if isinstance(spec, int):
         return None
     path = Path(spec).expanduser()
     if path.is_file():
         return path
-    if path.suffix.lower() in _MEDIA_SUFFIXES:
+    if path.suffix.lower() in MEDIA_SUFFIXES:
         if path.exists():
             raise CaptureError(f"{path} is a folder or device, not a media file")
         raise CaptureError(f"file not found: {path}")
@@ -70,7 +78,11 @@ def video_source(
     mirror_preview: bool = True,
     on_event: EventCallback | None = None,
 ) -> CameraSource | FileVideoSource:
-    """A camera (index, device path, URL) or a video file replayed on `clock`."""
+    """A camera (index, device path, URL) or a video file replayed on `clock`.
+
+    `mirror_preview` applies to a live camera only (a selfie view); a file's preview is
+    always shown as it was recorded.
+    """
     index = _as_index(spec)
     if index is not None:
         return CameraSource(
@@ -80,8 +92,7 @@ def video_source(
     path = _file_or_none(spec)
     if path is not None:
         return FileVideoSource(
-            path, sink, clock=clock, loop=loop, preview=preview,
-            mirror_preview=mirror_preview, on_event=on_event,
+            path, sink, clock=clock, loop=loop, preview=preview, on_event=on_event,
         )  # fmt: skip
     return CameraSource(
         sink, str(spec), width=width, height=height, fps=fps, preview=preview,

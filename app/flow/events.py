@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 class EventKind(enum.StrEnum):
     STATE = "state"  # duplex state changed: data {state, reason, response (speaking)}
     TEXT = "text"  # assistant text as produced: data {text, response}
+    # Assistant text as its speech starts playing (what subtitles show): {text, response}
+    SPOKEN = "spoken"
     HEARD = "heard"  # after a barge-in, what the user heard: data {text, response}
     LEVELS = "levels"  # data {mic, assistant} RMS in dBFS, {echo_coupling} dB or None
     LATENCY = "latency"  # data {kind: turn_taking|stop|response_after_interruption, seconds}
@@ -27,7 +29,9 @@ class EventKind(enum.StrEnum):
     DEVICE = "device"  # a capture or output device started, stopped or was lost
     OVERFLOW = "overflow"  # the timeline dropped audio: data {description}
     ERROR = "error"  # something failed; data {message}; the session keeps going if it can
-    NOTICE = "notice"  # news for the user that is not a failure: data {level, message}
+    # News for the user that is not a failure: data {what, ...}; the model stalled
+    # mid-answer or resumed (app/flow/stall.py): {what: "stalled"|"resumed", seconds}.
+    NOTICE = "notice"
     PLAYBACK = "playback"  # the user spoke over the assistant: data {paused: bool}
     METRICS = "metrics"  # after each answer: data {summary} (SessionMetrics.summary())
     # An answer was started early: data {retracted: bool}; a retraction also says

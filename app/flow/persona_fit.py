@@ -41,9 +41,14 @@ def fit_persona(persona: Persona, spec: BackendSpec) -> tuple[Persona, str]:
     voice = persona.voice
     default = spec.voices[0] if spec.voices else None
     default_text = f"its voice '{default}'" if default else "its default voice"
-    if voice.builtin and spec.voices and voice.builtin not in spec.voices:
-        note = (f"this model has no voice '{voice.builtin}'; using '{default}' "
-                f"(voices: {', '.join(spec.voices)})")
+    if voice.builtin and voice.builtin not in spec.voices:
+        # A voice of another family (Qwen's 'Chelsie' asked of Moshi): this model's first
+        # voice, or its default voice where it names none (Moshi before it is loaded).
+        if spec.voices:
+            note = (f"this model has no voice '{voice.builtin}'; using '{default}' "
+                    f"(voices: {', '.join(spec.voices)})")
+        else:
+            note = f"{spec.family} has no voice '{voice.builtin}'; it speaks with {default_text}"
         return replace(persona, voice=Voice(builtin=default)), note
     if voice.reference_audio is not None and not voice.builtin:
         if not spec.accepts_reference_voice:

@@ -377,6 +377,24 @@ class Player:
                 texts.append(seg.text_span)
         return Heard(response_id, samples, complete, "".join(texts))
 
+    def started_since(self, cursor: int) -> tuple[list[Segment], int]:
+        """Chunks whose first sample reached the speaker since ring position `cursor`,
+        oldest first, and the cursor to pass next time. Chunks a flush skipped, or a live
+        stream's mute covered, never started: they are left out."""
+        played = self._ring.read_pos
+        if played <= cursor:
+            return [], cursor
+        skipped = list(self.flushes)
+        muted_from = self._muted_from
+        with self._write_lock:
+            segments = [s for s in self._segments if cursor <= s.start < played]
+        started = [
+            s for s in segments
+            if not any(cut <= s.start < resumed for cut, resumed in skipped)
+            and (muted_from is None or s.start < muted_from)
+        ]
+        return started, played
+
     def stats(self) -> PlayerStats:
         return PlayerStats(
             underruns=self.underruns,

@@ -52,7 +52,8 @@ from app.flow.player import Player
 from app.flow.recording import SessionRecorder
 from app.flow.resample import StreamResampler
 from app.flow.session_recording import SessionRecording
-from app.flow.stall import RESUMED, STALLED, StallWatch
+from app.flow.spoken import SpokenText
+from app.flow.stall import StallWatch
 from app.flow.timeline import OverflowEvent, Timeline
 from app.flow.turn_end import TurnJudge
 from app.flow.unit_builder import MIN_FINAL_UNIT_SECONDS, UnitBuilder
@@ -162,6 +163,7 @@ class Session:
         self.native = spec.native_duplex
         player.live = spec.native_duplex  # a native model's output is one steady stream
         self._runs = RunReader()  # worker side: a native model's runs of speech
+        self._spoken = SpokenText(player)  # listener side: words as they are heard
         self._response_end: int | None = None  # native: ring position where it ended
         self._holding_model = False  # native: muted while the user holds the floor
         self.vad = vad or VoiceActivity()
@@ -666,18 +668,14 @@ class Session:
         played = self.player.played_position
         news = self.stall.update(time.monotonic(), due, played != self._played_seen)
         self._played_seen = played
-        if news == STALLED:
-            self.events.emit(
-                EventKind.NOTICE, self._now, level="warning",
-                message=f"the model has made no sound for {self.stall.after_s:.0f} s while "
-                        "answering: the computer or its GPU is busy. It goes on by itself "
-                        "when it can; press Stop talking if you would rather speak")
-        elif news == RESUMED:
-            self.events.emit(EventKind.NOTICE, self._now, level="info",
-                             message="the model is speaking again")
+        if news is not None:  # the window words it (app/ui/messages.py)
+            self.events.emit(EventKind.NOTICE, self._now, what=news,
+                             seconds=self.stall.after_s)
 
     def _check_playback(self) -> None:
         self._check_stall()
+        for rid, text in self._spoken.poll():
+            self.events.emit(EventKind.SPOKEN, self._now, text=text, response=rid)
         player = self.player
         if player.silenced != self._silenced_seen:
             self._silenced_seen = player.silenced

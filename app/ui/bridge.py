@@ -39,7 +39,8 @@ def to_qimage(rgb: np.ndarray) -> QImage:
 
 class SessionBridge(QObject):
     state_changed = Signal(str, str)  # state, reason
-    text_added = Signal(str, int)  # text, response id (-1 unknown)
+    text_added = Signal(str, int)  # text as produced, response id (-1 unknown)
+    spoken = Signal(str, int)  # text as its speech starts to play (subtitles), response id
     heard = Signal(str)  # after a barge-in: what the user actually heard
     retracted = Signal(int)  # an answer prepared early was dropped (-1: id not known yet)
     levels = Signal(float, float)  # mic, assistant in dBFS
@@ -48,8 +49,9 @@ class SessionBridge(QObject):
     rtf_changed = Signal(float)  # compute per second of speech, from the METRICS summary
     device_event = Signal(str, str, str)  # source, kind, message
     overflow = Signal(str)
+    recording_stopped = Signal(str)  # recording could not start or stopped; why
     error = Signal(str)
-    notice = Signal(str, str)  # level ("info", "warning"), text
+    notice = Signal(str, float)  # what ("stalled", "resumed"), seconds
     ended = Signal(str, dict)  # reason, metrics summary
     frame_ready = Signal()  # a new preview frame waits in `take_frame()`
 
@@ -139,6 +141,11 @@ class SessionBridge(QObject):
             if text:
                 response = data.get("response")
                 self.text_added.emit(text, -1 if response is None else int(response))
+        elif kind is EventKind.SPOKEN:
+            text = printable(str(data.get("text", "")))
+            if text:
+                response = data.get("response")
+                self.spoken.emit(text, -1 if response is None else int(response))
         elif kind is EventKind.HEARD:
             self.heard.emit(printable(str(data.get("text", ""))))
         elif kind is EventKind.LEVELS:
@@ -155,10 +162,10 @@ class SessionBridge(QObject):
         elif kind is EventKind.ERROR:
             self.error.emit(str(data.get("message", "something failed")))
         elif kind is EventKind.NOTICE:
-            self.notice.emit(str(data.get("level", "info")), str(data.get("message", "")))
+            self.notice.emit(str(data.get("what", "")), float(data.get("seconds", 0.0)))
         elif kind is EventKind.RECORDING and not data.get("recording", True):
             # Recording could not start or stopped; the message says the talk goes on.
-            self.error.emit(str(data.get("message") or "recording stopped"))
+            self.recording_stopped.emit(str(data.get("message") or ""))
         elif kind is EventKind.PREPARED:
             if data.get("retracted"):
                 response = data.get("response")

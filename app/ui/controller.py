@@ -38,12 +38,14 @@ from app.flow.conversation import (
 )
 from app.flow.persona_fit import fit_persona
 from app.model.contract import BackendError, BackendSpec
+from app.ui import messages, preflight
 from app.ui.bridge import SessionBridge
 
 log = logging.getLogger(__name__)
 
 Loader = Callable[[ConversationOptions, Callable[[str, float], None]], Any]
 SessionBuilder = Callable[..., Any]
+Preparer = Callable[[ConversationOptions], preflight.Prepared]
 
 
 class LoadCancelled(Exception):
@@ -65,25 +67,13 @@ class BackendKey:
                    repr(sorted(options.backend_options.items())))
 
 
-def explain(exc: BaseException) -> str:
-    """One sentence a user can act on, for any failure of loading or starting."""
-    name = type(exc).__name__
-    if isinstance(exc, BackendError):
-        return str(exc)
-    if "OutOfMemory" in name or "out of memory" in str(exc).lower():
-        return ("out of GPU memory: choose a smaller quantization (nf4) or a smaller model "
-                "in Settings → Model, or close other programs using the GPU")
-    if isinstance(exc, MemoryError):
-        return "out of memory: choose a smaller model or quantization in Settings → Model"
-    return f"{name}: {exc}"
-
-
 class ConversationController(QObject):
     phase_changed = Signal(str)
     load_progress = Signal(str, float)
     loaded = Signal(object)  # BackendSpec of the loaded backend
-    failed = Signal(str)  # loading or starting failed; the app is back to idle
+    failed = Signal(object)  # a messages.UserMessage: loading or starting failed; back to idle
     notice = Signal(str)  # something the user should know, not a failure
+    advice = Signal(object)  # the same, as a messages.UserMessage
     started = Signal()
     stopped = Signal(str)
     load_released = Signal()  # a cancelled load has stopped and freed its memory
@@ -96,12 +86,14 @@ class ConversationController(QObject):
         *,
         loader: Loader = load_backend,
         session_builder: SessionBuilder = build_session,
+        prepare: Preparer = preflight.prepare,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self.bridge = bridge
         self._loader = loader
         self._build = session_builder
+        self._prepare = prepare
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._phase = "idle"
@@ -209,6 +201,12 @@ class ConversationController(QObject):
             _close_quietly(old)
         backend = None
         try:
+            # Inputs first: a missing file or microphone is said now, not after a load
+            # of 15 s to minutes; the self-check gets stand-ins for missing devices.
+            prepared = self._prepare(options)
+            options = prepared.options
+            for note in prepared.notes:
+                self.advice.emit(note)
             if need_load:
                 def progress(what: str, fraction: float) -> None:
                     if cancel.is_set():
@@ -240,13 +238,17 @@ class ConversationController(QObject):
             self._detach_failed_session()
             return backend is not None and backend is self._backend
         except Exception as exc:  # any failure: say it, go back to idle, stay usable
-            log.exception("starting the conversation failed")
+            if isinstance(exc, BackendError | CaptureError | preflight.NotReady):
+                log.warning("starting the conversation failed: %s", exc)  # worded already
+            else:
+                log.exception("starting the conversation failed")
             if need_load and backend is not None and backend is not self._backend:
                 _close_quietly(backend)
             self._detach_failed_session()
             if job == self._job and not cancel.is_set():
                 self._deliver(job, "idle")
-                self.failed.emit(explain(exc))
+                self.failed.emit(exc.message if isinstance(exc, preflight.NotReady)
+                                 else messages.start_failed(exc))
             return backend is not None and backend is self._backend
         if job == self._job:
             self._deliver(job, "running")
@@ -301,7 +303,7 @@ class ConversationController(QObject):
             except Exception as exc:  # no camera, one in use, a bad file: talk goes on
                 log.info("the camera could not be switched on: %s", exc)
                 on = False
-                error = str(exc) if isinstance(exc, CaptureError) else explain(exc)
+                error = messages.describe(exc).happened
             with self._lock:
                 if self._camera_wanted == wanted or session is not self._session:
                     if self._camera_job_for is session:
@@ -327,7 +329,10 @@ class ConversationController(QObject):
                 session.stop(reason)  # emits ENDED through the bridge
             except Exception as exc:
                 log.exception("stopping the session failed")
-                self.failed.emit(f"stopping failed: {explain(exc)}")
+                fault = messages.describe(exc)
+                self.failed.emit(messages.UserMessage(
+                    messages.ERROR, f"Ending the conversation failed: {fault.happened}",
+                    "the window stays usable", fault.to_do))
         self.bridge.detach()
         self._worker_phase.emit(-1, "idle")
         self.stopped.emit(reason)

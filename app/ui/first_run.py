@@ -98,9 +98,10 @@ class FirstRunDialog(QDialog):
         self.selfcheck_button.clicked.connect(self._self_check)
         self.later_button.clicked.connect(self.reject)
         self.models.itemDoubleClicked.connect(lambda _i: self._use_selected())
+        self.models.currentRowChanged.connect(lambda _row: self._sync_use_button())
         self._fill()
 
-    def set_hardware(self, found: hardware.Hardware, _specs: object = None) -> None:
+    def set_hardware(self, found: hardware.Hardware) -> None:
         self.hardware = found
         self._fill()
 
@@ -117,6 +118,10 @@ class FirstRunDialog(QDialog):
             set_note(self.gpu_note, f"Your GPU: {gpu.name} with {gpu.total_gib:.1f} GiB. "
                                     "Models marked ✓ fit on it.", "ok")
         self.cpu_button.setVisible(found is not None and gpu is None)
+        # Without a GPU the self-check is what works here; a GPU model is only a choice
+        # the user makes on purpose, never the preselected default.
+        self._make_primary(self.selfcheck_button if found is not None and gpu is None
+                           else self.use_button)
         self.models.clear()
         best_row = -1
         for entry in registry.entries():
@@ -136,7 +141,19 @@ class FirstRunDialog(QDialog):
             self.models.addItem(item)
             if fit.fits:
                 best_row = self.models.count() - 1  # entries go small to big: keep the last
-        self.models.setCurrentRow(max(0, best_row))
+        # Only a model that fits is selected for the user; otherwise nothing is.
+        self.models.setCurrentRow(best_row)
+        self._sync_use_button()
+
+    def _make_primary(self, button: QPushButton) -> None:
+        for candidate in (self.use_button, self.selfcheck_button):
+            candidate.setObjectName("primary" if candidate is button else "")
+            candidate.setDefault(candidate is button)
+            candidate.style().unpolish(candidate)
+            candidate.style().polish(candidate)
+
+    def _sync_use_button(self) -> None:
+        self.use_button.setEnabled(self.models.currentItem() is not None)
 
     def _use_selected(self) -> None:
         item = self.models.currentItem()

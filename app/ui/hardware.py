@@ -1,10 +1,17 @@
 """What the machine offers for a model: the GPU (through torch.cuda) and each family's
 voices. Importing torch takes seconds, so the window calls these off the main thread.
+
+A machine with no NVIDIA driver at all is told apart without torch: importing torch and
+asking CUDA took 5 s here with a warm disk cache and up to 30 s on a cold start, only to
+say what the absence of the driver's files says in a millisecond.
 """
 
 from __future__ import annotations
 
+import ctypes.util
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from app.model import families, registry
 from app.model.contract import BackendSpec, Quant
@@ -28,16 +35,42 @@ class Hardware:
         return max(self.gpus, key=lambda g: g.total_gib, default=None)
 
 
+NO_GPU_NOTE = "no CUDA GPU found: models run on the CPU, far slower than real time"
+
+# Where a GPU driver torch could use shows itself on Linux: NVIDIA's kernel module (also
+# under WSL, whose GPU bridge is /dev/dxg) and AMD's ROCm, which torch.cuda also drives.
+_LINUX_DRIVER_SIGNS = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/nvidia0",
+                       "/dev/dxg", "/dev/kfd")
+
+
+def no_driver_reason(platform: str = sys.platform,
+                     signs: tuple[str, ...] = _LINUX_DRIVER_SIGNS) -> str | None:
+    """Why there can be no CUDA GPU, decided in a millisecond without torch; None when a
+    driver may be there (torch must then be asked)."""
+    if platform == "darwin":
+        return "no CUDA GPU on a Mac: models run on the CPU, far slower than real time"
+    if platform.startswith("linux"):
+        if any(Path(sign).exists() for sign in signs):
+            return None
+        return "no NVIDIA GPU driver on this machine: " + NO_GPU_NOTE.split(": ", 1)[1]
+    if platform == "win32" and ctypes.util.find_library("nvcuda") is None:
+        return "no NVIDIA GPU driver on this machine: " + NO_GPU_NOTE.split(": ", 1)[1]
+    return None
+
+
 def detect() -> Hardware:
-    """The CUDA GPUs torch sees; never raises (a broken torch is a note)."""
+    """The CUDA GPUs torch sees; never raises (a broken torch is a note). Without any GPU
+    driver it answers at once, without importing torch."""
+    quick = no_driver_reason()
+    if quick is not None:
+        return Hardware((), quick)
     try:
         import torch
     except Exception as exc:
         return Hardware((), f"torch cannot be imported ({exc})")
     try:
         if not torch.cuda.is_available():
-            return Hardware((), "no CUDA GPU found: models run on the CPU, far slower than "
-                                "real time")
+            return Hardware((), NO_GPU_NOTE)
         gpus = []
         for index in range(torch.cuda.device_count()):
             props = torch.cuda.get_device_properties(index)

@@ -9,12 +9,11 @@ the GPU in the background. Failures become messages at the top; the window stays
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QHBoxLayout,
@@ -30,16 +29,24 @@ from app.config import personas as persona_store
 from app.config import settings as settings_store
 from app.config.personas import PersonaFile, PersonaLibrary
 from app.config.settings import Settings
+from app.flow.persona_fit import fit_persona
 from app.model.contract import BackendError
-from app.ui import hardware, theme
+from app.ui import hardware, messages
 from app.ui.bridge import SessionBridge
 from app.ui.controller import ConversationController
-from app.ui.options import LaunchOverrides, build_options, describe_model, is_self_check
+from app.ui.hardware_probe import HardwareProbe
+from app.ui.messages import UserMessage
+from app.ui.options import (
+    LaunchOverrides,
+    build_options,
+    chosen_family,
+    is_self_check,
+)
+from app.ui.slowness import SlownessWatch
 from app.ui.widgets.banner import MessageBar
 from app.ui.widgets.side_panel import SidePanel
-from app.ui.widgets.state import StatePill
-from app.ui.widgets.subtitles import Subtitles
-from app.ui.widgets.video import VideoView
+from app.ui.widgets.stage import Stage
+from app.ui.widgets.status_line import StatusLine
 
 log = logging.getLogger(__name__)
 
@@ -58,63 +65,6 @@ FALLBACK_PERSONA = PersonaFile(
 )
 
 
-class HardwareProbe(QObject):
-    """Finds the GPU and each family's voices on a worker thread (torch imports slowly)."""
-
-    ready = Signal(object, object)  # Hardware, {family: BackendSpec | None}
-
-    def __init__(self, detect: Callable[[], hardware.Hardware] = hardware.detect,
-                 parent: QObject | None = None) -> None:
-        super().__init__(parent)
-        self._detect = detect
-        self.thread: threading.Thread | None = None
-        self.result: tuple[hardware.Hardware, dict[str, Any]] | None = None
-
-    def start(self, families: list[str]) -> None:
-        def work() -> None:
-            found = self._detect()
-            specs = {family: hardware.family_spec(family) for family in families}
-            self.result = (found, specs)
-            self.ready.emit(found, specs)
-
-        self.thread = threading.Thread(target=work, name="duetto-hardware", daemon=True)
-        self.thread.start()
-
-    def join(self, timeout_s: float) -> None:
-        if self.thread is not None:
-            self.thread.join(timeout_s)
-
-
-class Stage(VideoView):
-    """The video with its overlays: the state pill, a self-check badge, the subtitles."""
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.pill = StatePill(self)
-        self.badge = QLabel("SELF-CHECK · tiny random model, not a real one", self)
-        self.badge.setStyleSheet(
-            f"background: {theme.WARNING}; color: #1b1405; font-weight: 700;"
-            " border-radius: 8px; padding: 5px 10px;"
-        )
-        self.badge.hide()
-        self.subtitles = Subtitles(self)
-
-    def resizeEvent(self, event: Any) -> None:
-        super().resizeEvent(event)
-        self.pill.adjustSize()
-        self.pill.move(16, 16)
-        self.badge.adjustSize()
-        self.badge.move(self.width() - self.badge.width() - 16, 18)
-        width = min(self.width() - 48, 760)
-        self.subtitles.setFixedWidth(width)
-        self.subtitles.adjustSize()
-        self.subtitles.move((self.width() - width) // 2,
-                            self.height() - self.subtitles.height() - 22)
-
-    def relayout(self) -> None:
-        self.resizeEvent(None)
-
-
 class MainWindow(QMainWindow):
     def __init__(
         self,
@@ -129,6 +79,7 @@ class MainWindow(QMainWindow):
         self.setMinimumSize(900, 580)
         self.overrides = overrides or LaunchOverrides()
         self.bridge = SessionBridge(self)
+        self.slowness = SlownessWatch()
         # Tests pass a factory whose controller loads fakes; the app uses the real one.
         make = controller or ConversationController
         self.controller = make(self.bridge)
@@ -146,12 +97,9 @@ class MainWindow(QMainWindow):
         self._load_user_files()
         self.probe = HardwareProbe(detect_hardware, self) if detect_hardware else None
         if self.probe is not None:
-            self.probe.ready.connect(self._on_hardware)
+            self.probe.found.connect(self._on_hardware)
+            self.probe.specs_ready.connect(self._on_specs)
             self.probe.start(self._families())
-        self._vram_timer = QTimer(self)
-        self._vram_timer.setInterval(2000)
-        self._vram_timer.timeout.connect(self._update_vram)
-        self._vram_timer.start()
         self._on_phase("idle")
 
     # ------------------------------------------------------------------ layout
@@ -160,13 +108,15 @@ class MainWindow(QMainWindow):
         outer = QVBoxLayout(body)
         outer.setContentsMargins(18, 16, 18, 12)
         outer.setSpacing(12)
-        self.messages = MessageBar(body)
-        outer.addWidget(self.messages)
 
         middle = QHBoxLayout()
         middle.setSpacing(16)
         left = QVBoxLayout()
         left.setSpacing(10)
+        # Messages sit over the stage, the one part that can give up height; the side
+        # panel keeps the whole height beside them.
+        self.messages = MessageBar(body)
+        left.addWidget(self.messages)
         self.stage = Stage(body)
         left.addWidget(self.stage, 1)
         self.progress_row = QWidget(body)
@@ -186,7 +136,8 @@ class MainWindow(QMainWindow):
         left.addWidget(self.progress_row)
         middle.addLayout(left, 1)
         self.side = SidePanel(body)
-        middle.addWidget(self.side)
+        self.side_area = self.side.scrolling(body)
+        middle.addWidget(self.side_area)
         outer.addLayout(middle, 1)
 
         controls = QHBoxLayout()
@@ -226,15 +177,8 @@ class MainWindow(QMainWindow):
         outer.addLayout(controls)
         self.setCentralWidget(body)
 
-        status = self.statusBar()
-        status.setSizeGripEnabled(False)
-        self.status_model = QLabel("No model loaded", status)
-        self.status_quant = QLabel("", status)
-        self.status_device = QLabel("", status)
-        self.status_vram = QLabel("", status)
-        for label in (self.status_model, self.status_quant, self.status_device):
-            status.addWidget(label)
-        status.addPermanentWidget(self.status_vram)
+        self.status = StatusLine(self.statusBar())
+        self.status_model = self.status.model  # read by tests and screenshots
 
     def _connect(self) -> None:
         self.start_button.clicked.connect(self.toggle_conversation)
@@ -257,9 +201,12 @@ class MainWindow(QMainWindow):
         bridge = self.bridge
         bridge.frame_ready.connect(self._show_frame)
         bridge.state_changed.connect(self._on_state)
-        bridge.text_added.connect(self.stage.subtitles.add)
-        bridge.text_added.connect(lambda *_: self.stage.relayout())
-        bridge.text_added.connect(self.side.transcript.add)
+        # Subtitles and the transcript show words as they are heard, not as the model
+        # writes them: what it writes ahead is not yet said, and may never be (app/flow/
+        # spoken.py).
+        bridge.spoken.connect(self.stage.subtitles.add)
+        bridge.spoken.connect(lambda *_: self.stage.relayout())
+        bridge.spoken.connect(self.side.transcript.add)
         bridge.heard.connect(self.stage.subtitles.mark_heard)
         bridge.heard.connect(self.side.transcript.mark_heard)
         bridge.retracted.connect(self.stage.subtitles.take_back)
@@ -267,15 +214,21 @@ class MainWindow(QMainWindow):
         bridge.levels.connect(self._on_levels)
         bridge.latency.connect(self.side.set_latency)
         bridge.rtf_changed.connect(self.side.set_rtf)
+        bridge.rtf_changed.connect(lambda rtf: self._maybe_report(self.slowness.on_rtf(rtf)))
+        bridge.unit_done.connect(self._on_unit_done)
         bridge.device_event.connect(self._on_device)
-        bridge.overflow.connect(lambda text: self.post("warning", f"audio was lost: {text}"))
-        bridge.error.connect(lambda text: self.post("error", text))
-        bridge.notice.connect(lambda level, text: self.post(level, text) if text else None)
+        bridge.overflow.connect(lambda text: self.report(messages.audio_lost(text)))
+        bridge.error.connect(lambda text: self.report(messages.model_failed(text)))
+        bridge.recording_stopped.connect(
+            lambda text: self.report(messages.recording_stopped(text)))
+        bridge.notice.connect(
+            lambda what, seconds: self._maybe_report(messages.model_notice(what, seconds)))
         ctl = self.controller
         ctl.phase_changed.connect(self._on_phase)
         ctl.load_progress.connect(self._on_progress)
-        ctl.failed.connect(self._on_failed)
+        ctl.failed.connect(self.report)
         ctl.notice.connect(lambda text: self.post("info", text))
+        ctl.advice.connect(self.report)
         ctl.loaded.connect(self._on_loaded)
         ctl.started.connect(self._on_started)
         ctl.camera_changed.connect(self._on_camera_changed)
@@ -309,14 +262,25 @@ class MainWindow(QMainWindow):
         return found or FALLBACK_PERSONA
 
     def _show_persona(self) -> None:
+        """The persona card names the voice the model will really speak with: the loaded
+        model's, else what its family offers (a Qwen voice is not Moshi's)."""
         persona = self.current_persona()
-        self.side.set_persona(persona.name, persona.description, persona.voice_text())
+        voice = persona.to_persona().voice
+        spec = self.controller.backend_spec
+        if spec is None:
+            try:
+                spec = self.family_specs.get(chosen_family(self.settings, self.overrides))
+            except BackendError:
+                spec = None
+        if spec is not None:
+            voice = fit_persona(persona.to_persona(), spec)[0].voice
+        self.side.set_persona(persona.name, persona.description, voice.describe())
 
     def save_settings(self) -> bool:
         try:
             settings_store.save(self.settings)
         except OSError as exc:
-            self.post("error", f"settings could not be saved ({exc})")
+            self.report(messages.settings_not_saved(exc))
             return False
         return True
 
@@ -324,6 +288,15 @@ class MainWindow(QMainWindow):
     def post(self, level: str, text: str) -> None:
         log.info("%s: %s", level, text)
         self.messages.post(level, text[:1].upper() + text[1:])
+
+    def _maybe_report(self, message: UserMessage | None) -> None:
+        if message is not None:
+            self.report(message)
+
+    def report(self, message: UserMessage) -> None:
+        """A fault or notice worded by app/ui/messages.py (what happened, what still
+        works, what to do)."""
+        self.post(message.level, message.text())
 
     # ------------------------------------------------------------------ conversation
     def toggle_conversation(self) -> None:
@@ -342,10 +315,11 @@ class MainWindow(QMainWindow):
             options = build_options(self.settings, self.current_persona(), self.overrides,
                                     camera_on=self.camera_on)
         except BackendError as exc:
-            self.post("error", f"cannot start: {exc}")
+            self.report(messages.start_failed(exc))
             return
         self.stage.subtitles.clear_text()
         self.side.reset_figures()
+        self.slowness.reset()
         self._started_with_camera = options.camera is not None
         self._self_check = is_self_check(options.model.local_dir)
         self.stage.badge.setVisible(self._self_check)
@@ -404,8 +378,7 @@ class MainWindow(QMainWindow):
         if self.controller.phase != "running":
             return  # it ended meanwhile: the button keeps the user's wish for the next
         if error:
-            self.post("error", f"The camera could not start: {error}. The conversation "
-                               "goes on without it; check it in Settings → Devices")
+            self.report(messages.camera_not_opened(error))
         if not on and self.camera_on:  # asked for, but it is off: show it as it is
             self._show_camera_off()
 
@@ -437,25 +410,28 @@ class MainWindow(QMainWindow):
         if state == "listening" and reason == "user finished":
             self.hint.setText("")
 
+    def _on_unit_done(self, compute: float, _lag: float) -> None:
+        spec = self.controller.backend_spec
+        if spec is not None:
+            self._maybe_report(self.slowness.on_unit(compute, spec.unit_ms / 1000))
+
     def _on_levels(self, mic: float, assistant: float) -> None:
         self.side.mic_meter.set_level(mic)
         self.side.assistant_meter.set_level(assistant)
 
     def _on_device(self, source: str, kind: str, message: str) -> None:
         if kind in ("lost", "error", "failed"):
-            self.post("error", f"{source}: {message or kind}. The conversation goes on "
-                               "without it (a device that comes back is taken back); check "
-                               "it in Settings → Devices")
+            self.report(messages.device_lost(source, message or kind))
             if source.lower() == "camera" and self.camera_on:
                 self._show_camera_off()  # switching it on again reopens it
         elif kind == "restored":  # a lost device is back (app/flow/device_keeper.py)
-            self.post("info", message or f"{source} is back")
+            self.report(messages.device_back(source, message))
             if source.lower() == "camera" and not self.camera_on:
                 self.camera_on = True
                 self._sync_camera_button()
                 self.stage.clear("Waiting for the camera…")
         elif kind == "stopped" and message and message != "stopped":
-            self.post("info", f"{source}: {message}")
+            self.report(messages.device_note(source, message))
 
     # ------------------------------------------------------------------ controller slots
     def _on_phase(self, phase: str) -> None:
@@ -510,11 +486,9 @@ class MainWindow(QMainWindow):
         self.progress.setValue(int(fraction * 1000))
         self.progress_label.setText(what.capitalize())
 
-    def _on_failed(self, text: str) -> None:
-        self.post("error", f"The conversation could not start: {text}")
-
     def _on_loaded(self, spec: Any) -> None:
         self._update_status()
+        self._show_persona()
 
     def _on_started(self) -> None:
         self._apply_mic()
@@ -526,43 +500,32 @@ class MainWindow(QMainWindow):
             self._show_idle_stage()
         self.hint.setText("Talk any time; interrupt it by speaking")
 
-    # ------------------------------------------------------------------ status bar
+    # ------------------------------------------------------------------ hardware
     def _families(self) -> list[str]:
         from app.model import families
 
         return families.known()
 
-    def _on_hardware(self, found: hardware.Hardware, specs: dict[str, Any]) -> None:
+    def _on_hardware(self, found: hardware.Hardware) -> None:
         self.hardware = found
-        self.family_specs = specs
         self._update_status()
-        quiet = (self.settings.model.device == "cpu" or self.overrides.device
-                 or is_self_check(self.overrides.model_dir))
-        if not found.gpus and not quiet:
-            self.post("info", f"{found.note}. Use a small model on the CPU (slow) or run "
-                                  "the self-check: Settings → Model.")
+        if not found.gpus and not self._no_gpu_is_known():
+            self.report(messages.no_gpu(found.note))
+
+    def _no_gpu_is_known(self) -> bool:
+        """No banner about a missing GPU where the user already chose the CPU or the
+        self-check, or where the first-run dialog is about to say it itself."""
+        folder = self.overrides.model_dir or (
+            Path(self.settings.model.local_dir) if self.settings.model.local_dir else None)
+        return bool(self.settings.model.device == "cpu" or self.overrides.device
+                    or is_self_check(folder) or self.needs_first_run())
+
+    def _on_specs(self, specs: dict[str, Any]) -> None:
+        self.family_specs = specs
+        self._show_persona()
 
     def _update_status(self) -> None:
-        name = describe_model(self.settings, self.overrides)
-        folder = self.overrides.model_dir or (
-            None if not self.settings.model.local_dir else self.settings.model.local_dir)
-        check = is_self_check(Path(folder)) if folder else False
-        self.status_model.setText(f"Model: {name}" + (" (self-check)" if check else ""))
-        self.status_quant.setText(f"Weights: {self.overrides.quant or self.settings.model.quant}")
-        device = self.overrides.device or self.settings.model.device
-        gpu = self.hardware.best if self.hardware else None
-        if device == "cpu" or (self.hardware is not None and gpu is None):
-            where = "CPU"
-        elif gpu is not None:
-            where = f"{gpu.name} ({gpu.total_gib:.0f} GiB)"
-        else:
-            where = "looking for a GPU…"
-        self.status_device.setText(f"Device: {where}")
-        self._update_vram()
-
-    def _update_vram(self) -> None:
-        used = hardware.vram_in_use_gib() if self.hardware is not None else None
-        self.status_vram.setText("VRAM: —" if used is None else f"VRAM in use: {used:.1f} GiB")
+        self.status.show(self.settings, self.overrides, self.hardware)
 
     # ------------------------------------------------------------------ settings
     def settings_dialog(self) -> Any:
@@ -571,8 +534,8 @@ class MainWindow(QMainWindow):
 
         dialog = SettingsDialog(self.settings, self.library, self.hardware,
                                 self.family_specs, self.controller.backend_spec, self)
-        if self.hardware is None and self.probe is not None:
-            self.probe.ready.connect(dialog.set_hardware)
+        if self.probe is not None:
+            self.probe.deliver(dialog.set_hardware, dialog.set_specs)
         return dialog
 
     def open_settings(self, page: str = "", *, build_self_check: bool = False) -> None:
@@ -611,8 +574,8 @@ class MainWindow(QMainWindow):
         from app.ui.first_run import FirstRunDialog
 
         dialog = FirstRunDialog(self.hardware, self)
-        if self.hardware is None and self.probe is not None:
-            self.probe.ready.connect(dialog.set_hardware)
+        if self.probe is not None:
+            self.probe.deliver(dialog.set_hardware)
         dialog.exec()
         choice = dialog.choice
         self.settings.first_run_done = True
@@ -629,7 +592,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         if not self._closed:
             self._closed = True
-            self._vram_timer.stop()
+            self.status.stop()
             self.stage.pill.set_state("stopping")
             if not self.controller.shutdown():
                 log.warning("a worker thread was still running at exit")

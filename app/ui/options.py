@@ -16,7 +16,7 @@ from app.config.settings import Settings
 from app.flow.conversation import ConversationOptions
 from app.flow.duplex import DuplexConfig
 from app.flow.turn_end import JUDGE_AFTER, patience
-from app.model import registry
+from app.model import families, registry
 from app.model.contract import BackendError, ModelSource, Quant
 
 
@@ -31,6 +31,7 @@ class LaunchOverrides:
     quant: str | None = None
     device: str | None = None
     persona: str | None = None
+    family: str | None = None  # `--family`: overrides what the model folder says
 
     @property
     def from_files(self) -> bool:
@@ -77,6 +78,27 @@ def describe_model(settings: Settings, overrides: LaunchOverrides) -> str:
     return settings.model.model_id or "no model"
 
 
+def chosen_family(settings: Settings, overrides: LaunchOverrides) -> str:
+    """The family to load: `--family` if given, else what a model folder says it holds
+    (its config.json, or a family's own layout), else the family chosen in Settings.
+
+    A folder's own word beats Settings: a Moshi folder loaded as Qwen could only fail. A
+    folder that says nothing recognisable (missing, damaged, another kind of model) keeps
+    the Settings family, whose loader then says exactly what is wrong with it.
+    """
+    if overrides.family:
+        families.get(overrides.family)  # an unknown name is refused here, with the list
+        return overrides.family
+    folder = overrides.model_dir or (
+        Path(settings.model.local_dir).expanduser() if settings.model.local_dir else None)
+    if folder is not None:
+        try:
+            return families.of_folder(folder)
+        except BackendError:
+            pass
+    return settings.model.family
+
+
 def chosen_quant(settings: Settings, overrides: LaunchOverrides) -> Quant:
     value = overrides.quant or settings.model.quant
     try:
@@ -118,7 +140,7 @@ def build_options(
     return ConversationOptions(
         model=model_source(settings, overrides),
         persona=persona.to_persona(),
-        family=settings.model.family,
+        family=chosen_family(settings, overrides),
         quant=chosen_quant(settings, overrides),
         mic=mic,
         camera=camera,

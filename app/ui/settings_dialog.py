@@ -10,12 +10,15 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QDialog,
+    QFrame,
     QHBoxLayout,
     QListWidget,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QStackedWidget,
     QVBoxLayout,
     QWidget,
@@ -34,6 +37,17 @@ from app.ui.tasks import TaskGroup
 PAGES = ("persona", "model", "devices", "conversation")
 PAGE_TITLES = {"persona": "Persona", "model": "Model", "devices": "Devices",
                "conversation": "Conversation"}
+
+
+def _scrolling(page: QWidget, parent: QWidget) -> QScrollArea:
+    """A page that scrolls where the dialog is too short for it, instead of squeezing its
+    notes until their text is cut (a download error showed three of its four lines)."""
+    area = QScrollArea(parent)
+    area.setWidget(page)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    return area
 
 
 class SettingsDialog(QDialog):
@@ -68,7 +82,7 @@ class SettingsDialog(QDialog):
         for key, page in zip(PAGES, (self.personas, self.model, self.devices,
                                      self.conversation), strict=True):
             self.nav.addItem(PAGE_TITLES[key])
-            self.stack.addWidget(page)
+            self.stack.addWidget(_scrolling(page, self))
         self.nav.currentRowChanged.connect(self.stack.setCurrentIndex)
         self.nav.setCurrentRow(0)
 
@@ -100,8 +114,10 @@ class SettingsDialog(QDialog):
         if key in PAGES:
             self.nav.setCurrentRow(PAGES.index(key))
 
-    def set_hardware(self, found: hardware.Hardware, specs: dict[str, Any]) -> None:
+    def set_hardware(self, found: hardware.Hardware) -> None:
         self.model.set_hardware(found)
+
+    def set_specs(self, specs: dict[str, Any]) -> None:
         if self.personas.spec is None:
             self.personas.set_spec(specs.get(self.settings.model.family))
 

@@ -261,6 +261,12 @@ class Answer:
                     )
                     if ev is not None:
                         events.append(ev)
+                    if not talker_open and thinker_open:
+                        # The voice has ended: whatever the thinker writes from here on
+                        # would never be spoken (a random tiny model wrote hundreds of
+                        # such tokens per answer, shown as subtitles and costing seconds).
+                        thinker_open = False
+                        self.state.thinker_done_at = clock()
             for ev in events:
                 if ev.kind == "speech" and self.state.first_chunk_at is None:
                     self.state.first_chunk_at = clock()

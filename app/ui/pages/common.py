@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from PySide6.QtCore import QSize
 from PySide6.QtWidgets import QFrame, QLabel, QVBoxLayout, QWidget
 
 from app.ui import theme
@@ -34,8 +37,25 @@ def section(parent: QWidget, title: str) -> tuple[QFrame, QVBoxLayout]:
     return frame, layout
 
 
+class Note(QLabel):
+    """A wrapped note whose preferred height is the one its text needs at the width it
+    has. A plain wrapped QLabel asks for the height of a narrow, squarish block: in a form
+    that scrolls, a four-line error got the room of ten lines, centred in blank space."""
+
+    def sizeHint(self) -> QSize:
+        hint = super().sizeHint()
+        if self.width() > 0 and self.wordWrap() and self.text():
+            return QSize(hint.width(), self.heightForWidth(self.width()))
+        return hint
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        if event.oldSize().width() != event.size().width():
+            self.updateGeometry()  # the height it needs changed with the width
+
+
 def note(text: str, parent: QWidget, level: str = "muted") -> QLabel:
-    label = QLabel(text, parent)
+    label = Note(text, parent)
     label.setWordWrap(True)
     color = {"muted": theme.MUTED, "error": theme.DANGER, "warning": theme.WARNING,
              "ok": theme.SUCCESS, "accent": theme.ACCENT}[level]

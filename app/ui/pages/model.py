@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -91,6 +92,8 @@ class ModelPage(QWidget):
         row.addStretch(0)
         form.addRow("", row)
         self.entry_note = note("", where)
+        # A download error holds a command to copy (how to fetch it on another machine).
+        self.entry_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form.addRow("", self.entry_note)
         form.addRow(self.folder_radio)
         row = QHBoxLayout()

@@ -23,6 +23,9 @@ class Message(QWidget):
         self.text = text
         edge, fill = _LEVEL_COLORS.get(level, _LEVEL_COLORS["info"])
         self.setObjectName("message")
+        # A plain QWidget paints no style-sheet background unless asked: without this the
+        # banner's colour and frame were never drawn.
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
         self.setStyleSheet(
             f"QWidget#message {{ background: {fill}; border: 1px solid {edge};"
             " border-radius: 10px; }"

@@ -6,7 +6,14 @@ from __future__ import annotations
 import html
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QLabel,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.ui import theme
 from app.ui.widgets.meter import LevelMeter
@@ -33,6 +40,11 @@ def card(parent: QWidget) -> tuple[QFrame, QVBoxLayout]:
     layout.setContentsMargins(16, 14, 16, 16)
     layout.setSpacing(8)
     return frame, layout
+
+
+RTF_TIP = ("Real-time factor: how many seconds this machine takes to compute one second "
+           "of the assistant's speech. Below 1× it keeps up and speaks smoothly; at 2× a "
+           "1 s sentence takes 2 s to make, so answers come late and in pieces.")
 
 
 def _seconds(value: float | None) -> str:
@@ -99,9 +111,10 @@ class Transcript(QLabel):
 
 
 class SidePanel(QWidget):
+    WIDTH = 300
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setFixedWidth(300)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(12)
@@ -148,8 +161,7 @@ class SidePanel(QWidget):
              "last turn-taking latency: end of your speech → first sound of the answer"),
             ("Stop on interruption", self.stop_value,
              "last interruption latency: you start talking → the assistant is silent"),
-            ("Real-time factor", self.rtf_value,
-             "compute per second of speech; below 1 keeps up with playback"),
+            ("Real-time factor", self.rtf_value, RTF_TIP),
         )):
             label = muted(name, timing)
             label.setToolTip(tip)
@@ -159,6 +171,11 @@ class SidePanel(QWidget):
             value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             figures.addWidget(value, row, 1)
         tv.addLayout(figures)
+        # What the factor means, in words, once it says this machine is too slow.
+        self.rtf_note = muted("", timing)
+        self.rtf_note.setStyleSheet(f"color: {theme.WARNING};")
+        self.rtf_note.hide()
+        tv.addWidget(self.rtf_note)
         layout.addWidget(timing)
 
         self.transcript_card, tr = card(self)
@@ -167,6 +184,18 @@ class SidePanel(QWidget):
         tr.addWidget(self.transcript)
         layout.addWidget(self.transcript_card)
         layout.addStretch(1)
+
+    def scrolling(self, parent: QWidget | None = None) -> QScrollArea:
+        """The panel in a frameless vertical scroll area of the panel's width: where the
+        window is short, its cards keep their size and scroll, rather than being squeezed
+        until their text is cut (as two stacked banners once did)."""
+        area = QScrollArea(parent)
+        area.setWidget(self)
+        area.setWidgetResizable(True)
+        area.setFrameShape(QFrame.Shape.NoFrame)
+        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        area.setFixedWidth(self.WIDTH)
+        return area
 
     def set_persona(self, name: str, description: str, voice: str) -> None:
         self.persona_name.setText(name)
@@ -190,11 +219,16 @@ class SidePanel(QWidget):
         self.rtf_value.setText(f"{rtf:.2f}×")
         color = theme.SUCCESS if rtf < 1 else theme.WARNING
         self.rtf_value.setStyleSheet(f"color: {color};")
+        if rtf >= 1:
+            self.rtf_note.setText(f"1 s of speech takes {rtf:.1f} s to compute here: too "
+                                  "slow to keep up, so answers come late.")
+        self.rtf_note.setVisible(rtf >= 1)
 
     def reset_figures(self) -> None:
         for value in (self.turn_value, self.stop_value, self.rtf_value):
             value.setText("—")
             value.setStyleSheet("")
+        self.rtf_note.hide()
         self.mic_meter.reset()
         self.assistant_meter.reset()
         self.transcript.clear_entries()
