@@ -252,6 +252,10 @@ class MainWindow(QMainWindow):
         self.library: PersonaLibrary = persona_store.load_all()
         for problem in self.library.problems:
             self.post("warning", problem.describe() + " (the other personas loaded)")
+        wanted = self.overrides.persona or self.settings.persona
+        if self.library.get(wanted) is None:
+            # The choice is kept (the file may come back); another persona speaks meanwhile.
+            self.report(messages.persona_missing(wanted, self.current_persona().name))
         self._show_persona()
 
     def current_persona(self) -> PersonaFile:

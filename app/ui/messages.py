@@ -161,6 +161,15 @@ def device_lost(source: str, detail: str) -> UserMessage:
                        f"check it in {DEVICES_PAGE}")
 
 
+def persona_missing(chosen: str, instead: str) -> UserMessage:
+    """The persona the settings choose has no file any more (removed, renamed)."""
+    return UserMessage(WARNING, f"The persona '{chosen}' you chose has no file any more "
+                       "(it was removed or renamed)",
+                       f"'{instead}' speaks instead; your choice is kept in case the file "
+                       "comes back",
+                       "pick a persona in Settings → Persona")
+
+
 def device_back(source: str, detail: str) -> UserMessage:
     """A device lost mid-conversation is back and in use again."""
     return UserMessage(INFO, detail or f"The {_role(source)} is back",
