@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench-timeline clean
+.PHONY: run test lint bench-timeline gpu-wheels gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,32 @@ lint: $(STAMP)
 
 bench-timeline: $(STAMP)
 	$(BIN)/duetto bench timeline
+
+# The wheels the GPU check installs on a machine without network (scripts/gpu_check.sh):
+# transformers and bitsandbytes as pinned here, what this transformers needs newer than
+# a machine with an older one may have, and pytest. About 61 MiB, manylinux x86_64, for
+# Python 3.12; into gpu_wheels/ (ignored by git; carry it with the checkout).
+GPU_WHEELS ?= gpu_wheels
+GPU_PY ?= 3.12
+GPU_WHEEL_SPECS := transformers==5.24.0 bitsandbytes==0.50.2 "huggingface_hub>=1.31,<2" \
+	tokenizers==0.23.3 safetensors==0.8.0 regex==2026.11.19 pytest==9.2.0 pluggy==1.7.0 \
+	iniconfig==2.3.1
+
+# Any pip downloads them: the project's environment when there is one, else $(PYTHON).
+GPU_PIP_PY ?= $(shell test -x $(BIN)/python && echo $(BIN)/python || echo $(PYTHON))
+
+gpu-wheels:
+	mkdir -p $(GPU_WHEELS)
+	$(GPU_PIP_PY) -m pip download --quiet --no-deps --only-binary=:all: \
+		--platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
+		--platform manylinux2014_x86_64 --python-version $(GPU_PY) --implementation cp \
+		-d $(GPU_WHEELS) $(GPU_WHEEL_SPECS)
+	du -sh $(GPU_WHEELS)
+
+# On a CUDA machine: install those wheels privately, run the `gpu` tests and
+# `duetto bench gpu`, write one JSON report ($$OUT/gpu_check.json, else out/).
+gpu-check:
+	scripts/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -5,8 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import platformdirs
-
 APP_NAME = "duetto"
 
 
@@ -17,16 +15,24 @@ def assets_dir() -> Path:
     return Path(override) if override else Path(__file__).resolve().parents[1] / "assets"
 
 
+def _platformdirs():
+    # Imported when a folder is asked for: the model code imports this module, and runs
+    # where only torch and transformers are installed (the GPU check) ask for none.
+    import platformdirs
+
+    return platformdirs
+
+
 def config_dir() -> Path:
     """Settings and the user's own personas."""
     override = os.environ.get("DUETTO_CONFIG_DIR")
-    return Path(override) if override else Path(platformdirs.user_config_dir(APP_NAME))
+    return Path(override) if override else Path(_platformdirs().user_config_dir(APP_NAME))
 
 
 def data_dir() -> Path:
     """Session recordings and logs."""
     override = os.environ.get("DUETTO_DATA_DIR")
-    return Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME))
+    return Path(override) if override else Path(_platformdirs().user_data_dir(APP_NAME))
 
 
 def models_dir() -> Path:
@@ -34,4 +40,4 @@ def models_dir() -> Path:
     override = os.environ.get("DUETTO_MODELS_DIR")
     if override:
         return Path(override)
-    return Path(platformdirs.user_cache_dir(APP_NAME)) / "models"
+    return Path(_platformdirs().user_cache_dir(APP_NAME)) / "models"

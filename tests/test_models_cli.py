@@ -10,7 +10,7 @@ import pytest
 from app.__main__ import main
 from app.model import download as dl
 from app.model import families, registry
-from app.model.contract import BackendError
+from app.model.contract import BackendError, Quant
 
 
 @pytest.fixture(autouse=True)
@@ -32,9 +32,46 @@ def test_list_shows_every_entry_and_what_is_cached(capsys: pytest.CaptureFixture
     for e in registry.entries():
         assert any(line.startswith(e.id + " ") for line in lines), e.id
     row7 = next(line for line in lines if line.startswith("qwen2.5-omni-7b "))
-    assert "yes @abcdef0123" in row7 and "22.4 GB" in row7 and "29.0 GiB" in row7
+    planned = entry.vram_gib[Quant.BF16]
+    assert "yes @abcdef0123" in row7 and "22.4 GB" in row7 and f"{planned:.1f} GiB" in row7
     row_minicpm = next(line for line in lines if line.startswith("minicpm-o-4.5 "))
     assert "not yet" in row_minicpm and row_minicpm.rstrip().endswith("no")
+
+
+def test_plan_prints_each_part_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    assert main(["models", "plan", "qwen2.5-omni-3b", "--context", "8192"]) == 0
+    out = capsys.readouterr().out
+    for part in ("thinker", "vision encoder", "audio encoder", "talker", "vocoder",
+                 "thinker context", "talker context", "working memory", "total:"):
+        assert part in out, part
+    assert main(["models", "plan", "--json", "--quant", "int8", "--context", "4096"]) == 0
+    plans = json.loads(capsys.readouterr().out)
+    assert [p["id"] for p in plans] == [e.id for e in registry.entries() if e.supported]
+    for p in plans:
+        assert {"id", "quant", "context_tokens", "total_gib", "parts"} <= set(p)
+        assert p["quant"] == "int8"
+        assert p["total_gib"] == pytest.approx(
+            max(sum(x["bytes"] for x in p["parts"] if x["where"] == "device"),
+                p["load_gib"] * 2**30) / 2**30, abs=1e-3)
+    moshi = next(p for p in plans if p["id"] == "moshiko")
+    assert moshi["context_tokens"] == 3000 and moshi["context_unit"] == "frames"
+
+
+def test_plan_picks_the_longest_context_for_a_card(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "plan", "qwen2.5-omni-7b", "--free-gib", "7.5"]) == 0
+    out = capsys.readouterr().out
+    assert "the longest that fits" in out
+    assert main(["models", "plan", "qwen2.5-omni-7b", "--quant", "bf16",
+                 "--free-gib", "7"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing was loaded" in err and "nf4 with up to" in err
+
+
+def test_plan_of_what_cannot_run(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "plan", "minicpm-o-4.5"]) == 2
+    assert "no memory plan" in capsys.readouterr().err
 
 
 def test_get_unknown_id(capsys: pytest.CaptureFixture[str]) -> None:

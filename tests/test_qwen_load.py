@@ -36,9 +36,11 @@ def test_spec_before_and_after_load(qwen_tiny):
     assert set(s.vram_gib) == set(Quant)
     b.load(ModelSource(local_dir=qwen_tiny), Quant.BF16, lambda what, frac: None)
     assert b.spec.voices == ("Chelsie", "Ethan")
-    # After load the VRAM needs come from this checkpoint: tiny, and smaller when quantized.
+    # After load the VRAM needs come from this checkpoint's memory plan (a tiny model's
+    # figures are mostly working memory, so the quantizations hardly differ).
     need = b.spec.vram_gib
-    assert 0 < need[Quant.NF4] <= need[Quant.INT8] <= need[Quant.BF16] < 1
+    assert all(0 < need[q] < 1 for q in Quant)
+    assert need[Quant.BF16] == pytest.approx(b._loaded.plan.total_gib)
     b.close()
     with pytest.raises(BackendError, match="not loaded"):
         b.start(Persona("p", "hi"))
@@ -91,7 +93,11 @@ def test_quantized_loading(qwen_tiny, q):
     quantized = [n for n, m in model.named_modules()
                  if isinstance(m, bnb.nn.Linear8bitLt | bnb.nn.Linear4bit)]
     assert quantized, "nothing was quantized"
-    assert not any(n.startswith(("talker", "token2wav")) for n in quantized)
+    # The placement rule: thinker, encoders and talker quantized; the talker's code head
+    # and projection and the whole vocoder kept in floating point.
+    assert any(n.startswith("talker.model.") for n in quantized)
+    assert not any(n.startswith(("token2wav", "talker.codec_head",
+                                 "talker.thinker_to_talker_proj")) for n in quantized)
     outs = list(b.step(make_unit(0), Control(turn_ended=True)))
     assert outs[-1].decision is Decision.END_OF_TURN
     assert any(o.speech is not None for o in outs)

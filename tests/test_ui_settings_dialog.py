@@ -11,7 +11,7 @@ from test_ui_fakes import SPEC
 from app.capture import devices
 from app.config import personas as persona_store
 from app.config.settings import Settings
-from app.model import registry
+from app.model import memory_plan, registry
 from app.model.contract import Quant
 from app.ui import audio_tools, hardware
 from app.ui.first_run import FirstRunDialog, best_quant
@@ -77,18 +77,21 @@ def test_vram_estimate_comes_from_the_registry_and_warns(qtbot):
     settings = Settings()
     settings.model.model_id = "qwen2.5-omni-7b"
     settings.model.quant = "bf16"
-    dialog = _dialog(qtbot, settings, found=GPU_24)
+    dialog = _dialog(qtbot, settings, found=GPU_12)
     page = dialog.model
-    needed = registry.get("qwen2.5-omni-7b").vram_gib[Quant.BF16]
+    # The figure is the memory plan's, at the shortest context it could run with.
+    shortest = memory_plan.plan_entry("qwen2.5-omni-7b", Quant.BF16,
+                                      memory_plan.QWEN_MIN_CONTEXT)
     assert page.will_not_fit()
-    assert f"{needed:.1f} GiB" in page.fit_note.text() and "NOT fit" in page.fit_note.text()
+    assert f"{shortest.total_gib:.1f} GiB" in page.fit_note.text()
+    assert "NOT fit" in page.fit_note.text()
     page.quant.setCurrentIndex(page.quant.findData("nf4"))
     assert not page.will_not_fit()
-    assert "fits" in page.fit_note.text()
+    assert "fits" in page.fit_note.text() and "tokens" in page.fit_note.text()
     page.device.setCurrentIndex(page.device.findData("cpu"))
     page.quant.setCurrentIndex(page.quant.findData("bf16"))
     assert not page.will_not_fit()  # the CPU has no VRAM to run out of
-    assert "Test GPU" in page.gpu_note.text()
+    assert "Small GPU" in page.gpu_note.text()
     dialog.reject()
 
 

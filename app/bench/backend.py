@@ -10,7 +10,8 @@ memory, and exits non-zero when a target is missed:
 
 `--model DIR` runs a checkpoint folder (the tiny model: `--model tiny` builds one in a
 temp dir). `--full-size 3B|7B` runs the real architecture with random weights on a
-CUDA GPU (no download), so the same figures can be measured on the target hardware.
+CUDA GPU (no download), in any quantization, loaded through the loader's own path, so
+the same figures can be measured on the target hardware.
 
 A Moshi/PersonaPlex folder (or `--family moshi`) runs app/bench/backend_moshi.py instead:
 per-frame compute against the 80 ms clock.
@@ -131,14 +132,10 @@ def _make_backend(args: argparse.Namespace, tmp: Path):
                 "weights and needs a CUDA GPU; this machine has none",
                 hint="run it on a GPU machine, or benchmark --model tiny here",
             )
-        if quant not in (Quant.BF16, Quant.FP16):
-            raise BackendError("--full-size runs in bf16/fp16 only",
-                               hint="quantized figures need a real checkpoint: --model DIR")
-        from app.model.qwen_omni.sizes import build_random
-
-        dtype = torch.float16 if quant is Quant.FP16 else torch.bfloat16
-        model, tok = build_random(args.full_size, "cuda", dtype)
-        backend.attach(loader.from_memory(model, tok, quant))
+        # The published architecture, random weights made on the GPU, loaded and
+        # quantized through the loader's own path.
+        backend.attach(loader.load_random(args.full_size, quant, device="cuda",
+                                          talker_headroom=config.max_codes))
         return backend, "cuda"
     if not args.model:
         raise BackendError("no model given", hint="--model DIR, --model tiny or --full-size")

@@ -10,8 +10,8 @@ p99 and max, and peak memory; exits non-zero when a target is missed:
 
 `--model DIR` runs a checkpoint folder in either layout (`--family moshi --model tiny`
 builds the tiny one in a temp dir). `--full-size 7B` builds the 7B architecture
-(PersonaPlex's: transformers' MoshiConfig defaults with the released Mimi) with random
-weights on a CUDA GPU, in bf16 or nf4; without a GPU it refuses.
+(published.py: moshiko's, and PersonaPlex's once loaded) with random weights on a CUDA
+GPU, through the loader's own path, in any quantization; without a GPU it refuses.
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ def _full_size(args: argparse.Namespace):  # -> loader.Loaded
 
     from app.model.contract import BackendError, Quant
     from app.model.moshi import loader
-    from app.model.moshi.text import TextVocab
 
     if args.full_size != "7B":
         raise BackendError(f"--full-size {args.full_size}: the Moshi family has a 7B only",
@@ -64,29 +63,7 @@ def _full_size(args: argparse.Namespace):  # -> loader.Loaded
             "(about 17 GB in bf16, 5 GB in nf4) and needs a CUDA GPU; this machine has none",
             hint="run it on a GPU machine, or benchmark --family moshi --model tiny here",
         )
-    quant = Quant(args.quant)
-    if quant not in (Quant.BF16, Quant.FP16, Quant.NF4, Quant.INT8):
-        raise BackendError(f"unknown quantization {args.quant}")
-    from transformers import MimiConfig, MoshiConfig, MoshiForConditionalGeneration
-
-    from app.model import quant as quant_mod
-    from app.model.moshi.quantize import quantize_linears
-    from app.model.moshi.tiny import STANDARD_DELAYS, spm_model_bytes, tiny_pieces
-
-    config = MoshiConfig(audio_encoder_config=MimiConfig().to_dict(), pad_token_id=3)
-    dtype = quant_mod.torch_dtype(quant, "cuda")
-    with torch.device("cuda"):
-        model = MoshiForConditionalGeneration(config).to(dtype)
-    quantize_linears(model.decoder.model, quant, "cuda")
-    model.audio_encoder.float()
-    model.eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        # Random weights speak random ids: a stand-in vocabulary is enough to decode them.
-        (Path(tmp) / "tokenizer_spm_32k_3.model").write_bytes(spm_model_bytes(tiny_pieces()))
-        vocab = TextVocab.from_folder(Path(tmp))
-    return loader.Loaded(model=model, vocab=vocab, folder=Path("<memory>"),
-                         device=torch.device("cuda"), dtype=dtype, quant=quant,
-                         delays=STANDARD_DELAYS, layout="memory")
+    return loader.load_random(Quant(args.quant), device="cuda")
 
 
 def measure(args: argparse.Namespace) -> MoshiFigures:

@@ -1,45 +1,77 @@
-"""`duetto bench gpu`: the full-size models on this CUDA GPU, with random weights.
+"""`duetto bench gpu`: the full-size models on this CUDA GPU, measured against their plans.
 
-For each family with a backend (today Qwen2.5-Omni, 3B and 7B) and each precision
-(bf16, and 4-bit NF4 through bitsandbytes), it builds the real architecture with random
-weights (no download), saves it as a checkpoint folder and loads it back through the
-app's own loader (so 4-bit quantization is the very path real weights take), then
-measures with `duetto bench backend`'s procedure: peak VRAM, per-unit compute (prefill
-of one 1 s unit with a camera frame), time from the end of the user's turn to the first
-speech, and the speech real-time factor. Prints a table and writes JSON.
+For each family (Qwen2.5-Omni 7B and 3B, Moshi 7B, which is also PersonaPlex-7B's
+in-memory architecture) and each quantization (nf4, int8, bf16), it loads the published
+architecture with random weights made directly on the GPU, through the loader's own path
+(loader.load_random: the placement rule, bitsandbytes' quantization while loading, the
+fit check), and measures:
 
-Random weights do not change the cost of a forward pass; the answer length is fixed by
-the benchmark (min = max tokens) so that the speech figures are comparable.
+* memory, from the device's own counters: the loaded weights, the load peak, the steady
+  state once the conversation's context is held, and the peak while talking; each held
+  against the memory plan (memory_plan.py), which must be within 10 %. The measured
+  working memory (peak − steady) is printed to replace the plan's estimate;
+* Qwen: per-unit prefill (a 1 s unit with a camera frame), the first audio after the
+  end-of-turn decision with the answer prepared during the silence (the duplex
+  controller starts it `speculate_after` into the silence and decides at
+  `end_of_turn_silence`: the answer has the difference as a head start), and the speech
+  real-time factor (answer time / seconds of speech);
+* Moshi: the compute of each 80 ms frame (median, p99) once its context window is full.
 
-Without CUDA it refuses: there is nothing full-size to measure on a CPU.
+Targets (exit 1 on a miss): plan within 10 % of measured, for every row; Qwen 7B nf4
+first audio ≤ 0.30 s after the decision and speech RTF ≤ 0.3; Moshi 7B nf4 frame p99
+≤ 80 ms. Rows that the time budget leaves out are reported as skipped.
+
+Without CUDA it refuses in one line (exit 2): there is nothing full-size to measure.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
-import shutil
+import statistics
 import sys
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+import traceback
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-MODELS = {"qwen2.5-omni": ("3B", "7B")}
-QUANTS = ("bf16", "nf4")
+import numpy as np
+
+GIB = 1024**3
+PLAN_TOLERANCE = 0.10
+QWEN_FIRST_AUDIO_S = 0.30
+QWEN_RTF = 0.3
+MOSHI_FRAME_P99_MS = 80.0
+TARGET_QUANT = "nf4"
+# Target rows first: if the time budget runs out, what is left out is the least needed.
+DEFAULT_ROWS = (
+    ("qwen2.5-omni", "7B", "nf4"), ("moshi", "7B", "nf4"), ("qwen2.5-omni", "3B", "nf4"),
+    ("qwen2.5-omni", "7B", "int8"), ("moshi", "7B", "int8"), ("qwen2.5-omni", "3B", "int8"),
+    ("qwen2.5-omni", "7B", "bf16"), ("moshi", "7B", "bf16"), ("qwen2.5-omni", "3B", "bf16"),
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sizes", nargs="+", default=["3B", "7B"], choices=["3B", "7B"])
-    parser.add_argument("--quants", nargs="+", default=list(QUANTS), choices=list(QUANTS))
-    parser.add_argument("--units", type=int, default=6, help="units in the user's turn")
-    parser.add_argument("--answer-tokens", type=int, default=48)
+    parser.add_argument("--families", nargs="+", default=["qwen2.5-omni", "moshi"],
+                        choices=["qwen2.5-omni", "moshi"])
+    parser.add_argument("--sizes", nargs="+", default=["7B", "3B"], choices=["7B", "3B"],
+                        help="Qwen2.5-Omni sizes (Moshi has a 7B only)")
+    parser.add_argument("--quants", nargs="+", default=["nf4", "int8", "bf16"],
+                        choices=["nf4", "int8", "bf16"])
+    parser.add_argument("--context", type=int, default=16384,
+                        help="Qwen: tokens of context held for the conversation")
+    parser.add_argument("--moshi-context", type=int, default=250,
+                        help="Moshi: frames in its window (filled before frames are timed)")
+    parser.add_argument("--units", type=int, default=4, help="Qwen: units in the user's turn")
+    parser.add_argument("--answer-tokens", type=int, default=48,
+                        help="Qwen: answer length (min = max: random weights)")
+    parser.add_argument("--frames", type=int, default=100,
+                        help="Moshi: frames timed once the window is full")
+    parser.add_argument("--budget-s", type=float, default=420.0,
+                        help="stop starting new rows after this many seconds")
     parser.add_argument("--json", metavar="FILE", type=Path, default=None,
-                        help="also write the figures here (default: beside nothing, "
-                             "printed only)")
-    parser.add_argument("--work-dir", metavar="DIR", type=Path, default=None,
-                        help="where the random checkpoints are saved (about 22 GB for 7B; "
-                             "default: a temporary folder)")
+                        help="also write the report here as JSON")
 
 
 @dataclass
@@ -47,11 +79,25 @@ class Row:
     family: str
     size: str
     quant: str
-    vram_gib: float
-    unit_ms: float
-    first_speech_s: float | None
-    rtf: float
-    build_s: float
+    status: str = "ok"  # ok, error, skipped
+    error: str = ""
+    context: int = 0
+    context_unit: str = ""
+    load_s: float = 0.0
+    plan: dict = field(default_factory=dict)  # GiB: weights, load, steady, total, working
+    measured: dict = field(default_factory=dict)  # GiB, same keys
+    deviation: dict = field(default_factory=dict)  # (plan - measured) / measured
+    unit_ms: float | None = None
+    first_chunk_s: float | None = None
+    first_audio_after_decision_s: float | None = None
+    rtf: float | None = None
+    frame_ms_median: float | None = None
+    frame_ms_p99: float | None = None
+    targets: dict = field(default_factory=dict)  # name -> met
+
+    @property
+    def name(self) -> str:
+        return f"{self.family} {self.size} {self.quant}"
 
 
 def no_gpu_reason() -> str | None:
@@ -60,48 +106,179 @@ def no_gpu_reason() -> str | None:
     except ImportError:
         return "torch is not installed"
     if not torch.cuda.is_available():
-        return ("no CUDA GPU here: `duetto bench gpu` builds the full-size 3B and 7B models and "
-                "measures them on a GPU; on this machine use `duetto bench backend --model "
-                "tiny` or `duetto bench duplex`")
+        return ("no CUDA GPU here: it loads the full-size models (random weights) on a GPU and "
+                "holds them to their memory plans; on this machine use `duetto models plan` "
+                "or `duetto bench backend --model tiny`")
     return None
 
 
-def _save_random(size: str, folder: Path) -> None:
-    """A checkpoint folder of the real architecture with random weights."""
+# --- memory --------------------------------------------------------------------------------
+
+
+class Memory:
+    """The device's allocation counters, relative to what was allocated before."""
+
+    def __init__(self) -> None:
+        import torch
+
+        self.torch = torch
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.synchronize()
+        self.base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+
+    def now(self) -> int:
+        self.torch.cuda.synchronize()
+        return self.torch.cuda.memory_allocated() - self.base
+
+    def peak(self) -> int:
+        self.torch.cuda.synchronize()
+        return self.torch.cuda.max_memory_allocated() - self.base
+
+    def reset_peak(self) -> None:
+        self.torch.cuda.reset_peak_memory_stats()
+
+
+def _compare(row: Row, plan, weights: int, load_peak: int, steady: int, run_peak: int) -> None:
+    planned = {
+        "weights": plan.weights_bytes,
+        "load": plan.load_bytes,
+        "steady": plan.weights_bytes + plan.total("context"),
+        "total": plan.total_bytes,
+        "working": plan.total("working"),
+    }
+    measured = {
+        "weights": weights,
+        "load": load_peak,
+        "steady": steady,
+        "total": max(load_peak, run_peak),
+        "working": max(0, run_peak - steady),
+    }
+    row.plan = {k: round(v / GIB, 4) for k, v in planned.items()}
+    row.measured = {k: round(v / GIB, 4) for k, v in measured.items()}
+    row.deviation = {k: round((planned[k] - measured[k]) / measured[k], 4)
+                     for k in ("weights", "steady", "total") if measured[k] > 0}
+    row.targets[f"plan within {PLAN_TOLERANCE:.0%} of measured (steady, peak)"] = all(
+        abs(row.deviation.get(k, 1.0)) <= PLAN_TOLERANCE for k in ("steady", "total"))
+
+
+# --- the families --------------------------------------------------------------------------
+
+
+def _qwen(row: Row, args: argparse.Namespace) -> None:
     import torch
 
-    from app.model.qwen_omni.sizes import build_random
+    from app.bench.backend import _unit
+    from app.flow.duplex import DuplexConfig
+    from app.model.contract import Control, Persona, Quant, Voice
+    from app.model.qwen_omni import loader
+    from app.model.qwen_omni.backend import QwenOmniBackend
+    from app.model.qwen_omni.speech import AnswerConfig
 
-    model, tokenizer = build_random(size, "cpu", torch.bfloat16)
-    model.save_pretrained(folder, safe_serialization=True)
-    torch.save(dict(model.speaker_map), folder / "spk_dict.pt")
-    tokenizer.save_pretrained(folder)
-    del model
+    answer = AnswerConfig(max_answer_tokens=args.answer_tokens,
+                          min_answer_tokens=args.answer_tokens,
+                          min_codes=args.answer_tokens + 1)
+    memory = Memory()
+    t0 = time.perf_counter()
+    loaded = loader.load_random(row.size, Quant(row.quant), device="cuda", context=args.context,
+                                talker_headroom=answer.max_codes)
+    row.load_s = time.perf_counter() - t0
+    weights, load_peak = memory.now(), memory.peak()
+    backend = QwenOmniBackend(token_budget=args.context, answer=answer)
+    backend.attach(loaded)
+    row.context, row.context_unit = loaded.plan.context, loaded.plan.context_unit
+    backend.start(Persona("bench", "Answer in a few sentences.", voice=Voice(builtin="Chelsie")))
+    steady = memory.now()
+    memory.reset_peak()
+    rng = np.random.default_rng(0)
+    prefill = []
+    for i in range(args.units):
+        t = time.perf_counter()
+        list(backend.step(_unit(i, 1000, rng), Control()))
+        torch.cuda.synchronize()
+        prefill.append((time.perf_counter() - t) * 1000)
+    samples = 0
+    t_end = time.perf_counter()  # the answer starts here (prepared during the silence)
+    for out in backend.step(_unit(args.units, 1000, rng), Control(turn_ended=True)):
+        if out.speech is not None:
+            samples += out.speech.audio.size
+    answer_s = time.perf_counter() - t_end
+    run_peak = memory.peak()
+    state = backend.last_answer.state
+    _compare(row, loaded.plan, weights, load_peak, steady, max(run_peak, steady))
+    row.unit_ms = statistics.median(prefill)
+    duplex = DuplexConfig()
+    head_start = duplex.end_of_turn_silence - (duplex.speculate_after or 0.0)
+    if state.first_chunk_at is not None:
+        row.first_chunk_s = state.first_chunk_at - t_end
+        row.first_audio_after_decision_s = max(0.0, row.first_chunk_s - head_start)
+    row.rtf = answer_s / (samples / 24000) if samples else float("inf")
+    if row.size == "7B" and row.quant == TARGET_QUANT:
+        first = row.first_audio_after_decision_s
+        row.targets[f"first audio <= {QWEN_FIRST_AUDIO_S:.2f} s after the decision"] = (
+            first is not None and first <= QWEN_FIRST_AUDIO_S)
+        row.targets[f"speech RTF <= {QWEN_RTF}"] = row.rtf <= QWEN_RTF
+    backend.close()
 
 
-def _measure(folder: Path, quant: str, args: argparse.Namespace):
+def _moshi(row: Row, args: argparse.Namespace) -> None:
     import torch
 
-    from app.bench import backend as backend_bench
+    from app.model.contract import Control, Persona, Quant, Unit
+    from app.model.moshi import loader
+    from app.model.moshi.backend import MoshiBackend
 
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    bench_args = argparse.Namespace(
-        model=str(folder), quant=quant, units=args.units, unit_ms=1000, full_size=None,
-        answer_tokens=args.answer_tokens, voice="Chelsie", seed=0,
-    )
-    return backend_bench.measure(bench_args)
+    memory = Memory()
+    t0 = time.perf_counter()
+    loaded = loader.load_random(Quant(row.quant), device="cuda", context=args.moshi_context)
+    row.load_s = time.perf_counter() - t0
+    weights, load_peak = memory.now(), memory.peak()
+    row.context, row.context_unit = loaded.plan.context, loaded.plan.context_unit
+    backend = MoshiBackend()
+    backend.attach(loaded)
+    backend.start(Persona("bench", "You enjoy a good conversation about technology."))
+    rng = np.random.default_rng(0)
+
+    def frame(i: int) -> float:
+        audio = (0.05 * rng.standard_normal(1920)).astype(np.float32)
+        t = time.perf_counter()
+        list(backend.step(Unit(i, i * 0.08, 0.08, 24000, audio), Control()))
+        torch.cuda.synchronize()
+        return (time.perf_counter() - t) * 1000
+
+    for i in range(row.context + 5):  # fill the window: the context is then all held
+        frame(i)
+    steady = memory.now()
+    memory.reset_peak()
+    times = [frame(row.context + 5 + i) for i in range(args.frames)]
+    run_peak = memory.peak()
+    _compare(row, loaded.plan, weights, load_peak, steady, max(run_peak, steady))
+    row.frame_ms_median = statistics.median(times)
+    row.frame_ms_p99 = float(np.percentile(times, 99))
+    if row.quant == TARGET_QUANT:
+        row.targets[f"frame p99 <= {MOSHI_FRAME_P99_MS:.0f} ms"] = (
+            row.frame_ms_p99 <= MOSHI_FRAME_P99_MS)
+    backend.close()
 
 
-def table(rows: list[Row], device: str) -> str:
-    out = [f"device: {device}",
-           f"{'model':<22} {'quant':<5} {'VRAM':>8} {'unit':>8} {'1st speech':>11} "
-           f"{'RTF':>6}"]
-    for r in rows:
-        first = "-" if r.first_speech_s is None else f"{r.first_speech_s * 1000:.0f} ms"
-        out.append(f"{r.family + ' ' + r.size:<22} {r.quant:<5} {r.vram_gib:>6.1f} G "
-                   f"{r.unit_ms:>5.0f} ms {first:>11} {r.rtf:>6.2f}")
-    return "\n".join(out)
+# --- the report ----------------------------------------------------------------------------
+
+
+def _line(r: Row) -> str:
+    if r.status != "ok":
+        return f"{r.name:<24} {r.status}: {r.error}"
+    speed = (f"unit {r.unit_ms:.0f} ms, 1st audio +{r.first_audio_after_decision_s or 0:.2f} s "
+             f"after the decision ({r.first_chunk_s or 0:.2f} s after the start), "
+             f"RTF {r.rtf:.2f}" if r.family == "qwen2.5-omni" else
+             f"frame median {r.frame_ms_median:.1f} ms, p99 {r.frame_ms_p99:.1f} ms")
+    mem = (f"plan {r.plan['total']:.2f} / measured {r.measured['total']:.2f} GiB "
+           f"({r.deviation.get('total', 0):+.1%}); steady {r.plan['steady']:.2f} / "
+           f"{r.measured['steady']:.2f} ({r.deviation.get('steady', 0):+.1%}); working "
+           f"measured {r.measured['working']:.2f} (planned {r.plan['working']:.2f})")
+    verdict = ", ".join(f"{k}: {'yes' if v else 'NO'}" for k, v in r.targets.items())
+    return (f"{r.name:<24} {r.context} {r.context_unit}, load {r.load_s:.0f} s\n"
+            f"{'':<24} {mem}\n{'':<24} {speed}\n{'':<24} {verdict}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,39 +286,34 @@ def run(args: argparse.Namespace) -> int:
     if reason is not None:
         print(f"duetto bench gpu: {reason}", file=sys.stderr)
         return 2
-    import statistics
-
     import torch
 
-    from app.model.contract import BackendError
-
+    rows = [Row(f, s, q) for f, s, q in DEFAULT_ROWS
+            if f in args.families and q in args.quants and (f == "moshi" or s in args.sizes)]
     device = torch.cuda.get_device_name(0)
-    rows: list[Row] = []
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="duetto-gpu-"))
-    try:
-        for family, sizes in MODELS.items():
-            for size in (s for s in sizes if s in args.sizes):
-                folder = work / f"{family}-{size}"
-                t0 = time.perf_counter()
-                _save_random(size, folder)
-                build_s = time.perf_counter() - t0
-                for quant in args.quants:
-                    try:
-                        fig = _measure(folder, quant, args)
-                    except BackendError as exc:
-                        print(f"{family} {size} {quant}: {exc}", file=sys.stderr)
-                        continue
-                    rows.append(Row(family, size, quant,
-                                    torch.cuda.max_memory_allocated() / 2**30,
-                                    statistics.median(fig.prefill_ms), fig.first_chunk_s,
-                                    fig.rtf, build_s))
-                    print(table(rows[-1:], device).splitlines()[-1], flush=True)
-                shutil.rmtree(folder, ignore_errors=True)
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
-    print(table(rows, device))
+    print(f"device: {device}; torch {torch.__version__}", flush=True)
+    start = time.perf_counter()
+    for row in rows:
+        if time.perf_counter() - start > args.budget_s:
+            row.status, row.error = "skipped", f"time budget of {args.budget_s:.0f} s spent"
+            print(_line(row), flush=True)
+            continue
+        try:
+            (_qwen if row.family == "qwen2.5-omni" else _moshi)(row, args)
+        except Exception as exc:  # one row failing must not hide the others' figures
+            row.status, row.error = "error", f"{type(exc).__name__}: {exc}"
+            row.targets["ran"] = False
+            traceback.print_exc(file=sys.stderr)
+        finally:
+            gc.collect()
+            torch.cuda.empty_cache()
+        print(_line(row), flush=True)
+    missed = [f"{r.name}: {k}" for r in rows for k, v in r.targets.items() if not v]
+    ok = not missed
+    report = {"device": device, "torch": torch.__version__, "ok": ok, "missed": missed,
+              "elapsed_s": round(time.perf_counter() - start, 1),
+              "rows": [asdict(r) for r in rows]}
     if args.json is not None:
-        args.json.write_text(json.dumps({"device": device, "rows": [asdict(r) for r in rows]},
-                                        indent=1))
-    return 0 if rows else 1
+        args.json.write_text(json.dumps(report, indent=1))
+    print("all targets met" if ok else "targets missed:\n  " + "\n  ".join(missed))
+    return 0 if ok else 1

@@ -673,9 +673,9 @@ class Session:
                              seconds=self.stall.after_s)
 
     def _check_playback(self) -> None:
-        self._check_stall()
         for rid, text in self._spoken.poll():
             self.events.emit(EventKind.SPOKEN, self._now, text=text, response=rid)
+        self._check_stall()
         player = self.player
         if player.silenced != self._silenced_seen:
             self._silenced_seen = player.silenced

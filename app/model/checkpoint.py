@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import struct
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.model.contract import BackendError, Quant
+from app.model.contract import BackendError
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ FAMILY_CHECKPOINTS: dict[str, FamilyCheckpoint] = {
         model_types=frozenset({"qwen2_5_omni"}),
         required=(
             # Qwen2_5OmniForConditionalGeneration.from_pretrained loads it after the
-            # weights and fails without it (FACTS.md; transformers' modeling code).
+            # weights and fails without it (transformers' modeling code).
             FileRule(
                 alternatives=(("spk_dict.pt",),),
                 why="the built-in speakers' voice conditioning",
@@ -240,32 +239,7 @@ def validate_checkpoint(folder: Path, family: str) -> None:
     _check_required_files(folder, family, rules)
 
 
-# --- size of the weights, from headers only ---------------------------------------------
-
-# Bytes per stored element, by safetensors dtype name.
-_DTYPE_BYTES: dict[str, float] = {
-    "F64": 8, "I64": 8, "U64": 8,
-    "F32": 4, "I32": 4, "U32": 4,
-    "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
-    "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1,
-}
-_FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"})
-
-# Bytes per parameter of a quantized Linear weight. NF4: 4 bits plus one fp32 absmax per
-# 64 values, itself 8-bit quantized with double quantization (blocks of 256): 0.5 +
-# 1/64 + 4/(64*256) ≈ 0.516. LLM.int8: 1 byte plus one fp32 scale per output row,
-# negligible next to the row.
-NF4_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
-_QUANT_WEIGHT_BYTES: dict[Quant, float] = {
-    Quant.BF16: 2.0,
-    Quant.FP16: 2.0,
-    Quant.INT8: 1.0,
-    Quant.NF4: NF4_BYTES_PER_PARAM,
-}
-
-# Name parts of 2-D weights that bitsandbytes leaves in floating point: embeddings
-# (not Linear) and the output head (transformers skips it by default).
-_UNQUANTIZED_NAME_PARTS = ("embed", "lm_head", "norm", "codec_head")
+# --- the weights' files, read without loading them --------------------------------------
 
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 
@@ -298,6 +272,13 @@ def read_safetensors_header(path: Path) -> dict[str, dict]:
     return header
 
 
+_TORCH_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+    "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}
+
+
 def _check_complete(path: Path, header: dict, data_start: int, size: int) -> None:
     """The tensors the header lists must all lie inside the file: a download or copy that
     stopped early leaves a good header over missing data, which would otherwise fail
@@ -314,46 +295,49 @@ def _check_complete(path: Path, header: dict, data_start: int, size: int) -> Non
         )
 
 
-def _tensor_bytes(name: str, dtype: str, shape: Iterable[int], quant: Quant) -> float:
-    count = 1
-    for dim in shape:
-        count *= int(dim)
-    if dtype not in _FLOAT_DTYPES:
-        return count * _DTYPE_BYTES.get(dtype, 4)
-    dims = list(shape)
-    quantizable = (
-        len(dims) == 2
-        and name.endswith("weight")
-        and not any(part in name for part in _UNQUANTIZED_NAME_PARTS)
-    )
-    # Everything not quantized is held in 16-bit on a GPU (torch_dtype), whatever the
-    # file stores it in.
-    return count * (_QUANT_WEIGHT_BYTES[quant] if quantizable else 2.0)
+def mmap_safetensors(path: Path) -> dict:
+    """The tensors of a .safetensors file as CPU tensors over a private memory map.
 
-
-def estimate_weight_bytes(folder: Path, quant: Quant) -> int:
-    """Bytes the weights take in memory under `quant`, from safetensors headers alone.
-
-    Quantized: 2-D float `*weight` tensors outside embeddings, norms and output heads
-    (what bitsandbytes replaces); everything else counts at 16 bits. This is weights
-    only: the caller adds the working cache. A folder with only pytorch_model*.bin
-    files counts their file size (their dtype cannot be read without loading them).
+    Nothing is read until a tensor is used, and what is read stays in the page cache
+    (the system can drop it) until written: a loader can rename, slice and move a 16 GB
+    file tensor by tensor without holding a copy of it in RAM.
     """
-    folder = Path(folder).expanduser()
-    total = 0.0
-    for path in weight_files(folder):
-        if path.suffix != ".safetensors":
-            total += path.stat().st_size
+    import mmap
+
+    import torch
+
+    header = read_safetensors_header(path)
+    with path.open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+    start = 8 + length
+    tensors = {}
+    for name, info in header.items():
+        try:
+            dtype = getattr(torch, _TORCH_DTYPES[str(info["dtype"])])
+            begin, end = (int(x) for x in info["data_offsets"])
+            shape = [int(d) for d in info["shape"]]
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise BackendError(f"{path} has a malformed or unsupported entry for tensor {name!r}",
+                               hint="the file is damaged: download or copy it again") from None
+        if end == begin:
+            tensors[name] = torch.empty(shape, dtype=dtype)
             continue
-        for name, info in read_safetensors_header(path).items():
-            try:
-                total += _tensor_bytes(name, str(info["dtype"]), info["shape"], quant)
-            except (KeyError, TypeError, ValueError):
-                raise BackendError(
-                    f"{path} has a malformed entry for tensor {name!r}",
-                    hint="the file is damaged: download or copy it again",
-                ) from None
-    return int(total)
+        flat = torch.frombuffer(mapped, dtype=dtype, count=(end - begin) // dtype.itemsize,
+                                offset=start + begin)
+        tensors[name] = flat.view(shape)
+    return tensors
+
+
+def header_tensors(path: Path) -> dict:
+    """The tensors of a .safetensors file as meta tensors: names, shapes, dtypes, no data."""
+    import torch
+
+    tensors = {}
+    for name, info in read_safetensors_header(path).items():
+        dtype = getattr(torch, _TORCH_DTYPES.get(str(info.get("dtype")), "float32"))
+        tensors[name] = torch.empty([int(d) for d in info["shape"]], dtype=dtype, device="meta")
+    return tensors
 
 
 # --- will it fit -----------------------------------------------------------------------
@@ -376,20 +360,6 @@ def available_bytes(device: str) -> int:
     import psutil
 
     return int(psutil.virtual_memory().available)
-
-
-def check_fits(required_bytes: int, device: str) -> None:
-    """Raise BackendError naming needed vs. available memory when `required_bytes` won't fit."""
-    free = available_bytes(device)
-    if required_bytes <= free:
-        return
-    where = "free GPU memory" if device.startswith("cuda") else "available RAM"
-    raise BackendError(
-        f"the model needs {required_bytes / GIB:.1f} GiB but {device} has only "
-        f"{free / GIB:.1f} GiB {where}",
-        hint="pick a smaller model (e.g. qwen2.5-omni-3b) or a lower quantization "
-        "(int8, then nf4), or close other programs using that memory",
-    )
 
 
 # --- load failures ---------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`duetto models`: list the known checkpoints, download one, build a tiny one.
+"""`duetto models`: list the known checkpoints, plan their memory, download one, build a
+tiny one.
 
 Errors the user can act on print one line to stderr and exit 2; no tracebacks.
 """
@@ -6,6 +7,8 @@ Errors the user can act on print one line to stderr and exit 2; no tracebacks.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import sys
 import threading
@@ -25,6 +28,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("list", help="the known checkpoints, their needs, and what is downloaded")
 
+    plan = sub.add_parser("plan", help="what a checkpoint needs on the GPU, part by part")
+    plan.add_argument("target", nargs="?", metavar="ID|DIR",
+                      help="a registry id or a model folder (default: every entry the app runs)")
+    plan.add_argument("--quant", choices=[q.value for q in Quant], default=Quant.NF4.value,
+                      help="how the weights are held (default nf4)")
+    plan.add_argument("--context", type=int, default=None, metavar="N",
+                      help="tokens of context (Qwen) or 80 ms frames (Moshi); default: the "
+                           "family's (16384 tokens; Moshi's 3000 frames); at most the model's")
+    plan.add_argument("--free-gib", type=float, default=None, metavar="GIB",
+                      help="plan the longest context that fits this much free GPU memory "
+                           "instead, as the app does before loading")
+    plan.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                      help="where it would run (default cuda: a card with native bf16)")
+    plan.add_argument("--json", action="store_true",
+                      help="print a JSON list of plans (id, quant, context_tokens, total_gib, "
+                           "parts, ...)")
+
     get = sub.add_parser("get", help="download a checkpoint into the models folder")
     get.add_argument("id", help="a registry id (see `duetto models list`)")
     get.add_argument("--revision", default=None,
@@ -39,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    actions = {"list": _list, "get": _get, "tiny": _tiny}
+    actions = {"list": _list, "plan": _plan, "get": _get, "tiny": _tiny}
     try:
         return actions[args.action](args)
     except BackendError as exc:
@@ -68,18 +88,64 @@ def list_rows() -> list[list[str]]:
             entry.family,
             entry.license,
             f"{entry.download_gb:.1f} GB",
-            *(f"{entry.vram_gib[q]:.1f} GiB" for q in _QUANT_ORDER),
+            *(_vram_cell(entry, q) for q in _QUANT_ORDER),
             "yes" if entry.supported else "not yet",
             f"yes @{found.revision[:10]}" if found else "no",
         ])
     return rows
 
 
+def _vram_cell(entry: registry.RegistryEntry, q: Quant) -> str:
+    figure = entry.vram_gib.get(q)
+    return "-" if figure is None else f"{figure:.1f} GiB"
+
+
 def _list(args: argparse.Namespace) -> int:
     print(_table(list_rows()))
     print(f"\nmodels folder: {paths.models_dir()}")
-    print("VRAM: weights plus working memory; see each entry's source in app/model/registry.py "
-          "(figures marked there as estimates are ours).")
+    print("VRAM: the memory plan (weights, quantization state, the default context, working "
+          "memory) on a card with native bf16; `duetto models plan ID` shows it part by part.")
+    return 0
+
+
+def plans(args: argparse.Namespace) -> list:
+    """The plans `duetto models plan` prints (also used by tests)."""
+    from app.model import fit, memory_plan
+
+    q = Quant(args.quant)
+    if args.target is None:
+        planners = [memory_plan.planner_for_entry(e.id, device=args.device)
+                    for e in registry.entries() if e.supported]
+    elif Path(args.target).expanduser().is_dir():
+        planners = [memory_plan.planner_for_folder(Path(args.target), device=args.device)]
+    else:
+        entry = registry.get(args.target)
+        if not entry.supported:
+            raise BackendError(f"{entry.id} cannot run in this version of Duetto, so it has no "
+                               "memory plan", hint="see `duetto models list`")
+        planners = [memory_plan.planner_for_entry(entry.id, device=args.device)]
+    out = []
+    for planner in planners:
+        if args.free_gib is None:
+            out.append(planner.plan(q, args.context))
+        else:
+            free = int(args.free_gib * memory_plan.GIB)
+            sized = fit.size(planner, q, args.context, args.device, free=free)
+            plan = sized.plan
+            out.append(dataclasses.replace(plan, notes=(*plan.notes, sized.note)))
+    return out
+
+
+def _plan(args: argparse.Namespace) -> int:
+    if args.context is not None and args.context < 1:
+        raise BackendError("--context must be at least 1")
+    found = plans(args)
+    if args.json:
+        print(json.dumps([p.to_json() for p in found], indent=1))
+        return 0
+    for i, p in enumerate(found):
+        print(("\n" if i else "") + "\n".join(p.lines()))
+    print("\nworking memory is an estimate from the shapes until `duetto bench gpu` measures it")
     return 0
 
 

@@ -8,7 +8,7 @@ never needs to know which one it talks to. Nothing here imports flow or Qt.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -147,8 +147,9 @@ class Persona:
 class BackendSpec:
     """What a family needs and offers, known before any weights are loaded.
 
-    `vram_gib` maps each supported quantization to the GPU memory the weights plus a
-    working cache need, in GiB.
+    `vram_gib` maps each supported quantization to the GPU memory the model needs for a
+    conversation, in GiB, from its memory plan (memory_plan.py): weights, context and
+    working memory.
     """
 
     family: str
@@ -159,7 +160,7 @@ class BackendSpec:
     native_duplex: bool
     voices: tuple[str, ...] = ()
     accepts_reference_voice: bool = False
-    vram_gib: dict[Quant, float] = field(default_factory=dict)
+    vram_gib: Mapping[Quant, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# bitsandbytes' hardware floors on CUDA (its README and FACTS.md).
+# bitsandbytes' hardware floors on CUDA (its README).
 NF4_MIN_CAPABILITY = (6, 0)
 INT8_MIN_CAPABILITY = (7, 5)
 
@@ -97,7 +97,8 @@ def compute_dtype(device: str) -> torch.dtype:
 
 
 def bnb_config(
-    quant: Quant, skip_modules: Sequence[str], *, device: str | None = None
+    quant: Quant, skip_modules: Sequence[str], *, device: str | None = None,
+    cpu_offload: bool = False,
 ) -> BitsAndBytesConfig | None:
     """transformers' BitsAndBytesConfig for `quant`, or None for BF16/FP16.
 
@@ -105,7 +106,8 @@ def bnb_config(
     a regex prefix or a suffix of a module's dotted name). A non-empty list replaces
     transformers' default skips (the output head, e.g. `lm_head`): include those yourself.
     An empty list keeps the defaults. `device` picks the 4-bit compute dtype; by default
-    the first CUDA device when there is one, else the CPU.
+    the first CUDA device when there is one, else the CPU. `cpu_offload`: the device map
+    puts some modules on the CPU (they are then left unquantized).
     """
     if quant not in _QUANTIZED:
         return None
@@ -120,8 +122,10 @@ def bnb_config(
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype(target),
             llm_int8_skip_modules=skip,
+            llm_int8_enable_fp32_cpu_offload=cpu_offload,
         )
-    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip,
+                              llm_int8_enable_fp32_cpu_offload=cpu_offload)
 
 
 @functools.cache

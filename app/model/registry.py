@@ -1,50 +1,70 @@
 """The checkpoints Duetto knows, as data, and the record of which ones are downloaded.
 
-Every figure says where it came from (`source`): the model card, the weights' file
-sizes on the Hub, or our own calculation from parameter counts (marked "estimate").
+Every figure says where it came from (`source`): the model card or the weights' file
+sizes on the Hub. GPU memory is not kept here: it is each entry's memory plan
+(memory_plan.py), from its published architecture (published.py) and the app's own
+quantization rule.
 After `duetto models get`, the exact commit fetched is written to a manifest in the
 models folder, so later runs load the same files even when the Hub's branch moves on.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from app import paths
 from app.model import families
-from app.model.checkpoint import NF4_BYTES_PER_PARAM
 from app.model.contract import BackendError, ModelSource, Quant
 
 GB = 1e9
 GIB = 1024**3
 
 
-def _vram(
-    linear_b: float, other_b: float, overhead_gb: float, *, bf16_gb: float | None = None
-) -> dict[Quant, float]:
-    """GiB needed per quant: weights + a working overhead (cache, activations).
+def plan_vram_gib(entry_id: str) -> Mapping[Quant, float]:
+    """GiB of GPU memory per quantization for a registry entry, from its memory plan at
+    the family's default context on a card with native bf16 (memory_plan.py); empty for
+    an entry the app cannot run. Computed when first read, once per entry (a few seconds
+    for a 7B: the module tree is built on the meta device)."""
+    return PlannedVram(entry_id)
 
-    `linear_b`: billions of parameters in Linear layers (what bitsandbytes quantizes);
-    `other_b`: the rest (embeddings, norms, convolutions), held in 16-bit whatever the
-    quant. `bf16_gb`, when a model card gives the 16-bit figure, replaces the computed one.
-    """
 
-    def gib(weights_gb: float) -> float:
-        return round((weights_gb + overhead_gb) * GB / GIB, 1)
+class PlannedVram(Mapping):
+    """A registry entry's GiB per quantization, planned on first use."""
 
-    sixteen = round(bf16_gb * GB / GIB, 1) if bf16_gb else gib((linear_b + other_b) * 2)
-    return {
-        Quant.BF16: sixteen,
-        Quant.FP16: sixteen,
-        Quant.INT8: gib(linear_b * 1 + other_b * 2),
-        Quant.NF4: gib(linear_b * NF4_BYTES_PER_PARAM + other_b * 2),
-    }
+    def __init__(self, entry_id: str) -> None:
+        self.entry_id = entry_id
+
+    def _figures(self) -> dict[Quant, float]:
+        return dict(_plan_vram_gib(self.entry_id))
+
+    def __getitem__(self, q: Quant) -> float:
+        return self._figures()[q]
+
+    def __iter__(self):
+        return iter(self._figures())
+
+    def __len__(self) -> int:
+        return len(self._figures())
+
+    def __repr__(self) -> str:
+        return f"PlannedVram({self.entry_id!r})"
+
+
+@functools.cache
+def _plan_vram_gib(entry_id: str) -> tuple[tuple[Quant, float], ...]:
+    from app.model import memory_plan, published
+
+    if not published.known(entry_id):
+        return ()
+    planner = memory_plan.planner_for_entry(entry_id)
+    return tuple((q, round(planner.plan(q).total_gib, 2)) for q in Quant)
 
 
 @dataclass(frozen=True)
@@ -53,7 +73,7 @@ class RegistryEntry:
 
     `format`: "transformers" (config.json + safetensors that transformers' classes load)
     or "moshi" (the `moshi` package's own single-file format). `download_gb` is decimal
-    GB, as the Hub shows sizes; `vram_gib` is binary GiB, as GPUs are sold.
+    GB, as the Hub shows sizes; `vram_gib` is binary GiB, from the memory plan.
     """
 
     id: str
@@ -62,10 +82,15 @@ class RegistryEntry:
     format: str
     license: str
     download_gb: float
-    vram_gib: Mapping[Quant, float] = field(hash=False, compare=False)
     source: str
     gated: bool = False
     note: str = ""
+
+    @property
+    def vram_gib(self) -> Mapping[Quant, float]:
+        """GiB of GPU memory per quantization (memory plan, default context); {} when the
+        app has no plan for it."""
+        return plan_vram_gib(self.id)
 
     @property
     def supported(self) -> bool:
@@ -79,8 +104,6 @@ class RegistryEntry:
 _LOADABLE_FORMATS: dict[str, tuple[str, ...]] = {"moshi": ("transformers", "moshi")}
 
 
-_MOSHI_OVERHEAD_GB = 2.6  # estimate: KV cache for 3000 frames × 32 layers × 4096 × bf16 + act.
-
 ENTRIES: tuple[RegistryEntry, ...] = (
     RegistryEntry(
         id="qwen2.5-omni-3b",
@@ -89,14 +112,9 @@ ENTRIES: tuple[RegistryEntry, ...] = (
         format="transformers",
         license="Qwen Research License (non-commercial)",
         download_gb=11.3,
-        # card: 18.38 GB in BF16 for a 15 s video; weights ≈ 5.6 B params (estimate:
-        # 3.1 B LLM + 0.31 B untied head + 0.68 B vision + 0.64 B audio + talker and
-        # token2wav ≈ 0.9 B), so the working overhead is 18.38 − 11.3 ≈ 7.1 GB.
-        vram_gib=_vram(4.9, 0.7, 7.1, bf16_gb=18.38),
         source=(
-            "BF16 VRAM: model card (18.38 GB, 15 s video, also quoted by codersera.com); "
-            "download size and INT8/NF4 VRAM: estimate from parameter counts; license: "
-            "model card as remembered (license_name qwen-research), not re-checked here"
+            "download size: estimate from parameter counts; license: model card as "
+            "remembered (license_name qwen-research), not re-checked here"
         ),
     ),
     RegistryEntry(
@@ -106,13 +124,10 @@ ENTRIES: tuple[RegistryEntry, ...] = (
         format="transformers",
         license="Apache-2.0",
         download_gb=22.4,
-        # 5 shards: 4.99 + 4.99 + 4.99 + 4.97 + 2.43 GB = 22.37 GB of bf16 ≈ 11.2 B params,
-        # of which ≈ 1.3 B are embeddings/heads (152064 × 3584 twice, talker, vocoder).
-        vram_gib=_vram(9.9, 1.3, 31.11 - 22.37, bf16_gb=31.11),
+        # 5 shards: 4.99 + 4.99 + 4.99 + 4.97 + 2.43 GB = 22.37 GB of bf16.
         source=(
             "download: the weights' safetensors total on the Hub (5 shards, 22.37 GB); "
-            "BF16 VRAM: model card (31.11 GB, 15 s video); INT8/NF4 VRAM: estimate "
-            "(card overhead + quantized weights); license: Hub tag and LICENSE file"
+            "license: Hub tag and LICENSE file"
         ),
     ),
     RegistryEntry(
@@ -122,11 +137,10 @@ ENTRIES: tuple[RegistryEntry, ...] = (
         format="transformers",
         license="CC-BY-4.0",
         download_gb=15.6,
-        vram_gib=_vram(7.3, 0.5, _MOSHI_OVERHEAD_GB),
         source=(
             "download: the 4-shard bf16 set on the Hub (4.97 + 4.93 + 4.97 + 0.70 GB); "
-            "VRAM: estimate from 7.8 B params + KV cache; license: kyutai's moshiko "
-            "weights (CC-BY-4.0), of which this is transformers' conversion"
+            "license: kyutai's moshiko weights (CC-BY-4.0), of which this is "
+            "transformers' conversion"
         ),
         note=(
             "the repo's main branch also holds a second 7-shard copy; a full snapshot "
@@ -140,10 +154,9 @@ ENTRIES: tuple[RegistryEntry, ...] = (
         format="moshi",
         license="CC-BY-4.0",
         download_gb=15.8,
-        vram_gib=_vram(7.3, 0.5, _MOSHI_OVERHEAD_GB),
         source=(
             "download: the Hub's file list (model.safetensors 15.4 GB + Mimi 385 MB + "
-            "tokenizer); license: Hub tag; VRAM: estimate from 7.8 B params + KV cache"
+            "tokenizer); license: Hub tag"
         ),
     ),
     RegistryEntry(
@@ -153,11 +166,10 @@ ENTRIES: tuple[RegistryEntry, ...] = (
         format="moshi",
         license="NVIDIA Open Model License (+CC-BY-4.0)",
         download_gb=16.7,
-        vram_gib=_vram(7.87, 0.5, _MOSHI_OVERHEAD_GB),
         source=(
             "license: model card (governing terms NVIDIA Open Model License, additional "
             "CC-BY-4.0); 8.37 B params and 16.7 GB bf16: third-party pages describing the "
-            "checkpoint; VRAM: estimate from params + KV cache"
+            "checkpoint"
         ),
         gated=True,
         note="gated: accept the terms on the model page and log in (`hf auth login`)",
@@ -169,12 +181,9 @@ ENTRIES: tuple[RegistryEntry, ...] = (
         format="transformers",
         license="Apache-2.0",
         download_gb=18.8,
-        # ≈ 9.4 B params: Qwen3-8B 8.2 B + SigLIP2 0.4 B + Whisper-medium encoder 0.3 B +
-        # 0.3 B speech decoder + token2wav ≈ 0.2 B (estimate).
-        vram_gib=_vram(8.1, 1.3, 28.0 - 18.8, bf16_gb=28.0),
         source=(
-            "license: OpenBMB's repositories (FACTS.md); BF16 VRAM: the official demo's "
-            ">28 GB (FACTS.md); download and INT8/NF4: estimate from parameter counts"
+            "license: OpenBMB's repositories; download: estimate from parameter counts "
+            "(about 9.4 B)"
         ),
         note="runs through its remote code pinned to transformers 4.51; not supported yet",
     ),

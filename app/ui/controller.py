@@ -219,6 +219,9 @@ class ConversationController(QObject):
                         raise LoadCancelled()
                     self._backend, self._backend_key = backend, key
                 self.loaded.emit(backend.spec)
+                # Which context the memory plan chose for this card, and why.
+                if note := getattr(backend, "context_note", ""):
+                    self.notice.emit(note)
                 self._deliver(job, "starting")
             else:
                 backend = self._backend

@@ -51,11 +51,13 @@ class FirstRunChoice:
 
 
 def best_quant(entry: registry.RegistryEntry, found: hardware.Hardware | None) -> Quant:
-    """The best-quality quantization that fits the GPU (4-bit when nothing does)."""
-    for quant in _QUANT_PREFERENCE:
-        if hardware.fit(entry, quant, found).fits:
+    """The best-quality quantization that fits the GPU with the family's default context
+    (16k tokens for Qwen); else the best that fits at all; 4-bit when nothing does."""
+    fits = {quant: hardware.fit(entry, quant, found) for quant in _QUANT_PREFERENCE}
+    for quant, fit in fits.items():
+        if fit.fits and fit.context >= fit.default_context:
             return quant
-    return Quant.NF4
+    return next((quant for quant, fit in fits.items() if fit.fits), Quant.NF4)
 
 
 class FirstRunDialog(QDialog):
@@ -123,6 +125,8 @@ class FirstRunDialog(QDialog):
         self._make_primary(self.selfcheck_button if found is not None and gpu is None
                            else self.use_button)
         self.models.clear()
+        if found is None:
+            return  # the plans are made with the GPU's size, once it is known
         best_row = -1
         for entry in registry.entries():
             if not entry.supported:
@@ -132,9 +136,10 @@ class FirstRunDialog(QDialog):
             mark = "✓" if fit.fits else ("✗" if fit.fits is False else "·")
             verdict = {True: "fits your GPU", False: "too big for your GPU",
                        None: "needs a GPU"}[fit.fits]
+            context = (f", {fit.context} {fit.unit} of context" if fit.fits else "")
             text = (f"{mark}  {entry.id}  —  {verdict}\n"
-                    f"      {quant.value} weights, about {fit.needed_gib:.0f} GiB of GPU "
-                    f"memory · download {entry.download_gb:.0f} GB · {entry.license}")
+                    f"      {quant.value} weights, {fit.needed_gib:.1f} GiB of GPU memory"
+                    f"{context} · download {entry.download_gb:.0f} GB · {entry.license}")
             item = QListWidgetItem(text)
             item.setSizeHint(QSize(0, 58))
             item.setData(Qt.ItemDataRole.UserRole, (entry.id, quant.value))

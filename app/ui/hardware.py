@@ -9,12 +9,16 @@ say what the absence of the driver's files says in a millisecond.
 from __future__ import annotations
 
 import ctypes.util
+import functools
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from app.model import families, registry
 from app.model.contract import BackendSpec, Quant
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -109,22 +113,66 @@ def family_spec(family: str) -> BackendSpec | None:
 
 @dataclass(frozen=True)
 class Fit:
+    """What the memory plan says of an entry on the GPU that was found.
+
+    `needed_gib`: the plan at `context` (the longest context that fits when it fits; the
+    shortest useful one when it does not; the family's default without a GPU).
+    """
+
     needed_gib: float
     available_gib: float | None
     fits: bool | None  # None: no GPU to compare with
+    context: int = 0
+    unit: str = "tokens"
+    default_context: int = 0
 
     def describe(self) -> str:
         if self.available_gib is None:
-            return f"needs about {self.needed_gib:.1f} GiB of GPU memory"
-        verdict = "fits" if self.fits else "does NOT fit"
-        return (f"needs about {self.needed_gib:.1f} GiB; your GPU has "
-                f"{self.available_gib:.1f} GiB: {verdict}")
+            return (f"needs about {self.needed_gib:.1f} GiB of GPU memory with a context of "
+                    f"{self.context} {self.unit}")
+        if self.fits:
+            return (f"fits: {self.needed_gib:.1f} GiB with a context of {self.context} "
+                    f"{self.unit}, the longest that fits your GPU's {self.available_gib:.1f} GiB")
+        return (f"needs {self.needed_gib:.1f} GiB even with a context of {self.context} "
+                f"{self.unit}; your GPU has {self.available_gib:.1f} GiB: does NOT fit")
+
+
+# Kept aside on the card for the display and the CUDA context.
+RESERVED_SHARE = 0.05
+
+
+@functools.cache
+def _planner(entry_id: str):  # -> memory_plan.Planner
+    from app.model import memory_plan
+
+    return memory_plan.planner_for_entry(entry_id)
+
+
+def warm_plans() -> None:
+    """Build the registry's plans once (a few seconds; call off the UI thread)."""
+    for entry in registry.entries():
+        if entry.supported:
+            try:
+                _planner(entry.id).plan(Quant.NF4)
+            except Exception:  # a plan that cannot be made shows as unknown, not a crash
+                log.warning("no memory plan for %s", entry.id, exc_info=True)
 
 
 def fit(entry: registry.RegistryEntry, quant: Quant, hardware: Hardware | None) -> Fit:
-    needed = float(entry.vram_gib.get(quant, entry.vram_gib[Quant.BF16]))
+    """The entry's plan against the best GPU found: the longest context that fits."""
+    from app.model import memory_plan
+
+    planner = _planner(entry.id)
+    default = memory_plan.default_context(planner.family, planner.config)
     gpu = hardware.best if hardware else None
     if gpu is None:
-        return Fit(needed, None, None)
-    # Keep ~5 % aside for the display and the CUDA context.
-    return Fit(needed, gpu.total_gib, needed <= gpu.total_gib * 0.95)
+        plan = planner.plan(quant)
+        return Fit(plan.total_gib, None, None, plan.context, plan.context_unit, default)
+    budget = int(gpu.total_gib * (1 - RESERVED_SHARE) * memory_plan.GIB)
+    longest = memory_plan.longest_context(planner, quant, budget)
+    if longest is None:
+        plan = planner.plan(quant, memory_plan.min_context(planner.family))
+        return Fit(plan.total_gib, gpu.total_gib, False, plan.context, plan.context_unit,
+                   default)
+    plan = planner.plan(quant, longest)
+    return Fit(plan.total_gib, gpu.total_gib, True, plan.context, plan.context_unit, default)

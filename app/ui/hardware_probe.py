@@ -31,6 +31,7 @@ class HardwareProbe(QObject):
             self.found.emit(self.hardware)
             self.specs = {family: hardware.family_spec(family) for family in families}
             self.specs_ready.emit(self.specs)
+            hardware.warm_plans()  # the dialogs' memory figures, made here, not on the UI
 
         self.thread = threading.Thread(target=work, name="duetto-hardware", daemon=True)
         self.thread.start()

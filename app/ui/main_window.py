@@ -491,6 +491,8 @@ class MainWindow(QMainWindow):
         self.progress_label.setText(what.capitalize())
 
     def _on_loaded(self, spec: Any) -> None:
+        quant = self.overrides.quant or self.settings.model.quant
+        self.status.planned_gib = (spec.vram_gib or {}).get(quant) if spec is not None else None
         self._update_status()
         self._show_persona()
 

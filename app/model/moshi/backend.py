@@ -102,7 +102,7 @@ class MoshiBackend:
     """Moshi/PersonaPlex on transformers' Moshi and Mimi; see the module docstring."""
 
     def __init__(self, *, unit_ms: int = UNIT_MS, device: str | None = None,
-                 sampling: Sampling | None = None) -> None:
+                 sampling: Sampling | None = None, context_frames: int | None = None) -> None:
         # A unit may hold several frames (the model still steps one frame at a time);
         # 80 ms keeps the latency the model was built for.
         if unit_ms < UNIT_MS or unit_ms % UNIT_MS:
@@ -116,10 +116,13 @@ class MoshiBackend:
             native_duplex=True,
             voices=(),
             accepts_reference_voice=True,
-            # PersonaPlex-7B's weights + working cache (the registry's figures and sources).
-            vram_gib=dict(registry.get("personaplex-7b").vram_gib),
+            # PersonaPlex-7B's memory plan until a checkpoint is loaded.
+            vram_gib=registry.plan_vram_gib("personaplex-7b"),
         )
         self.device = device
+        # Frames the model attends to; None: the longest the device's memory holds.
+        self.context_frames = context_frames
+        self.context_note = ""  # which context the load chose, and why
         self.sampling = sampling or Sampling()
         self._lock = threading.RLock()
         self._interrupt = threading.Event()
@@ -142,13 +145,19 @@ class MoshiBackend:
     # --- lifecycle -------------------------------------------------------------------
 
     def load(self, source: ModelSource, quant: Quant, progress: Progress) -> None:
+        """Load after the memory plan said it fits (with the longest context that fits when
+        none was given; `context_note` says which)."""
         self.close()
-        self.attach(loader.load(source, quant, progress, device=self.device))
+        self.attach(loader.load(source, quant, progress, device=self.device,
+                                context=self.context_frames))
 
     def attach(self, loaded: loader.Loaded) -> None:
         """Use a model that is already in memory."""
         with self._lock:
             self._loaded = loaded
+            self.context_note = loaded.context_note
+            if loaded.plan is not None:
+                self.spec = dataclasses.replace(self.spec, vram_gib=self._vram_gib(loaded))
             mimi = loaded.model.audio_encoder
             self._stepper = Stepper(loaded.model, loaded.delays, self.sampling)
             self._encoder = StreamingEncoder(mimi, NUM_CODEBOOKS)
@@ -159,6 +168,15 @@ class MoshiBackend:
             self._cache.clear()
             self._voice_frames.clear()
             self.spec = dataclasses.replace(self.spec, voices=tuple(sorted(self._voices)))
+
+    @staticmethod
+    def _vram_gib(loaded: loader.Loaded) -> dict[Quant, float]:
+        """GiB this checkpoint needs per quantization at the loaded context (its plan)."""
+        from app.model import memory_plan
+
+        planner = memory_plan.Planner(FAMILY, loaded.model.config, device=str(loaded.device),
+                                      name=loaded.plan.model, layout=loaded.layout)
+        return {q: planner.plan(q, loaded.plan.context).total_gib for q in Quant}
 
     @staticmethod
     def _find_voices(folder: Path) -> dict[str, Path]:

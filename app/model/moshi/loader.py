@@ -9,9 +9,9 @@ Two layouts reach the same in-memory model, transformers' MoshiForConditionalGen
   the meta device, then the main transformer's Linears are quantized in place. Nothing
   is converted on disk.
 
-Kept in floating point whatever the quant: Mimi (the codec is small and precision
-decides its sound), the depth transformer (its per-codebook weights are stacked
-tensors, not Linears) and the text head.
+What is quantized, what stays in system RAM and which dtype each part gets is the
+placement rule's (placement.py), the same rule the memory plan counts; the plan is
+checked against the free memory before any weight is read (fit.py).
 """
 
 from __future__ import annotations
@@ -21,21 +21,22 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 
-from app.model import checkpoint, quant
+from app.model import checkpoint, fit, hf_load, memory_plan, quant
 from app.model.contract import BackendError, ModelSource, Progress, Quant
+from app.model.memory_plan import Plan
 from app.model.moshi import layout
 from app.model.moshi.text import TEXT_EPAD_ID, TEXT_PAD_ID, TextVocab
 from app.model.moshi.tiny import DUETTO_META, STANDARD_DELAYS
+from app.model.place import place
+from app.model.placement import Placement, float_prefixes, rules_for
 from app.model.qwen_omni.loader import resolve_folder
 
 log = logging.getLogger(__name__)
 
 FAMILY = "moshi"
-SKIP_MODULES = ("audio_encoder", "depth_decoder", "lm_head")
 # Kyutai's published architecture (moshi.models.loaders' _lm_kwargs), for moshi-layout
 # folders whose config.json does not say: 128-wide heads in the temporal transformer,
 # 16 heads in the 1024-wide depth transformer, a 3000-frame context.
@@ -55,6 +56,9 @@ class Loaded:
     delays: tuple[int, ...]
     layout: str  # "transformers" or "moshi"
     meta: dict = field(default_factory=dict)  # duetto.json (tiny models)
+    plan: Plan | None = None  # the memory plan it was loaded under (memory_plan.py)
+    placement: Placement | None = None
+    context_note: str = ""  # which context (frames) was chosen, and why
 
 
 def default_device() -> str:
@@ -118,7 +122,10 @@ def _delays(config: dict, meta: dict) -> tuple[int, ...]:
 
 
 def load(source: ModelSource, q: Quant, progress: Progress, *,
-         device: str | None = None) -> Loaded:
+         device: str | None = None, context: int | None = None) -> Loaded:
+    """Load a Moshi/PersonaPlex folder as the placement rule says, after the memory plan
+    said it fits the free memory. `context`: frames in the conversation's window; None
+    picks the longest the device holds (up to the model's own 3000)."""
     device = device or default_device()
     ok, why = quant.quant_support(q, device)
     if not ok:
@@ -127,51 +134,116 @@ def load(source: ModelSource, q: Quant, progress: Progress, *,
     folder = resolve_folder(source, progress)
     kind = detect_layout(folder)
     meta = read_meta(folder)
-    dtype = quant.torch_dtype(q, device)
+    text = f"loading {FAMILY} from {folder}"
+    raw = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    if kind == "transformers":
+        checkpoint.validate_checkpoint(folder, family=FAMILY)
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(folder)
+        pad = raw.get("pad_token_id")
+        pad = TEXT_PAD_ID if pad is None else int(pad)
+        delays = _delays({}, meta)
+    else:
+        config = moshi_layout_config_from_headers(folder)
+        pad = int(raw.get("existing_text_padding_id", TEXT_PAD_ID))
+        delays = _delays(raw, meta)
+    sized, placement, skel = prepare(config, q, device, context, name=str(folder), layout=kind)
     progress("loading weights", 0.1)
-    context = f"loading {FAMILY} from {folder}"
     try:
         if kind == "transformers":
-            checkpoint.validate_checkpoint(folder, family=FAMILY)
-            checkpoint.check_fits(checkpoint.estimate_weight_bytes(folder, q), device)
-            model = _load_transformers(folder, q, dtype, device)
-            config = _read_json(folder / "config.json")
-            pad = config.get("pad_token_id")
-            pad = TEXT_PAD_ID if pad is None else int(pad)
-            delays = _delays({}, meta)
+            model = _load_transformers(folder, q, placement.float_dtype, device, placement, skel)
         else:
-            config = _read_json(folder / "config.json") if (folder / "config.json").is_file() \
-                else {}
-            model = _load_moshi_layout(folder, config, q, dtype, device)
-            pad = int(config.get("existing_text_padding_id", TEXT_PAD_ID))
-            delays = _delays(config, meta)
+            model = _load_moshi_layout(folder, raw, q, placement.float_dtype, device, placement)
         vocab = TextVocab.from_folder(folder, pad_id=pad, epad_id=TEXT_EPAD_ID)
     except BackendError:
         raise
     except Exception as exc:
-        raise checkpoint.explain_load_error(exc, context) from exc
-    # Mimi must run in float32 on the CPU and is small: keep it there in full precision
-    # wherever the LM is, unless the LM is on a GPU (then float32 on the GPU).
-    model.audio_encoder.float()
-    model.eval()
+        raise checkpoint.explain_load_error(exc, text) from exc
+    set_context(model, sized.plan.context)
     progress("loaded", 1.0)
     return Loaded(model=model, vocab=vocab, folder=folder, device=torch.device(device),
-                  dtype=dtype, quant=q, delays=delays, layout=kind, meta=meta)
+                  dtype=placement.float_dtype, quant=q, delays=delays, layout=kind, meta=meta,
+                  plan=sized.plan, placement=placement, context_note=sized.note)
+
+
+def load_random(q: Quant, *, device: str = "cuda", context: int | None = None,
+                seed: int = 0) -> Loaded:
+    """The published Moshi 7B architecture (published.py: moshiko's, and PersonaPlex's once
+    loaded) with random weights made on the device, loaded through the same path as a
+    transformers-layout checkpoint, after the same fit check (bench gpu)."""
+    from app.model.published import moshi_config
+
+    return load_generated(moshi_config(), q, device=device, context=context,
+                          name="random moshi 7B", seed=seed)
+
+
+def load_generated(config, q: Quant, *, device: str, context: int | None = None,
+                   name: str = "random", seed: int = 0) -> Loaded:
+    """`config`'s architecture with random weights made on `device` (random_weights.py)."""
+    import tempfile
+
+    from transformers import MoshiForConditionalGeneration
+
+    from app.model import random_weights
+    from app.model.moshi.tiny import spm_model_bytes, tiny_pieces
+
+    sized, placement, skel = prepare(config, q, device, context, name=name)
+    weights = random_weights.state_dict(skel, device, placement.float_dtype,
+                                        on_cpu=tuple(hf_load.cpu_modules(placement, skel)),
+                                        seed=seed)
+    model = hf_load.from_pretrained(MoshiForConditionalGeneration, placement, skel,
+                                    config=config, state_dict=weights)
+    set_context(model, sized.plan.context)
+    with tempfile.TemporaryDirectory() as tmp:
+        # Random weights speak random ids: a stand-in vocabulary is enough to decode them.
+        (Path(tmp) / "tokenizer_spm_32k_3.model").write_bytes(spm_model_bytes(tiny_pieces()))
+        vocab = TextVocab.from_folder(Path(tmp))
+    return Loaded(model=model, vocab=vocab, folder=Path(f"<{name}>"),
+                  device=torch.device(device), dtype=placement.float_dtype, quant=q,
+                  delays=STANDARD_DELAYS, layout="transformers", plan=sized.plan,
+                  placement=placement, context_note=sized.note)
+
+
+def prepare(config, q: Quant, device: str, context: int | None, *, name: str,
+            layout: str = "transformers", free: int | None = None,
+            ) -> tuple[fit.Sized, Placement, torch.nn.Module]:
+    """The plan (checked against the free memory: BackendError if it does not fit), the
+    placement and the module tree without memory, before any weight is read."""
+    dtype = quant.torch_dtype(q, device)
+    skel = memory_plan.skeleton(FAMILY, config, dtype)
+    placement = Placement.for_device(FAMILY, q, device, skel)
+    planner = memory_plan.Planner(FAMILY, config, device=device, float_dtype=dtype, name=name,
+                                  layout=layout, skeleton_model=skel)
+    return fit.size(planner, q, context, device, free=free), placement, skel
+
+
+def set_context(model: torch.nn.Module, frames: int) -> None:
+    """Make the temporal transformer attend to the last `frames` frames: its cache and
+    its attention mask both follow `sliding_window` (transformers' sliding-window layers
+    keep that many positions)."""
+    model.config.sliding_window = int(frames)
+    decoder_config = getattr(model.decoder, "config", None)
+    if decoder_config is not None and decoder_config is not model.config:
+        decoder_config.sliding_window = int(frames)
+
+
+def moshi_layout_config_from_headers(folder: Path):  # -> MoshiConfig
+    """The MoshiConfig of a moshi-layout folder, from its files' headers alone."""
+    raw = _read_json(folder / "config.json") if (folder / "config.json").is_file() else {}
+    lm_path = folder / str(raw.get("moshi_name", "model.safetensors"))
+    mimi_path = _mimi_file(folder, raw)
+    if mimi_path is None or not lm_path.is_file():
+        detect_layout(folder)  # raises the explanation
+    return moshi_layout_config(checkpoint.header_tensors(lm_path),
+                               checkpoint.header_tensors(mimi_path), raw)
 
 
 # --- transformers' layout --------------------------------------------------------------
 
-
-def _skip_modules(model_or_config, q: Quant, device: str) -> list[str]:
-    skip = list(SKIP_MODULES)
-    if q is not Quant.NF4:
-        return skip
-    from accelerate import init_empty_weights
-    from transformers import MoshiForConditionalGeneration
-
-    with init_empty_weights():
-        skeleton = MoshiForConditionalGeneration(model_or_config)
-    return skip + quant.unquantizable_linears(skeleton, q, device=device)
+# Modules whose Linears the placement rule keeps in floating point (placement.py); the
+# loaders ask the rule itself (Placement.skip_modules), this names them for reference.
+SKIP_MODULES = float_prefixes(FAMILY)
 
 
 def _mimi_in_float32():
@@ -179,25 +251,27 @@ def _mimi_in_float32():
 
     `from_pretrained(dtype=bf16)` would cast Mimi's weights to bfloat16 as they load, and
     `.float()` afterwards cannot give back the bits the cast dropped; transformers'
-    `_keep_in_fp32_modules_strict` loads the named modules in float32 instead.
+    `_keep_in_fp32_modules_strict` loads the parts the rule keeps in float32 (Mimi) in
+    float32 instead (hf_load.loading_class).
     """
     from transformers import MoshiForConditionalGeneration
 
-    class MoshiWithFloat32Mimi(MoshiForConditionalGeneration):
-        _keep_in_fp32_modules_strict: ClassVar[list[str]] = ["audio_encoder"]
-
-    return MoshiWithFloat32Mimi
+    return hf_load.loading_class(MoshiForConditionalGeneration, rules_for(FAMILY),
+                                 torch.bfloat16)
 
 
-def _load_transformers(folder: Path, q: Quant, dtype: torch.dtype, device: str):
-    from transformers import AutoConfig
+def _load_transformers(folder: Path, q: Quant, dtype: torch.dtype, device: str,
+                       placement: Placement | None = None, skeleton=None):
+    """A transformers-layout folder through from_pretrained, as the rule says."""
+    from transformers import AutoConfig, MoshiForConditionalGeneration
 
-    kwargs: dict = {"dtype": dtype, "device_map": {"": device}}
-    if q in (Quant.INT8, Quant.NF4):
-        config = AutoConfig.from_pretrained(folder)
-        kwargs["quantization_config"] = quant.bnb_config(
-            q, _skip_modules(config, q, device), device=device)
-    return _mimi_in_float32().from_pretrained(folder, **kwargs)
+    if skeleton is None:
+        skeleton = memory_plan.skeleton(FAMILY, AutoConfig.from_pretrained(folder), dtype)
+    if placement is None:
+        placement = Placement(FAMILY, q, device, dtype,
+                              quant.unquantizable_linears(skeleton, q, device=device))
+    return hf_load.from_pretrained(MoshiForConditionalGeneration, placement, skeleton,
+                                   folder=folder)
 
 
 # --- the moshi package's layout ----------------------------------------------------------
@@ -276,42 +350,37 @@ def check_state(expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.
                            "are damaged")
 
 
-def _load_moshi_layout(folder: Path, config: dict, q: Quant, dtype: torch.dtype, device: str):
-    from accelerate import init_empty_weights
-    from safetensors.torch import load_file
-    from transformers import MoshiForConditionalGeneration
+def _load_moshi_layout(folder: Path, raw: dict, q: Quant, dtype: torch.dtype, device: str,
+                       placement: Placement | None = None):
+    """Map the moshi-layout files onto transformers' tree, then place every tensor.
 
-    lm_path = folder / str(config.get("moshi_name", "model.safetensors"))
-    mimi_path = _mimi_file(folder, config)
+    The files are memory-mapped: the renamed tensors are views of the file (and the ones
+    the mapping rewrites, such as the split and permuted query/key rows, new CPU tensors
+    that own their storage), and `place()` moves or quantizes each one to where the rule
+    wants it, in its part's dtype straight from the file's (Mimi's float32 never passes
+    through 16 bits). The device holds only the final weights, plus one layer's float
+    weight while bitsandbytes quantizes it; the full LM never sits in RAM.
+    """
+    lm_path = folder / str(raw.get("moshi_name", "model.safetensors"))
+    mimi_path = _mimi_file(folder, raw)
     assert mimi_path is not None  # detect_layout checked
-    # Unquantized on a GPU, the LM's tensors go straight to it (no 16 GB copy in RAM);
-    # bitsandbytes quantizes from CPU tensors as they move to the device.
-    unquantized = q in (Quant.BF16, Quant.FP16)
-    lm = load_file(str(lm_path), device=device if unquantized else "cpu")
-    mimi = load_file(str(mimi_path))
-    moshi_config = moshi_layout_config(lm, mimi, config)
-    if device.startswith("cuda"):
-        checkpoint.check_fits(int(sum(t.numel() for t in lm.values()) *
-                                  (2 if q in (Quant.BF16, Quant.FP16) else 1)), device)
-    state = moshi_layout_state(lm, mimi, moshi_config)
+    lm = checkpoint.mmap_safetensors(lm_path)
+    mimi = checkpoint.mmap_safetensors(mimi_path)
+    config = moshi_layout_config(lm, mimi, raw)
+    state = moshi_layout_state(lm, mimi, config)
     del lm, mimi
-    with init_empty_weights():
-        model = MoshiForConditionalGeneration(moshi_config)
+    model = memory_plan.skeleton(FAMILY, config, dtype, meta_buffers=False)
     check_state(model.state_dict(), state, folder)
-    # The LM in the compute dtype; Mimi stays in float32 from the file (casting it to
-    # bf16 first would drop bits a later .float() cannot give back).
-    state = {k: (v.to(torch.float32 if k.startswith("audio_encoder.") else dtype)
-                 if v.is_floating_point() else v) for k, v in state.items()}
+    if placement is None:
+        placement = Placement(FAMILY, q, device, dtype,
+                              quant.unquantizable_linears(model, q, device=device))
     model.load_state_dict(state, assign=True, strict=True)
-    # init_empty_weights leaves buffers (rotary frequencies, conv bookkeeping) real; a
-    # tensor still on the meta device here would be a weight the mapping forgot.
+    del state
+    # The skeleton leaves buffers real (rotary frequencies, conv bookkeeping); a tensor
+    # still on the meta device here would be a weight the mapping forgot.
     left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise BackendError(f"{folder}: no weights for {left[:3]}",
                            hint="this checkpoint's layout is not supported")
-    if q in (Quant.INT8, Quant.NF4):
-        from app.model.moshi.quantize import quantize_linears
-
-        quantize_linears(model.decoder.model, q, device,
-                         skip=quant.unquantizable_linears(model.decoder.model, q, device=device))
-    return model.to(device)
+    place(model, placement, placement.device, from_file=True)
+    return model.eval()

@@ -41,6 +41,7 @@ from collections.abc import Iterator
 
 import torch
 
+from app.model import memory_plan, registry
 from app.model.contract import (
     BackendError,
     BackendSpec,
@@ -55,7 +56,7 @@ from app.model.contract import (
     Unit,
 )
 from app.model.qwen_omni import loader
-from app.model.qwen_omni.cache import WarmContext, reserved_tokens
+from app.model.qwen_omni.cache import WarmContext
 from app.model.qwen_omni.features import AudioFeaturizer, ImagePatcher
 from app.model.qwen_omni.prompt import Kind, Layout
 from app.model.qwen_omni.speech import Answer, AnswerConfig
@@ -65,9 +66,10 @@ log = logging.getLogger(__name__)
 FAMILY = "qwen2.5-omni"
 AUDIO_OUT_RATE = 24000
 DEFAULT_VOICES = ("Chelsie", "Ethan")
-# GiB for weights + a working cache, 7B checkpoint (about 10.7 B parameters in all:
-# thinker 7.6 B, vision 0.7 B, audio 0.6 B, talker 1.4 B, token2wav 0.4 B).
-VRAM_7B = {Quant.BF16: 24.0, Quant.FP16: 24.0, Quant.INT8: 15.0, Quant.NF4: 10.0}
+# Before a checkpoint is loaded, the spec's VRAM figures are the 7B's memory plan.
+SPEC_ENTRY = "qwen2.5-omni-7b"
+# The token budget of a model attached without a plan (loaded some other way).
+DEFAULT_TOKEN_BUDGET = memory_plan.QWEN_DEFAULT_CONTEXT
 
 
 class QwenOmniBackend:
@@ -77,7 +79,7 @@ class QwenOmniBackend:
         self,
         *,
         unit_ms: int = 1000,
-        token_budget: int = 24000,
+        token_budget: int | None = None,
         max_answer_tokens: int = 512,
         device: str | None = None,
         image_max_pixels: int = 224 * 224 * 2,
@@ -94,9 +96,11 @@ class QwenOmniBackend:
             native_duplex=False,
             voices=DEFAULT_VOICES,
             accepts_reference_voice=False,
-            vram_gib=dict(VRAM_7B),
+            vram_gib=registry.plan_vram_gib(SPEC_ENTRY),
         )
-        self.token_budget = token_budget
+        self.requested_budget = token_budget  # None: the longest context that fits
+        self.token_budget = token_budget  # the budget in force (set at load)
+        self.context_note = ""  # which context the load chose, and why
         self.device = device
         self.answer_config = answer or AnswerConfig(max_answer_tokens=max_answer_tokens)
         self._featurize = AudioFeaturizer()
@@ -119,16 +123,25 @@ class QwenOmniBackend:
     # --- lifecycle -------------------------------------------------------------------
 
     def load(self, source: ModelSource, quant: Quant, progress: Progress) -> None:
+        """Load after the memory plan said it fits; with no token budget given, the budget
+        is the longest context the device's free memory holds (`context_note` says)."""
         self.close()
-        self.attach(loader.load(source, quant, progress, device=self.device))
+        self.attach(loader.load(source, quant, progress, device=self.device,
+                                context=self.requested_budget,
+                                talker_headroom=self.answer_config.max_codes))
 
     def attach(self, loaded: loader.Loaded) -> None:
-        """Use a model that is already in memory (see loader.from_memory)."""
+        """Use a model loaded by loader.py (a checkpoint, or random weights for benchmarks)."""
         self._loaded = loaded
         self._layout = Layout(self._loaded.tokenizer)
+        if loaded.plan is not None:
+            self.token_budget = loaded.plan.context
+        elif self.token_budget is None:
+            self.token_budget = DEFAULT_TOKEN_BUDGET
+        self.context_note = loaded.context_note
         voices = tuple(self._loaded.model.speaker_map.keys())
         self.spec = dataclasses.replace(
-            self.spec, voices=voices, vram_gib=self._vram_estimate(loaded)
+            self.spec, voices=voices, vram_gib=self._vram_gib(loaded)
         )
         meta_min = self._loaded.min_answer_tokens
         if meta_min:
@@ -139,32 +152,15 @@ class QwenOmniBackend:
                 min_codes=max(self.answer_config.min_codes, meta_min + 1),
             )
 
-    def _vram_estimate(self, loaded: loader.Loaded) -> dict[Quant, float]:
-        """Weights per quantization (from the checkpoint's headers) plus both KV caches
-        as a conversation reserves them (cache.py); the 7B table when the folder cannot
-        be read."""
-        from app.model import checkpoint
-
-        cache_gib = self._context_gib(loaded)
-        try:
-            return {
-                q: round(checkpoint.estimate_weight_bytes(loaded.folder, q) / 2**30 + cache_gib, 2)
-                for q in Quant
-            }
-        except (BackendError, OSError):
-            return dict(VRAM_7B)
-
-    def _context_gib(self, loaded: loader.Loaded) -> float:
-        """GiB both caches reserve for one conversation, in 16-bit (cache.py)."""
-        model = loaded.model
-        cache_bytes = 0
-        reserved = reserved_tokens(self.token_budget, self.answer_config.max_codes)
-        for cfg, tokens in zip((model.thinker.config.text_config, model.talker.config),
-                               reserved, strict=True):
-            head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-            per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 2
-            cache_bytes += per_token * tokens
-        return cache_bytes / 2**30
+    def _vram_gib(self, loaded: loader.Loaded) -> dict[Quant, float]:
+        """GiB this checkpoint needs per quantization at this conversation's context, from
+        its memory plan (the spec's figures before loading when there is none)."""
+        if loaded.plan is None:
+            return dict(self.spec.vram_gib)
+        planner = memory_plan.Planner(FAMILY, loaded.model.config, device=str(loaded.device),
+                                      talker_headroom=self.answer_config.max_codes,
+                                      name=loaded.plan.model)
+        return {q: planner.plan(q, self.token_budget).total_gib for q in Quant}
 
     def _require_loaded(self) -> loader.Loaded:
         if self._loaded is None:
@@ -198,7 +194,7 @@ class QwenOmniBackend:
                 gc.collect()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
-                gib = self._context_gib(loaded)
+                gib = loaded.plan.total("context") / 2**30 if loaded.plan else float("nan")
                 raise BackendError(
                     f"the conversation's context ({self.token_budget} tokens, {gib:.1f} GiB) "
                     "does not fit in the memory left after the model",

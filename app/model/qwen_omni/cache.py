@@ -3,7 +3,7 @@
 Every segment (prompt.py) is prefilled into the thinker as soon as it exists, with
 explicit multimodal rotary positions: `thinker.get_rope_index` on the chunk alone plus
 the running offset (the next free position). Leaving positions to the library is
-wrong for a chunk holding a new image (FACTS.md).
+wrong for a chunk holding a new image (tests/test_qwen_prefill.py shows it).
 
 The talker is kept warm too. For speech, Qwen2.5-Omni's talker reads the whole
 conversation as its own prompt: per token the thinker's input embedding (zeroed on
@@ -32,8 +32,10 @@ from app.model.reserved_cache import Move, reserved_cache
 # Tokens past the budget a context may hold for a moment: the close of a turn and the
 # end of an answer are appended after the budget check that made room for the answer.
 BUDGET_SLACK = 64
-# Tokens per forward pass when prefilling many segments at once (after a trim).
-PREFILL_CHUNK_TOKENS = 2048
+# Tokens per forward pass when prefilling many segments at once (after a trim). The
+# largest pass sets the working memory (memory_plan._qwen_working): at 1024 tokens the 7B's
+# activations take 0.15 GiB, at 2048 twice that, which an 8 GiB card does not have.
+PREFILL_CHUNK_TOKENS = 1024
 
 
 def reserved_tokens(token_budget: int, talker_headroom: int) -> tuple[int, int]:
@@ -41,6 +43,19 @@ def reserved_tokens(token_budget: int, talker_headroom: int) -> tuple[int, int]:
     answer the talker's cache also holds the answer's codes (up to `talker_headroom`)."""
     thinker = token_budget + BUDGET_SLACK
     return thinker, thinker + talker_headroom + 2  # + the talker's two-token answer prompt
+
+
+def thinker_pass(thinker, ids: torch.Tensor, positions: torch.Tensor, cache, **kwargs
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One thinker forward: (the last position's next-token logits as float32, the final
+    hidden states). The head runs on the last position only: the logits of a whole
+    prefill pass (tokens × 152k vocabulary) would cost more memory than its activations,
+    and only the next token's are read."""
+    out = thinker.model(input_ids=ids, position_ids=positions, cache=cache, use_cache=True,
+                        **kwargs)
+    hidden = out.last_hidden_state
+    logits = thinker.lm_head(hidden[:, -1:])
+    return logits[0, -1].float(), hidden
 
 
 def truncate_cache(cache, length: int) -> None:
@@ -135,32 +150,27 @@ class WarmContext:
         """Run the thinker (and mirror into the talker) on `segs` as one chunk at `offset`."""
         ids, kwargs, grid, seqlens = pack(segs, self.device, self.dtype)
         pos = rope_positions(self.thinker, ids, grid, seqlens) + offset
-        out = self.thinker(
-            input_ids=ids,
-            position_ids=pos.to(self.device),
-            cache=self.cache,
-            use_cache=True,
-            output_hidden_states=self.talker is not None,
-            **kwargs,
-        )
+        logits, hidden = thinker_pass(self.thinker, ids, pos.to(self.device), self.cache,
+                                      **kwargs)
         talker_inputs = torch.empty(0)
         if self.talker is not None:
-            talker_inputs = self.talker_inputs(ids, out.hidden_states)
+            talker_inputs = self.talker_inputs(ids, hidden)
             self.talker(
                 inputs_embeds=talker_inputs.to(self.talker.dtype),
                 position_ids=pos.to(self.device),
                 cache=self.talker_cache,
                 use_cache=True,
             )
-        return Prefilled(out.logits[0, -1].float(), talker_inputs, pos)
+        return Prefilled(logits, talker_inputs, pos)
 
-    def talker_inputs(self, ids: torch.Tensor, hidden_states) -> torch.Tensor:
+    def talker_inputs(self, ids: torch.Tensor, last_hidden: torch.Tensor) -> torch.Tensor:
         """Embedding (zeroed on audio/image placeholders) + last hidden state per token,
-        as Qwen2_5OmniForConditionalGeneration.generate builds the talker's prompt."""
-        embeds = hidden_states[0]
+        as Qwen2_5OmniForConditionalGeneration.generate builds the talker's prompt (its
+        first hidden state is the embedding; its last, the thinker's final one)."""
+        embeds = self.thinker.get_input_embeddings()(ids)
         mm = torch.isin(ids, self._mm_ids.to(ids.device)).unsqueeze(-1)
         embeds = embeds.masked_fill(mm, 0.0)
-        return embeds + hidden_states[-1]
+        return embeds + last_hidden
 
     def append(self, seg: Segment) -> torch.Tensor:
         """Prefill `seg` at the end of the conversation; returns next-token logits."""

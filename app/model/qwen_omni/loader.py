@@ -3,6 +3,10 @@
 Everything that can fail for a reason the user can fix (missing file, too little
 memory, a quantization this machine cannot run) becomes a BackendError before or while
 the weights load; the model code below this never sees a half-loaded model.
+
+What is quantized, what stays in system RAM and which dtype each part gets is the
+placement rule's (placement.py), the same rule the memory plan counts; the plan is
+checked against the free memory before any weight is read (fit.py).
 """
 
 from __future__ import annotations
@@ -14,16 +18,18 @@ from pathlib import Path
 
 import torch
 
-from app.model import checkpoint, quant
+from app.model import checkpoint, fit, hf_load, memory_plan, quant
 from app.model.contract import BackendError, ModelSource, Progress, Quant
+from app.model.memory_plan import Plan
+from app.model.placement import Placement, float_prefixes
 from app.model.qwen_omni.tiny import DUETTO_META
 
 log = logging.getLogger(__name__)
 
 FAMILY = "qwen2.5-omni"
-# Kept in floating point under int8/nf4: the talker and token2wav are small and
-# precision-sensitive (token2wav must run in float32), the output heads are small.
-SKIP_MODULES = ("talker", "token2wav", "lm_head", "codec_head", "thinker_to_talker_proj")
+# Modules whose Linears the placement rule keeps in floating point (placement.py); the
+# loader asks the rule itself (Placement.skip_modules), this names them for reference.
+SKIP_MODULES = float_prefixes(FAMILY)
 
 
 @dataclass
@@ -35,6 +41,9 @@ class Loaded:
     dtype: torch.dtype
     quant: Quant
     min_answer_tokens: int  # from duetto.json (tiny models); 0 for real checkpoints
+    plan: Plan | None = None  # the memory plan it was loaded under (memory_plan.py)
+    placement: Placement | None = None
+    context_note: str = ""  # which context was chosen, and why
 
 
 def default_device() -> str:
@@ -79,24 +88,16 @@ def read_meta(folder: Path) -> dict:
     return meta if isinstance(meta, dict) else {}
 
 
-def _skip_modules(folder: Path, q: Quant, device: str) -> list[str]:
-    """SKIP_MODULES plus every Linear bitsandbytes cannot take on this device."""
-    skip = list(SKIP_MODULES)
-    if q is not Quant.NF4:
-        return skip
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, Qwen2_5OmniForConditionalGeneration
-
-    config = AutoConfig.from_pretrained(folder)
-    with init_empty_weights():
-        skeleton = Qwen2_5OmniForConditionalGeneration(config)
-    return skip + quant.unquantizable_linears(skeleton, q, device=device)
-
-
 def load(
-    source: ModelSource, q: Quant, progress: Progress, *, device: str | None = None
+    source: ModelSource, q: Quant, progress: Progress, *, device: str | None = None,
+    context: int | None = None, talker_headroom: int | None = None,
 ) -> Loaded:
-    from transformers import AutoTokenizer, Qwen2_5OmniForConditionalGeneration
+    """Load a checkpoint as the placement rule says, after the memory plan said it fits.
+
+    `context`: the conversation's tokens (the backend's token budget); None picks the
+    longest the device's free memory holds. The plan is checked before any weight moves.
+    """
+    from transformers import AutoConfig, AutoTokenizer, Qwen2_5OmniForConditionalGeneration
 
     device = device or default_device()
     ok, why = quant.quant_support(q, device)
@@ -105,22 +106,20 @@ def load(
                            hint="pick another quantization (bf16 always works)")
     folder = resolve_folder(source, progress)
     checkpoint.validate_checkpoint(folder, family=FAMILY)
-    checkpoint.check_fits(checkpoint.estimate_weight_bytes(folder, q), device)
+    config = AutoConfig.from_pretrained(folder)
+    sized, placement, skel = prepare(config, q, device, context, talker_headroom,
+                                     name=str(folder))
     meta = read_meta(folder)
-    dtype = quant.torch_dtype(q, device)
     progress("loading weights", 0.1)
-    context = f"loading {FAMILY} from {folder}"
+    context_text = f"loading {FAMILY} from {folder}"
     try:
-        bnb = quant.bnb_config(q, _skip_modules(folder, q, device), device=device)
-        kwargs = {"dtype": dtype, "device_map": {"": device}}
-        if bnb is not None:
-            kwargs["quantization_config"] = bnb
-        model = Qwen2_5OmniForConditionalGeneration.from_pretrained(folder, **kwargs)
+        model = hf_load.from_pretrained(Qwen2_5OmniForConditionalGeneration, placement, skel,
+                                        folder=folder)
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except BackendError:
         raise
     except Exception as exc:
-        raise checkpoint.explain_load_error(exc, context) from exc
+        raise checkpoint.explain_load_error(exc, context_text) from exc
     if not getattr(model, "has_talker", False):
         raise BackendError(
             f"{folder} has no talker (enable_audio_output is off)",
@@ -129,32 +128,62 @@ def load(
     if not model.speaker_map:
         raise BackendError(f"{folder}/spk_dict.pt holds no speakers",
                            hint="re-download spk_dict.pt from the model repository")
-    # token2wav's flow-matching ODE and vocoder are only correct in float32.
-    model.token2wav.float()
-    model.eval()
     progress("loaded", 1.0)
     return Loaded(
         model=model,
         tokenizer=tokenizer,
         folder=folder,
         device=torch.device(device),
-        dtype=dtype,
+        dtype=placement.float_dtype,
         quant=q,
         min_answer_tokens=int(meta.get("min_answer_tokens", 0) or 0),
+        plan=sized.plan,
+        placement=placement,
+        context_note=sized.note,
     )
 
 
-def from_memory(model, tokenizer, q: Quant = Quant.BF16, min_answer_tokens: int = 0) -> Loaded:
-    """Wrap a model built in memory (benchmarks' random full-size models) like a load."""
-    param = next(model.thinker.parameters())
-    model.token2wav.float()
-    model.eval()
-    return Loaded(
-        model=model,
-        tokenizer=tokenizer,
-        folder=Path("<memory>"),
-        device=param.device,
-        dtype=param.dtype,
-        quant=q,
-        min_answer_tokens=min_answer_tokens,
-    )
+def load_random(size: str, q: Quant, *, device: str = "cuda", context: int | None = None,
+                talker_headroom: int | None = None, seed: int = 0) -> Loaded:
+    """The published 3B or 7B architecture (sizes.py) with random weights (bench gpu)."""
+    from app.model.qwen_omni.sizes import REAL_SPECIAL_IDS, full_size_config, random_speakers
+    from app.model.qwen_omni.tiny import make_tokenizer
+
+    config = full_size_config(size)
+    return load_generated(config, make_tokenizer(REAL_SPECIAL_IDS), random_speakers(config), q,
+                          device=device, context=context, talker_headroom=talker_headroom,
+                          name=f"random qwen2.5-omni {size}", seed=seed)
+
+
+def load_generated(config, tokenizer, speakers: dict, q: Quant, *, device: str,
+                   context: int | None = None, talker_headroom: int | None = None,
+                   name: str = "random", seed: int = 0) -> Loaded:
+    """`config`'s architecture with random weights made on `device`, loaded the way a
+    checkpoint is (the placement rule, its quantization, the fit check)."""
+    from transformers import Qwen2_5OmniForConditionalGeneration
+
+    from app.model import random_weights
+
+    sized, placement, skel = prepare(config, q, device, context, talker_headroom, name=name)
+    weights = random_weights.state_dict(skel, device, placement.float_dtype,
+                                        on_cpu=tuple(hf_load.cpu_modules(placement, skel)),
+                                        seed=seed)
+    model = hf_load.from_pretrained(Qwen2_5OmniForConditionalGeneration, placement, skel,
+                                    config=config, state_dict=weights)
+    model.speaker_map = dict(speakers)
+    return Loaded(model=model, tokenizer=tokenizer, folder=Path(f"<{name}>"),
+                  device=torch.device(device), dtype=placement.float_dtype, quant=q,
+                  min_answer_tokens=0, plan=sized.plan, placement=placement,
+                  context_note=sized.note)
+
+
+def prepare(config, q: Quant, device: str, context: int | None, talker_headroom: int | None,
+            *, name: str, free: int | None = None) -> tuple[fit.Sized, Placement, torch.nn.Module]:
+    """The plan (fit-checked against the free memory: BackendError if it does not fit),
+    the placement and the module tree without memory, before any weight is read."""
+    dtype = quant.torch_dtype(q, device)
+    skel = memory_plan.skeleton(FAMILY, config, dtype)
+    placement = Placement.for_device(FAMILY, q, device, skel)
+    planner = memory_plan.Planner(FAMILY, config, device=device, float_dtype=dtype, name=name,
+                                  talker_headroom=talker_headroom, skeleton_model=skel)
+    return fit.size(planner, q, context, device, free=free), placement, skel

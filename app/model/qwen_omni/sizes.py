@@ -1,8 +1,9 @@
-"""The real Qwen2.5-Omni 3B and 7B architectures, with random weights, for benchmarks.
+"""The real Qwen2.5-Omni 3B and 7B architectures: their configs as data, for the memory
+plan and for benchmarks with random weights (loader.load_random).
 
-`duetto bench backend --full-size 7B` measures prefill, first-audio latency and speech
-real-time factor on the real shapes without downloading 22 GB: the numbers depend on
-the shapes, not on the weights (except answer length, which the benchmark fixes).
+`duetto bench gpu` and `duetto bench backend --full-size 7B` measure the real shapes
+without downloading 22 GB: the numbers depend on the shapes, not on the weights (except
+answer length, which the benchmarks fix).
 
 Values are those of the published config.json files (Qwen/Qwen2.5-Omni-7B and -3B on
 the Hugging Face hub), as quoted by other projects' loaders and tests (rtp-llm's
@@ -85,31 +86,26 @@ def full_size_config(size: str):
         "vision_start_token_id": ids["<|vision_bos|>"],
         "vision_end_token_id": ids["<|vision_eos|>"],
     }
-    return Qwen2_5OmniConfig(thinker_config=thinker, talker_config=talker,
-                             enable_audio_output=True)
+    from transformers.utils import logging as hf_logging
 
-
-def build_random(size: str, device: str, dtype: torch.dtype = torch.bfloat16):
-    """(model, tokenizer) of the real architecture with random weights, on `device`."""
-    from transformers import Qwen2_5OmniForConditionalGeneration
-
-    from app.model.qwen_omni.tiny import SPEAKERS, make_tokenizer
-
-    config = full_size_config(size)
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
+    # The talker's config names the thinker's token ids, which lie outside the talker's own
+    # vocabulary, as in the published config; transformers warns about each one.
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
-        with torch.device(device):
-            model = Qwen2_5OmniForConditionalGeneration(config)
+        return Qwen2_5OmniConfig(thinker_config=thinker, talker_config=talker,
+                                 enable_audio_output=True)
     finally:
-        torch.set_default_dtype(previous)
-    model.token2wav.float()
-    model.eval()
+        hf_logging.set_verbosity(previous)
+
+
+def random_speakers(config) -> dict[str, dict]:
+    """Speaker conditioning of the right shapes for a model with random weights."""
+    from app.model.qwen_omni.tiny import SPEAKERS
+
     dit = config.token2wav_config.dit_config
-    for i, name in enumerate(SPEAKERS):
-        model.speaker_map[name] = {
-            "bos_token": REAL_SPECIAL_IDS["<tts_text_bos>"] + i,
-            "cond": torch.randn(1, dit.enc_emb_dim),
-            "ref_mel": torch.randn(1, 300, dit.mel_dim),
-        }
-    return model, make_tokenizer(REAL_SPECIAL_IDS)
+    gen = torch.Generator().manual_seed(0)
+    return {name: {"bos_token": REAL_SPECIAL_IDS["<tts_text_bos>"] + i,
+                   "cond": torch.randn(1, dit.enc_emb_dim, generator=gen),
+                   "ref_mel": torch.randn(1, 300, dit.mel_dim, generator=gen)}
+            for i, name in enumerate(SPEAKERS)}

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from app.model.qwen_omni.cache import WarmContext
+from app.model.qwen_omni.cache import WarmContext, thinker_pass
 from app.model.qwen_omni.prompt import Layout
 from app.model.qwen_omni.voice import VoiceStream
 
@@ -147,15 +147,10 @@ class Answer:
     @torch.no_grad()
     def _feed_thinker(self, token: int, pos: int) -> tuple[torch.Tensor, torch.Tensor]:
         ids = torch.tensor([[token]], device=self.device)
-        out = self.thinker(
-            input_ids=ids,
-            position_ids=torch.full((3, 1, 1), pos, device=self.device),
-            cache=self.ctx.cache,
-            use_cache=True,
-            output_hidden_states=True,
-        )
-        reply = self.ctx.talker_inputs(ids, out.hidden_states)
-        return out.logits[0, -1].float(), reply
+        logits, hidden = thinker_pass(self.thinker, ids, torch.full((3, 1, 1), pos,
+                                                                    device=self.device),
+                                      self.ctx.cache)
+        return logits, self.ctx.talker_inputs(ids, hidden)
 
     def _text_delta(self) -> str:
         text = self.layout.decode(self.state.token_ids)

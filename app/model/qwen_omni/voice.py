@@ -64,8 +64,12 @@ class VoiceStream:
         self.block_codes = max(1, self.block_frames // self.repeats)
         self.mel_dim = int(cfg.mel_dim)
         self.samples_per_frame = int(np.prod(token2wav.config.bigvgan_config.upsample_rates))
-        self.cond = speaker["cond"].to(self.device).float()
-        self.ref_mel = speaker["ref_mel"].to(self.device).float()
+        # The DiT and the vocoder run in their weights' dtype (16-bit on a GPU, placement.py);
+        # the flow-matching ODE integrates in float32 and hands each step to the DiT in its
+        # dtype, so rounding does not accumulate over the steps.
+        self.dtype = next(self.dit.parameters()).dtype
+        self.cond = speaker["cond"].to(self.device, self.dtype)
+        self.ref_mel = speaker["ref_mel"].to(self.device, self.dtype)
         self.chunk_frames = chunk_codes * self.repeats
         # The first chunk is as short as the first final block allows (block minus the
         # vocoder's right context), so speech starts once two blocks of codes exist.
@@ -132,14 +136,15 @@ class VoiceStream:
         """DiT flow-matching on one window: codes (1, n) → mel (1, mel_dim, n*repeats)."""
         frames = codes.shape[1] * self.repeats
         cond = self.cond.unsqueeze(1).repeat(1, frames, 1)
-        dit, guidance = self.dit, self.guidance
+        dit, guidance, dtype = self.dit, self.guidance, self.dtype
 
         def velocity(t, x):
+            x, t = x.to(dtype), t.to(dtype)
             if guidance < 1e-5:
                 return dit(hidden_states=x, speaker_embedding=cond, condition_vector=self.ref_mel,
-                           quantized_code=codes, time_step=t, apply_cfg=False)
+                           quantized_code=codes, time_step=t, apply_cfg=False).float()
             out = dit(hidden_states=x, speaker_embedding=cond, condition_vector=self.ref_mel,
-                      quantized_code=codes, time_step=t, apply_cfg=True)
+                      quantized_code=codes, time_step=t, apply_cfg=True).float()
             cond_v, null_v = torch.chunk(out, 2, dim=0)
             return cond_v + (cond_v - null_v) * guidance
 
@@ -166,7 +171,7 @@ class VoiceStream:
     def _emit(self, mel_end: int, wave_end: int) -> np.ndarray:
         self._extend_mel(mel_end)
         lo = max(0, self.emitted_frames - self.vctx)
-        wave = self.vocoder(self.mel[..., lo:mel_end]).reshape(-1)
+        wave = self.vocoder(self.mel[..., lo:mel_end].to(self.dtype)).reshape(-1)
         spf = self.samples_per_frame
         out = wave[(self.emitted_frames - lo) * spf : (wave_end - lo) * spf]
         self.emitted_frames = wave_end
@@ -175,4 +180,4 @@ class VoiceStream:
     @torch.no_grad()
     def vocode_all(self) -> np.ndarray:
         """The assembled mel vocoded in one pass: the reference the stream must equal."""
-        return self.vocoder(self.mel).reshape(-1).float().cpu().numpy()
+        return self.vocoder(self.mel.to(self.dtype)).reshape(-1).float().cpu().numpy()

@@ -26,6 +26,7 @@ class StatusLine:
             bar.addWidget(label)
         bar.addPermanentWidget(self.vram)
         self._hardware: hardware.Hardware | None = None
+        self.planned_gib: float | None = None  # the loaded model's memory plan, GiB
         self._timer = QTimer(bar)
         self._timer.setInterval(VRAM_EVERY_MS)
         self._timer.timeout.connect(self.update_vram)
@@ -53,7 +54,10 @@ class StatusLine:
 
     def update_vram(self) -> None:
         used = hardware.vram_in_use_gib() if self._hardware is not None else None
-        self.vram.setText("VRAM: —" if used is None else f"VRAM in use: {used:.1f} GiB")
+        text = "VRAM: —" if used is None else f"VRAM in use: {used:.1f} GiB"
+        if self.planned_gib is not None:  # the loaded model's memory plan, as loaded
+            text += f" (planned {self.planned_gib:.1f})"
+        self.vram.setText(text)
 
     def stop(self) -> None:
         self._timer.stop()
