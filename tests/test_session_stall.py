@@ -85,8 +85,8 @@ class _StallingAnswerer:
         pass
 
 
-def _notices(events, level: str) -> list:
-    return [e for e in events if e.kind is EventKind.NOTICE and e.data["level"] == level]
+def _notices(events, what: str) -> list:
+    return [e for e in events if e.kind is EventKind.NOTICE and e.data["what"] == what]
 
 
 def test_a_stalled_answer_is_explained_and_its_return_told():
@@ -118,13 +118,13 @@ def test_a_stalled_answer_is_explained_and_its_return_told():
 
     try:
         listen(1.5)  # half a second of sound, then a second of nothing
-        warned = _notices(events, "warning")
+        warned = _notices(events, STALLED)
         assert warned, "the stall was not explained"
-        assert "no sound" in warned[0].data["message"]
-        assert not _notices(events, "info")
+        assert warned[0].data["seconds"] == 0.4
+        assert not _notices(events, RESUMED)
         backend.go_on.set()
         listen(0.6)
-        assert _notices(events, "info"), "the model's return was not told"
+        assert _notices(events, RESUMED), "the model's return was not told"
     finally:
         backend.go_on.set()
         worker.join(5)

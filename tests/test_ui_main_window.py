@@ -241,6 +241,18 @@ def test_a_broken_persona_file_is_reported_and_the_others_load(qtbot, harness):
     win.close()
 
 
+def test_a_chosen_persona_whose_file_is_gone_is_said_and_the_choice_kept(qtbot, harness):
+    chosen = settings_store.Settings(persona="my-old-helper")
+    settings_store.save(chosen)
+    win = MainWindow(controller=harness.controller, detect_hardware=None)
+    qtbot.addWidget(win)
+    said = [t for t in win.messages.texts() if "my-old-helper" in t]
+    assert said and "speaks instead" in said[0]
+    assert win.current_persona().id != "my-old-helper"  # another one speaks meanwhile
+    assert settings_store.load().settings.persona == "my-old-helper"  # nothing lost
+    win.close()
+
+
 def test_no_model_yet_asks_for_first_run_and_start_says_what_to_do(qtbot, harness):
     win = MainWindow(controller=harness.controller, detect_hardware=None)
     qtbot.addWidget(win)

@@ -63,6 +63,21 @@ def test_device_losses_say_what_goes_on():
     assert "goes on without it" in camera
     mic = messages.device_lost("talk.wav", "the file is damaged").text()
     assert mic.startswith("The microphone stopped working")
+    assert "taken back" in mic  # a lost device comes back by itself (device_keeper.py)
+
+
+def test_a_device_back_and_a_stalled_model_are_said():
+    back = messages.device_back("microphone", "The microphone is back after 4 s away")
+    assert back.level == messages.INFO
+    assert back.text() == ("The microphone is back after 4 s away. The conversation has it "
+                           "again.")
+    stalled = messages.model_notice("stalled", 3.0)
+    assert stalled is not None and stalled.level == messages.WARNING
+    assert stalled.text().startswith("The model has made no sound for 3 s while answering")
+    assert "Stop talking" in stalled.text()
+    resumed = messages.model_notice("resumed", 3.0)
+    assert resumed is not None and resumed.level == messages.INFO
+    assert messages.model_notice("something else", 1.0) is None
 
 
 def test_the_window_never_shows_a_raw_exception_name(qtbot, tmp_path):

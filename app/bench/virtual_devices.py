@@ -242,6 +242,16 @@ class VirtualCamera:
             self.opened += 1
             return VirtualCapture(self, self._generation, self._plugged)
 
+    def listing(self, *_args: Any, **_kwargs: Any) -> Any:
+        """What the camera listing finds: this camera at index 0 while plugged in."""
+        from app.capture.devices import CameraInfo, CameraList
+
+        with self._lock:
+            plugged = self._plugged
+        if not plugged:
+            return CameraList((), "no camera found (the virtual camera is unplugged)")
+        return CameraList((CameraInfo(0, self.width, self.height, self.fps, "virtual"),), "")
+
     def frame(self) -> np.ndarray:
         self._count += 1
         image = np.full((self.height, self.width, 3), 40, np.uint8)
@@ -254,15 +264,16 @@ class VirtualCamera:
 def installed(card: VirtualSoundCard | None = None, camera: VirtualCamera | None = None
               ) -> Iterator[None]:
     """Meanwhile the app finds `card` where PortAudio would be and `camera` where OpenCV
-    opens cameras (file sources still read real files)."""
+    opens and lists cameras (file sources still read real files)."""
     from app.capture import camera as camera_module
-    from app.capture import portaudio
+    from app.capture import devices, portaudio
 
-    swaps = []
+    swaps: list[tuple[Any, str, Any]] = []
     if card is not None:
         swaps.append((portaudio, "load_sounddevice", lambda: card))
     if camera is not None:
         swaps.append((camera_module, "_open_with_opencv", camera.open))
+        swaps.append((devices, "list_cameras", camera.listing))
     old = [(owner, name, getattr(owner, name)) for owner, name, _ in swaps]
     for owner, name, value in swaps:
         setattr(owner, name, value)

@@ -164,8 +164,8 @@ class DeviceKeeper:
             self.restored += 1
             self._restored_at = time.monotonic()
             name = str(getattr(source, "name", self.name))
-            self._report(name, RESTORED, f"{name} is back after {time.monotonic() - lost_at:.0f} s"
-                                         " away; the conversation has it again")
+            away = time.monotonic() - lost_at
+            self._report(name, RESTORED, f"The {self.name} is back after {away:.0f} s away")
 
     def _close_current(self) -> None:
         with self._lock:

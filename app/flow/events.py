@@ -29,7 +29,9 @@ class EventKind(enum.StrEnum):
     DEVICE = "device"  # a capture or output device started, stopped or was lost
     OVERFLOW = "overflow"  # the timeline dropped audio: data {description}
     ERROR = "error"  # something failed; data {message}; the session keeps going if it can
-    NOTICE = "notice"  # news for the user that is not a failure: data {level, message}
+    # News for the user that is not a failure: data {what, ...}; the model stalled
+    # mid-answer or resumed (app/flow/stall.py): {what: "stalled"|"resumed", seconds}.
+    NOTICE = "notice"
     PLAYBACK = "playback"  # the user spoke over the assistant: data {paused: bool}
     METRICS = "metrics"  # after each answer: data {summary} (SessionMetrics.summary())
     # An answer was started early: data {retracted: bool}; a retraction also says

@@ -53,7 +53,7 @@ from app.flow.recording import SessionRecorder
 from app.flow.resample import StreamResampler
 from app.flow.session_recording import SessionRecording
 from app.flow.spoken import SpokenText
-from app.flow.stall import RESUMED, STALLED, StallWatch
+from app.flow.stall import StallWatch
 from app.flow.timeline import OverflowEvent, Timeline
 from app.flow.turn_end import TurnJudge
 from app.flow.unit_builder import MIN_FINAL_UNIT_SECONDS, UnitBuilder
@@ -668,15 +668,9 @@ class Session:
         played = self.player.played_position
         news = self.stall.update(time.monotonic(), due, played != self._played_seen)
         self._played_seen = played
-        if news == STALLED:
-            self.events.emit(
-                EventKind.NOTICE, self._now, level="warning",
-                message=f"the model has made no sound for {self.stall.after_s:.0f} s while "
-                        "answering: the computer or its GPU is busy. It goes on by itself "
-                        "when it can; press Stop talking if you would rather speak")
-        elif news == RESUMED:
-            self.events.emit(EventKind.NOTICE, self._now, level="info",
-                             message="the model is speaking again")
+        if news is not None:  # the window words it (app/ui/messages.py)
+            self.events.emit(EventKind.NOTICE, self._now, what=news,
+                             seconds=self.stall.after_s)
 
     def _check_playback(self) -> None:
         for rid, text in self._spoken.poll():

@@ -12,7 +12,7 @@ the answer by then). An answer interrupted meanwhile just clears it.
 
 from __future__ import annotations
 
-STALLED = "stalled"
+STALLED = "stalled"  # also the NOTICE event's `what`
 RESUMED = "resumed"
 
 

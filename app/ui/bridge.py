@@ -51,7 +51,7 @@ class SessionBridge(QObject):
     overflow = Signal(str)
     recording_stopped = Signal(str)  # recording could not start or stopped; why
     error = Signal(str)
-    notice = Signal(str, str)  # level ("info", "warning"), text
+    notice = Signal(str, float)  # what ("stalled", "resumed"), seconds
     ended = Signal(str, dict)  # reason, metrics summary
     frame_ready = Signal()  # a new preview frame waits in `take_frame()`
 
@@ -162,7 +162,7 @@ class SessionBridge(QObject):
         elif kind is EventKind.ERROR:
             self.error.emit(str(data.get("message", "something failed")))
         elif kind is EventKind.NOTICE:
-            self.notice.emit(str(data.get("level", "info")), str(data.get("message", "")))
+            self.notice.emit(str(data.get("what", "")), float(data.get("seconds", 0.0)))
         elif kind is EventKind.RECORDING and not data.get("recording", True):
             # Recording could not start or stopped; the message says the talk goes on.
             self.recording_stopped.emit(str(data.get("message") or ""))

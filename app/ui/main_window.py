@@ -221,7 +221,8 @@ class MainWindow(QMainWindow):
         bridge.error.connect(lambda text: self.report(messages.model_failed(text)))
         bridge.recording_stopped.connect(
             lambda text: self.report(messages.recording_stopped(text)))
-        bridge.notice.connect(lambda level, text: self.post(level, text) if text else None)
+        bridge.notice.connect(
+            lambda what, seconds: self._maybe_report(messages.model_notice(what, seconds)))
         ctl = self.controller
         ctl.phase_changed.connect(self._on_phase)
         ctl.load_progress.connect(self._on_progress)
@@ -251,6 +252,10 @@ class MainWindow(QMainWindow):
         self.library: PersonaLibrary = persona_store.load_all()
         for problem in self.library.problems:
             self.post("warning", problem.describe() + " (the other personas loaded)")
+        wanted = self.overrides.persona or self.settings.persona
+        if self.library.get(wanted) is None:
+            # The choice is kept (the file may come back); another persona speaks meanwhile.
+            self.report(messages.persona_missing(wanted, self.current_persona().name))
         self._show_persona()
 
     def current_persona(self) -> PersonaFile:
@@ -424,7 +429,7 @@ class MainWindow(QMainWindow):
             if source.lower() == "camera" and self.camera_on:
                 self._show_camera_off()  # switching it on again reopens it
         elif kind == "restored":  # a lost device is back (app/flow/device_keeper.py)
-            self.post("info", message or f"{source} is back")
+            self.report(messages.device_back(source, message))
             if source.lower() == "camera" and not self.camera_on:
                 self.camera_on = True
                 self._sync_camera_button()

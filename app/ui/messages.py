@@ -145,18 +145,47 @@ def device_lost(source: str, detail: str) -> UserMessage:
     role = _role(source)
     what = f"The {role} stopped working" + (f": {detail}" if detail and detail != "lost"
                                              else "")
+    # A lost device is taken back by itself once it is there again (device_keeper.py).
     if role == "camera":
         return UserMessage(ERROR, what, "the conversation goes on without it (the assistant "
-                           "hears you but no longer sees you)",
-                           f"wait: it is taken back by itself when it returns; or check it in "
-                           f"{DEVICES_PAGE}")
+                           "hears you but no longer sees you) and takes it back as soon as "
+                           "it is there again",
+                           f"plug it back in, switch it on again to retry now, or check it "
+                           f"in {DEVICES_PAGE}")
     if role == "microphone":
-        return UserMessage(ERROR, what, "the conversation so far is kept, but the assistant "
-                           "cannot hear you until it is back",
-                           f"plug it back in (it is taken back by itself), or check it in "
-                           f"{DEVICES_PAGE}")
+        return UserMessage(ERROR, what, "the conversation goes on and is still recorded, but "
+                           "the assistant cannot hear you until the microphone is back; it "
+                           "is taken back as soon as it is there again",
+                           f"plug it back in, or check it in {DEVICES_PAGE}")
     return UserMessage(ERROR, what, "the conversation goes on without it",
                        f"check it in {DEVICES_PAGE}")
+
+
+def persona_missing(chosen: str, instead: str) -> UserMessage:
+    """The persona the settings choose has no file any more (removed, renamed)."""
+    return UserMessage(WARNING, f"The persona '{chosen}' you chose has no file any more "
+                       "(it was removed or renamed)",
+                       f"'{instead}' speaks instead; your choice is kept in case the file "
+                       "comes back",
+                       "pick a persona in Settings → Persona")
+
+
+def device_back(source: str, detail: str) -> UserMessage:
+    """A device lost mid-conversation is back and in use again."""
+    return UserMessage(INFO, detail or f"The {_role(source)} is back",
+                       "the conversation has it again")
+
+
+def model_notice(what: str, seconds: float) -> UserMessage | None:
+    """The model stopped making sound mid-answer, or started again (app/flow/stall.py)."""
+    if what == "stalled":
+        return UserMessage(WARNING, f"The model has made no sound for {seconds:.0f} s while "
+                           "answering: the computer or its GPU is busy",
+                           "it goes on by itself when it can",
+                           "press Stop talking if you would rather speak")
+    if what == "resumed":
+        return UserMessage(INFO, "The model is speaking again")
+    return None
 
 
 def camera_not_opened(detail: str) -> UserMessage:
