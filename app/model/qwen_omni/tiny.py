@@ -167,10 +167,6 @@ def _tiny_config(vocab: dict[str, int]):  # -> Qwen2_5OmniConfig
             "enc_res2net_scale": 2,
             "num_embeds": TINY_CODEC_VOCAB,
             "mel_dim": 80,
-            # The real DiT's block structure on 3 layers instead of 22: blocks of 24 mel
-            # frames, one block back at the first and last layers (real: 0 and 20), one
-            # ahead in between (real: 10). Stacked, a frame sees 2 whole blocks back and
-            # 1 ahead, as in the real model, so a streaming window that gives less fails.
             "block_size": 24,
             "look_ahead_layers": [1],
             "look_backward_layers": [0, 2],
@@ -208,24 +204,6 @@ def _speaker_dict(config, vocab: dict[str, int], gen: torch.Generator) -> dict[s
             "ref_mel": torch.randn(1, 60, dit.mel_dim, generator=gen),
         }
     return speakers
-
-
-# Random init leaves each DiT layer's attention gate (AdaLayerNormZero's gate_msa) near 0,
-# so frames barely see the other frames of their window: windowed and one-pass mel then
-# agree (4e-6) whatever the window, and a wrong streaming window cannot show. The gate is
-# opened so attention carries the neighbours: with the window the config needs, windowed
-# and one-pass mel agree within 3e-5 (the ODE's steps reach further, weakly); one block
-# less look-back gives 5e-4, no look-ahead 6e-3 (90 codes, measured).
-_DIT_ATTENTION_GATE = 2.0
-
-
-def _open_dit_attention(model) -> None:
-    dit = model.token2wav.code2wav_dit_model
-    hidden = dit.config.hidden_size
-    with torch.no_grad():
-        for block in dit.transformer_blocks:
-            # attn_norm.linear's output is (shift, scale, gate)_msa, (shift, scale, gate)_mlp.
-            block.attn_norm.linear.bias[2 * hidden : 3 * hidden] += _DIT_ATTENTION_GATE
 
 
 def _make_audible(model, seed: int) -> None:
@@ -283,7 +261,6 @@ def _build(folder: Path, min_answer_tokens: int, seed: int) -> Path:
     torch.manual_seed(seed)
     model = Qwen2_5OmniForConditionalGeneration(config)
     model.eval()
-    _open_dit_attention(model)
     _make_audible(model, seed)
     eos = [vocab["<|im_end|>"], vocab["<|endoftext|>"]]
     model.generation_config.eos_token_id = eos

@@ -4,21 +4,11 @@ transformers' Qwen2_5OmniToken2WavModel turns a whole code sequence into a wavef
 a DiT (flow matching, block-local attention) makes the mel spectrogram, BigVGAN makes
 the wave. Streaming here uses the same two modules on windows:
 
-* DiT: attention is block-local (blocks of `block_size` mel frames, 24 in the real
-  config), and some layers also see one block back (`look_backward_layers`, layers 0 and
-  20 of 22) or one block ahead (`look_ahead_layers`, layer 10). Stacked, a frame depends
-  on as many whole blocks back and ahead as there are such layers: 2 back, 1 ahead. So a
-  block is final only once the whole block after it has its codes, and each window
-  starts on a block boundary that many blocks before its first new frame. A window cut
-  shorter (fewer blocks back, or a part of the next block ahead) gives other frames.
-  Only the window's new mel frames are kept. The starting noise is drawn once per
-  absolute mel frame (not per window), so overlapping windows integrate the same ODE
-  and their frames agree where their contexts agree. (Through the ODE's steps a frame
-  also feels blocks further off, each step one layer-span further, but far more weakly:
-  the tests hold windowed and one-pass mel within 1e-4 on the tiny model.)
-  What the look-ahead costs: the first audio needs 24 codes (the first block and the
-  whole next one; 480 ms of speech at 50 codes/s), where a 6-code look-ahead needed 21;
-  later audio trails the newest code by one to two blocks plus the vocoder's 9 codes.
+* DiT: each window starts on a DiT block boundary with `left_blocks` blocks of already
+  decoded context on the left and, except at the end, `lookahead_codes` codes on the
+  right. Only the window's new mel frames are kept. The starting noise is drawn once
+  per absolute mel frame (not per window), so overlapping windows integrate the same
+  ODE and their frames agree where their contexts agree.
 * BigVGAN is a pure convolution stack with a finite receptive field (±16 mel frames for
   the real kernel/rate layout, measured by perturbation). Each vocoder window gets
   `vocoder_context` frames of context on both sides and only its middle samples are
@@ -46,9 +36,9 @@ class VoiceStream:
         speaker: dict,
         *,
         chunk_codes: int = 24,
-        first_chunk_codes: int = 3,
-        ahead_blocks: int | None = None,
-        left_blocks: int | None = None,
+        first_chunk_codes: int = 6,
+        lookahead_codes: int = 6,
+        left_blocks: int = 1,
         vocoder_context: int = VOCODER_CONTEXT_FRAMES,
         num_steps: int = 10,
         guidance_scale: float = 0.5,
@@ -71,14 +61,9 @@ class VoiceStream:
         self.cond = speaker["cond"].to(self.device, self.dtype)
         self.ref_mel = speaker["ref_mel"].to(self.device, self.dtype)
         self.chunk_frames = chunk_codes * self.repeats
-        # The first chunk is as short as the first final block allows (block minus the
-        # vocoder's right context), so speech starts once two blocks of codes exist.
         self.first_chunk_frames = first_chunk_codes * self.repeats
-        # What the config's layers need (see the module docstring); smaller values are
-        # for tests that show a short window failing.
-        self.ahead_blocks = len(cfg.look_ahead_layers) if ahead_blocks is None else ahead_blocks
-        back = len(cfg.look_backward_layers) if left_blocks is None else left_blocks
-        self.left_codes = back * self.block_codes
+        self.lookahead_codes = lookahead_codes
+        self.left_codes = left_blocks * self.block_codes
         self.vctx = vocoder_context
         self.num_steps = num_steps
         self.guidance = guidance_scale
@@ -106,8 +91,7 @@ class VoiceStream:
     def pull(self) -> np.ndarray | None:
         """New samples when at least one chunk's worth is final, else None."""
         n = len(self.codes)
-        whole_blocks = n * self.repeats // self.block_frames
-        mel_end = max(0, (whole_blocks - self.ahead_blocks) * self.block_frames)
+        mel_end = max(0, (n - self.lookahead_codes) * self.repeats)
         wave_end = mel_end - self.vctx
         need = self.first_chunk_frames if self.emitted_frames == 0 else self.chunk_frames
         if wave_end - self.emitted_frames < need:
