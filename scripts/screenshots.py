@@ -8,7 +8,7 @@ page.
     .venv/bin/python scripts/screenshots.py [--out DIR] [--seconds 15] [--model DIR]
 
 Runs under Xvfb (started here on :99 when there is no DISPLAY; Debian packages: xvfb,
-the xcb libraries listed in FACTS.md, espeak-ng and sox for the demo speech,
+the xcb libraries that .ci/run installs, espeak-ng and sox for the demo speech,
 imagemagick for the whole-screen shot). User folders are redirected to a temp folder,
 so your own settings are never touched. Writes PNGs and prints their paths.
 """

@@ -47,7 +47,7 @@ def test_streaming_decode_equals_whole_decode(mimi, frames: int) -> None:
 
 def test_decoder_cache_alone_is_not_enough(mimi) -> None:
     """The reason StreamingDecoder exists: transformers' decode with only its KV cache
-    gives a different waveform (FACTS.md); this guards against that fact changing."""
+    gives a different waveform (checked); this guards against that fact changing."""
     codes = torch.randint(0, tiny.TINY_CARD, (1, 8, 4), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         whole = mimi.decode(codes).audio_values

@@ -1,6 +1,6 @@
 """What capture sources push into, and what they report when a device fails.
 
-Capture sits below flow (DESIGN.md: ui -> flow -> model/capture), so sources talk to
+Capture sits below flow (ui -> flow -> model/capture), so sources talk to
 these protocols; the timeline in `app/flow/timeline.py` implements them.
 
 Times: every `capture_time` is in seconds on `time.monotonic()`'s axis (or, for a

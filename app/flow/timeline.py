@@ -1,7 +1,7 @@
 """The shared timeline: one session clock, bounded buffers, and the unit cutter.
 
 Capture sources push into it (it is their `AudioSink` and `FrameSink`); the session loop
-cuts units out of it (`next_unit`, `wait_unit`, `flush`). See DESIGN.md, "The flow of data".
+cuts units out of it (`next_unit`, `wait_unit`, `flush`).
 
 The clock. The microphone's sample count is the master clock: native sample n is at
 session time n / native_rate, and unit k covers [k * unit_seconds, (k+1) * unit_seconds).

@@ -196,7 +196,7 @@ class BackendError(Exception):
 
 @runtime_checkable
 class Backend(Protocol):
-    """One model family behind one interface (see DESIGN.md, the backend contract)."""
+    """One model family behind one interface."""
 
     spec: BackendSpec
 

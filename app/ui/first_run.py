@@ -125,8 +125,9 @@ class FirstRunDialog(QDialog):
         self._make_primary(self.selfcheck_button if found is not None and gpu is None
                            else self.use_button)
         self.models.clear()
-        if found is None:
-            return  # the plans are made with the GPU's size, once it is known
+        if found is None:  # the plans are made with the GPU's size, once it is known
+            self._sync_use_button()
+            return
         best_row = -1
         for entry in registry.entries():
             if not entry.supported:

@@ -4,7 +4,7 @@ Encoding streams through transformers' own support (`use_streaming=True` with th
 returned padding and transformer caches); it equals encoding the whole recording.
 
 Decoding needs more than the decoder transformer's KV cache, which is all
-transformers keeps between `decode` calls (FACTS.md: per-frame decode with that cache
+transformers keeps between `decode` calls (checked: per-frame decode with that cache
 differs from whole-stream decode). Two other kinds of state live in the SEANet decoder
 and the upsampler, and whole-stream decoding differs from per-frame decoding until both
 are carried across frames:

@@ -1,6 +1,6 @@
 """PersonaPlex's persona prefix: what the model hears and says before the user is heard.
 
-The order, as NVIDIA's `LMGen.step_system_prompts` feeds it (FACTS.md):
+The order, as NVIDIA's `LMGen.step_system_prompts` feeds it:
 
 1. the voice prompt: the recording, Mimi-encoded, as the model's OWN audio stream, one
    frame a step, its text stream PAD;

@@ -9,8 +9,8 @@ A conversation is a list of segments, each prefilled into the thinker as one chu
     assistant  {answer text}<|im_end|>\\n
 
 Each chunk holds whole vision/audio blocks, which is what makes chunked prefill equal
-to one full prefill (FACTS.md). Ids come from the tokenizer, never from constants, so
-the tiny model's remapped vocabulary and the real one both work.
+to one full prefill (checked on the tiny model). Ids come from the tokenizer, never
+from constants, so the tiny model's remapped vocabulary and the real one both work.
 """
 
 from __future__ import annotations
