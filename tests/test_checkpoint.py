@@ -149,6 +149,15 @@ def test_header_tensors_read_headers_only(tmp_path: Path) -> None:
     assert tensors["a.weight"].dtype == torch.bfloat16
 
 
+def test_a_checkpoint_whose_shard_was_cut_short_is_refused_by_name(tmp_path: Path) -> None:
+    folder = _qwen_folder(tmp_path, shards=2)
+    shard = sorted(folder.glob("*.safetensors"))[1]
+    with open(shard, "r+b") as handle:  # the last shard's download stopped early
+        handle.truncate(shard.stat().st_size - 16)
+    error = _raises(folder)
+    assert "cut short" in str(error) and shard.name in str(error)
+
+
 def test_weights_cut_short_are_named_before_loading(tmp_path: Path) -> None:
     folder = tmp_path / "w"
     folder.mkdir()

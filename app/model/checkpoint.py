@@ -219,7 +219,9 @@ def validate_checkpoint(folder: Path, family: str) -> None:
     """Raise BackendError (cause + hint) unless `folder` looks like a loadable checkpoint.
 
     Checks, cheapest first: the folder exists; config.json reads; its architecture is
-    the family's; the weights are all there; the family's other files are there.
+    the family's; the weights are all there, each .safetensors file as long as its
+    header says (headers only: a download that stopped early is named here, not deep
+    inside loading); the family's other files are there.
     """
     rules = _family_rules(family)
     folder = Path(folder).expanduser()
@@ -235,7 +237,9 @@ def validate_checkpoint(folder: Path, family: str) -> None:
         )
     config = _read_json(folder / "config.json", "the model's config.json", folder)
     _check_architecture(config, family, rules, folder)
-    weight_files(folder)
+    for path in weight_files(folder):
+        if path.suffix == ".safetensors":
+            read_safetensors_header(path)  # raises for a file cut short
     _check_required_files(folder, family, rules)
 
 
