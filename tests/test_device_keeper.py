@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import soundfile
+from listening_backend import ListeningBackend as _Listener
 
 from app.bench.virtual_devices import VirtualCamera, VirtualSoundCard
 from app.capture import camera as camera_module
@@ -19,7 +19,7 @@ from app.capture.sinks import SourceEvent, SourceEventKind
 from app.flow.conversation import ConversationOptions, build_session
 from app.flow.device_keeper import RESTORED, DeviceKeeper
 from app.flow.events import EventKind
-from app.model.contract import BackendSpec, Control, Decision, ModelSource, Output, Persona, Unit
+from app.model.contract import ModelSource, Persona
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -114,26 +114,6 @@ def test_a_file_is_not_opened_again():
 
 
 # ----------------------------------------------------------------------- a whole session
-class _Listener:
-    """A backend that only listens: what matters here is what reaches it."""
-
-    spec = BackendSpec(family="fake", unit_ms=500, audio_in_rate=16000,
-                       audio_out_rate=24000, frames_per_unit=1, native_duplex=False)
-
-    def start(self, persona: Persona) -> None:
-        pass
-
-    def step(self, unit: Unit, control: Control) -> Iterator[Output]:
-        return iter([Output(decision=Decision.LISTEN)])
-
-    def interrupt(self) -> None:
-        pass
-
-    def heard(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def _units(events, after: float) -> list:

@@ -5,25 +5,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import soundfile
 import tiny_models
+from listening_backend import ListeningBackend as _Listener
 from media import write_video
 
 from app.capture.base import CaptureError
 from app.flow.conversation import ConversationOptions, build_session, load_backend
 from app.flow.events import EventKind
 from app.model.contract import (
-    BackendSpec,
-    Control,
-    Decision,
     ModelSource,
-    Output,
     Persona,
-    Unit,
 )
 
 qwen_tiny_factory = tiny_models.qwen_tiny_factory
@@ -69,26 +64,6 @@ def test_the_camera_goes_off_and_on_without_ending_the_conversation(qwen_tiny_fa
     assert devices.count("started") >= 3  # mic, camera, camera again
 
 
-class _Listener:
-    """A backend that only listens: these tests are about what reaches it, not answers."""
-
-    spec = BackendSpec(family="fake", unit_ms=500, audio_in_rate=16000,
-                       audio_out_rate=24000, frames_per_unit=1, native_duplex=False)
-
-    def start(self, persona: Persona) -> None:
-        pass
-
-    def step(self, unit: Unit, control: Control) -> Iterator[Output]:
-        return iter([Output(decision=Decision.LISTEN)])
-
-    def interrupt(self) -> None:
-        pass
-
-    def heard(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def _options(tmp_path, **kwargs) -> ConversationOptions:

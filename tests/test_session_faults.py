@@ -9,11 +9,11 @@ import errno
 import threading
 import time
 import wave
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
 import soundfile
+from listening_backend import ListeningBackend as _Listener
 from media import write_video
 
 from app.flow.conversation import ConversationOptions, build_session, open_output
@@ -21,38 +21,13 @@ from app.flow.events import EventKind
 from app.flow.session import Session, SessionConfig
 from app.flow.wav_writer import PcmWavWriter
 from app.model.contract import (
-    BackendSpec,
-    Control,
-    Decision,
     ModelSource,
-    Output,
     Persona,
-    Unit,
 )
 
 pytestmark = pytest.mark.timeout(60)
 
 
-class _Listener:
-    """A backend that only listens (these tests are about the session around it)."""
-
-    spec = BackendSpec(family="fake", unit_ms=500, audio_in_rate=16000,
-                       audio_out_rate=24000, frames_per_unit=1, native_duplex=False)
-
-    def start(self, persona: Persona) -> None:
-        pass
-
-    def step(self, unit: Unit, control: Control) -> Iterator[Output]:
-        return iter([Output(decision=Decision.LISTEN)])
-
-    def interrupt(self) -> None:
-        pass
-
-    def heard(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 def _options(tmp_path, **kwargs) -> ConversationOptions:
