@@ -46,6 +46,25 @@ def test_spec_before_and_after_load(qwen_tiny):
         b.start(Persona("p", "hi"))
 
 
+def test_a_tiny_folder_sets_its_flow_steps_and_an_explicit_choice_wins(qwen_tiny):
+    """The tiny token2wav takes 2 flow steps (tiny.py): its speech must come well faster
+    than real time on a slow CPU. A real checkpoint has no duetto.json: 10 steps."""
+    from app.model.qwen_omni.speech import AnswerConfig
+    from app.model.qwen_omni.tiny import TINY_FLOW_STEPS
+    from app.model.qwen_omni.voice import VoiceStream
+
+    assert loaded_backend(qwen_tiny).answer_config.voice["num_steps"] == TINY_FLOW_STEPS
+    chosen = AnswerConfig(voice={"num_steps": 7})
+    assert loaded_backend(qwen_tiny, answer=chosen).answer_config.voice["num_steps"] == 7
+    bare = qwen_tiny.parent / "no-meta"
+    if not bare.exists():
+        shutil.copytree(qwen_tiny, bare)
+        (bare / "duetto.json").unlink()
+    backend = loaded_backend(bare)
+    assert "num_steps" not in backend.answer_config.voice
+    assert VoiceStream.__init__.__kwdefaults__["num_steps"] == 10
+
+
 def test_unknown_speaker_lists_the_available_ones(qwen_tiny):
     b = loaded_backend(qwen_tiny)
     with pytest.raises(BackendError) as err:

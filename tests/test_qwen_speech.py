@@ -23,6 +23,9 @@ LONG = 40  # tokens: long enough that speech must start before the thinker is do
 @pytest.fixture(scope="module")
 def backend(qwen_tiny_factory):
     b = started_backend(qwen_tiny_factory(min_answer_tokens=LONG), max_answer_tokens=LONG + 8)
+    # These tests compare the warm cache with one prefill of the whole conversation,
+    # which needs every past turn's audio and frames.
+    b.ctx.settle_after_turns = None
     yield b
     b.close()
 
@@ -78,7 +81,7 @@ def test_first_speech_before_the_thinker_finishes(backend):
     # The answer is now part of the context, closed, and the caches agree with it.
     last = backend.ctx.entries[-1].segment
     assert last.kind is Kind.ASSISTANT and last.text == answer.state.text
-    got = backend.ctx.append(backend._layout.user_open(50))
+    got = backend.ctx.append(backend._layout.user_open(backend._turn + 1))
     want = one_shot_logits(backend._loaded.model.thinker, backend.ctx.segments)
     assert (got - want).abs().max().item() < 1e-4
     backend.ctx.rollback_to(len(backend.ctx.entries) - 1)
@@ -113,7 +116,7 @@ def test_barge_in_stops_within_one_step_and_heard_keeps_played_text(backend):
     assert ctx.entries[-2].segment.kind is Kind.USER_CLOSE
     assert ctx.cache.get_seq_length() == ctx.talker_cache.get_seq_length() == ctx.length
     # The warm cache is exactly the conversation that ends at the played text.
-    probe = layout.user_open(77)
+    probe = layout.user_open(backend._turn + 1)
     got = ctx.append(probe)
     want = one_shot_logits(backend._loaded.model.thinker, ctx.segments)
     assert (got - want).abs().max().item() < 1e-4

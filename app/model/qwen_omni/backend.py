@@ -143,6 +143,11 @@ class QwenOmniBackend:
         self.spec = dataclasses.replace(
             self.spec, voices=voices, vram_gib=self._vram_gib(loaded)
         )
+        steps = self._loaded.flow_steps
+        if steps and "num_steps" not in self.answer_config.voice:
+            # A tiny model's folder asks for fewer flow steps (tiny.py says why).
+            self.answer_config = dataclasses.replace(
+                self.answer_config, voice={**self.answer_config.voice, "num_steps": steps})
         meta_min = self._loaded.min_answer_tokens
         if meta_min:
             # Random tiny models stop at once; their folder asks for a minimum length.

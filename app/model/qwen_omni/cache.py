@@ -117,6 +117,9 @@ class WarmContext:
         self.entries: list[_Entry] = []
         self.last_logits: torch.Tensor | None = None
         self.trims = 0
+        # Turns besides the newest whose audio and frames are kept (None: every turn's,
+        # for tests that compare the warm cache with one prefill of the whole context).
+        self.settle_after_turns: int | None = SETTLED_AFTER_TURNS
         # How each cache's keys move down positions on a trim; None: prefill again.
         self._shifts: list[tuple] | None = None
         if shift_on_trim:
@@ -215,9 +218,9 @@ class WarmContext:
         JPEG, some 60 MB by the time a 32k-token context is full) and drop only when it
         was trimmed. Without shifting, a trim prefills kept segments again: keep them.
         """
-        if self._shifts is None or not self.entries:
+        if self._shifts is None or self.settle_after_turns is None or not self.entries:
             return
-        settled = self.entries[-1].segment.turn - SETTLED_AFTER_TURNS
+        settled = self.entries[-1].segment.turn - self.settle_after_turns
         for entry in self.entries:
             seg = entry.segment
             if seg.turn >= settled:

@@ -41,6 +41,7 @@ class Loaded:
     dtype: torch.dtype
     quant: Quant
     min_answer_tokens: int  # from duetto.json (tiny models); 0 for real checkpoints
+    flow_steps: int | None = None  # token2wav's ODE steps from duetto.json (tiny models)
     plan: Plan | None = None  # the memory plan it was loaded under (memory_plan.py)
     placement: Placement | None = None
     context_note: str = ""  # which context was chosen, and why
@@ -137,6 +138,7 @@ def load(
         dtype=placement.float_dtype,
         quant=q,
         min_answer_tokens=int(meta.get("min_answer_tokens", 0) or 0),
+        flow_steps=int(meta["flow_steps"]) if meta.get("flow_steps") else None,
         plan=sized.plan,
         placement=placement,
         context_note=sized.note,

@@ -58,6 +58,11 @@ SPECIAL_TOKENS: tuple[str, ...] = (
 TINY_VOCAB = 320
 TINY_CODEC_VOCAB = 64  # talker codebook: 60 codes + pad/bos/eos/mask at the top
 DUETTO_META = "duetto.json"
+# The tiny token2wav integrates its flow in 2 steps (one Runge-Kutta interval: 4 DiT
+# passes a window) where real checkpoints take 10 (36 passes): the steps change what a
+# window costs, not its blocks or look-ahead, and the tiny model is an instrument for
+# the flow, so its speech must come well faster than real time on a slow CPU.
+TINY_FLOW_STEPS = 2
 SPEAKERS = ("Chelsie", "Ethan")
 # Random BigVGAN output is far below audible level (RMS ~1e-5); the last conv is scaled
 # at build time so the tiny model's "speech" sits near this RMS (noise, not words).
@@ -178,6 +183,8 @@ def _tiny_config(vocab: dict[str, int]):  # -> Qwen2_5OmniConfig
             "upsample_initial_channel": 128,
             # Same rates and kernels as the real vocoder: 240 samples per mel frame
             # and the same receptive field, so streaming is tested on the real shape.
+            # (Fewer channels or resblocks do not make it cheaper on a CPU: its cost is
+            # the anti-aliased activations' depthwise convolutions at 24 kHz.)
             "upsample_rates": [5, 3, 2, 2, 2, 2],
             "upsample_kernel_sizes": [11, 7, 4, 4, 4, 4],
             "resblock_kernel_sizes": [3, 7, 11],
@@ -271,6 +278,7 @@ def _build(folder: Path, min_answer_tokens: int, seed: int) -> Path:
 
     make_tokenizer({t: vocab[t] for t in SPECIAL_TOKENS}).save_pretrained(folder)
 
-    meta = {"tiny": True, "min_answer_tokens": int(min_answer_tokens), "seed": int(seed)}
+    meta = {"tiny": True, "min_answer_tokens": int(min_answer_tokens), "seed": int(seed),
+            "flow_steps": TINY_FLOW_STEPS}
     (folder / DUETTO_META).write_text(json.dumps(meta, indent=1))
     return folder
