@@ -147,7 +147,7 @@ class MiniCPMOBackend:
             self._decoder = DuplexDecoder(
                 loaded.model.llm, self._ids, sampling=self.sampling, window=self.window,
                 forbidden=protocol.bad_token_ids(loaded.tokenizer),
-                steer=steer.steer(self._ids) if steer is not None else None)
+                steer=steer.steer(self._ids, loaded.tokenizer) if steer is not None else None)
             self._started = False
 
     def _require_loaded(self) -> Any:
@@ -158,6 +158,10 @@ class MiniCPMOBackend:
     @property
     def decoder(self) -> DuplexDecoder | None:
         return self._decoder
+
+    @property
+    def loaded(self) -> Any:
+        return self._loaded
 
     def close(self) -> None:
         self._interrupt.set()
@@ -193,7 +197,7 @@ class MiniCPMOBackend:
             self._interrupt.clear()
             self.counts = Counts()
             self.results = []
-            self.timing = Timing(prefix_s=0.0)
+            self.timing = Timing()
             self._started = True
         self.timing.prefix_s = time.perf_counter() - t0
 

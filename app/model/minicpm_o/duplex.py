@@ -23,7 +23,8 @@ so the cache reads `... <|turn_eos|> <|listen|> </unit>` (the official demo's
 force-listen does the same).
 
 `choose` is the official decode: a first draw from the unscaled distribution may pick
-<|chunk_eos|> (the model's own choice to end the unit); otherwise <|chunk_eos|>,
+<|chunk_eos|> (the model's own choice to end the unit; drawn as one uniform number
+against p(chunk_eos), the same odds); otherwise <|chunk_eos|>,
 <|tts_pad|> and the tokenizer's bad ids are forbidden, the repetition penalty divides the
 logits of the tokens chosen in the last 512 draws (sign-insensitive, as in the official
 code), <|turn_eos|> is damped by the length penalty, and the token is drawn with
@@ -118,8 +119,8 @@ class DuplexDecoder:
         self.vocab = int(llm.get_output_embeddings().weight.shape[0])
         # <|chunk_eos|> is forbidden after the first draw (it may only be the model's
         # unscaled choice); <|tts_pad|> always.
-        self.forbidden = sorted(t for t in {ids.chunk_eos, ids.tts_pad, *forbidden}
-                                if 0 <= t < self.vocab)
+        self.forbidden = torch.tensor(sorted(t for t in {ids.chunk_eos, ids.tts_pad, *forbidden}
+                                             if 0 <= t < self.vocab), dtype=torch.long)
         rotary = llm.model.rotary_emb
         self._inv_freq = rotary.inv_freq.detach().float()
         self._rng = torch.Generator(device="cpu")
@@ -168,8 +169,12 @@ class DuplexDecoder:
         past = self.cache_length
         n = int(embeds.shape[0])
         position_ids = torch.arange(past, past + n, device=embeds.device).unsqueeze(0)
-        out = self.llm(inputs_embeds=embeds.unsqueeze(0), position_ids=position_ids,
-                       cache=self.state.cache, use_cache=True, logits_to_keep=1)
+        # Without logits, the decoder stack alone: the 151,748-row head is most of a
+        # small model's step.
+        run = self.llm if logits else self.llm.model
+        extra = {"logits_to_keep": 1} if logits else {}
+        out = run(inputs_embeds=embeds.unsqueeze(0), position_ids=position_ids,
+                  cache=self.state.cache, use_cache=True, **extra)
         self.state.cache = out.cache
         return out.logits[0, -1].float() if logits else None
 
@@ -188,13 +193,14 @@ class DuplexDecoder:
         index = st.units
         st.units += 1
         start_len = self.cache_length
-        logits = self._feed(self._embed(prefill))
-        prefill_positions = self.cache_length - start_len
         initial = index < s.force_listen_count
         forced = force_listen or initial
+        # A forced unit never decodes: its prefill needs no logits.
+        logits = self._feed(self._embed(prefill), logits=not forced)
+        prefill_positions = self.cache_length - start_len
         closed = False
         if force_listen and st.turn_open:
-            logits = self._feed_ids(ids.turn_eos)
+            self._feed_ids(ids.turn_eos, logits=False)
             st.turn_open = False
             closed = True
         was_open = st.turn_open  # a turn that goes on into this unit
@@ -257,32 +263,53 @@ class DuplexDecoder:
         if self.steer is not None:
             for tid, bias in self.steer(unit, j, self.state.turn_open).items():
                 row[tid] += bias
-        first = self._draw(row, greedy=s.greedy, temperature=1.0)
-        if first == ids.chunk_eos:
-            return first
+        if self._model_ends_unit(row):
+            return ids.chunk_eos
         row[self.forbidden] = float("-inf")
         history = self.state.history
         if s.repetition_penalty != 1.0 and history:
-            for tid in set(history[-s.repetition_window:]):
-                if 0 <= tid < row.numel():
-                    row[tid] = row[tid] / s.repetition_penalty
+            seen = torch.tensor(sorted({t for t in history[-s.repetition_window:]
+                                        if 0 <= t < row.numel()}), dtype=torch.long)
+            row[seen] = row[seen] / s.repetition_penalty
         if s.length_penalty != 1.0:
             t = ids.turn_eos
             row[t] = row[t] / s.length_penalty if row[t] > 0 else row[t] * s.length_penalty
         if s.greedy:
             token = int(torch.argmax(row))
         else:
-            token = self._draw(_top_k_top_p(row / s.temperature, s.top_k, s.top_p),
-                               greedy=False, temperature=1.0)
+            token = self._sample(row / s.temperature)
         history.append(token)
         del history[:-s.repetition_window]
         return token
 
-    def _draw(self, row: torch.Tensor, *, greedy: bool, temperature: float) -> int:
-        if greedy:
-            return int(torch.argmax(row))
-        probs = torch.softmax(row / temperature, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self._rng))
+    def _sample(self, row: torch.Tensor) -> int:
+        """Draw from the top-k logits, cut to the smallest head whose probability passes
+        top_p (the official filter, computed on the k survivors only: what it removes
+        from the whole row beyond them is already out)."""
+        s = self.sampling
+        if 0 < s.top_k < row.numel():
+            values, order = torch.topk(row, s.top_k)
+        else:
+            values, order = torch.sort(row, descending=True)
+        if 0.0 < s.top_p < 1.0:
+            cumulative = torch.cumsum(torch.softmax(values, dim=-1), dim=-1)
+            remove = cumulative > s.top_p
+            remove[1:] = remove[:-1].clone()
+            remove[0] = False
+            values = values.masked_fill(remove, float("-inf"))
+        probs = torch.softmax(values, dim=-1)
+        return int(order[torch.multinomial(probs, 1, generator=self._rng)])
+
+    def _model_ends_unit(self, row: torch.Tensor) -> bool:
+        """The official first draw from the unscaled distribution, whose only use is to
+        see whether it is <|chunk_eos|>: that happens with probability p(chunk_eos), so
+        one uniform number decides it (the same odds as a draw over the whole vocabulary,
+        at a fraction of the cost). Greedy: whether <|chunk_eos|> is the argmax."""
+        end = self.ids.chunk_eos
+        if self.sampling.greedy:
+            return int(torch.argmax(row)) == end
+        p_end = float(torch.exp(row[end] - torch.logsumexp(row, dim=-1)))
+        return float(torch.rand((), generator=self._rng)) < p_end
 
     # --- the window ------------------------------------------------------------------------
 
@@ -311,19 +338,3 @@ def _rotate(keys: torch.Tensor, shift: int, inv_freq: torch.Tensor) -> torch.Ten
     half = k.shape[-1] // 2
     rotated = torch.cat((-k[..., half:], k[..., :half]), dim=-1)
     return (k * cos + rotated * sin).to(keys.dtype)
-
-
-def _top_k_top_p(row: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Keep the top-k logits, then the smallest set whose probability passes top_p."""
-    row = row.clone()
-    if 0 < top_k < row.numel():
-        threshold = torch.topk(row, top_k).values[-1]
-        row[row < threshold] = float("-inf")
-    if 0.0 < top_p < 1.0:
-        ordered, order = torch.sort(row, descending=True)
-        cumulative = torch.cumsum(torch.softmax(ordered, dim=-1), dim=-1)
-        remove = cumulative > top_p
-        remove[1:] = remove[:-1].clone()
-        remove[0] = False
-        row[order[remove]] = float("-inf")
-    return row

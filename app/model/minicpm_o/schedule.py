@@ -21,7 +21,8 @@ from app.model.minicpm_o.protocol import SpecialIds
 
 META = "duetto.json"
 BIAS = 100.0  # far above any random logit: the scripted token wins every draw
-WORDS = 4  # tokens the model says in each scheduled unit before it ends the unit
+WORDS = 4  # steps of each scheduled unit before it ends: <|speak|>, then the words
+SAID = "hi "  # the words of each scheduled unit (a random model's own are unreadable)
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,11 @@ class SpeakSchedule:
     def last_of_run(self, unit: int) -> bool:
         return any(unit == end - 1 for _, end in self.runs)
 
-    def steer(self, ids: SpecialIds):
+    def steer(self, ids: SpecialIds, tokenizer):
         """The decoder's steer: (unit, step, turn open) -> {token id: bias}."""
         quiet = {ids.listen: -BIAS, ids.turn_eos: -BIAS, ids.chunk_eos: -BIAS,
                  ids.chunk_tts_eos: -BIAS}
+        words = tokenizer.encode(SAID, add_special_tokens=False)
 
         def bias(unit: int, j: int, turn_open: bool) -> dict[int, float]:
             if not self.speaks(unit):
@@ -53,7 +55,7 @@ class SpeakSchedule:
             if j == 0:
                 return {**quiet, ids.speak: BIAS}
             if j < WORDS:
-                return quiet  # words (whatever the random weights make of them)
+                return {**quiet, words[(j - 1) % len(words)]: BIAS}
             if self.last_of_run(unit):
                 return {ids.turn_eos: BIAS} if turn_open else {ids.listen: BIAS}
             return {ids.chunk_eos: BIAS}
@@ -64,20 +66,29 @@ class SpeakSchedule:
 def write(folder: Path, runs: Sequence[tuple[int, int]]) -> None:
     """Give the tiny checkpoint in `folder` a schedule (kept with its other metadata)."""
     path = Path(folder) / META
-    meta = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    meta = _meta(folder)
     meta["tiny"] = True
     meta["speak_runs"] = [[int(a), int(b)] for a, b in runs]
     SpeakSchedule(tuple((a, b) for a, b in meta["speak_runs"]))  # refuse a bad one now
     path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
 
 
+def _meta(folder: Path) -> dict:
+    try:
+        meta = json.loads((Path(folder) / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def is_tiny(folder: Path) -> bool:
+    """Whether `folder` holds a tiny test checkpoint (its duetto.json says so)."""
+    return bool(_meta(folder).get("tiny"))
+
+
 def read(folder: Path) -> SpeakSchedule | None:
     """The schedule of a tiny checkpoint; None for any other folder."""
-    path = Path(folder) / META
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or not meta.get("tiny") or not meta.get("speak_runs"):
+    meta = _meta(folder)
+    if not meta.get("tiny") or not meta.get("speak_runs"):
         return None
     return SpeakSchedule(tuple((int(a), int(b)) for a, b in meta["speak_runs"]))
