@@ -274,10 +274,7 @@ class DuplexDecoder:
         if s.length_penalty != 1.0:
             t = ids.turn_eos
             row[t] = row[t] / s.length_penalty if row[t] > 0 else row[t] * s.length_penalty
-        if s.greedy:
-            token = int(torch.argmax(row))
-        else:
-            token = self._sample(row / s.temperature)
+        token = int(torch.argmax(row)) if s.greedy else self._sample(row / s.temperature)
         history.append(token)
         del history[:-s.repetition_window]
         return token
