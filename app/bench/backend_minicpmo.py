@@ -12,9 +12,9 @@ memory; exits non-zero when a target is missed:
 
 Torch runs on as many threads as a conversation gives the model (every core but one)
 unless `--threads` says otherwise. `--model DIR` runs a checkpoint folder;
-`--family minicpm-o --model tiny` builds the tiny one in a temp dir. A tiny model speaks on a schedule (app/model/minicpm_o/
-schedule.py, the test instrument) so that both kinds of unit are timed; a real
-checkpoint decides for itself.
+`--family minicpm-o --model tiny` builds the tiny one in a temp dir. A tiny model
+speaks on a schedule (app/model/minicpm_o/schedule.py, the test instrument) so that
+both kinds of unit are timed; a real checkpoint decides for itself.
 """
 
 from __future__ import annotations
