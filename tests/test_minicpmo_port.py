@@ -241,3 +241,15 @@ def test_another_family_is_refused_by_name(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(BackendError, match="minicpmo"):
         load_minicpmo(folder)
+
+
+def test_reference_voice_gives_10_embeddings_a_second():
+    model = tiny_loaded().model
+    assert model.embed_reference_audio(_speech(1.6)).shape == (16, model.config.llm_hidden)
+    assert model.embed_reference_audio(_speech(2.0)).shape == (20, model.config.llm_hidden)
+
+
+def test_duetto_models_tiny_builds_minicpm_o():
+    from app.model import families
+
+    assert families.tiny_builder("minicpm-o") is tiny.build_tiny
