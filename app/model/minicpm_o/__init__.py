@@ -1,0 +1,6 @@
+"""MiniCPM-o 4.5: our port of OpenBMB's omni model onto transformers' building blocks.
+
+config.py reads the checkpoint's config.json; model.py holds the module tree, named as the
+published checkpoint names its tensors; loader.py reads the 4-shard checkpoint strictly;
+tiny.py writes a tiny random checkpoint in the same layout.
+"""
