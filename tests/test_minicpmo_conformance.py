@@ -337,3 +337,41 @@ def test_llm_logits_at_each_decision_point_match_the_official(model, golden, ten
             feeder.feed(feeder.ids([token]))
         assert feeder.length == record["cache_length_after"], f"unit {k}: fed length"
     assert compared_full
+
+
+# --- the unit loop: the scripted session's token sequence -------------------------------
+
+
+def test_a_scripted_greedy_session_chooses_the_official_token_sequence(golden, loaded, tmp_path):
+    """Duetto's backend, greedy, over the official session's inputs (the persona's
+    reference voice as a file, a frame in units 0-2, 1 s of audio each): every unit's
+    tokens after its prefill (the forced listen, the words, the chunk ends, </unit>) and
+    the cache length after it are the official ones."""
+    import soundfile
+
+    from app.model.contract import Control, Persona, Unit, VideoFrame, Voice
+    from app.model.minicpm_o.backend import MiniCPMOBackend
+    from app.model.minicpm_o.duplex import Sampling
+
+    session = golden["session"]
+    voice = tmp_path / "voice.wav"
+    soundfile.write(voice, inputs.ref_audio(), inputs.SAMPLE_RATE, subtype="FLOAT")
+    backend = MiniCPMOBackend(sampling=Sampling(
+        greedy=True, force_listen_count=inputs.FORCE_LISTEN_COUNT,
+        max_unit_tokens=inputs.MAX_NEW_SPEAK_TOKENS_PER_CHUNK))
+    backend.attach(loaded)
+    # The official system text is the persona's role text after the omni header.
+    backend.start(Persona("golden", "", voice=Voice(reference_audio=voice)))
+    assert backend.decoder.cache_length == session["prefix"]["cache_length"]
+    sequence: list[int] = []
+    for record in session["units"]:
+        k = record["unit"]
+        pcm, frame = inputs.session_unit(k)
+        frames = () if frame is None else (VideoFrame(frame, float(k), k),)
+        list(backend.step(Unit(k, float(k), 1.0, inputs.SAMPLE_RATE, pcm, frames), Control()))
+        result = backend.results[-1]
+        assert list(result.tokens) == record["generated_ids"], f"unit {k}"
+        assert backend.decoder.cache_length == record["cache_length_after"], f"unit {k}"
+        sequence += result.tokens
+    # The official session's whole record of what it chose and fed after the prefills.
+    assert sequence == session["total_ids"]

@@ -189,7 +189,10 @@ class MiniCPMOBackend:
             model = loaded.model
             voice_embeds = None
             if voice.reference_audio is not None:
-                voice_embeds = self._embed_voice(model, Path(voice.reference_audio))
+                # The official offline path (the whole recording in one pass).
+                with torch.no_grad():
+                    voice_embeds = model.embed_reference_audio(
+                        read_recording(Path(voice.reference_audio)))
             prefix = protocol.system_prefix(self._ids, loaded.tokenizer, persona.role_prompt,
                                             voice_embeds)
             self._decoder.start(prefix)
@@ -200,21 +203,6 @@ class MiniCPMOBackend:
             self.timing = Timing()
             self._started = True
         self.timing.prefix_s = time.perf_counter() - t0
-
-    @staticmethod
-    def _embed_voice(model: Any, path: Path) -> torch.Tensor:
-        """The reference recording's audio embeddings, through a fresh audio stream one
-        second at a time. (The official code embeds the recording in one pass; the
-        speech path, part 2, is where the voice matters and should match it.)"""
-        audio = read_recording(path)
-        stream = model.new_audio_stream()
-        pieces = []
-        for i in range(0, audio.size, SAMPLE_RATE):
-            chunk = audio[i:i + SAMPLE_RATE]
-            if chunk.size < SAMPLE_RATE:
-                chunk = np.pad(chunk, (0, SAMPLE_RATE - chunk.size))
-            pieces.append(stream.feed(chunk))
-        return torch.cat(pieces, dim=0)
 
     def interrupt(self) -> None:
         """Make the model listen from its next generated token on (any thread)."""
