@@ -109,8 +109,6 @@ def measure(args: argparse.Namespace) -> MiniCPMOFigures:
                                hint="--model DIR, or --family minicpm-o --model tiny")
         folder = Path(tmp) / "tiny" if built else Path(args.model).expanduser()
         tiny = built or schedule.is_tiny(folder)
-        if tiny and schedule.read(folder) is None:
-            schedule.write(folder, TINY_RUNS)
         backend = MiniCPMOBackend(sampling=Sampling(seed=args.seed))
         t0 = time.perf_counter()
         backend.load(ModelSource(local_dir=folder), Quant(args.quant), lambda *_: None)
@@ -119,6 +117,9 @@ def measure(args: argparse.Namespace) -> MiniCPMOFigures:
         if cuda:
             torch.cuda.synchronize()
         load_s = time.perf_counter() - t0
+        if tiny and backend.schedule is None:
+            # A tiny folder without turns of its own gets the bench's (not written to it).
+            backend.attach(backend.loaded, schedule.SpeakSchedule(TINY_RUNS))
         persona = Persona("bench", "You enjoy a good conversation about technology.")
         backend.start(persona)
         prefix_s = backend.timing.prefix_s
