@@ -7,6 +7,7 @@ test_minicpmo_conformance.py).
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -257,3 +258,29 @@ def test_dropping_units_from_the_cache_equals_never_having_seen_them(ids, tok):
         expected = fresh._feed(fresh._embed([probe]))
     assert d.cache_length == fresh.cache_length
     torch.testing.assert_close(windowed, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_sampling_ends_the_unit_as_often_as_the_model_gives_chunk_eos(llm, ids):
+    """The first draw, unscaled: p(<|chunk_eos|>) = 1/2 here, so about half the draws end
+    the unit; the other half never pick it (it is forbidden after that draw)."""
+    d = _decoder(llm, ids, seed=5)
+    row = _row(ids, chunk_eos=0.0, t90=0.0)
+    drawn = []
+    for _ in range(400):
+        d.state.history.clear()
+        drawn.append(d.choose(row))
+    ends = drawn.count(ids.chunk_eos)
+    assert 160 < ends < 240, ends
+    assert set(drawn) == {ids.chunk_eos, 90}
+
+
+def test_bad_token_ids_are_read_from_the_tokenizer_config(tok, tmp_path):
+    tok.save_pretrained(tmp_path)
+    config = tmp_path / "tokenizer_config.json"
+    data = json.loads(config.read_text())
+    data["bad_token_ids"] = [7, 8, 94]
+    config.write_text(json.dumps(data))
+    from transformers import Qwen2Tokenizer
+
+    assert protocol.bad_token_ids(Qwen2Tokenizer.from_pretrained(tmp_path)) == [7, 8, 94]
+    assert protocol.bad_token_ids(tok) == []
