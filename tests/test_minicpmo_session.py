@@ -75,7 +75,10 @@ def test_frames_reach_the_units_and_runs_of_speech_drive_the_controller(tmp_path
     units = [e for e in events if e.kind is EventKind.UNIT]
     frames = [e.data["frames"] for e in units]
     assert sum(frames) == backend.counts.frames == len(embedded)
-    assert all(n == 1 for n in frames[1:]), frames  # one frame a unit (the first may lack it)
+    # One frame a unit (the first may start before the camera's first frame), except
+    # where a model that fell behind had queued units' frames dropped (counted).
+    assert all(n <= 1 for n in frames), frames
+    assert frames[1:].count(0) <= session.dropped_frames, (frames, session.dropped_frames)
     assert all(shape[2] == 3 for shape in embedded)
     assert backend.counts.audio_positions == 10 * backend.counts.units
 
