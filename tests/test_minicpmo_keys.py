@@ -25,7 +25,9 @@ def _key_list() -> dict[str, tuple[int, ...]]:
         path = KEYLISTS / name
         if path.is_file():
             record = json.loads(gzip.decompress(path.read_bytes()))
-            return {k: tuple(v) for k, v in record["tensors"].items()}
+            # The checked list has the other key lists' layout (files -> tensors).
+            tensors = record.get("tensors") or record["files"]["model-*.safetensors"]["tensors"]
+            return {k: tuple(v) for k, v in tensors.items()}
     raise AssertionError(f"no MiniCPM-o 4.5 key list in {KEYLISTS}")
 
 
