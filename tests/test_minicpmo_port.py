@@ -279,3 +279,24 @@ def test_nf4_follows_the_placement_rule_and_still_sees_and_hears():
     with torch.no_grad():
         logits = model.llm(inputs_embeds=torch.cat([frame, audio]).unsqueeze(0)).logits
     assert torch.isfinite(logits).all()
+
+
+def test_the_vision_layer_the_official_tree_drops_is_passed_over(tmp_path):
+    """A checkpoint may hold the last SigLIP layer the official model drops: those
+    tensors (and only those) are recognised and not loaded."""
+    folder = _copy(tmp_path)
+    config = tiny_loaded().config
+    dropped = config.vision.num_hidden_layers - 1
+    width = config.vision.hidden_size
+    extra = {f"vpm.encoder.layers.{dropped}.mlp.fc1.weight": torch.ones(7, width),
+             f"vpm.encoder.layers.{dropped}.layer_norm1.bias": torch.ones(width)}
+    _rewrite(folder, _smallest_shard(folder), lambda t: t.update(extra))
+    loaded = load_minicpmo(folder)
+    assert len(loaded.model.vpm.encoder.layers) == dropped
+    assert not any(k.startswith(f"vpm.encoder.layers.{dropped}.")
+                   for k in loaded.model.state_dict())
+    # One layer further is not the dropped one: an error naming it.
+    _rewrite(folder, _smallest_shard(folder), lambda t: t.update(
+        {f"vpm.encoder.layers.{dropped + 1}.mlp.fc1.bias": torch.ones(width)}))
+    with pytest.raises(BackendError, match=rf"vpm\.encoder\.layers\.{dropped + 1}\.mlp"):
+        load_minicpmo(folder)
