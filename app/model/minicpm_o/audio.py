@@ -80,8 +80,10 @@ class AudioStream:
         self.cache.clear()
 
     def _empty(self) -> torch.Tensor:
-        weight = self.model.audio_projection_layer.linear2.weight
-        return torch.zeros(0, weight.shape[0], dtype=weight.dtype, device=weight.device)
+        model = self.model
+        device = model.audio_projection_layer.linear2.bias.device  # biases stay float
+        dtype = model.llm.get_input_embeddings().weight.dtype
+        return torch.zeros(0, model.config.llm_hidden, dtype=dtype, device=device)
 
     @torch.no_grad()
     def feed(self, pcm16k: np.ndarray) -> torch.Tensor:
