@@ -7,7 +7,9 @@ resampler's embeddings of generated frames, the audio embeddings of 5 s of gener
 audio streamed unit by unit through the official streaming path (the 1035 ms first unit,
 the 2-frame CNN context, the Whisper KV cache, the mel normalisation that changes once 5 s
 are buffered), and a scripted 5-unit greedy duplex session (MiniCPMODuplex with its
-StreamDecoder): the LLM's logits at each unit's decision point and every token it fed.
+StreamDecoder): the LLM's logits at each unit's decision point and every token it fed;
+also the vision tower's output, each unit's streaming mel and the system prompt's
+reference-voice embeddings (the official offline audio path).
 goldens.json names the inputs (tests/minicpmo_inputs.py), the official commit, what was
 replaced to run it on a CPU, and the per-tensor sums of the weights.
 
@@ -116,7 +118,16 @@ def test_the_tokenizer_gives_the_official_prefix_ids(golden, loaded):
 
 @pytest.mark.parametrize("key", sorted(FRAMES))
 def test_frame_embeddings_equal_the_official_resampler_output(golden, tensors, loaded, key):
+    from app.model.minicpm_o.image import frame_patches
+
     w, h = FRAMES[key]
+    model = loaded.model
+    patches = frame_patches(inputs.frame(0, w, h), patch=model.vpm.patch_size,
+                            scale_resolution=model.config.slice.scale_resolution)
+    assert list(patches.grid) == golden["vision"][key]["tgt_size"]
+    with torch.no_grad():
+        hidden = model.vpm(patches.pixels, patches.grid)[0]
+    assert _max_diff(hidden, tensors[f"vision.{key}.vpm_hidden"]) < TOLERANCE, "vision tower"
     got = loaded.model.embed_frame(inputs.frame(0, w, h))
     assert got.shape == (64, loaded.model.config.llm_hidden)
     assert _max_diff(got, tensors[f"vision.{key}.embeds"]) < TOLERANCE
@@ -128,18 +139,26 @@ def test_audio_streamed_unit_by_unit_equals_the_official_streaming_path(golden, 
         k = unit["unit"]
         got = stream.feed(inputs.session_unit(k)[0])
         assert got.shape[0] == 10, f"unit {k}: {got.shape[0]} audio embeddings, want 10"
+        mel = _max_diff(stream.last_mel, tensors[f"unit{k}.mel"])
+        assert mel < TOLERANCE, f"unit {k}: mel max difference {mel:.2e}"
         diff = _max_diff(got, tensors[f"unit{k}.audio_embeds"])
         assert diff < TOLERANCE, f"unit {k}: max difference {diff:.2e}"
+
+
+def test_reference_voice_embeddings_equal_the_official_offline_path(golden, tensors, loaded):
+    record = golden["session"]["prefix"]["ref_audio"]
+    got = loaded.model.embed_reference_audio(inputs.ref_audio())
+    diff = _max_diff(got, tensors[record["tensor"]])
+    assert diff < TOLERANCE, f"reference voice: max difference {diff:.2e}"
 
 
 # --- the LLM over the official session's token stream ----------------------------------------
 
 
 def _session_stream(golden, tensors, loaded) -> tuple[torch.Tensor, list[int]]:
-    """The embeddings the official session fed its LLM, in order, made by Duetto's port
-    (tokens, frames, audio) except the reference voice, taken from the goldens (the
-    official code embeds it in one pass, a path part 2 ports); and the index of each
-    unit's decision point (the last position its prefill fed)."""
+    """The embeddings the official session fed its LLM, in order, all made by Duetto's
+    port (tokens, reference voice, frames, audio); and the index of each unit's decision
+    point (the last position its prefill fed)."""
     model = loaded.model
     table = model.llm.get_input_embeddings()
     session = golden["session"]
@@ -147,7 +166,8 @@ def _session_stream(golden, tensors, loaded) -> tuple[torch.Tensor, list[int]]:
     def ids(values: list[int]) -> torch.Tensor:
         return table(torch.tensor(values, dtype=torch.long))
 
-    pieces = [ids(session["prefix"]["prefix_ids"]), tensors["prefix.ref_audio_embeds"],
+    pieces = [ids(session["prefix"]["prefix_ids"]),
+              model.embed_reference_audio(inputs.ref_audio()),
               ids(session["prefix"]["suffix_ids"])]
     audio = model.new_audio_stream()
     decisions, length = [], sum(p.shape[0] for p in pieces)

@@ -1,10 +1,8 @@
 """The full-size MiniCPM-o 4.5 tree, built on the meta device, against the key list.
 
-Every tensor name and shape of our module tree must be the published checkpoint's. The
-list lives in tests/data/keylists/ with its sources: the checked list
-(minicpm-o-4.5.json.gz) when present, else the derived one (minicpm-o-4.5.derived.json.gz:
-the official tree rebuilt from transformers' classes, sizes from llama.cpp-omni's
-printed module tree).
+Every tensor name and shape of our module tree must be the published checkpoint's, as
+tests/data/keylists/minicpm-o-4.5.json.gz lists them (the official tree built under its
+own transformers, checked against llama.cpp-omni's printed tree; its sources are inside).
 """
 
 from __future__ import annotations
@@ -21,14 +19,9 @@ KEYLISTS = Path(__file__).parent / "data" / "keylists"
 
 
 def _key_list() -> dict[str, tuple[int, ...]]:
-    for name in ("minicpm-o-4.5.json.gz", "minicpm-o-4.5.derived.json.gz"):
-        path = KEYLISTS / name
-        if path.is_file():
-            record = json.loads(gzip.decompress(path.read_bytes()))
-            # The checked list has the other key lists' layout (files -> tensors).
-            tensors = record.get("tensors") or record["files"]["model-*.safetensors"]["tensors"]
-            return {k: tuple(v) for k, v in tensors.items()}
-    raise AssertionError(f"no MiniCPM-o 4.5 key list in {KEYLISTS}")
+    record = json.loads(gzip.decompress((KEYLISTS / "minicpm-o-4.5.json.gz").read_bytes()))
+    tensors = record["files"]["model-*.safetensors"]["tensors"]
+    return {k: tuple(v) for k, v in tensors.items()}
 
 
 def full_size_config() -> dict:

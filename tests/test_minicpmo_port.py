@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from app.model import quant
 from app.model.contract import BackendError
 from app.model.minicpm_o import tiny
 from app.model.minicpm_o.loader import load_minicpmo
@@ -240,4 +241,62 @@ def test_another_family_is_refused_by_name(tmp_path):
     config.update(model_type="qwen3", architectures=["Qwen3ForCausalLM"])
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(BackendError, match="minicpmo"):
+        load_minicpmo(folder)
+
+
+def test_reference_voice_gives_10_embeddings_a_second():
+    model = tiny_loaded().model
+    assert model.embed_reference_audio(_speech(1.6)).shape == (16, model.config.llm_hidden)
+    assert model.embed_reference_audio(_speech(2.0)).shape == (20, model.config.llm_hidden)
+
+
+def test_duetto_models_tiny_builds_minicpm_o():
+    from app.model import families
+
+    assert families.tiny_builder("minicpm-o") is tiny.build_tiny
+
+
+def test_nf4_follows_the_placement_rule_and_still_sees_and_hears():
+    """The LLM and the encoders' Linears in 4 bits; the resampler (nn.MultiheadAttention
+    reads its weights directly) and the weight-normalised code head stay float."""
+    from app.model.contract import Quant
+
+    if not quant.quant_support(Quant.NF4, "cpu")[0]:
+        pytest.skip("bitsandbytes has no 4-bit CPU kernel here")
+    model = load_minicpmo(tiny_folder(), quant=Quant.NF4).model
+    kinds = {n: type(m).__name__ for n, m in model.named_modules()}
+    for name in ("llm.model.layers.0.self_attn.q_proj", "llm.lm_head",
+                 "vpm.encoder.layers.0.mlp.fc1", "apm.layers.0.fc1",
+                 "audio_projection_layer.linear1"):
+        assert kinds[name] == "Linear4bit", name
+    assert kinds["resampler.attn.out_proj"] == "NonDynamicallyQuantizableLinear"
+    assert kinds["tts.head_code.0"] == "ParametrizedLinear"
+    frame = model.embed_frame(_frame(448, 448))
+    stream = model.new_audio_stream()
+    audio = stream.feed(_speech(1.0))
+    assert frame.shape == (64, 128) and audio.shape == (10, 128)
+    assert stream.feed(_speech(0.5)).shape == (0, 128)  # not a unit yet
+    with torch.no_grad():
+        logits = model.llm(inputs_embeds=torch.cat([frame, audio]).unsqueeze(0)).logits
+    assert torch.isfinite(logits).all()
+
+
+def test_the_vision_layer_the_official_tree_drops_is_passed_over(tmp_path):
+    """A checkpoint may hold the last SigLIP layer the official model drops: those
+    tensors (and only those) are recognised and not loaded."""
+    folder = _copy(tmp_path)
+    config = tiny_loaded().config
+    dropped = config.vision.num_hidden_layers - 1
+    width = config.vision.hidden_size
+    extra = {f"vpm.encoder.layers.{dropped}.mlp.fc1.weight": torch.ones(7, width),
+             f"vpm.encoder.layers.{dropped}.layer_norm1.bias": torch.ones(width)}
+    _rewrite(folder, _smallest_shard(folder), lambda t: t.update(extra))
+    loaded = load_minicpmo(folder)
+    assert len(loaded.model.vpm.encoder.layers) == dropped
+    assert not any(k.startswith(f"vpm.encoder.layers.{dropped}.")
+                   for k in loaded.model.state_dict())
+    # One layer further is not the dropped one: an error naming it.
+    _rewrite(folder, _smallest_shard(folder), lambda t: t.update(
+        {f"vpm.encoder.layers.{dropped + 1}.mlp.fc1.bias": torch.ones(width)}))
+    with pytest.raises(BackendError, match=rf"vpm\.encoder\.layers\.{dropped + 1}\.mlp"):
         load_minicpmo(folder)

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.model.minicpm_o.mel import SAMPLE_RATE, StreamingMel
-from app.model.minicpm_o.whisper_stream import WhisperCache, encode_unit
+from app.model.minicpm_o.mel import SAMPLE_RATE, LogMel, StreamingMel, clip_logmel
+from app.model.minicpm_o.whisper_stream import WhisperCache, encode_clip, encode_unit
 
 FIRST_CHUNK_MS = 1035  # the official first unit's length
 CONTEXT_MS = 20  # mel frames of CNN context on each side (2 frames)
@@ -39,6 +39,26 @@ def pooled_length(mel_frames: int, pool: int) -> int:
     return (conv - pool) // pool + 1
 
 
+def _project_and_pool(model: nn.Module, hidden: torch.Tensor, mel_frames: int) -> torch.Tensor:
+    """Encoder frames [1, n, d] -> [embeddings, llm_hidden] (projector, average pool)."""
+    embeds = model.audio_projection_layer(hidden)
+    pooled = model.audio_avg_pooler(embeds.transpose(1, 2)).transpose(1, 2)
+    return pooled[0, :pooled_length(mel_frames, model.config.audio_pool_step)]
+
+
+@torch.no_grad()
+def embed_clip(model: nn.Module, pcm16k: np.ndarray) -> torch.Tensor:
+    """A whole clip (the system prompt's reference voice) -> [n, llm_hidden], as the
+    official offline path: 30 s pieces, 1 s attention blocks, 10 embeddings a second."""
+    logmel = LogMel(int(model.config.audio.num_mel_bins))
+    chunk_frames = int(float(model.config.audio_chunk_length) * 50)  # 50 encoder frames/s
+    out = []
+    for mel in clip_logmel(logmel, pcm16k):
+        hidden = encode_clip(model.apm, mel.unsqueeze(0), chunk_frames)
+        out.append(_project_and_pool(model, hidden, mel.shape[-1]))
+    return torch.cat(out)
+
+
 class AudioStream:
     """One conversation's audio state: samples not yet used, the mel front end, the
     encoder's KV cache. `reset()` starts a new conversation."""
@@ -55,12 +75,15 @@ class AudioStream:
     def reset(self) -> None:
         self.samples = np.zeros(0, dtype=np.float32)
         self.units = 0
+        self.last_mel: torch.Tensor | None = None  # the last unit's [n_mels, frames]
         self.mel.reset()
         self.cache.clear()
 
     def _empty(self) -> torch.Tensor:
-        weight = self.model.audio_projection_layer.linear2.weight
-        return torch.zeros(0, weight.shape[0], dtype=weight.dtype, device=weight.device)
+        model = self.model
+        device = model.audio_projection_layer.linear2.bias.device  # biases stay float
+        dtype = model.llm.get_input_embeddings().weight.dtype
+        return torch.zeros(0, model.config.llm_hidden, dtype=dtype, device=device)
 
     @torch.no_grad()
     def feed(self, pcm16k: np.ndarray) -> torch.Tensor:
@@ -82,11 +105,9 @@ class AudioStream:
         if mel.shape[-1] == 0:
             return self._empty()
         self.units += 1
+        self.last_mel = mel
         context = self.mel.context_frames
         model = self.model
         hidden = encode_unit(model.apm, mel.unsqueeze(0), self.cache,
                              prefix=0 if first else context, suffix=context)
-        embeds = model.audio_projection_layer(hidden)
-        pooled = model.audio_avg_pooler(embeds.transpose(1, 2)).transpose(1, 2)
-        keep = pooled_length(mel.shape[-1], model.config.audio_pool_step)
-        return pooled[0, :keep]
+        return _project_and_pool(model, hidden, mel.shape[-1])

@@ -12,6 +12,7 @@ embeddings in system RAM beside a GPU, the float dtype of the device).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from app.model.minicpm_o.config import MiniCPMOConfig
 from app.model.minicpm_o.model import MiniCPMO
 from app.model.place import place
 from app.model.placement import Placement
+
+log = logging.getLogger(__name__)
 
 FAMILY = "minicpm-o"
 _SHOWN = 5  # names listed in an error message
@@ -87,6 +90,21 @@ def check_keys(expected: Mapping[str, tuple[int, ...]],
                            + "; ".join(problems),
                            hint="this is not a MiniCPM-o 4.5 checkpoint, or its files are "
                            "damaged: download it again")
+
+
+def dropped_vision_layer(config: MiniCPMOConfig, names) -> list[str]:
+    """Tensors of the SigLIP layer the official tree drops (drop_vision_last_layer).
+
+    The official code builds every layer the vision config names, then removes the last
+    one, and loads with transformers' from_pretrained, which passes over file tensors it
+    has no place for. A checkpoint may therefore hold that layer (llama.cpp-omni's
+    converter reads 27 layers from the files); it is recognised by name and not loaded.
+    Any other tensor without a place stays an error.
+    """
+    if not config.drop_vision_last_layer:
+        return []
+    prefix = f"vpm.encoder.layers.{config.vision.num_hidden_layers - 1}."
+    return sorted(n for n in names if n.startswith(prefix))
 
 
 def read_index(folder: Path) -> dict[str, str]:
@@ -170,8 +188,15 @@ def load_minicpmo(folder: Path | str, *, device: str = "cpu",
     dtype = quant_lib.torch_dtype(q, device)
     model = skeleton(config, dtype)
     expected = expected_shapes(model)
-    check_keys(expected, dict.fromkeys(weight_map), folder)  # names, before any read
+    unused = dropped_vision_layer(config, weight_map)
+    if unused:
+        log.info("%s: %d tensors of the vision layer the official model drops are not "
+                 "loaded (%s ...)", folder, len(unused), unused[0])
+    wanted = {k: v for k, v in weight_map.items() if k not in set(unused)}
+    check_keys(expected, dict.fromkeys(wanted), folder)  # names, before any read
     state = read_shards(folder, weight_map)
+    for name in unused:
+        del state[name]
     check_keys(expected, {k: tuple(v.shape) for k, v in state.items()}, folder)
     model.load_state_dict(state, assign=True, strict=True)
     del state

@@ -112,3 +112,20 @@ class StreamingMel:
         start, end = min(start, total), max(min(start, total), min(end, total))
         self.emitted = core_end
         return mel[:, start:end]
+
+
+CLIP_SAMPLES = 30 * SAMPLE_RATE  # the offline path pads each clip to Whisper's 30 s
+
+
+def clip_logmel(logmel: LogMel, samples: np.ndarray) -> list[torch.Tensor]:
+    """The official offline features of a clip: cut into 30 s pieces, each padded with
+    zeros to 30 s (so its floor is the dynamic one) and cut back to its own frames
+    (ceil(len / HOP)). One [n_mels, frames] tensor per piece."""
+    samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+    pieces = [samples[i:i + CLIP_SAMPLES] for i in range(0, max(len(samples), 1), CLIP_SAMPLES)]
+    out = []
+    for piece in pieces:
+        padded = np.zeros(CLIP_SAMPLES, dtype=np.float32)
+        padded[:len(piece)] = piece
+        out.append(logmel(padded)[:, :-(-len(piece) // HOP)])
+    return out

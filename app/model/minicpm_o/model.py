@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.model.minicpm_o.audio import AudioStream, MLPProjector
+from app.model.minicpm_o.audio import AudioStream, MLPProjector, embed_clip
 from app.model.minicpm_o.config import MiniCPMOConfig
 from app.model.minicpm_o.image import frame_patches
 from app.model.minicpm_o.resampler import Resampler
@@ -57,3 +57,8 @@ class MiniCPMO(nn.Module):
 
     def new_audio_stream(self) -> AudioStream:
         return AudioStream(self)
+
+    def embed_reference_audio(self, pcm16k: np.ndarray) -> torch.Tensor:
+        """A whole clip at 16 kHz (the persona's reference voice in the system prompt)
+        -> [10 per second, llm_hidden], the official offline path."""
+        return embed_clip(self, pcm16k)

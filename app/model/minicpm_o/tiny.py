@@ -72,6 +72,9 @@ def tiny_config_dict() -> dict:
         "rms_norm_eps": 1e-6,
         "rope_theta": 1000000.0,
         "attention_bias": False,
+        "use_sliding_window": False,  # as Qwen3-8B's config: full attention in every layer
+        "sliding_window": None,
+        "max_window_layers": 2,
         "tie_word_embeddings": False,
         "use_cache": True,
         "bos_token_id": ids["<|endoftext|>"],

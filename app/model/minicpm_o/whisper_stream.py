@@ -59,8 +59,9 @@ def conv_stem(apm: nn.Module, mel: torch.Tensor, prefix: int, suffix: int) -> to
 
 
 def _layer_step(layer: nn.Module, hidden: torch.Tensor, cache: WhisperCache, index: int,
-                heads: int) -> torch.Tensor:
-    """One WhisperEncoderLayer over the new frames, attending to cached ones too."""
+                heads: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One WhisperEncoderLayer over the new frames, attending to cached ones too
+    (`mask`: which keys each frame may see, True = visible; None = all)."""
     attn = layer.self_attn
     batch, frames, width = hidden.shape
     head_dim = width // heads
@@ -72,7 +73,7 @@ def _layer_step(layer: nn.Module, hidden: torch.Tensor, cache: WhisperCache, ind
     x = layer.self_attn_layer_norm(hidden)
     q, k, v = split(attn.q_proj(x)), split(attn.k_proj(x)), split(attn.v_proj(x))
     k, v = cache.extend(index, k, v)
-    out = F.scaled_dot_product_attention(q, k, v, scale=head_dim**-0.5)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=head_dim**-0.5)
     hidden = residual + attn.out_proj(out.transpose(1, 2).reshape(batch, frames, width))
     residual = hidden
     x = layer.activation_fn(layer.fc1(layer.final_layer_norm(hidden)))
@@ -95,4 +96,27 @@ def encode_unit(apm: nn.Module, mel: torch.Tensor, cache: WhisperCache, *, prefi
     heads = int(apm.config.encoder_attention_heads)
     for index, layer in enumerate(apm.layers):
         hidden = _layer_step(layer, hidden, cache, index, heads)
+    return apm.layer_norm(hidden)
+
+
+def encode_clip(apm: nn.Module, mel: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+    """A whole clip's mel [1, n_mels, T] at once (no cache) -> [1, frames, d].
+
+    The official offline path for audio of known length (the system prompt's reference
+    voice): each frame attends to every frame up to the end of its own `chunk_frames`
+    block, as the streaming units would have let it.
+    """
+    hidden = conv_stem(apm, mel, 0, 0)
+    frames = hidden.shape[1]
+    positions = apm.embed_positions.weight
+    if frames > positions.shape[0]:
+        raise ValueError(f"{frames} audio frames do not fit the encoder's "
+                         f"{positions.shape[0]} positions")
+    hidden = hidden + positions[:frames]
+    block_end = (torch.arange(frames, device=hidden.device) // chunk_frames + 1) * chunk_frames
+    mask = torch.arange(frames, device=hidden.device)[None, :] < block_end[:, None]
+    heads = int(apm.config.encoder_attention_heads)
+    scratch = WhisperCache()
+    for index, layer in enumerate(apm.layers):
+        hidden = _layer_step(layer, hidden, scratch, index, heads, mask)
     return apm.layer_norm(hidden)
