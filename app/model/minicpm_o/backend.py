@@ -132,8 +132,7 @@ class MiniCPMOBackend:
         folder = Path(source.local_dir).expanduser()
         progress("loading MiniCPM-o", 0.0)
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        loaded = load_minicpmo(folder, device=device, quant=None if quant is Quant.BF16
-                               else quant)
+        loaded = load_minicpmo(folder, device=device, quant=quant)
         self.attach(loaded, schedule.read(folder))
         progress("loading MiniCPM-o", 1.0)
 
