@@ -3,11 +3,12 @@
 A random model's decisions are noise, so a test cannot say where it will speak. A tiny
 checkpoint may carry a schedule in its `duetto.json` ("speak_runs": [[first, end), ...]
 in units since the conversation started); the backend then adds large biases to the
-logits at each decode step so the model speaks exactly in those units and listens
+logits at each decode step so the model speaks exactly in those units (<|speak|>, then
+the words SAID, then a chunk end, and <|turn_eos|> in a run's last unit) and listens
 elsewhere. Everything else runs as for real weights: the decode, the official
 listen-while-open rule, the cache and the window. Real checkpoints never carry a
-schedule (the loader reads it only from a folder marked tiny), and nothing else reads
-this module.
+schedule (the backend reads one only from a folder marked tiny); the backend's load,
+the benchmark and tests are all that use this module.
 """
 
 from __future__ import annotations
