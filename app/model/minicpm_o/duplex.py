@@ -305,7 +305,10 @@ class DuplexDecoder:
         end = self.ids.chunk_eos
         if self.sampling.greedy:
             return int(torch.argmax(row)) == end
-        p_end = float(torch.exp(row[end] - torch.logsumexp(row, dim=-1)))
+        # Shifted and floored at e^-80: a wider spread would be summed in subnormal floats,
+        # some fifty times slower on a CPU, for terms that cannot change the odds.
+        shifted = (row - row.max()).clamp_(min=-80.0)
+        p_end = float(shifted[end].exp() / shifted.exp().sum())
         return float(torch.rand((), generator=self._rng)) < p_end
 
     # --- the window ------------------------------------------------------------------------
