@@ -109,3 +109,9 @@ def test_frames_reach_the_units_and_runs_of_speech_drive_the_controller(tmp_path
     texts = [(e.data["response"], e.data["text"]) for e in events if e.kind is EventKind.TEXT]
     assert texts == [(1, schedule.SAID), (1, schedule.SAID), (2, schedule.SAID),
                      (2, schedule.SAID)], texts
+    # And as subtitles when their unit's (silent) place in the stream plays: the first
+    # words as the run starts.
+    spoken = [(e.t, e.data["response"], e.data["text"]) for e in events
+              if e.kind is EventKind.SPOKEN]
+    assert [(r, t) for _, r, t in spoken] == texts, spoken
+    assert spoken[0][0] == pytest.approx(start1, abs=0.1), (spoken, states)
