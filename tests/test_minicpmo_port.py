@@ -300,3 +300,10 @@ def test_the_vision_layer_the_official_tree_drops_is_passed_over(tmp_path):
         {f"vpm.encoder.layers.{dropped + 1}.mlp.fc1.bias": torch.ones(width)}))
     with pytest.raises(BackendError, match=rf"vpm\.encoder\.layers\.{dropped + 1}\.mlp"):
         load_minicpmo(folder)
+
+
+def test_a_missing_tokenizer_is_named_before_the_weights_are_read(tmp_path):
+    folder = _copy(tmp_path)
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(BackendError, match=r"tokenizer\.json.*text tokenizer"):
+        load_minicpmo(folder)
