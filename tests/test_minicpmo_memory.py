@@ -104,3 +104,18 @@ def test_published_model_plan_parts() -> None:
     # bf16 needs a 24 GB card: the official demo's figure (about 21.5 GB) is of that order.
     bf16 = planner.plan(Quant.BF16)
     assert 16 * GIB < bf16.total_bytes < 21.5e9
+
+
+def test_vocoder_files_sit_where_they_run() -> None:
+    """Beside a GPU the per-chunk models are on it and the voice encoders in system RAM;
+    on a CPU run all are on the one device."""
+    from app.model.minicpm_o.sizes import TOKEN2WAV_FILES
+
+    gpu = {p.name: p for p in memory.vocoder_parts(TOKEN2WAV_FILES, gpu=True)}
+    assert gpu["speech vocoder"].where == "device"
+    assert set(gpu["speech vocoder"].by_dtype) == {"flow.pt", "hift.pt"}
+    assert gpu["voice encoders"].where == "host"
+    cpu = memory.vocoder_parts(TOKEN2WAV_FILES, gpu=False)
+    assert [p.where for p in cpu] == ["device"]
+    assert cpu[0].bytes == sum(b for b, _ in TOKEN2WAV_FILES.values())
+    assert memory.vocoder_parts(None, gpu=True) == []
