@@ -87,7 +87,8 @@ def test_audio_encoder_cache_stays_within_its_line() -> None:
 def test_published_model_plan_parts() -> None:
     """nf4, the default 4,000-token window: the LLM in 4-bit with its embeddings in system
     RAM, the resampler and the code head in bf16, the speech path counted on the GPU."""
-    plan = memory_plan.plan_entry("minicpm-o-4.5", Quant.NF4)
+    planner = memory_plan.planner_for_entry("minicpm-o-4.5")  # one meta tree for both plans
+    plan = planner.plan(Quant.NF4)
     assert plan.context == 4000 and plan.context_unit == "tokens"
     parts = {p.name: p for p in plan.parts}
     assert parts["llm"].by_dtype["nf4"] > 3 * GIB
@@ -101,5 +102,20 @@ def test_published_model_plan_parts() -> None:
     assert plan.total_bytes <= 8.0 * GIB
     assert plan.host_bytes < 2.5 * GIB
     # bf16 needs a 24 GB card: the official demo's figure (about 21.5 GB) is of that order.
-    bf16 = memory_plan.plan_entry("minicpm-o-4.5", Quant.BF16)
+    bf16 = planner.plan(Quant.BF16)
     assert 16 * GIB < bf16.total_bytes < 21.5e9
+
+
+def test_vocoder_files_sit_where_they_run() -> None:
+    """Beside a GPU the per-chunk models are on it and the voice encoders in system RAM;
+    on a CPU run all are on the one device."""
+    from app.model.minicpm_o.sizes import TOKEN2WAV_FILES
+
+    gpu = {p.name: p for p in memory.vocoder_parts(TOKEN2WAV_FILES, gpu=True)}
+    assert gpu["speech vocoder"].where == "device"
+    assert set(gpu["speech vocoder"].by_dtype) == {"flow.pt", "hift.pt"}
+    assert gpu["voice encoders"].where == "host"
+    cpu = memory.vocoder_parts(TOKEN2WAV_FILES, gpu=False)
+    assert [p.where for p in cpu] == ["device"]
+    assert cpu[0].bytes == sum(b for b, _ in TOKEN2WAV_FILES.values())
+    assert memory.vocoder_parts(None, gpu=True) == []

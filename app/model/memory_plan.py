@@ -490,7 +490,7 @@ class Planner:
             from app.model.minicpm_o import memory as minicpmo_memory
 
             parts += minicpmo_memory.context_parts(self.config, ctx, itemsize, rnd)
-            parts += minicpmo_memory.vocoder_parts(self.vocoder_files)
+            parts += minicpmo_memory.vocoder_parts(self.vocoder_files, gpu=placement.gpu)
             parts.append(minicpmo_memory.working_part(
                 self.config, ctx, itemsize, placement, self.skeleton(dtype),
                 vocoder=bool(self.vocoder_files)))

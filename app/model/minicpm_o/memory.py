@@ -78,15 +78,16 @@ def context_parts(config: MiniCPMOConfig, window: int, itemsize: int, rnd) -> li
     ]
 
 
-def vocoder_parts(files: dict[str, tuple[int, bool]] | None) -> list[Part]:
+def vocoder_parts(files: dict[str, tuple[int, bool]] | None, *, gpu: bool) -> list[Part]:
     """The token2wav files as they load: float32 as stored, the per-chunk models on the
-    device, the voice encoders (ONNX, once per conversation) in system RAM."""
+    device, the voice encoders (ONNX, once per conversation) in system RAM beside a GPU
+    (on a CPU run everything is on the one device)."""
     from app.model.memory_plan import Part
 
     if not files:
         return []
-    device = {n: b for n, (b, gpu) in files.items() if gpu}
-    host = {n: b for n, (b, gpu) in files.items() if not gpu}
+    device = {n: b for n, (b, on_device) in files.items() if on_device or not gpu}
+    host = {n: b for n, (b, _) in files.items() if n not in device}
     parts = []
     if device:
         parts.append(Part("speech vocoder", "weights", DEVICE, sum(device.values()),
