@@ -214,27 +214,45 @@ def test_llm_logits_at_each_decision_point_equal_the_official_session(golden, te
 # --- the unit loop: the scripted session's token sequence -------------------------------
 
 
-def test_a_scripted_greedy_session_chooses_the_official_token_sequence(golden, loaded, tmp_path):
+class _OfficialSteer:
+    """The steered golden session's biases (minicpmo_inputs.steer), as the backend's
+    steer: added to the raw logits the decode is given, as the reference run added them."""
+
+    def steer(self, ids, tokenizer):
+        def bias(unit: int, j: int, turn_open: bool) -> dict[int, float]:
+            return {tokenizer.convert_tokens_to_ids(name): value
+                    for name, value in inputs.steer(unit, j).items()}
+
+        return bias
+
+
+@pytest.mark.parametrize("which", ["session", "steered_session"])
+def test_a_scripted_greedy_session_chooses_the_official_token_sequence(
+        golden, loaded, tmp_path, which):
     """Duetto's backend, greedy, over the official session's inputs (the persona's
     reference voice as a file, a frame in units 0-2, 1 s of audio each): every unit's
-    tokens after its prefill (the forced listen, the words, the chunk ends, </unit>) and
-    the cache length after it are the official ones."""
+    tokens after its prefill and the cache length after it are the official ones.
+
+    The plain session is the random model's own choices (a forced listen, then words to
+    the token limit); the steered one walks every branch of the unit loop: its own
+    <|listen|>, <|listen|> in an open turn becoming <|tts_bos|>, <|turn_eos|> then
+    <|listen|>, its own <|chunk_eos|>, a turn going on into the next unit."""
     import soundfile
 
     from app.model.contract import Control, Persona, Unit, VideoFrame, Voice
     from app.model.minicpm_o.backend import MiniCPMOBackend
     from app.model.minicpm_o.duplex import Sampling
 
-    session = golden["session"]
+    session = golden[which]
     voice = tmp_path / "voice.wav"
     soundfile.write(voice, inputs.ref_audio(), inputs.SAMPLE_RATE, subtype="FLOAT")
     backend = MiniCPMOBackend(sampling=Sampling(
         greedy=True, force_listen_count=inputs.FORCE_LISTEN_COUNT,
         max_unit_tokens=inputs.MAX_NEW_SPEAK_TOKENS_PER_CHUNK))
-    backend.attach(loaded)
+    backend.attach(loaded, _OfficialSteer() if which == "steered_session" else None)
     # The official system text is the persona's role text after the omni header.
     backend.start(Persona("golden", "", voice=Voice(reference_audio=voice)))
-    assert backend.decoder.cache_length == session["prefix"]["cache_length"]
+    assert backend.decoder.cache_length == golden["session"]["prefix"]["cache_length"]
     sequence: list[int] = []
     for record in session["units"]:
         k = record["unit"]
