@@ -17,7 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 QUANTS = ("bf16", "fp16", "int8", "nf4")  # app.model.contract.Quant, without importing it
-FAMILIES = ("moshi", "qwen2.5-omni")  # app.model.families.known(), likewise
+FAMILIES = ("minicpm-o", "moshi", "qwen2.5-omni")  # app.model.families.known(), likewise
 
 
 def add_app_arguments(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.model import registry
+from app.model import families, registry
 from app.model.contract import BackendError, Quant
 
 
@@ -30,9 +30,11 @@ def test_every_entry_is_sourced_and_complete() -> None:
     for entry in registry.entries():
         assert entry.source and entry.license and entry.download_gb > 0, entry.id
         assert entry.format in {"transformers", "moshi"}
-        if not entry.supported:
-            assert dict(entry.vram_gib) == {}, entry.id  # no plan for what cannot run
-            continue
+        if entry.family not in families.known():
+            assert not entry.supported and dict(entry.vram_gib) == {}, entry.id
+            continue  # no plan for what cannot run
+        # A family still being built (MiniCPM-o until its speech path) has its plan
+        # already, and stays unsupported.
         assert set(entry.vram_gib) == set(Quant), entry.id
         # Fewer bits never need more memory.
         assert entry.vram_gib[Quant.NF4] < entry.vram_gib[Quant.INT8] < entry.vram_gib[

@@ -14,7 +14,8 @@ CUDA GPU (no download), in any quantization, loaded through the loader's own pat
 the same figures can be measured on the target hardware.
 
 A Moshi/PersonaPlex folder (or `--family moshi`) runs app/bench/backend_moshi.py instead:
-per-frame compute against the 80 ms clock.
+per-frame compute against the 80 ms clock. A MiniCPM-o folder (or `--family minicpm-o`)
+runs app/bench/backend_minicpmo.py: per-unit compute against the 1 s unit.
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="checkpoint folder, or 'tiny' to build the tiny random model")
     parser.add_argument("--quant", default="bf16", choices=["bf16", "fp16", "int8", "nf4"])
-    parser.add_argument("--units", type=int, default=6, help="units in the user's turn")
+    parser.add_argument("--units", type=int, default=None,
+                        help="units in the user's turn (default 6); minicpm-o: units of "
+                        "the timed conversation (default 30)")
     parser.add_argument("--unit-ms", type=int, default=1000)
     parser.add_argument("--full-size", choices=["3B", "7B"], default=None,
                         help="real architecture with random weights (CUDA only)")
@@ -64,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="answer length the benchmark asks for (min = max)")
     parser.add_argument("--voice", default="Chelsie")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--family", default="auto", choices=["auto", "qwen2.5-omni", "moshi"],
+    parser.add_argument("--family", default="auto",
+                        choices=["auto", "qwen2.5-omni", "moshi", "minicpm-o"],
                         help="model family (auto: from the --model folder; 'tiny' is Qwen's)")
     parser.add_argument("--frames", type=int, default=100,
                         help="moshi: 80 ms frames to time after 5 warm-up frames")
@@ -232,10 +236,17 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    if _family(args) == "moshi":
+    family = _family(args)
+    if family == "moshi":
         from app.bench import backend_moshi
 
         return backend_moshi.run(args)
+    if family == "minicpm-o":
+        from app.bench import backend_minicpmo
+
+        return backend_minicpmo.run(args)
+    if args.units is None:
+        args.units = 6
     if args.units < 1 or args.answer_tokens < 1:
         print("--units and --answer-tokens must be at least 1", file=sys.stderr)
         return 2

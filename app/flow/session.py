@@ -12,10 +12,12 @@ Two threads, so that listening never waits for the model:
 The worker talks back to the listener only through an inbox (a deque); the duplex
 controller is touched by the listener alone.
 
-A native-duplex model (Moshi) steps every 80 ms frame and answers every frame, with
-speech or with silence. Its output is one live stream for the player (one cushion, no
-per-frame ends), and the controller hears only where its runs of speech start and end
-(native.py), each as it reaches the speaker. After a barge-in the model is muted (every
+A native-duplex model (Moshi every 80 ms frame, MiniCPM-o every 1 s unit) answers every
+unit, with speech or with silence (a unit that brings no speech at all, as MiniCPM-o's
+text-only output until its speech path lands, gets silence in its place: native.py).
+Its output is one live stream for the player (one cushion, no per-frame ends), and the
+controller hears only where its runs of speech start and end (native.py), each as it
+reaches the speaker. After a barge-in the model is muted (every
 unit says so) while the user holds the floor, and released when they finish.
 
 A slow backend makes the queue grow: past `max_pending_units` the frames of queued units
@@ -47,7 +49,7 @@ from app.flow.events import EventHub, EventKind, Subscriber
 from app.flow.farend import FarEnd
 from app.flow.heap import HeapTrimmer
 from app.flow.metrics import SessionMetrics
-from app.flow.native import RunReader
+from app.flow.native import RunReader, StandIn
 from app.flow.player import Player
 from app.flow.recording import SessionRecorder
 from app.flow.resample import StreamResampler
@@ -865,7 +867,9 @@ class Session:
         only where a run of speech starts or ends is news (native.py)."""
         started = time.perf_counter()
         outputs = self._step(work)
-        for frame in self._runs.frames(outputs):
+        # A step without speech (a family that yields text only) keeps the stream live.
+        silence = StandIn(work.unit.duration, self.backend.spec.audio_out_rate)
+        for frame in self._runs.frames(outputs, silence):
             if frame.ends is not None:
                 self._native_run_ended(frame.ends)
             if frame.starts is not None:

@@ -93,7 +93,8 @@ FAMILY_CHECKPOINTS: dict[str, FamilyCheckpoint] = {
     "minicpm-o": FamilyCheckpoint(
         architectures=frozenset({"MiniCPMO"}),
         model_types=frozenset({"minicpmo"}),
-        required=(),
+        # The published folder ships Qwen2's BPE files with MiniCPM-o's added tokens.
+        required=(_QWEN_TOKENIZER,),
         how_to_get="the full openbmb/MiniCPM-o-4_5 repository",
     ),
 }

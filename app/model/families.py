@@ -21,6 +21,10 @@ class Family:
 
     `layout_check(folder)`, when set, recognises the family's checkpoints that carry no
     transformers config.json (it raises BackendError for anything else).
+    `complete`: False while the family's backend lacks a part users need (MiniCPM-o
+    until its speech path lands): it runs from a local folder (its tiny model, tests,
+    benchmarks), but its registry entries stay unsupported, so nothing offers to
+    download it yet.
     """
 
     name: str
@@ -28,10 +32,10 @@ class Family:
     tiny_builder: str
     description: str
     layout_check: str = ""
+    complete: bool = True
 
 
-# Only families with a backend in this app. MiniCPM-o ("minicpm-o") joins when its backend
-# exists; the registry still lists its checkpoint, marked as not supported yet.
+# Only families with a backend in this app.
 FAMILIES: dict[str, Family] = {
     "qwen2.5-omni": Family(
         name="qwen2.5-omni",
@@ -47,6 +51,14 @@ FAMILIES: dict[str, Family] = {
         # PersonaPlex and Kyutai's own releases ship in the moshi package's layout.
         layout_check="app.model.moshi.loader:detect_layout",
     ),
+    "minicpm-o": Family(
+        name="minicpm-o",
+        backend="app.model.minicpm_o.backend:MiniCPMOBackend",
+        tiny_builder="app.model.minicpm_o.tiny:build_tiny",
+        description="MiniCPM-o 4.5, native full duplex every 1 s, sees the camera "
+                    "(text only until its speech path lands)",
+        complete=False,
+    ),
 }
 
 
@@ -55,7 +67,8 @@ def known() -> list[str]:
 
 
 def is_supported(family: str) -> bool:
-    return family in FAMILIES
+    """A family users can download and run in full (see Family.complete)."""
+    return family in FAMILIES and FAMILIES[family].complete
 
 
 def get(family: str) -> Family:
@@ -133,4 +146,5 @@ def of_folder(folder: Path) -> str:
             continue
     what = f"model_type {model_type!r}" if model_type else "no recognisable checkpoint"
     raise BackendError(f"{folder} holds {what}: none of the families {', '.join(known())}",
-                       hint="point to a Qwen2.5-Omni, Moshi or PersonaPlex checkpoint folder")
+                       hint="point to a Qwen2.5-Omni, Moshi, PersonaPlex or MiniCPM-o "
+                       "checkpoint folder")

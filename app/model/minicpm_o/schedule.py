@@ -1,0 +1,95 @@
+"""A TEST INSTRUMENT: scripted turns for a tiny random-weight MiniCPM-o.
+
+A random model's decisions are noise, so a test cannot say where it will speak. A tiny
+checkpoint may carry a schedule in its `duetto.json` ("speak_runs": [[first, end), ...]
+in units since the conversation started); the backend then adds large biases to the
+logits at each decode step so the model speaks exactly in those units (<|speak|>, then
+the words SAID, then a chunk end, and <|turn_eos|> in a run's last unit) and listens
+elsewhere. Everything else runs as for real weights: the decode, the official
+listen-while-open rule, the cache and the window. Real checkpoints never carry a
+schedule (the backend reads one only from a folder marked tiny); the backend's load,
+the benchmark and tests are all that use this module.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.model.minicpm_o.protocol import SpecialIds
+
+META = "duetto.json"
+BIAS = 100.0  # far above any random logit: the scripted token wins every draw
+WORDS = 4  # steps of each scheduled unit before it ends: <|speak|>, then the words
+SAID = "hi "  # the words of each scheduled unit (a random model's own are unreadable)
+
+
+@dataclass(frozen=True)
+class SpeakSchedule:
+    """Units [first, end) in which the model speaks; it ends each run with <|turn_eos|>."""
+
+    runs: tuple[tuple[int, int], ...]
+
+    def __post_init__(self) -> None:
+        for first, end in self.runs:
+            if not 0 <= first < end:
+                raise ValueError(f"a speaking run needs 0 <= first < end, got {first}, {end}")
+
+    def speaks(self, unit: int) -> bool:
+        return any(first <= unit < end for first, end in self.runs)
+
+    def last_of_run(self, unit: int) -> bool:
+        return any(unit == end - 1 for _, end in self.runs)
+
+    def steer(self, ids: SpecialIds, tokenizer):
+        """The decoder's steer: (unit, step, turn open) -> {token id: bias}."""
+        quiet = {ids.listen: -BIAS, ids.turn_eos: -BIAS, ids.chunk_eos: -BIAS,
+                 ids.chunk_tts_eos: -BIAS}
+        words = tokenizer.encode(SAID, add_special_tokens=False)
+
+        def bias(unit: int, j: int, turn_open: bool) -> dict[int, float]:
+            if not self.speaks(unit):
+                # Listen; an open turn (cut short from outside) is closed first.
+                return {ids.turn_eos: BIAS} if turn_open else {ids.listen: BIAS}
+            if j == 0:
+                return {**quiet, ids.speak: BIAS}
+            if j < WORDS:
+                return {**quiet, words[(j - 1) % len(words)]: BIAS}
+            if self.last_of_run(unit):
+                return {ids.turn_eos: BIAS} if turn_open else {ids.listen: BIAS}
+            return {ids.chunk_eos: BIAS}
+
+        return bias
+
+
+def write(folder: Path, runs: Sequence[tuple[int, int]]) -> None:
+    """Give the tiny checkpoint in `folder` a schedule (kept with its other metadata)."""
+    path = Path(folder) / META
+    meta = _meta(folder)
+    meta["tiny"] = True
+    meta["speak_runs"] = [[int(a), int(b)] for a, b in runs]
+    SpeakSchedule(tuple((a, b) for a, b in meta["speak_runs"]))  # refuse a bad one now
+    path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+
+
+def _meta(folder: Path) -> dict:
+    try:
+        meta = json.loads((Path(folder) / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def is_tiny(folder: Path) -> bool:
+    """Whether `folder` holds a tiny test checkpoint (its duetto.json says so)."""
+    return bool(_meta(folder).get("tiny"))
+
+
+def read(folder: Path) -> SpeakSchedule | None:
+    """The schedule of a tiny checkpoint; None for any other folder."""
+    meta = _meta(folder)
+    if not meta.get("tiny") or not meta.get("speak_runs"):
+        return None
+    return SpeakSchedule(tuple((int(a), int(b)) for a, b in meta["speak_runs"]))

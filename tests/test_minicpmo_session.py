@@ -1,0 +1,117 @@
+"""The tiny MiniCPM-o through the real session, from files, in real time.
+
+The camera is a video file and the microphone a WAV, as in the self-check. The tiny
+random model speaks on a schedule (app/model/minicpm_o/schedule.py, the test
+instrument: large logit biases in units 4-5 and 9-10, listening elsewhere); everything
+else is the real path: the timeline cuts 1 s units with one frame each, the backend
+embeds the frame and the audio and runs the duplex decoder, and the session reads its
+text-only output through native.py (a silent stand-in for the missing speech).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from media import write_video
+from minicpmo_tiny import tiny_folder
+
+from app.flow.conversation import ConversationOptions, build_session, load_backend
+from app.flow.events import EventKind
+from app.model.contract import ModelSource, Persona
+from app.model.minicpm_o import schedule
+
+pytestmark = pytest.mark.slow
+
+RUNS = [(4, 6), (9, 11)]  # units the model speaks in
+
+
+def _scheduled_copy(folder: Path, runs) -> Path:
+    """The shared tiny checkpoint's files, linked, with its own schedule."""
+    for path in tiny_folder().iterdir():
+        if path.name != schedule.META:
+            (folder / path.name).symlink_to(path)
+    (folder / schedule.META).write_text((tiny_folder() / schedule.META).read_text())
+    schedule.write(folder, runs)
+    return folder
+
+
+def test_frames_reach_the_units_and_runs_of_speech_drive_the_controller(tmp_path):
+    model_dir = tmp_path / "tiny"
+    model_dir.mkdir()
+    _scheduled_copy(model_dir, RUNS)
+    video = write_video(tmp_path / "desk.avi", frames=100, fps=10, width=160, height=120)
+    mic = tmp_path / "room.wav"
+    soundfile.write(mic, np.zeros(16000 * 20, np.float32), 16000)
+    options = ConversationOptions(
+        model=ModelSource(local_dir=model_dir), family="minicpm-o",
+        persona=Persona("t", "Be brief."), mic=mic, camera=video, loop_files=True,
+        speaker="null")
+    backend = load_backend(options, lambda *_: None)
+    model = backend.loaded.model
+    embedded: list[tuple[int, ...]] = []
+    real_embed = model.embed_frame
+    model.embed_frame = lambda rgb: (embedded.append(rgb.shape), real_embed(rgb))[1]
+    session = build_session(backend, options)
+    events = []
+    session.subscribe(events.append)
+    session.start()
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and len(backend.results) < 14:
+            time.sleep(0.1)
+    finally:
+        session.stop()
+    errors = [e.data for e in events if e.kind is EventKind.ERROR]
+    assert not errors, errors
+    results = backend.results
+    assert len(results) >= 14, f"only {len(results)} units in 40 s"
+
+    # Every unit brought its camera frame to the model: counted at the timeline (the
+    # session's UNIT events), at the backend, and at the model's frame encoder.
+    units = [e for e in events if e.kind is EventKind.UNIT]
+    frames = [e.data["frames"] for e in units]
+    assert sum(frames) == backend.counts.frames == len(embedded)
+    # One frame a unit (the first may start before the camera's first frame), except
+    # where a model that fell behind had queued units' frames dropped (counted).
+    assert all(n <= 1 for n in frames), frames
+    assert frames[1:].count(0) <= session.dropped_frames, (frames, session.dropped_frames)
+    assert all(shape[2] == 3 for shape in embedded)
+    assert backend.counts.audio_positions == 10 * backend.counts.units
+
+    # The model spoke exactly in its scheduled units, and ended each run itself.
+    speaking = [r.index for r in results if r.speaking]
+    assert speaking == [4, 5, 9, 10], speaking
+    assert [r.index for r in results if r.turn_ended] == [5, 10]
+
+    # The controller changed state only where the runs started and ended (as heard).
+    states = [(round(e.t, 2), e.data["state"], e.data.get("reason"))
+              for e in events if e.kind is EventKind.STATE]
+    changes = [s for _, s, _ in states[1:]]  # after "session started"
+    assert changes == ["speaking", "listening", "speaking", "listening"], states
+    start1, end1, start2, end2 = (t for t, _, _ in states[1:])
+    # Unit k is heard over [k, k+1) s; its output is made after it ends and joins the
+    # live stream: heard after unit 4 ended, and each run lasts its 2 units, plus at most
+    # the cushion the player gathers again if the 1 s chunks came late and it ran dry
+    # (it grows its cushion after each underrun, up to 1.5 s).
+    cushion = 1.5  # Player's max_prebuffer_seconds
+    assert 5.0 < start1 < 7.5, states
+    assert 2.0 - 0.15 < end1 - start1 < 2.0 + cushion, states
+    assert start2 > 10.0 and start2 - end1 > 3.0 - cushion, states
+    assert 2.0 - 0.15 < end2 - start2 < 2.0 + cushion, states
+    responses = [e.data.get("response") for e in events
+                 if e.kind is EventKind.STATE and e.data["state"] == "speaking"]
+    assert responses == [1, 2]
+    # Its words arrive as text (subtitles), each in the run that said it.
+    texts = [(e.data["response"], e.data["text"]) for e in events if e.kind is EventKind.TEXT]
+    assert texts == [(1, schedule.SAID), (1, schedule.SAID), (2, schedule.SAID),
+                     (2, schedule.SAID)], texts
+    # And as subtitles when their unit's (silent) place in the stream plays: the first
+    # words as the run starts.
+    spoken = [(e.t, e.data["response"], e.data["text"]) for e in events
+              if e.kind is EventKind.SPOKEN]
+    assert [(r, t) for _, r, t in spoken] == texts, spoken
+    assert spoken[0][0] == pytest.approx(start1, abs=0.1), (spoken, states)
