@@ -307,3 +307,19 @@ def test_a_missing_tokenizer_is_named_before_the_weights_are_read(tmp_path):
     (folder / "tokenizer.json").unlink()
     with pytest.raises(BackendError, match=r"tokenizer\.json.*text tokenizer"):
         load_minicpmo(folder)
+
+
+def test_a_float16_encoder_overflow_is_clamped_as_the_official_layer_does():
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoderLayer
+
+    from app.model.minicpm_o.whisper_stream import WhisperCache, _layer_step
+
+    layer = WhisperEncoderLayer(WhisperConfig(d_model=8, encoder_attention_heads=2,
+                                              encoder_ffn_dim=32)).half()
+    with torch.no_grad():
+        layer.fc2.bias.fill_(60000.0)  # 30000 + 60000 overflows float16
+        out = _layer_step(layer, torch.full((1, 3, 8), 30000.0, dtype=torch.float16),
+                          WhisperCache(), 0, heads=2)
+    assert torch.isfinite(out).all()
+    assert float(out.max()) == torch.finfo(torch.float16).max - 1000 or float(out.max()) > 6e4

@@ -88,7 +88,10 @@ class AudioStream:
     @torch.no_grad()
     def feed(self, pcm16k: np.ndarray) -> torch.Tensor:
         """Samples (float32, 16 kHz mono, normally 1 s) -> [10, llm_hidden] embeddings,
-        or [0, llm_hidden] if too little audio has arrived for the next unit."""
+        or [0, llm_hidden] if too little audio has arrived for the next unit.
+
+        One unit per call, as the official loop: samples beyond it wait for the next
+        call (feed 1 s each time and nothing accumulates)."""
         pcm = np.asarray(pcm16k, dtype=np.float32).reshape(-1)
         self.samples = np.concatenate([self.samples, pcm])
         if self.units == 0:
