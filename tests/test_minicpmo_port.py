@@ -322,4 +322,4 @@ def test_a_float16_encoder_overflow_is_clamped_as_the_official_layer_does():
         out = _layer_step(layer, torch.full((1, 3, 8), 30000.0, dtype=torch.float16),
                           WhisperCache(), 0, heads=2)
     assert torch.isfinite(out).all()
-    assert float(out.max()) == torch.finfo(torch.float16).max - 1000 or float(out.max()) > 6e4
+    assert float(out.max()) > 6e4  # clamped near the top of the range, not zeroed
