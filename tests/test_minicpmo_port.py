@@ -323,3 +323,14 @@ def test_a_float16_encoder_overflow_is_clamped_as_the_official_layer_does():
                           WhisperCache(), 0, heads=2)
     assert torch.isfinite(out).all()
     assert float(out.max()) > 6e4  # clamped near the top of the range, not zeroed
+
+
+def test_running_out_of_memory_while_placing_is_said_plainly(monkeypatch):
+    from app.model.minicpm_o import loader
+
+    def no_room(*_args, **_kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(loader, "place", no_room)
+    with pytest.raises(BackendError, match="out of GPU memory while loading minicpm-o"):
+        load_minicpmo(tiny_folder())

@@ -184,6 +184,7 @@ def load_minicpmo(folder: Path | str, *, device: str = "cpu",
     folder = Path(folder).expanduser()
     checkpoint.validate_checkpoint(folder, family=FAMILY)
     config = MiniCPMOConfig.from_folder(folder)
+    tokenizer = load_tokenizer(folder)  # small: a broken one is named before the weights
     weight_map = read_index(folder)
     dtype = quant_lib.torch_dtype(q, device)
     model = skeleton(config, dtype)
@@ -198,10 +199,13 @@ def load_minicpmo(folder: Path | str, *, device: str = "cpu",
     for name in unused:
         del state[name]
     check_keys(expected, {k: tuple(v.shape) for k, v in state.items()}, folder)
-    model.load_state_dict(state, assign=True, strict=True)
-    del state
-    placement = Placement.for_device(FAMILY, q, device, model)
-    place(model, placement, device, from_file=True)
-    return LoadedMiniCPMO(model=model.eval(), tokenizer=load_tokenizer(folder), config=config,
+    try:
+        model.load_state_dict(state, assign=True, strict=True)
+        del state
+        placement = Placement.for_device(FAMILY, q, device, model)
+        place(model, placement, device, from_file=True)
+    except Exception as exc:  # out of memory, a damaged file: said plainly, logged in full
+        raise checkpoint.explain_load_error(exc, f"loading {FAMILY} from {folder}") from exc
+    return LoadedMiniCPMO(model=model.eval(), tokenizer=tokenizer, config=config,
                           folder=folder, device=torch.device(device), dtype=dtype, quant=q,
                           placement=placement)
