@@ -362,6 +362,86 @@ def _top(logits, k: int = 32) -> dict:
     return {"ids": ids.tolist(), "values": values.tolist()}
 
 
+class Steerer:
+    """Adds inputs.steer's biases to the logits the official decode is given; counts the
+    unit (the duplex's own generate count) and the step j (decode calls in the unit)."""
+
+    def __init__(self, duplex, tok):
+        from tests import minicpmo_inputs as inputs
+
+        self.duplex, self.tok, self.inputs, self.step = duplex, tok, inputs, 0
+        self._decode = duplex.decoder.decode
+        duplex.decoder.decode = self
+
+    def __call__(self, logits, **kwargs):
+        unit = self.duplex._streaming_generate_count - 1
+        logits = logits.clone()
+        for token, bias in self.inputs.steer(unit, self.step).items():
+            logits[0, self.tok.convert_tokens_to_ids(token)] += bias
+        self.step += 1
+        return self._decode(logits, **kwargs)
+
+
+def run_session(duplex, model, tok, tensors, prefix, mel, audio_embeds, frames_seen, *,
+                full_logits_unit=None, steerer=None) -> list[dict]:
+    """The scripted units through streaming_prefill and greedy streaming_generate."""
+    import torch
+
+    from tests import minicpmo_inputs as inputs
+
+    units = []
+    specials = {name: int(tok.convert_tokens_to_ids(name)) for name in (
+        "<|listen|>", "<|speak|>", "<|tts_bos|>", "<|chunk_eos|>", "<|turn_eos|>",
+        "<|chunk_tts_eos|>", "<|im_end|>")}
+    for k in range(inputs.SESSION_UNITS):
+        pcm, frame = inputs.session_unit(k)
+        ids_before, mel_before, audio_before = (len(duplex.total_ids), len(mel.calls),
+                                                len(audio_embeds.calls))
+        with torch.no_grad():
+            result = duplex.streaming_prefill(
+                audio_waveform=pcm, frame_list=None if frame is None else [_pil(frame)],
+                max_slice_nums=1)
+        if not result["success"]:
+            raise SystemExit(f"unit {k}: streaming_prefill failed: {result['reason']}")
+        logits = duplex.pending_logits[0].detach().clone()
+        if steerer is not None:
+            steerer.step = 0
+        with torch.no_grad():
+            step = duplex.streaming_generate(
+                decode_mode="greedy",
+                max_new_speak_tokens_per_chunk=inputs.MAX_NEW_SPEAK_TOKENS_PER_CHUNK)
+        mel_k = mel.calls[mel_before]
+        if not prefix:
+            tensors[f"unit{k}.mel"] = mel_k.audio_features[0].detach().clone()
+            tensors[f"unit{k}.audio_embeds"] = torch.cat(
+                [t for group in audio_embeds.calls[audio_before] for t in group]).detach().clone()
+            if frame is not None:
+                tensors[f"unit{k}.vision_embeds"] = frames_seen.calls[-1][0][0].detach().clone()
+            if k == full_logits_unit:
+                tensors[f"unit{k}.logits"] = logits
+        generated = duplex.total_ids[ids_before:]
+        units.append({
+            "unit": k,
+            "audio": f"minicpmo_inputs.session_unit({k})[0]", "audio_sha256": inputs.sha256(pcm),
+            "frame": None if frame is None else f"minicpmo_inputs.frame({k})",
+            "mel_frames": int(mel_k.audio_features.shape[-1]),
+            "mel_info": {key: mel_k["streaming_info"][key] for key in (
+                "emitted_frames", "core_start", "core_end", "buffer_len_samples")},
+            "prefill": [t if isinstance(t, int) else list(t)
+                        for t in duplex.prefill_schema_tokens[k]],
+            "decision_logits": {"top": _top(logits),
+                                "special": {n: float(logits[i]) for n, i in specials.items()}},
+            "generated_ids": generated,
+            "generated_tokens": [tok.convert_ids_to_tokens(i) for i in generated],
+            "is_listen": bool(step["is_listen"]), "end_of_turn": bool(step["end_of_turn"]),
+            "text": step["text"], "n_tokens": int(step["n_tokens"]),
+            "cache_length_after": duplex.decoder.get_cache_length(),
+        })
+        print(f"{prefix}unit {k}: listen={step['is_listen']} end_of_turn={step['end_of_turn']} "
+              f"tokens={[tok.convert_ids_to_tokens(i) for i in generated]}")
+    return units
+
+
 def goldens(src: Path, checkpoint: Path, out: Path) -> None:
     import torch
     from safetensors.torch import save_file
@@ -420,53 +500,22 @@ def goldens(src: Path, checkpoint: Path, out: Path) -> None:
         "cache_length": duplex.decoder.get_cache_length(),
     }
 
-    units = []
     full_logits_unit = inputs.FORCE_LISTEN_COUNT  # the first decision the model makes
-    for k in range(inputs.SESSION_UNITS):
-        pcm, frame = inputs.session_unit(k)
-        ids_before, mel_before = len(duplex.total_ids), len(mel.calls)
-        with torch.no_grad():
-            result = duplex.streaming_prefill(
-                audio_waveform=pcm, frame_list=None if frame is None else [_pil(frame)],
-                max_slice_nums=1)
-        if not result["success"]:
-            raise SystemExit(f"unit {k}: streaming_prefill failed: {result['reason']}")
-        logits = duplex.pending_logits[0].detach().clone()
-        with torch.no_grad():
-            step = duplex.streaming_generate(
-                decode_mode="greedy",
-                max_new_speak_tokens_per_chunk=inputs.MAX_NEW_SPEAK_TOKENS_PER_CHUNK)
-        mel_k = mel.calls[mel_before]
-        tensors[f"unit{k}.mel"] = mel_k.audio_features[0].detach().clone()
-        tensors[f"unit{k}.audio_embeds"] = torch.cat(
-            [t for group in audio_embeds.calls[k] for t in group]).detach().clone()
-        if frame is not None:
-            tensors[f"unit{k}.vision_embeds"] = frames_seen.calls[-1][0][0].detach().clone()
-        if k == full_logits_unit:
-            tensors[f"unit{k}.logits"] = logits
-        specials = {name: int(tok.convert_tokens_to_ids(name)) for name in (
-            "<|listen|>", "<|speak|>", "<|tts_bos|>", "<|chunk_eos|>", "<|turn_eos|>",
-            "<|chunk_tts_eos|>", "<|im_end|>")}
-        units.append({
-            "unit": k,
-            "audio": f"minicpmo_inputs.session_unit({k})[0]", "audio_sha256": inputs.sha256(pcm),
-            "frame": None if frame is None else f"minicpmo_inputs.frame({k})",
-            "mel_frames": int(mel_k.audio_features.shape[-1]),
-            "mel_info": {key: mel_k["streaming_info"][key] for key in (
-                "emitted_frames", "core_start", "core_end", "buffer_len_samples")},
-            "prefill": [t if isinstance(t, int) else list(t)
-                        for t in duplex.prefill_schema_tokens[k]],
-            "decision_logits": {"top": _top(logits),
-                                "special": {n: float(logits[i]) for n, i in specials.items()}},
-            "generated_ids": duplex.total_ids[ids_before:],
-            "generated_tokens": [tok.convert_ids_to_tokens(i) for i in
-                                 duplex.total_ids[ids_before:]],
-            "is_listen": bool(step["is_listen"]), "end_of_turn": bool(step["end_of_turn"]),
-            "text": step["text"], "n_tokens": int(step["n_tokens"]),
-            "cache_length_after": duplex.decoder.get_cache_length(),
-        })
-        print(f"unit {k}: listen={step['is_listen']} end_of_turn={step['end_of_turn']} "
-              f"ids={duplex.total_ids[ids_before:]}")
+    units = run_session(duplex, model, tok, tensors, "", mel, audio_embeds, frames_seen,
+                        full_logits_unit=full_logits_unit)
+    main_ids = list(duplex.total_ids)
+
+    # The steered session: a new conversation (prepare, and the Whisper cache dropped as
+    # a new process would have it: prepare() itself keeps the previous session's), the
+    # official decode given the logits plus inputs.steer's biases.
+    steered = Steerer(duplex, tok)
+    model.reset_session()
+    with torch.no_grad():
+        duplex.prepare(prefix_system_prompt=inputs.PREFIX_SYSTEM_PROMPT,
+                       suffix_system_prompt=inputs.SUFFIX_SYSTEM_PROMPT,
+                       ref_audio=inputs.ref_audio())
+    steered_units = run_session(duplex, model, tok, tensors, "steered.", mel, audio_embeds,
+                                frames_seen, steerer=steered)
 
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.float().contiguous() for k, v in tensors.items()},
@@ -516,7 +565,21 @@ def goldens(src: Path, checkpoint: Path, out: Path) -> None:
             "prefix": prefix,
             "full_logits": f"unit{full_logits_unit}.logits",
             "units": units,
-            "total_ids": duplex.total_ids,
+            "total_ids": main_ids,
+        },
+        "steered_session": {
+            "what": "the same session from a new prepare() (and MiniCPMO.reset_session(), "
+                    "which drops the Whisper cache that prepare() keeps), with "
+                    "minicpmo_inputs.steer(unit, j)'s biases added to the logits "
+                    "StreamDecoder.decode is given at step j of unit `unit` (a test "
+                    "instrument: the decode itself is the official one)",
+            "steer": {f"{u},{j}": t for (u, j), t in inputs.STEER.items()},
+            "note": "a unit that ends in <|listen|> reports end_of_turn false in the official "
+                    "result even when <|turn_eos|> came before it in the unit (unit 2): the "
+                    "tokens are what to compare",
+            "bias": inputs.STEER_BIAS,
+            "units": steered_units,
+            "total_ids": list(duplex.total_ids),
         },
     }
     (out / "goldens.json").write_text(json.dumps(record, indent=1) + "\n")

@@ -28,6 +28,30 @@ FORCE_LISTEN_COUNT = 1  # the first unit's decision is forced to <|listen|>
 MAX_NEW_SPEAK_TOKENS_PER_CHUNK = 20
 
 
+# The steered session: the same inputs, with these biases added to the logits the
+# official decode is given at (unit, step j), so that the random tiny model walks every
+# branch of the unit loop: it listens by itself (unit 1); it speaks, says <|listen|> while
+# its turn is open (rewritten to <|tts_bos|>), ends its turn and listens (unit 2); it ends
+# a unit with its own <|chunk_eos|> (unit 3); its turn goes on into unit 4, which runs
+# to the forced <|chunk_eos|> at the last step.
+STEER_BIAS = 50.0
+STEER: dict[tuple[int, int], str] = {
+    (1, 0): "<|listen|>",
+    (2, 0): "<|speak|>",
+    (2, 4): "<|listen|>",
+    (2, 7): "<|turn_eos|>",
+    (2, 8): "<|listen|>",
+    (3, 0): "<|speak|>",
+    (3, 3): "<|chunk_eos|>",
+}
+
+
+def steer(unit: int, step: int) -> dict[str, float]:
+    """Token -> bias added to the raw logits before the decode at (unit, step)."""
+    token = STEER.get((unit, step))
+    return {token: STEER_BIAS} if token else {}
+
+
 def frame(index: int, width: int = 448, height: int = 448) -> np.ndarray:
     """An RGB uint8 frame [height, width, 3] of gradients and a moving checker."""
     y, x = np.mgrid[0:height, 0:width].astype(np.int64)

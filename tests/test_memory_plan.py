@@ -206,10 +206,13 @@ def test_without_a_context_the_longest_that_fits_is_chosen(qwen_tiny: Path,
 def test_an_ordinary_card_holds_each_family_at_nf4() -> None:
     """The targets: the whole app at nf4 (weights, quantization state, context, vocoder,
     working memory) within 8.0 GiB for the 7B and 5.0 GiB for the 3B at a 16k context,
-    6.0 GiB for Moshi and PersonaPlex with two minutes (1500 frames) of context."""
+    6.0 GiB for Moshi and PersonaPlex with two minutes (1500 frames) of context, 8.0 GiB
+    for MiniCPM-o 4.5 with a 4,000-token window and its speech path (part 2's speech
+    decoder cache and token2wav counted)."""
     gib = memory_plan.GIB
     targets = [("qwen2.5-omni-7b", 16384, 8.0), ("qwen2.5-omni-3b", 16384, 5.0),
-               ("moshiko", 1500, 6.0), ("personaplex-7b", 1500, 6.0)]
+               ("moshiko", 1500, 6.0), ("personaplex-7b", 1500, 6.0),
+               ("minicpm-o-4.5", 4000, 8.0)]
     for entry, context, limit in targets:
         plan = memory_plan.plan_entry(entry, Quant.NF4, context)
         assert plan.context == context, entry

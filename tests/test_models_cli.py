@@ -121,9 +121,10 @@ def test_get_reports_a_failed_download(
 
 
 def test_tiny_unknown_family(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["models", "tiny", "gemini", str(tmp_path / "t")]) == 2
+    # (minicpm-o has a tiny builder before it has a backend, so it is no longer unknown.)
+    assert main(["models", "tiny", "nope", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err
-    assert "unknown model family 'gemini'" in err and "qwen2.5-omni" in err
+    assert "unknown model family 'nope'" in err and "qwen2.5-omni" in err
 
 
 def test_tiny_dispatches_with_options(

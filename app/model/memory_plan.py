@@ -9,7 +9,9 @@ applies the very rule the loaders apply (placement.py) and counts, for every par
   one float32 scale, and 1.1 kB of code tables per layer; LLM.int8 keeps one byte a
   value and one float32 scale per row;
 * the context reserved for a conversation: Qwen2.5-Omni's thinker and talker caches
-  (reserved_cache.py, the capacity cache.py reserves), Moshi's window of frames;
+  (reserved_cache.py, the capacity cache.py reserves), Moshi's window of frames,
+  MiniCPM-o's sliding window with its audio encoder's and speech decoder's caches
+  (minicpm_o/memory.py, which also counts its speech vocoder's files);
 * a working-memory allowance: the activations of the largest forward pass the backend
   runs, from the shapes (see `_qwen_working` and `_moshi_working`). It is an estimate
   until the GPU check (`duetto bench gpu`) measures it; its figure is printed there;
@@ -163,7 +165,7 @@ def model_class(family: str) -> type:
 
         return MoshiForConditionalGeneration
     raise BackendError(f"no memory plan for the model family {family!r}",
-                       hint="plan a Qwen2.5-Omni or Moshi/PersonaPlex checkpoint")
+                       hint="plan a Qwen2.5-Omni, Moshi/PersonaPlex or MiniCPM-o checkpoint")
 
 
 def skeleton(family: str, config, float_dtype: torch.dtype, *,
@@ -171,6 +173,10 @@ def skeleton(family: str, config, float_dtype: torch.dtype, *,
     """The model's module tree without memory, built as transformers' from_pretrained
     builds it (float parameters created in `float_dtype`). `meta_buffers=False` keeps
     buffers real (a loader that assigns weights into the tree needs them)."""
+    if family == "minicpm-o":
+        from app.model.minicpm_o import loader as minicpmo_loader
+
+        return minicpmo_loader.skeleton(config, float_dtype)  # our own tree, buffers real
     from accelerate import init_empty_weights
     from transformers.utils import logging as hf_logging
 
@@ -354,17 +360,31 @@ def _moshi_working(config, context: int, itemsize: int, placement: Placement) ->
 def max_context(family: str, config) -> int:
     if family == "qwen2.5-omni":
         return int(config.thinker_config.text_config.max_position_embeddings)
+    if family == "minicpm-o":
+        return int(config.text.max_position_embeddings)
     return int(config.max_position_embeddings)
 
 
 def min_context(family: str) -> int:
+    if family == "minicpm-o":
+        from app.model.minicpm_o.memory import MIN_WINDOW
+
+        return MIN_WINDOW
     return QWEN_MIN_CONTEXT if family == "qwen2.5-omni" else MOSHI_MIN_CONTEXT
 
 
 def default_context(family: str, config) -> int:
     if family == "qwen2.5-omni":
         return QWEN_DEFAULT_CONTEXT
+    if family == "minicpm-o":
+        from app.model.minicpm_o.memory import DEFAULT_WINDOW
+
+        return DEFAULT_WINDOW
     return max_context(family, config)
+
+
+def context_unit(family: str) -> str:
+    return "frames" if family == "moshi" else "tokens"
 
 
 # --- the plan ------------------------------------------------------------------------------
@@ -392,7 +412,8 @@ class Planner:
     def __init__(self, family: str, config, *, device: str = "cuda",
                  float_dtype: torch.dtype | None = None, name: str = "",
                  layout: str = "transformers", talker_headroom: int | None = None,
-                 skeleton_model: torch.nn.Module | None = None) -> None:
+                 skeleton_model: torch.nn.Module | None = None,
+                 vocoder_files: dict[str, tuple[int, bool]] | None = None) -> None:
         self.family = family
         self.config = config
         self.device = str(device)
@@ -405,6 +426,9 @@ class Planner:
             talker_headroom = AnswerConfig().max_codes
         self.talker_headroom = talker_headroom or 0
         self._skeleton = skeleton_model
+        # MiniCPM-o's speech vocoder is files beside the checkpoint: name -> (bytes, on
+        # the device); None when the checkpoint has none.
+        self.vocoder_files = vocoder_files
         self._weights: dict[Quant, tuple[Placement, list[Part], int]] = {}
 
     def dtype(self, q: Quant) -> torch.dtype:
@@ -444,8 +468,8 @@ class Planner:
         return max_context(self.family, self.config)
 
     def plan(self, q: Quant, context: int | None = None) -> Plan:
-        """The plan under `q` with `context` tokens (Qwen) or frames (Moshi), clamped to the
-        model's maximum; None for the family's default."""
+        """The plan under `q` with `context` tokens (Qwen; MiniCPM-o's window) or frames
+        (Moshi), clamped to the model's maximum; None for the family's default."""
         placement, weight_parts, extra = self._weighed(q)
         dtype = placement.float_dtype
         rnd = _rounder(self.device)
@@ -453,7 +477,7 @@ class Planner:
         limit = self.max_context()
         wanted = default_context(self.family, self.config) if context is None else int(context)
         ctx = max(1, min(wanted, limit))
-        unit = "tokens" if self.family == "qwen2.5-omni" else "frames"
+        unit = context_unit(self.family)
         notes = []
         if wanted > limit:
             notes.append(f"{wanted} {unit} asked; the model's maximum is {limit}")
@@ -462,6 +486,14 @@ class Planner:
             parts += _qwen_context(self.config, ctx, itemsize, rnd, self.talker_headroom)
             parts.append(_qwen_working(self.config, ctx, itemsize, placement,
                                        self.skeleton(dtype)))
+        elif self.family == "minicpm-o":
+            from app.model.minicpm_o import memory as minicpmo_memory
+
+            parts += minicpmo_memory.context_parts(self.config, ctx, itemsize, rnd)
+            parts += minicpmo_memory.vocoder_parts(self.vocoder_files, gpu=placement.gpu)
+            parts.append(minicpmo_memory.working_part(
+                self.config, ctx, itemsize, placement, self.skeleton(dtype),
+                vocoder=bool(self.vocoder_files)))
         else:
             parts += _moshi_context(self.config, ctx, itemsize, rnd)
             parts.append(_moshi_working(self.config, ctx, itemsize, placement))
@@ -487,7 +519,8 @@ def planner_for_entry(entry_id: str, *, device: str = "cuda",
 
     pub = published.published(entry_id)
     return Planner(pub.family, published.config_for(entry_id), device=device,
-                   float_dtype=float_dtype, name=entry_id, layout=pub.layout)
+                   float_dtype=float_dtype, name=entry_id, layout=pub.layout,
+                   vocoder_files=published.vocoder_files(entry_id))
 
 
 def plan_entry(entry_id: str, q: Quant, context: int | None = None, **kwargs) -> Plan:
@@ -506,6 +539,10 @@ def folder_config(folder: Path) -> tuple[str, object, str]:
         layout = loader.detect_layout(folder)
         if layout == "moshi":
             return family, loader.moshi_layout_config_from_headers(folder), layout
+    if family == "minicpm-o":
+        from app.model.minicpm_o.config import MiniCPMOConfig
+
+        return family, MiniCPMOConfig.from_folder(folder), "transformers"
     from transformers import AutoConfig
 
     try:
@@ -519,8 +556,15 @@ def planner_for_folder(folder: Path, *, device: str = "cuda",
                        float_dtype: torch.dtype | None = None,
                        talker_headroom: int | None = None) -> Planner:
     family, config, layout = folder_config(folder)
+    vocoder = None
+    if family == "minicpm-o":
+        from app.model.minicpm_o.sizes import TOKEN2WAV_FILES
+
+        assets = Path(folder).expanduser() / "assets" / "token2wav"
+        vocoder = {name: ((assets / name).stat().st_size, gpu)
+                   for name, (_, gpu) in TOKEN2WAV_FILES.items() if (assets / name).is_file()}
     return Planner(family, config, device=device, float_dtype=float_dtype, name=str(folder),
-                   layout=layout, talker_headroom=talker_headroom)
+                   layout=layout, talker_headroom=talker_headroom, vocoder_files=vocoder or None)
 
 
 # --- will it fit ----------------------------------------------------------------------------

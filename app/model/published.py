@@ -15,6 +15,8 @@ downloaded, so the configs are kept here, with where each value came from:
   PersonaPlex-7B is a fine-tune of the same model; its depth transformer holds 16 steps
   in the file, of which the loader keeps the 8 that speak (moshi/layout.py), so what is
   in memory is the moshiko architecture.
+* MiniCPM-o 4.5: app/model/minicpm_o/sizes.py (the published config.json values and its
+  speech vocoder's files).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ _ENTRIES: dict[str, Published] = {
     "moshiko-hf": Published("moshi", "transformers", "7B"),
     "moshiko": Published("moshi", "moshi", "7B"),
     "personaplex-7b": Published("moshi", "moshi", "7B"),
+    "minicpm-o-4.5": Published("minicpm-o", "transformers", "9B"),
 }
 
 
@@ -85,10 +88,24 @@ def published(entry_id: str) -> Published:
                  + ", ".join(_ENTRIES)) from None
 
 
-def config_for(entry_id: str):  # -> a transformers PretrainedConfig
+def config_for(entry_id: str):  # -> a transformers PretrainedConfig (MiniCPM-o: its own)
     entry = published(entry_id)
     if entry.family == "qwen2.5-omni":
         from app.model.qwen_omni.sizes import full_size_config
 
         return full_size_config(entry.size)
+    if entry.family == "minicpm-o":
+        from app.model.minicpm_o import sizes
+
+        return sizes.config()
     return moshi_config()
+
+
+def vocoder_files(entry_id: str) -> dict[str, tuple[int, bool]] | None:
+    """Files of a speech vocoder kept beside the checkpoint (MiniCPM-o's token2wav):
+    name -> (bytes, runs on the device); None for families whose vocoder is in the tree."""
+    if published(entry_id).family == "minicpm-o":
+        from app.model.minicpm_o.sizes import TOKEN2WAV_FILES
+
+        return dict(TOKEN2WAV_FILES)
+    return None
