@@ -334,3 +334,20 @@ def test_running_out_of_memory_while_placing_is_said_plainly(monkeypatch):
     monkeypatch.setattr(loader, "place", no_room)
     with pytest.raises(BackendError, match="out of GPU memory while loading minicpm-o"):
         load_minicpmo(tiny_folder())
+
+
+def test_the_memory_plan_is_checked_before_the_weights_are_read(monkeypatch):
+    from app.model.minicpm_o import loader
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("the weights were read although the plan does not fit")
+
+    monkeypatch.setattr(loader, "read_shards", never)
+    with pytest.raises(BackendError, match=r"needs .* MiB .* 1\.0 MiB free; nothing was loaded"):
+        load_minicpmo(tiny_folder(), free=1024**2)
+
+
+def test_the_plan_a_load_ran_under_is_kept():
+    loaded = load_minicpmo(tiny_folder(), context=1200)
+    assert loaded.plan is not None and loaded.plan.context == 1200
+    assert loaded.plan.family == "minicpm-o" and "1200" in loaded.context_note
