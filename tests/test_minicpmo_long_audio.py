@@ -1,6 +1,6 @@
 """The streaming audio path over 32 units against OpenBMB's own, past its two late events.
 
-scripts/minicpmo_reference_audio.py ran the official duplex loop's audio path for 32 s
+scripts/minicpmo_reference_extra.py long-audio ran the official duplex loop's audio path for 32 s
 on the tiny checkpoint and recorded each unit's embeddings (and some units' mel) and the
 official Whisper cache length after each unit, in tests/data/minicpmo_goldens/long_audio.*.
 After 29 units (1450 encoder frames) the official code drops the Whisper cache rather
@@ -21,7 +21,7 @@ TOLERANCE = 1e-4
 
 pytestmark = pytest.mark.skipif(
     not (GOLDENS / "long_audio.json").is_file(),
-    reason="no long-audio goldens: scripts/minicpmo_reference_audio.py records them")
+    reason="no long-audio goldens: scripts/minicpmo_reference_extra.py long-audio records them")
 
 
 def _max_diff(got: torch.Tensor, want: torch.Tensor) -> float:

@@ -307,3 +307,47 @@ def test_a_missing_tokenizer_is_named_before_the_weights_are_read(tmp_path):
     (folder / "tokenizer.json").unlink()
     with pytest.raises(BackendError, match=r"tokenizer\.json.*text tokenizer"):
         load_minicpmo(folder)
+
+
+def test_a_float16_encoder_overflow_is_clamped_as_the_official_layer_does():
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoderLayer
+
+    from app.model.minicpm_o.whisper_stream import WhisperCache, _layer_step
+
+    layer = WhisperEncoderLayer(WhisperConfig(d_model=8, encoder_attention_heads=2,
+                                              encoder_ffn_dim=32)).half()
+    with torch.no_grad():
+        layer.fc2.bias.fill_(60000.0)  # 30000 + 60000 overflows float16
+        out = _layer_step(layer, torch.full((1, 3, 8), 30000.0, dtype=torch.float16),
+                          WhisperCache(), 0, heads=2)
+    assert torch.isfinite(out).all()
+    assert float(out.max()) > 6e4  # clamped near the top of the range, not zeroed
+
+
+def test_running_out_of_memory_while_placing_is_said_plainly(monkeypatch):
+    from app.model.minicpm_o import loader
+
+    def no_room(*_args, **_kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(loader, "place", no_room)
+    with pytest.raises(BackendError, match="out of GPU memory while loading minicpm-o"):
+        load_minicpmo(tiny_folder())
+
+
+def test_the_memory_plan_is_checked_before_the_weights_are_read(monkeypatch):
+    from app.model.minicpm_o import loader
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("the weights were read although the plan does not fit")
+
+    monkeypatch.setattr(loader, "read_shards", never)
+    with pytest.raises(BackendError, match=r"needs .* MiB .* 1\.0 MiB free; nothing was loaded"):
+        load_minicpmo(tiny_folder(), free=1024**2)
+
+
+def test_the_plan_a_load_ran_under_is_kept():
+    loaded = load_minicpmo(tiny_folder(), context=1200)
+    assert loaded.plan is not None and loaded.plan.context == 1200
+    assert loaded.plan.family == "minicpm-o" and "1200" in loaded.context_note

@@ -20,19 +20,6 @@ FIRST_CHUNK_MS = 1035  # the official first unit's length
 CONTEXT_MS = 20  # mel frames of CNN context on each side (2 frames)
 
 
-class MLPProjector(nn.Module):
-    """Linear, ReLU, Linear (the official MultiModalProjector's names)."""
-
-    def __init__(self, in_dim: int, out_dim: int) -> None:
-        super().__init__()
-        self.linear1 = nn.Linear(in_dim, out_dim, bias=True)
-        self.relu = nn.ReLU()
-        self.linear2 = nn.Linear(out_dim, out_dim, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear2(self.relu(self.linear1(x)))
-
-
 def pooled_length(mel_frames: int, pool: int) -> int:
     """Embeddings a unit of `mel_frames` frames (context included) yields."""
     conv = (mel_frames - 1) // 2 + 1
@@ -88,7 +75,10 @@ class AudioStream:
     @torch.no_grad()
     def feed(self, pcm16k: np.ndarray) -> torch.Tensor:
         """Samples (float32, 16 kHz mono, normally 1 s) -> [10, llm_hidden] embeddings,
-        or [0, llm_hidden] if too little audio has arrived for the next unit."""
+        or [0, llm_hidden] if too little audio has arrived for the next unit.
+
+        One unit per call, as the official loop: samples beyond it wait for the next
+        call (feed 1 s each time and nothing accumulates)."""
         pcm = np.asarray(pcm16k, dtype=np.float32).reshape(-1)
         self.samples = np.concatenate([self.samples, pcm])
         if self.units == 0:

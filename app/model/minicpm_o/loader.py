@@ -22,6 +22,7 @@ import torch
 from app.model import checkpoint
 from app.model import quant as quant_lib
 from app.model.contract import BackendError, Quant
+from app.model.memory_plan import Plan
 from app.model.minicpm_o.config import MiniCPMOConfig
 from app.model.minicpm_o.model import MiniCPMO
 from app.model.place import place
@@ -43,6 +44,8 @@ class LoadedMiniCPMO:
     dtype: torch.dtype
     quant: Quant
     placement: Placement
+    plan: Plan | None = None  # the memory plan it was loaded under (memory_plan.py)
+    context_note: str = ""  # which window (tokens) was chosen, and why
 
 
 def skeleton(config: MiniCPMOConfig, dtype: torch.dtype = torch.float32) -> MiniCPMO:
@@ -173,9 +176,37 @@ def load_tokenizer(folder: Path):
         hf_logging.set_verbosity(previous)
 
 
-def load_minicpmo(folder: Path | str, *, device: str = "cpu",
-                  quant: Quant | None = None) -> LoadedMiniCPMO:
-    """Read a MiniCPM-o checkpoint folder strictly into our module tree on `device`."""
+def vocoder_files(folder: Path) -> dict[str, tuple[int, bool]] | None:
+    """The speech vocoder's files beside the checkpoint (assets/token2wav/): name ->
+    (bytes, held on the GPU), as the memory plan counts them; None when there are none."""
+    from app.model.minicpm_o.sizes import TOKEN2WAV_FILES
+
+    assets = folder / "assets" / "token2wav"
+    found = {name: ((assets / name).stat().st_size, gpu)
+             for name, (_, gpu) in TOKEN2WAV_FILES.items() if (assets / name).is_file()}
+    return found or None
+
+
+def fit_plan(folder: Path, config: MiniCPMOConfig, q: Quant, device: str, dtype: torch.dtype,
+             model: MiniCPMO, context: int | None, free: int | None):  # -> fit.Sized
+    """The memory plan for this folder (weights by the placement rule, the LLM window's
+    cache, the speech vocoder's files), checked against the free memory: BackendError
+    when it does not fit, before any weight is read."""
+    from app.model import fit, memory_plan
+
+    planner = memory_plan.Planner(FAMILY, config, device=device, float_dtype=dtype,
+                                  name=str(folder), skeleton_model=model,
+                                  vocoder_files=vocoder_files(folder))
+    return fit.size(planner, q, context, device, free=free)
+
+
+def load_minicpmo(folder: Path | str, *, device: str = "cpu", quant: Quant | None = None,
+                  context: int | None = None, free: int | None = None) -> LoadedMiniCPMO:
+    """Read a MiniCPM-o checkpoint folder strictly into our module tree on `device`.
+
+    `context`: the LLM's window in tokens (None: the longest the free memory holds, up to
+    the model's maximum); `free`: the free bytes to plan against (default: asked of the
+    device). The plan is checked before any weight is read."""
     q = quant or Quant.BF16
     ok, why = quant_lib.quant_support(q, device)
     if not ok:
@@ -184,6 +215,7 @@ def load_minicpmo(folder: Path | str, *, device: str = "cpu",
     folder = Path(folder).expanduser()
     checkpoint.validate_checkpoint(folder, family=FAMILY)
     config = MiniCPMOConfig.from_folder(folder)
+    tokenizer = load_tokenizer(folder)  # small: a broken one is named before the weights
     weight_map = read_index(folder)
     dtype = quant_lib.torch_dtype(q, device)
     model = skeleton(config, dtype)
@@ -194,14 +226,18 @@ def load_minicpmo(folder: Path | str, *, device: str = "cpu",
                  "loaded (%s ...)", folder, len(unused), unused[0])
     wanted = {k: v for k, v in weight_map.items() if k not in set(unused)}
     check_keys(expected, dict.fromkeys(wanted), folder)  # names, before any read
+    sized = fit_plan(folder, config, q, device, dtype, model, context, free)
     state = read_shards(folder, weight_map)
     for name in unused:
         del state[name]
     check_keys(expected, {k: tuple(v.shape) for k, v in state.items()}, folder)
-    model.load_state_dict(state, assign=True, strict=True)
-    del state
-    placement = Placement.for_device(FAMILY, q, device, model)
-    place(model, placement, device, from_file=True)
-    return LoadedMiniCPMO(model=model.eval(), tokenizer=load_tokenizer(folder), config=config,
+    try:
+        model.load_state_dict(state, assign=True, strict=True)
+        del state
+        placement = Placement.for_device(FAMILY, q, device, model)
+        place(model, placement, device, from_file=True)
+    except Exception as exc:  # out of memory, a damaged file: said plainly, logged in full
+        raise checkpoint.explain_load_error(exc, f"loading {FAMILY} from {folder}") from exc
+    return LoadedMiniCPMO(model=model.eval(), tokenizer=tokenizer, config=config,
                           folder=folder, device=torch.device(device), dtype=dtype, quant=q,
-                          placement=placement)
+                          placement=placement, plan=sized.plan, context_note=sized.note)

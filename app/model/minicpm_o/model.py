@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from app.model.minicpm_o.audio import AudioStream, MLPProjector, embed_clip
+from app.model.minicpm_o.audio import AudioStream, embed_clip
 from app.model.minicpm_o.config import MiniCPMOConfig
 from app.model.minicpm_o.image import frame_patches
+from app.model.minicpm_o.projector import MLPProjector
 from app.model.minicpm_o.resampler import Resampler
 from app.model.minicpm_o.tts import SpeechDecoder
 from app.model.minicpm_o.vision import VisionTower

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 _EPS = 1e-6  # the official resampler's LayerNorm epsilon
-_TABLE = 70  # positions precomputed per side (SigLIP's 980 px / 14); grown on demand
 
 
 def _sincos_1d(dim: int, positions: np.ndarray) -> np.ndarray:
@@ -46,20 +45,22 @@ class Resampler(nn.Module):
         self.ln_kv = nn.LayerNorm(embed_dim, eps=_EPS)
         self.ln_post = nn.LayerNorm(embed_dim, eps=_EPS)
         self.proj = nn.Parameter(embed_dim**-0.5 * torch.randn(embed_dim, embed_dim))
-        self.register_buffer("pos_embed", sincos_2d(embed_dim, _TABLE, _TABLE), persistent=False)
+        # Position codes per grid, made when first needed. (The official code keeps a
+        # 70x70 table, 80 MB at the real width, of which a frame reads its grid's corner;
+        # each cell depends on its row and column only, so the values are the same.)
+        self._positions_of: dict[tuple, torch.Tensor] = {}
 
-    def _positions(self, rows: int, cols: int) -> torch.Tensor:
-        table = self.pos_embed
-        if rows > table.shape[0] or cols > table.shape[1]:
-            size = max(rows, table.shape[0]), max(cols, table.shape[1])
-            table = sincos_2d(self.embed_dim, *size).to(table.device)
-            self.pos_embed = table
-        return table[:rows, :cols].reshape(rows * cols, -1)
+    def _positions(self, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+        key = (rows, cols, like.device, like.dtype)
+        found = self._positions_of.get(key)
+        if found is None:
+            table = sincos_2d(self.embed_dim, rows, cols).reshape(rows * cols, -1)
+            found = self._positions_of[key] = table.to(like.device, like.dtype)
+        return found
 
     def forward(self, patches: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """`patches` [1, n, kv_dim] of one image -> [1, num_queries, embed_dim]."""
-        dtype = patches.dtype
-        pos = self._positions(*grid).to(dtype).unsqueeze(1)  # [n, 1, D]
+        pos = self._positions(*grid, like=patches).unsqueeze(1)  # [n, 1, D]
         kv = self.ln_kv(self.kv_proj(patches)).permute(1, 0, 2)  # [n, 1, D]
         q = self.ln_q(self.query).unsqueeze(1)  # [Q, 1, D]
         out = self.attn(q, kv + pos, kv, need_weights=False)[0]  # [Q, 1, D]

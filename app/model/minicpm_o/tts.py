@@ -11,8 +11,8 @@ from __future__ import annotations
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from app.model.minicpm_o.audio import MLPProjector
 from app.model.minicpm_o.config import TTSConfig
+from app.model.minicpm_o.projector import MLPProjector
 
 
 def _projector(config: TTSConfig) -> nn.Module:

@@ -77,7 +77,12 @@ def _layer_step(layer: nn.Module, hidden: torch.Tensor, cache: WhisperCache, ind
     hidden = residual + attn.out_proj(out.transpose(1, 2).reshape(batch, frames, width))
     residual = hidden
     x = layer.activation_fn(layer.fc1(layer.final_layer_norm(hidden)))
-    return residual + layer.fc2(x)
+    hidden = residual + layer.fc2(x)
+    if hidden.dtype == torch.float16 and not torch.isfinite(hidden).all():
+        # As the official layer does on float16 cards: clamp an overflow to the range.
+        limit = torch.finfo(torch.float16).max - 1000
+        hidden = hidden.clamp(min=-limit, max=limit)
+    return hidden
 
 
 def encode_unit(apm: nn.Module, mel: torch.Tensor, cache: WhisperCache, *, prefix: int,

@@ -1,18 +1,23 @@
-"""Long-audio reference data from OpenBMB's own MiniCPM-o 4.5 streaming path.
+"""More reference data from OpenBMB's own MiniCPM-o 4.5 code, for what the 5-unit goldens
+(scripts/minicpmo_reference.py goldens) do not reach.
 
-The 5-unit goldens (scripts/minicpmo_reference.py goldens) cover the first units of a
-duplex session. What the streaming audio path does later is only reached after many
-units: the Whisper KV cache is dropped before it would overrun the 1500 encoder
-positions (at the 30th unit), and the streaming mel buffer slides by 10 s once it holds
-30 s. This script runs the official duplex loop's audio path, MiniCPMODuplex's
-streaming_prefill with audio only, over 32 s of generated audio (tests/minicpmo_inputs.py)
-and records each unit's audio embeddings and mel, and the official Whisper cache length
-after each unit, into tests/data/minicpmo_goldens/long_audio.{json,safetensors}.
+* `long-audio`: the streaming audio path's late events. The Whisper KV cache is dropped
+  before it would overrun the 1500 encoder positions (at the 30th unit), and the
+  streaming mel buffer slides by 10 s once it holds 30 s. The official duplex loop's
+  audio path (MiniCPMODuplex.streaming_prefill with audio only) runs over 32 s of
+  generated audio (tests/minicpmo_inputs.py); each unit's audio embeddings, some units'
+  mel and the official Whisper cache length after each unit go to
+  tests/data/minicpmo_goldens/long_audio.{json,safetensors}.
+* `frames`: frames whose patch grid has a side where the official position ids differ
+  from transformers' helper (25, 49, 50, 55, 58 patches): the official duplex frame path's
+  vision tower output and resampler embeddings, to frames.{json,safetensors}.
 
 It runs in the reference environment that scripts/minicpmo_reference.py describes, from
 the repository root, on the tiny checkpoint the goldens are made on:
 
-    /work/mcpo-ref-env/bin/python scripts/minicpmo_reference_audio.py \
+    /work/mcpo-ref-env/bin/python scripts/minicpmo_reference_extra.py long-audio \
+        --official SRC/MiniCPMO45 --checkpoint /tmp/mcpo-tiny
+    /work/mcpo-ref-env/bin/python scripts/minicpmo_reference_extra.py frames \
         --official SRC/MiniCPMO45 --checkpoint /tmp/mcpo-tiny
 """
 
@@ -31,16 +36,24 @@ SECONDS = 32  # units: two past the cache reset and the mel window's first slide
 MEL_UNITS = (0, 1, 3, 4, 5, 28, 29, 30, 31)
 
 
-def record(src: Path, checkpoint: Path, out: Path) -> None:
-    import torch
-    from safetensors.torch import save_file
+# Frames (width, height) whose unsliced 448-scale grid has such a side: 1640x1000 ->
+# 25x41 patches, 1200x500 -> 21x50, 1000x1000 is 32x32 (a control).
+FRAMES = ((1640, 1000), (1200, 500), (1000, 1000))
 
+
+def _reference():
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "scripts"))
     import minicpmo_reference as ref
 
     from tests import minicpmo_inputs as inputs
 
+    return ref, inputs
+
+
+def _official_duplex(ref, src: Path, checkpoint: Path):
+    """MiniCPMODuplex with its model swapped for a strict float32 load of the files (as
+    scripts/minicpmo_reference.py goldens runs it); also the files' tensors."""
     modeling, configuration = ref.import_official(src)
     folder = ref.reference_folder(checkpoint, src)
     files = ref.read_shards(checkpoint)
@@ -52,6 +65,58 @@ def record(src: Path, checkpoint: Path, out: Path) -> None:
     model.processor = duplex.processor
     duplex.model = model
     duplex.decoder.m = model.llm
+    return duplex, model, files
+
+
+def _header(ref, src: Path, checkpoint: Path, files: dict) -> dict:
+    meta = checkpoint / "duetto.json"
+    return {
+        "made_by": "scripts/minicpmo_reference_extra.py",
+        "official_code": {"repository": "OpenBMB/MiniCPM-o-Demo", "folder": "MiniCPMO45/",
+                          "commit": ref._official_commit(src)},
+        "versions": ref._versions(),
+        "checkpoint": {"builder_meta": json.loads(meta.read_text()) if meta.exists() else None},
+        "weights": ref.tensor_sums(files),
+    }
+
+
+def frames(src: Path, checkpoint: Path, out: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    ref, inputs = _reference()
+    duplex, model, files = _official_duplex(ref, src, checkpoint)
+    tensors, records = {}, {}
+    with torch.no_grad():
+        for width, height in FRAMES:
+            key = f"{width}x{height}"
+            frame = inputs.frame(0, width, height)
+            got = ref.vision_golden(model, duplex.processor, frame)
+            tensors[f"{key}.embeds"] = got.pop("embeds")
+            tensors[f"{key}.vpm_hidden"] = got.pop("vpm_hidden")
+            records[key] = {"input": f"minicpmo_inputs.frame(0, {width}, {height})",
+                            "sha256": inputs.sha256(frame), **got}
+            print(key, got["tgt_size"])
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.float().contiguous() for k, v in tensors.items()},
+              str(out / "frames.safetensors"), metadata={"format": "pt"})
+    (out / "frames.json").write_text(json.dumps({
+        **_header(ref, src, checkpoint, files),
+        "what": "the official duplex frame path: processor.process_image([frame], "
+                "max_slice_nums=1), MiniCPMO.get_vision_embedding (vpm_hidden: the "
+                "resampler's input)",
+        "tensors_file": "frames.safetensors (float32): KEY.embeds, KEY.vpm_hidden",
+        "frames": records,
+    }, indent=1) + "\n")
+    print(f"wrote {out / 'frames.json'}")
+
+
+def long_audio(src: Path, checkpoint: Path, out: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    ref, inputs = _reference()
+    duplex, model, files = _official_duplex(ref, src, checkpoint)
     mel = ref.Recorder(duplex.processor, "process_audio_streaming")
     embeds = ref.Recorder(model, "get_audio_embedding_streaming")
     with torch.no_grad():
@@ -82,20 +147,13 @@ def record(src: Path, checkpoint: Path, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.float().contiguous() for k, v in tensors.items()},
               str(out / "long_audio.safetensors"), metadata={"format": "pt"})
-    meta = checkpoint / "duetto.json"
     (out / "long_audio.json").write_text(json.dumps({
-        "made_by": "scripts/minicpmo_reference_audio.py",
-        "official_code": {"repository": "OpenBMB/MiniCPM-o-Demo", "folder": "MiniCPMO45/",
-                          "commit": ref._official_commit(src)},
-        "versions": ref._versions(),
+        **_header(ref, src, checkpoint, files),
         "what": f"MiniCPMODuplex(generate_audio=False).prepare(), then streaming_prefill("
                 f"audio_waveform=1 s) for {SECONDS} units (audio only; nothing generated), "
                 "the model swapped for a strict float32 load of the same files as in "
                 "goldens.json",
         "input": f"minicpmo_inputs.audio({SECONDS})",
-        "checkpoint": {"builder_meta": json.loads(meta.read_text()) if meta.exists() else None,
-                       "weights": "as goldens.json's (the same tiny checkpoint)"},
-        "weights": ref.tensor_sums(files),
         "tensors_file": "long_audio.safetensors (float32): unitK.audio_embeds for every "
                         f"unit, unitK.mel for units {list(MEL_UNITS)}",
         "units": units,
@@ -105,12 +163,14 @@ def record(src: Path, checkpoint: Path, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=("long-audio", "frames"))
     parser.add_argument("--official", type=Path, required=True, help="the MiniCPMO45/ folder")
     parser.add_argument("--checkpoint", type=Path, required=True,
                         help="the tiny checkpoint folder (duetto models tiny minicpm-o DIR)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    record(args.official, args.checkpoint.resolve(), args.out)
+    run = long_audio if args.what == "long-audio" else frames
+    run(args.official, args.checkpoint.resolve(), args.out)
 
 
 if __name__ == "__main__":
