@@ -10,6 +10,7 @@ Progress is reported per chunk: which package, the bytes so far of all of them.
 from __future__ import annotations
 
 import hashlib
+import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -47,11 +48,24 @@ class Response(Protocol):
 Opener = Callable[[str, int], Response]
 
 
+def _tls() -> ssl.SSLContext:
+    """Certificates from certifi where the launcher carries it: a frozen launcher's OpenSSL
+    looks for the build machine's certificate folder, which another system may lack."""
+    try:
+        import certifi
+    except ImportError:
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 def http_open(url: str, start: int) -> Response:
     request = urllib.request.Request(url, headers={"User-Agent": "duetto-launcher"})
-    if start:
+    if start and not url.startswith("file:"):
         request.add_header("Range", f"bytes={start}-")
-    return urllib.request.urlopen(request, timeout=60)
+    response = urllib.request.urlopen(request, timeout=60, context=_tls())
+    if getattr(response, "status", None) is None:  # a file: URL has no HTTP status
+        response.status = 200
+    return response
 
 
 @dataclass

@@ -156,7 +156,7 @@ def inspect(env: Path, plan: list[Wheel]) -> tuple[list[Damage], list[str]]:
         else:
             lost = _missing_files(dist.dist_info, site)
             if lost:
-                damage.append(Damage(wheel.name, f"{len(lost)} files missing ({lost[0]}…)"))
+                damage.append(Damage(wheel.name, f"{len(lost)} files missing, such as {lost[0]}"))
     wanted = {w.name for w in plan}
     extra = sorted(name for name in have if name not in wanted)
     return damage, extra

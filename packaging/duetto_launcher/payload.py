@@ -73,5 +73,10 @@ def locate() -> Path:
     if override:
         return Path(override)
     if getattr(sys, "frozen", False):
-        return Path(sys.executable).resolve().parent / "payload"
+        here = Path(sys.executable).resolve().parent
+        # Beside the launcher (Linux, Windows); in a macOS bundle, Contents/Resources.
+        for folder in (here / "payload", here.parent / "Resources" / "payload"):
+            if folder.is_dir():
+                return folder
+        return here / "payload"
     return Path(__file__).resolve().parents[1] / "build" / "payload"

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import re
 import tomllib
+import urllib.parse
+import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +64,7 @@ def _filename_of(wheel: Mapping) -> str:
     where = wheel.get("url") or wheel.get("path")
     if not where:
         raise PlanError(f"a wheel in the lock has neither a url nor a path: {wheel}")
-    return re.split(r"[/\\]", where.split("#")[0])[-1]
+    return urllib.parse.unquote(re.split(r"[/\\]", where.split("#")[0])[-1])
 
 
 def read_lock(path: Path, ranking: Mapping[Tag, int], environment: Mapping[str, str],
@@ -86,13 +88,26 @@ def read_lock(path: Path, ranking: Mapping[Tag, int], environment: Mapping[str, 
         wheel = _best_wheel(name, wheels, ranking)
         filename = wheel.get("name") or _filename_of(wheel)
         local = wheel.get("path")
+        size = int(wheel.get("size") or 0)
+        url = wheel.get("url") or ""
+        if not size and url.startswith("file://"):
+            # A wheel from a local folder (--find-links when the lock was made): the lock
+            # gives no size; the file has one.
+            size = _file_size(url)
         chosen.append(Wheel(
             name=name, version=str(package["version"]), filename=filename,
-            size=int(wheel.get("size") or 0), sha256=wheel["hashes"]["sha256"],
+            size=size, sha256=wheel["hashes"]["sha256"],
             url=wheel.get("url"),
             path=((base or path.parent) / local) if local else None,
         ))
     return chosen
+
+
+def _file_size(url: str) -> int:
+    try:
+        return Path(urllib.request.url2pathname(urllib.parse.urlparse(url).path)).stat().st_size
+    except OSError:
+        return 0
 
 
 def carried_wheel(path: Path) -> Wheel:
