@@ -96,7 +96,7 @@ def linux(launcher: Path, found: Path, art: Path) -> Path:
         (folder / script).chmod(0o755)
     DIST.mkdir(exist_ok=True)
     archive = DIST / f"{name}.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
+    with tarfile.open(archive, "w:gz", compresslevel=6) as tar:
         tar.add(folder, arcname=name)
     return archive
 

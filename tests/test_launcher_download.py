@@ -88,3 +88,13 @@ def test_offline_is_told_apart_from_a_server_error(tmp_path):
     with pytest.raises(DownloadError) as raised:
         Downloader(tmp_path, network).fetch(wheel)
     assert raised.value.offline
+
+
+def test_a_wheel_from_a_local_folder_comes_through_the_real_opener(tmp_path):
+    """A lock made with --find-links names file: URLs (no HTTP status, no size)."""
+    source = tmp_path / "mirror" / "pkg-1.0-py3-none-any.whl"
+    source.parent.mkdir()
+    source.write_bytes(DATA)
+    wheel = _wheel(DATA)
+    wheel = Wheel(**{**wheel.__dict__, "url": source.as_uri()})
+    assert Downloader(tmp_path / "d").fetch(wheel).read_bytes() == DATA

@@ -49,23 +49,23 @@ Opener = Callable[[str, int], Response]
 
 
 def _tls() -> ssl.SSLContext:
-    """Certificates from certifi where the launcher carries it: a frozen launcher's OpenSSL
-    looks for the build machine's certificate folder, which another system may lack."""
+    """The system's certificates (a company proxy's own authority lives there) and
+    certifi's on top: a frozen launcher's OpenSSL looks for the certificate folder where the
+    build machine keeps it, which another system may lack."""
+    context = ssl.create_default_context()
     try:
         import certifi
     except ImportError:
-        return ssl.create_default_context()
-    return ssl.create_default_context(cafile=certifi.where())
+        return context
+    context.load_verify_locations(cafile=certifi.where())
+    return context
 
 
 def http_open(url: str, start: int) -> Response:
     request = urllib.request.Request(url, headers={"User-Agent": "duetto-launcher"})
     if start and not url.startswith("file:"):
         request.add_header("Range", f"bytes={start}-")
-    response = urllib.request.urlopen(request, timeout=60, context=_tls())
-    if getattr(response, "status", None) is None:  # a file: URL has no HTTP status
-        response.status = 200
-    return response
+    return urllib.request.urlopen(request, timeout=60, context=_tls())
 
 
 @dataclass
@@ -132,6 +132,7 @@ class Downloader:
             return final
         if not wheel.url:
             raise DownloadError(f"{wheel.filename}: the lock gives no address to fetch it")
+        self.folder.mkdir(parents=True, exist_ok=True)
         part = self._part(wheel)
         have = part.stat().st_size if part.is_file() else 0
         if have > wheel.size:
@@ -157,9 +158,12 @@ class Downloader:
             raise DownloadError(f"{wheel.filename}: the server answered {exc.code}") from exc
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise DownloadError(f"{wheel.filename}: {reason}", offline=True) from exc
+            # A certificate the launcher cannot verify is not a missing network.
+            offline = not isinstance(reason, ssl.SSLError)
+            raise DownloadError(f"{wheel.filename}: {reason}", offline=offline) from exc
         try:
-            if have and response.status != 206:  # the server sends the whole file again
+            # 200 (or None, a file: URL): the whole file comes again, not the rest.
+            if have and response.status != 206:
                 have = 0
             mode = "ab" if have else "wb"
             with part.open(mode) as out:

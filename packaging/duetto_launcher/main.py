@@ -93,6 +93,10 @@ def run_job(job: Builder, choice: torch_choice.TorchChoice, plan: list, now: Sta
     except BuildError as exc:
         print(str(exc), file=sys.stderr)
         return EXIT_FAILED
+    except Exception as exc:  # a fault of the launcher itself: said, and nothing half-built
+        print(f"Setting up Duetto failed: {type(exc).__name__}: {exc}. Start Duetto again; "
+              "what was downloaded is kept.", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
