@@ -17,7 +17,7 @@ run: $(STAMP)
 	$(BIN)/duetto $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/ruff check app tests
+	$(BIN)/ruff check app tests packaging
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 		if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
@@ -37,7 +37,7 @@ smoke:
 	packaging/smoke.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check app tests
+	$(BIN)/ruff check app tests packaging
 
 bench-timeline: $(STAMP)
 	$(BIN)/duetto bench timeline

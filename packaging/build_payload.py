@@ -21,7 +21,8 @@ OUT_DIR/payload/ then holds what the frozen launcher needs on first start:
   RUNPATH but tied to this system's libraries: good for trying the installer here only.
 
 DUETTO_TORCH_WHEELS=DIR adds a folder of torch wheels to resolve from (a mirror, or the
-CPU wheel on a machine that cannot reach the PyTorch index).
+CPU wheel on a machine that cannot reach the PyTorch index). When no build can be locked
+and that is not set, the CPU build is looked for in pip's PIP_FIND_LINKS folder.
 """
 
 from __future__ import annotations
@@ -149,10 +150,10 @@ def _name(block: str) -> str:
     return match.group(1) if match else ""
 
 
-def lock_torch(out: Path, platform_name: str, python: str, builds: list[str]) -> dict:
+def lock_torch(out: Path, platform_name: str, python: str, builds: list[str],
+               extra: str | None) -> dict:
     spec = out.parent / "torch.in"
     locks = {}
-    extra = os.environ.get("DUETTO_TORCH_WHEELS")
     for build in builds:
         name = f"pylock.torch-{build}.toml"
         # A local folder of wheels carries the CPU build under its own name (+cpu).
@@ -173,6 +174,18 @@ def lock_torch(out: Path, platform_name: str, python: str, builds: list[str]) ->
             continue
         locks[build] = name
         say(f"torch {build}: locked")
+    return locks
+
+
+def lock_torch_somewhere(out: Path, platform_name: str, python: str, builds: list[str]) -> dict:
+    extra = os.environ.get("DUETTO_TORCH_WHEELS")
+    locks = lock_torch(out, platform_name, python, builds, extra)
+    pip_links = os.environ.get("PIP_FIND_LINKS", "").split()
+    if not locks and not extra and pip_links and "cpu" in builds:
+        # No PyTorch index: the CPU wheel from the folder pip is told to find wheels in.
+        say(f"WARNING: no torch build could be locked from its index; trying the CPU build "
+            f"from PIP_FIND_LINKS ({pip_links[0]}): this installer will offer the CPU only")
+        locks = lock_torch(out, platform_name, python, ["cpu"], pip_links[0])
     if not locks:
         raise SystemExit("no torch build could be locked: the installer would be useless")
     return locks
@@ -205,7 +218,7 @@ def main() -> int:
     short = ".".join(python.split(".")[:2])
     source_only = lock_app(out, platform_name, short)
     say(f"app lock: {(out / 'pylock.toml').read_text().count('[[packages]]')} packages")
-    torch_locks = lock_torch(out, platform_name, short, builds)
+    torch_locks = lock_torch_somewhere(out, platform_name, short, builds)
     carried = wheels(out, source_only)
     (out / "uv").mkdir()
     uv_name = "uv.exe" if sys.platform == "win32" else "uv"

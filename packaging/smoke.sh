@@ -26,7 +26,7 @@ as_user() {  # a new user's shell: nothing of this session's environment comes a
 now() { date +%s.%N; }
 took() { python3 -c "print(f'{$2 - $1:.1f}')"; }
 step() { echo; echo "== $*"; }
-fail() { echo "SMOKE FAILED: $*" >&2; exit 1; }
+fail() { echo "SMOKE FAILED: $* (what it left: $work)" >&2; exit 1; }
 
 step "artifact $(basename "$artifact"): $(du -h "$artifact" | cut -f1)"
 tar -xzf "$artifact" -C "$home/Downloads"
@@ -49,7 +49,20 @@ as_user "$duetto" --model "$home/tiny" --mic "$home/Downloads/talk.flac" --speak
     --device cpu --start --quit-after 45 || fail "self-check exit status $?"
 wav=$(find "$home/.local/share/duetto/recordings" -name '*.wav' -size +1k | head -1)
 [ -n "$wav" ] || fail "no recording"
-echo "recording: ${wav#"$home/"} ($(du -h "$wav" | cut -f1))"
+# What was recorded, read with the environment's own Python: its length, each channel's
+# level (left the user, right the assistant) and what the event log says happened.
+as_user "$envdir/env/bin/python" - "$wav" <<'PY' || fail "the recording is not what a self-check leaves"
+import collections, json, pathlib, sys
+import numpy as np, soundfile as sf
+wav = pathlib.Path(sys.argv[1])
+audio, rate = sf.read(wav, always_2d=True)
+rms = np.sqrt(np.mean(np.square(audio), axis=0)) if len(audio) else np.zeros(2)
+kinds = collections.Counter(json.loads(line)["event"] for line in
+                            (wav.parent / "events.jsonl").read_text().splitlines() if line)
+print(f"recording: {wav.name}, {len(audio) / rate:.1f} s at {rate} Hz; level user "
+      f"{rms[0]:.4f}, assistant {rms[1]:.4f}; events {dict(sorted(kinds.items()))}")
+sys.exit(0 if len(audio) / rate >= 5 and rms[0] > 0 else 1)
+PY
 
 step "second start (launcher check + the app's command line)"
 t0=$(now)

@@ -60,13 +60,25 @@ def test_offline_first_start_says_one_sentence_and_leaves_nothing(tmp_path):
     found, network, plan = _setup(tmp_path)
     network.online = False
     layout = Layout(tmp_path / "data" / "environment")
-    job, _ = _builder(layout, found, network)
+    job, told = _builder(layout, found, network)
     with pytest.raises(BuildError) as raised:
         job.ensure(CPU, plan, builder.state(layout, found, plan))
     assert str(raised.value) == ("Duetto could not reach the internet to download its "
                                  "libraries: connect and start Duetto again; nothing was "
                                  "installed.")
+    assert told.lines == []  # the sentence is all that is said
     assert not layout.root.exists()
+
+
+def test_a_network_lost_mid_download_keeps_what_came_and_says_so(tmp_path):
+    found, network, plan = _setup(tmp_path)
+    layout = Layout(tmp_path / "data" / "environment")
+    job, _ = _builder(layout, found, network)
+    network.break_after = 150_000  # inside the 400 KB torch wheel, after the others
+    with pytest.raises(BuildError, match="What was downloaded is kept"):
+        job.ensure(CPU, plan, builder.state(layout, found, plan))
+    assert not layout.env.exists() and not layout.building.exists()
+    assert any(p.name.endswith(".part") for p in layout.downloads.iterdir())
 
 
 def test_a_cancelled_first_start_resumes_and_leaves_no_half_environment(tmp_path):
@@ -102,8 +114,8 @@ def test_a_deleted_package_is_found_and_repaired_from_the_same_lock(tmp_path):
     job, _ = _builder(layout, found, network)
     job.ensure(CPU, plan, now)
     assert builder.state(layout, found, plan).kind == "ready"
-    assert [url.rsplit("/", 1)[1] for url, _ in network.requests] == [
-        "beta_sim-2.0-py3-none-any.whl"]  # only the damaged package was fetched
+    assert {url.rsplit("/", 1)[1] for url, _ in network.requests} == {
+        "beta_sim-2.0-py3-none-any.whl"}  # only the damaged package was fetched
 
 
 def test_a_newer_installer_updates_in_place_and_keeps_user_files(tmp_path):

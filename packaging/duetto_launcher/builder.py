@@ -43,6 +43,10 @@ class Listener(Protocol):
     def progress(self, step: Progress) -> None: ...
 
 
+OFFLINE = ("Duetto could not reach the internet to download its libraries: connect and "
+           "start Duetto again; nothing was installed.")
+
+
 class BuildError(RuntimeError):
     """The environment could not be built; the message is for the user."""
 
@@ -94,6 +98,10 @@ class Builder:
         """Bring the environment to `plan` from the state it is in."""
         if now.kind == "ready":
             return
+        if not self.downloader.reachable(plan if now.kind in ("missing", "rebuild") else
+                                         [w for w in plan if w.name in
+                                          {d.name for d in now.damage}]):
+            raise BuildError(OFFLINE)
         self.listener.say(f"torch: the {choice.label} build. {choice.reason}")
         if now.kind in ("missing", "rebuild"):
             self.build_new(choice, plan)
@@ -153,9 +161,7 @@ class Builder:
         except DownloadError as exc:
             kept = self.layout.downloads.is_dir() and any(self.layout.downloads.iterdir())
             if exc.offline and not kept:
-                raise BuildError(
-                    "Duetto could not reach the internet to download its libraries: "
-                    "connect and start Duetto again; nothing was installed.") from exc
+                raise BuildError(OFFLINE) from exc
             raise BuildError(f"A download failed ({exc}). What was downloaded is kept: "
                              "start Duetto again to go on from there.") from exc
 

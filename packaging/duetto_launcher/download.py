@@ -105,6 +105,24 @@ class Downloader:
     def _part(self, wheel: Wheel) -> Path:
         return self.folder / (wheel.filename + ".part")
 
+    def reachable(self, wheels: list[Wheel]) -> bool:
+        """Whether the server of the first wheel still to fetch answers (True when nothing
+        is left to fetch): asked before anything is said or written, so that an offline
+        first start is one sentence and leaves nothing behind."""
+        for wheel in wheels:
+            if self._have(wheel) >= wheel.size and wheel.size:
+                continue
+            if not wheel.url:
+                return True
+            try:
+                self.opener(wheel.url, 0).close()
+            except urllib.error.HTTPError:
+                return True  # a server answered: not offline
+            except (urllib.error.URLError, OSError) as exc:
+                return isinstance(getattr(exc, "reason", exc), ssl.SSLError)
+            return True
+        return True
+
     def fetch_all(self, wheels: list[Wheel],
                   report: Callable[[Progress], None] = lambda p: None) -> list[Path]:
         """Every wheel as a local file (carried ones where they lie), in plan order."""
