@@ -43,4 +43,7 @@ def start_app(python: Path, args: Sequence[str]) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(argv[0], argv, env)
-    return subprocess.run(argv, env=env).returncode
+    # Windows: a launcher started from the Start menu has no console; neither should the
+    # app's Python open one behind its window.
+    flags = subprocess.CREATE_NO_WINDOW if sys.stdout is None else 0  # type: ignore[attr-defined]
+    return subprocess.run(argv, env=env, creationflags=flags).returncode

@@ -25,7 +25,7 @@ from duetto_launcher.builder import Builder, BuildError, State
 from duetto_launcher.download import Cancelled, Downloader, Progress
 from duetto_launcher.environment import Layout, default_root, read_marker
 from duetto_launcher.launch import start_app
-from duetto_launcher.plan import PlanError
+from duetto_launcher.plan import PlanError, Wheel
 from duetto_launcher.rate import Rate, size_text, time_text
 
 EXIT_FAILED = 3
@@ -79,7 +79,7 @@ def _choice(layout: Layout, found: payload.Payload, fresh: bool) -> torch_choice
     return torch_choice.choose(found.torch_builds)
 
 
-def run_job(job: Builder, choice: torch_choice.TorchChoice, plan: list, now: State,
+def run_job(job: Builder, choice: torch_choice.TorchChoice, plan: list[Wheel], now: State,
             window: bool) -> int:
     if window:
         from duetto_launcher.window import run_in_window
