@@ -252,3 +252,29 @@ def test_features_are_kept_in_the_models_dtype_losing_nothing_it_would_see():
     assert kept.dtype == torch.bfloat16
     assert torch.equal(kept, full.to(torch.bfloat16))
     assert kept.untyped_storage().nbytes() * 2 == full.untyped_storage().nbytes()
+
+
+@pytest.mark.parametrize("shift_on_trim", [True, False])
+def test_settled_turns_let_go_of_their_audio_and_frames(model_and_layout, shift_on_trim):
+    """Past turns' features and frames made the process grow with the context (the
+    60-minute soak: +63 MB); where trimming shifts the caches they are never read again."""
+    from app.model.qwen_omni.cache import MEDIA_RELEASED, SETTLED_AFTER_TURNS, pack
+
+    model, layout = model_and_layout
+    ctx = WarmContext(model, shift_on_trim=shift_on_trim)
+    ctx.append(layout.system("Short."))
+    last = SETTLED_AFTER_TURNS + 3
+    for turn in range(1, last + 1):
+        ctx.extend([*_conversation(layout, 1, turn=turn), layout.user_close(turn)])
+        ctx.append(layout.assistant(turn, layout.encode("ok"), "ok"))
+    for entry in ctx.entries:
+        seg = entry.segment
+        if seg.kind is not Kind.UNIT:
+            continue
+        released = shift_on_trim and seg.turn < last - SETTLED_AFTER_TURNS
+        assert (seg.audio is None) is released
+        assert bool(seg.extra.get(MEDIA_RELEASED)) is released
+    if shift_on_trim:  # a settled unit can no longer be prefilled: said plainly
+        settled = next(e.segment for e in ctx.entries if e.segment.extra.get(MEDIA_RELEASED))
+        with pytest.raises(RuntimeError, match="let go"):
+            pack([settled])

@@ -21,6 +21,7 @@ flat from its first unit on, and one that cannot fit fails at its start.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -32,6 +33,10 @@ from app.model.reserved_cache import Move, reserved_cache
 # Tokens past the budget a context may hold for a moment: the close of a turn and the
 # end of an answer are appended after the budget check that made room for the answer.
 BUDGET_SLACK = 64
+# Turns whose inputs are kept besides the newest: the backend rolls back and prefills
+# again only within the last answer and the user turn it answered.
+SETTLED_AFTER_TURNS = 2
+MEDIA_RELEASED = "media_released"  # in Segment.extra: its audio and frame were let go
 # Tokens per forward pass when prefilling many segments at once (after a trim). The
 # largest pass sets the working memory (memory_plan._qwen_working): at 1024 tokens the 7B's
 # activations take 0.15 GiB, at 2048 twice that, which an 8 GiB card does not have.
@@ -198,7 +203,28 @@ class WarmContext:
                 end_pos = int(seg_pos.max()) + 1
                 self.entries.append(_Entry(seg, self.length + seg.length, end_pos))
             self.last_logits = res.logits
+        self._release_settled_media()
         return self.last_logits
+
+    def _release_settled_media(self) -> None:
+        """Let go of the audio features and frames of turns that can never be prefilled
+        again. Where trimming shifts the caches (the usual case), a segment is prefilled
+        again only by a rollback inside the last turns (a retracted or corrected answer);
+        older ones live on as keys and values alone. Holding their inputs made the
+        process grow with the context (about 50 KB per second of audio plus a frame's
+        JPEG, some 60 MB by the time a 32k-token context is full) and drop only when it
+        was trimmed. Without shifting, a trim prefills kept segments again: keep them.
+        """
+        if self._shifts is None or not self.entries:
+            return
+        settled = self.entries[-1].segment.turn - SETTLED_AFTER_TURNS
+        for entry in self.entries:
+            seg = entry.segment
+            if seg.turn >= settled:
+                break
+            if seg.audio is not None or seg.image is not None:
+                entry.segment = dataclasses.replace(
+                    seg, audio=None, image=None, extra={**seg.extra, MEDIA_RELEASED: True})
 
     def _drop_uncommitted(self) -> None:
         """An answer may have left tokens past the last segment: they are not part of the
@@ -349,6 +375,11 @@ def pack(segs: list[Segment], device=None, dtype=None
     """The thinker's inputs for `segs` as one chunk: (ids, multimodal kwargs, image grid,
     audio lengths). Audio features of different lengths are padded and masked, one row
     per segment with audio, as the processor batches them; images are concatenated."""
+    released = [s for s in segs if s.extra.get(MEDIA_RELEASED)]
+    if released:
+        raise RuntimeError(
+            f"turn {released[0].turn}'s audio and frame were let go once it settled "
+            "(WarmContext._release_settled_media) and cannot be prefilled again")
     ids = torch.cat([s.ids for s in segs], dim=1)
     audios = [s.audio for s in segs if s.audio is not None]
     images = [s.image for s in segs if s.image is not None]
