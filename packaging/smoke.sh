@@ -4,7 +4,8 @@
 #   a fresh HOME, only the system's PATH, no virtual environment, outside the checkout;
 #   install.sh; the first start builds the environment (timed) and makes a tiny model;
 #   the self-check from files (tiny model, a recorded voice as the mic, no speaker),
-#   offscreen, ends by itself with exit 0 and leaves a recording; a second start (timed);
+#   offscreen, ends by itself with exit 0 and leaves a recording; doctor finds every
+#   file the app ships in the installed wheel; a second start (timed);
 #   a package deleted from the environment is found (--check) and repaired (--repair);
 #   uninstall.sh leaves no environment (the recording stays); and an offline first start
 #   says one sentence and leaves nothing.
@@ -63,6 +64,13 @@ print(f"recording: {wav.name}, {len(audio) / rate:.1f} s at {rate} Hz; level use
       f"{rms[0]:.4f}, assistant {rms[1]:.4f}; events {dict(sorted(kinds.items()))}")
 sys.exit(0 if len(audio) / rate >= 5 and rms[0] > 0 else 1)
 PY
+
+step "duetto doctor from the installed wheel: every file the app ships is there"
+as_user "$duetto" doctor > "$work/doctor.txt" || fail "doctor"
+sed -n '/^Files Duetto ships/,/^[A-Z]/p' "$work/doctor.txt" | sed '$d'
+if sed -n '/^Files Duetto ships/,/^[A-Z]/p' "$work/doctor.txt" | grep -q "✗"; then
+    fail "doctor finds shipped files missing"
+fi
 
 step "second start (launcher check + the app's command line)"
 t0=$(now)
