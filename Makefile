@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench-timeline gpu-wheels gpu-check clean
+.PHONY: run test lint bench-timeline gpu-wheels gpu-check package smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,12 +17,27 @@ run: $(STAMP)
 	$(BIN)/duetto $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/ruff check app tests
+	$(BIN)/ruff check app tests packaging
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 		if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
+# The installer for the system this runs on, into dist/ (packaging/README.md): the
+# launcher frozen by PyInstaller, the lock, the app's wheel, uv and a Python runtime.
+PKG_STAMP := $(VENV)/.packaging
+$(PKG_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,package]'
+	touch $(PKG_STAMP)
+
+package: $(PKG_STAMP)
+	$(BIN)/python packaging/build_installer.py
+
+# Installs the Linux artifact as a new user would and times first and second start
+# (downloads torch and the rest: minutes; not part of `make test`).
+smoke:
+	packaging/smoke.sh
+
 lint: $(STAMP)
-	$(BIN)/ruff check app tests
+	$(BIN)/ruff check app tests packaging
 
 bench-timeline: $(STAMP)
 	$(BIN)/duetto bench timeline
@@ -54,4 +69,4 @@ gpu-check:
 	scripts/gpu_check.sh
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build dist packaging/build-icons *.egg-info

@@ -39,6 +39,9 @@ def add_app_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--persona", metavar="ID", help="a persona id (file name without .json)")
     group.add_argument("--start", action="store_true",
                        help="start the conversation as soon as the window opens")
+    group.add_argument("--quit-after", type=float, metavar="SECONDS",
+                       help="close the window after this many seconds, as its close button "
+                            "does (a scripted self-check that ends by itself, exit 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:

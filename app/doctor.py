@@ -144,8 +144,19 @@ def check_models(section: Section) -> None:
         section.ok(f"{entry.name}: {_folder_size(entry) / 2**30:.2f} GiB")
 
 
+def check_shipped(section: Section) -> None:
+    from app import shipped
+
+    for item in shipped.check():
+        if item.ok:
+            section.ok(item.text)
+        else:
+            section.missing(item.text)
+
+
 CHECKS: tuple[tuple[str, Callable[[Section], None]], ...] = (
     ("System", check_system),
+    ("Files Duetto ships", check_shipped),
     ("Audio", check_audio),
     ("Camera", check_camera),
     ("GPU", check_gpu),

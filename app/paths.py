@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 APP_NAME = "duetto"
 
 
 def assets_dir() -> Path:
-    """What the app ships beside its code (persona presets, the self-check's voice):
-    DUETTO_ASSETS_DIR, else the repository's assets/."""
+    """What the app ships inside its package (persona presets, icons, the self-check's
+    voice): DUETTO_ASSETS_DIR, else `app/assets` found through the package itself, so an
+    installed wheel finds its own copy wherever it is run from."""
     override = os.environ.get("DUETTO_ASSETS_DIR")
-    return Path(override) if override else Path(__file__).resolve().parents[1] / "assets"
+    if override:
+        return Path(override)
+    shipped = resources.files("app") / "assets"
+    # Qt's style sheet and soundfile need real paths. The app is installed as files (a
+    # wheel, an editable checkout); a zipped import would be a packaging mistake.
+    if not isinstance(shipped, Path):
+        raise RuntimeError(f"Duetto's assets are not files on disk ({shipped!r}): "
+                           "install Duetto from its wheel, not as a zip")
+    return shipped
 
 
 def _platformdirs():

@@ -88,3 +88,17 @@ def test_family_on_the_command_line():
     from app.model import families
 
     assert list(cli.FAMILIES) == families.known()  # the parser's copy of the list
+
+
+def test_quit_after_closes_the_app_by_itself_with_exit_0(tmp_path):
+    """A scripted run (the installer's smoke test) ends as the close button ends it."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", DUETTO_CONFIG_DIR=str(tmp_path / "c"),
+               DUETTO_DATA_DIR=str(tmp_path / "d"), DUETTO_MODELS_DIR=str(tmp_path / "m"))
+    done = subprocess.run([sys.executable, "-m", "app", "--quit-after", "1"], env=env,
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -218,7 +219,8 @@ def load(path: Path) -> Scenario:
 
 
 def builtin_dir() -> Path:
-    return Path(__file__).with_name("scenarios")
+    """The scenarios shipped inside the package (app/bench/scenarios), found through it."""
+    return Path(str(resources.files("app.bench") / "scenarios"))
 
 
 def load_dir(folder: Path) -> list[Scenario]:

@@ -1,5 +1,6 @@
-"""Personas: who the assistant is. Presets ship in assets/personas/; the user's own live
-in the config folder's personas/. One JSON file per persona, its id is the file name.
+"""Personas: who the assistant is. Presets ship inside the package (app/assets/personas/);
+the user's own live in the config folder's personas/. One JSON file per persona, its id is
+the file name.
 
 A file looks like:
 
@@ -19,7 +20,6 @@ what is wrong, and the others still load.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +35,8 @@ MAX_PROMPT_CHARS = 8000
 
 
 def presets_dir() -> Path:
-    """The shipped presets: DUETTO_ASSETS_DIR/personas, else the repository's assets/."""
-    override = os.environ.get("DUETTO_ASSETS_DIR")
-    base = Path(override) if override else Path(__file__).resolve().parents[2] / "assets"
-    return base / "personas"
+    """The shipped presets: the package's assets/personas (DUETTO_ASSETS_DIR moves it)."""
+    return paths.assets_dir() / "personas"
 
 
 def user_dir() -> Path:
@@ -200,7 +198,8 @@ def load_all(presets: Path | None = None, users: Path | None = None) -> PersonaL
     _read_folder(presets or presets_dir(), True, library)
     if not any(p.preset for p in library.personas):
         library.problems.append(PersonaProblem(
-            presets or presets_dir(), "no persona presets found (the install lacks assets/)"
+            presets or presets_dir(),
+            "no persona presets found (the install lacks app/assets/personas)",
         ))
     _read_folder(users or user_dir(), False, library)
     return library

@@ -101,6 +101,10 @@ def _run_window(args: argparse.Namespace | None, lock: InstanceLock) -> int:
 
     end_on_ctrl_c(app, interrupted)
     window.show()
+    quit_after = getattr(args, "quit_after", None)
+    if quit_after is not None:
+        # As the close button: the conversation ends and its recording is finalized.
+        QTimer.singleShot(int(quit_after * 1000), QApplication.closeAllWindows)
     if getattr(args, "start", False):
         QTimer.singleShot(0, window.start_conversation)
     elif window.needs_first_run():

@@ -5,7 +5,7 @@ speaker, and PortAudio's "default device" is then -1: opening it failed with "Er
 querying device -1". The self-check (a tiny random model) is meant to prove that the
 app works end to end here, so instead of failing it uses:
 
-* a recorded voice (assets/self-check/speech.flac, two short questions with pauses,
+* a recorded voice (app/assets/self-check/speech.flac, two short questions with pauses,
   made with espeak-ng) replayed in a loop as the microphone;
 * a generated video as the camera (a moving scene with readable text, so a preview
   shown the wrong way round is obvious);

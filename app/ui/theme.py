@@ -4,11 +4,10 @@ colours (green listening, amber thinking, blue speaking, red interrupted) read a
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from PySide6.QtGui import QColor, QFont, QPalette
 from PySide6.QtWidgets import QApplication
+
+from app import paths
 
 BG = "#111318"
 SURFACE = "#1a1d24"
@@ -44,9 +43,8 @@ STATE_LABELS: dict[str, str] = {
     "stopping": "Stopping…",
 }
 
-# Icons ship beside the personas in assets/ (DUETTO_ASSETS_DIR moves both).
-ICONS = (Path(os.environ["DUETTO_ASSETS_DIR"]) if os.environ.get("DUETTO_ASSETS_DIR")
-         else Path(__file__).resolve().parents[2] / "assets").joinpath("icons").as_posix()
+# Icons ship inside the package beside the personas (DUETTO_ASSETS_DIR moves both).
+ICONS = (paths.assets_dir() / "icons").as_posix()
 
 STYLE = f"""
 * {{ color: {TEXT}; }}

@@ -1,0 +1,5 @@
+import sys
+
+from duetto_launcher.main import main
+
+sys.exit(main())

@@ -1,0 +1,7 @@
+"""The frozen launcher's entry point (PyInstaller runs this script)."""
+
+import sys
+
+from duetto_launcher.main import main
+
+sys.exit(main())
