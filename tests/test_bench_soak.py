@@ -24,3 +24,21 @@ def test_memory_is_judged_on_minute_medians_from_minute_two():
     grown = [*medians, (4, 625.0, 30)]
     assert memory_flat(grown) == (False, 25.0)
     assert memory_flat(medians[:1]) == (True, None)  # no minute 2 to compare with
+
+
+def test_the_gate_is_the_kept_memory_and_both_are_reported():
+    """Samples at any moment hold the model's working memory, which grows with the
+    context; the memory kept between units (after heap trims) is where a leak shows."""
+    from app.bench.soak import SoakResult, report
+
+    kept = [(60.0 * m + 10 * i, 600.0 + 2 * m) for m in range(5) for i in range(6)]
+    sampled = [(60.0 * m + 2 * i, 640.0 + 10 * m) for m in range(5) for i in range(30)]
+    r = SoakResult(5.0, kept_mb=minute_medians(kept, least=3),
+                   memory_mb=minute_medians(sampled))
+    _, r.memory_worst_mb = memory_flat(r.kept_mb)
+    _, r.sampled_worst_mb = memory_flat(r.memory_mb)
+    text = report(r)
+    assert r.memory_worst_mb == 6.0 and r.sampled_worst_mb == 30.0
+    assert "kept: largest distance from minute 2 6.0 MB" in text
+    assert "any moment: 30.0 MB" in text and text.endswith("PASS")
+    assert "608.0 (+6.0)" in text and "680.0 (+30.0)" in text  # minute 5, both columns
