@@ -245,3 +245,34 @@ def test_random_weights_take_the_loaders_own_path(qwen_tiny: Path, moshi_tiny_fa
                                         Quant.NF4, device="cpu", context=40)
     assert allocated(moshi.model, moshi.placement) == _planned_weights(moshi.plan)
     assert type(moshi.model.decoder.lm_head).__name__ == "Linear8bitLt"
+
+
+def test_a_plan_built_in_another_thread_leaves_a_tiny_build_in_float32(tmp_path):
+    """The window sizes plans in the background while a model is built: torch's default
+    dtype is one setting for the process, so builds take turns (app/model/building.py).
+    Unguarded, the tiny Qwen built meanwhile got bfloat16 layers (or failed)."""
+    import threading
+
+    from safetensors import safe_open
+
+    from app.model import building
+    from app.model.tiny import build_tiny
+
+    inside = threading.Event()
+
+    def bf16_build_for_a_while():
+        with building.building(torch.bfloat16):
+            inside.set()
+            threading.Event().wait(8.0)  # longer than a tiny build takes
+
+    other = threading.Thread(target=bf16_build_for_a_while)
+    other.start()
+    assert inside.wait(30)
+    folder = build_tiny("qwen2.5-omni", tmp_path)  # starts while the other one builds
+    other.join()
+    assert torch.get_default_dtype() is torch.float32
+    dtypes = set()
+    for shard in folder.glob("*.safetensors"):
+        with safe_open(str(shard), "pt") as f:
+            dtypes |= {f.get_slice(k).get_dtype() for k in list(f.keys())}
+    assert dtypes <= {"F32", "I64"}, dtypes

@@ -22,6 +22,7 @@ import re
 import torch
 
 from app.model import quant
+from app.model.building import building
 from app.model.place import place
 from app.model.placement import Placement, rule_dtype
 
@@ -74,13 +75,14 @@ def from_pretrained(cls: type, placement: Placement, skeleton: torch.nn.Module, 
     if bnb is not None:
         kwargs["quantization_config"] = bnb
     loading = loading_class(cls, placement.rules, placement.float_dtype)
-    if state_dict is None:
-        model = loading.from_pretrained(folder, **kwargs)
-    else:
-        # The family's own from_pretrained may read more files from a folder (Qwen's
-        # speakers); weights from memory go through transformers' base loader.
-        model = super(cls, loading).from_pretrained(None, config=config, state_dict=state_dict,
-                                                    **kwargs)
+    with building():  # from_pretrained sets torch's default dtype while it builds
+        if state_dict is None:
+            model = loading.from_pretrained(folder, **kwargs)
+        else:
+            # The family's own from_pretrained may read more files from a folder (Qwen's
+            # speakers); weights from memory go through transformers' base loader.
+            model = super(cls, loading).from_pretrained(None, config=config,
+                                                        state_dict=state_dict, **kwargs)
     if on_cpu:
         from accelerate.hooks import remove_hook_from_module
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from app.model.building import building
 from app.model.contract import BackendError, Quant
 from app.model.place import DEVICE, HOST
 from app.model.placement import Placement, Store, buffer_dtype
@@ -180,15 +181,12 @@ def skeleton(family: str, config, float_dtype: torch.dtype, *,
     from accelerate import init_empty_weights
     from transformers.utils import logging as hf_logging
 
-    previous_dtype = torch.get_default_dtype()
     previous_log = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # config warnings about ids, printed at every build
-    torch.set_default_dtype(float_dtype)
     try:
-        with init_empty_weights(include_buffers=meta_buffers):
+        with building(float_dtype), init_empty_weights(include_buffers=meta_buffers):
             model = model_class(family)(config)
     finally:
-        torch.set_default_dtype(previous_dtype)
         hf_logging.set_verbosity(previous_log)
     return model.eval()
 

@@ -21,6 +21,7 @@ import torch
 
 from app.model import checkpoint
 from app.model import quant as quant_lib
+from app.model.building import building
 from app.model.contract import BackendError, Quant
 from app.model.memory_plan import Plan
 from app.model.minicpm_o.config import MiniCPMOConfig
@@ -52,13 +53,8 @@ def skeleton(config: MiniCPMOConfig, dtype: torch.dtype = torch.float32) -> Mini
     """The module tree with its parameters on the meta device (buffers real), in eval mode."""
     from accelerate import init_empty_weights
 
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with init_empty_weights(include_buffers=False):
-            model = MiniCPMO(config)
-    finally:
-        torch.set_default_dtype(previous)
+    with building(dtype), init_empty_weights(include_buffers=False):
+        model = MiniCPMO(config)
     return model.eval()
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from app.model.building import building
 from app.model.moshi import layout
 from app.model.moshi.text import TEXT_EPAD_ID, TEXT_PAD_ID, WORD_BOUNDARY
 
@@ -125,7 +126,8 @@ def _tiny_model(seed: int):  # -> MoshiForConditionalGeneration
     from transformers import MoshiForConditionalGeneration
 
     torch.manual_seed(seed)
-    model = MoshiForConditionalGeneration(tiny_config()).eval()
+    with building(torch.float32):
+        model = MoshiForConditionalGeneration(tiny_config()).eval()
     _make_audible(model, seed)
     return model
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from app.model.building import building
+
 # Byte-level BPE alphabet (the GPT-2 byte → printable character map), written out here
 # so that the tiny tokenizer needs no vocabulary file from anywhere.
 
@@ -265,10 +267,11 @@ def _build(folder: Path, min_answer_tokens: int, seed: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     vocab = tiny_vocab()
     config = _tiny_config(vocab)
-    torch.manual_seed(seed)
-    model = Qwen2_5OmniForConditionalGeneration(config)
-    model.eval()
-    _make_audible(model, seed)
+    with building(torch.float32):
+        torch.manual_seed(seed)
+        model = Qwen2_5OmniForConditionalGeneration(config)
+        model.eval()
+        _make_audible(model, seed)
     eos = [vocab["<|im_end|>"], vocab["<|endoftext|>"]]
     model.generation_config.eos_token_id = eos
     model.save_pretrained(folder, safe_serialization=True)
