@@ -216,7 +216,8 @@ def _speaker_dict(config, vocab: dict[str, int], gen: torch.Generator) -> dict[s
 
 
 def _make_audible(model, seed: int) -> None:
-    """Scale the vocoder's last conv so random codes come out at about _TARGET_RMS."""
+    """Scale the vocoder's last conv so random codes come out at about _TARGET_RMS with
+    the flow steps the tiny model runs with."""
     t2w = model.token2wav
     dit = t2w.config.dit_config
     gen = torch.Generator().manual_seed(seed + 1)
@@ -226,7 +227,7 @@ def _make_audible(model, seed: int) -> None:
             codes,
             conditioning=torch.randn(1, dit.enc_emb_dim, generator=gen),
             reference_mel=torch.randn(1, 60, dit.mel_dim, generator=gen),
-            num_steps=4,
+            num_steps=TINY_FLOW_STEPS,  # as the stream will run it
         )
         rms = float(wave.float().pow(2).mean().sqrt())
         if rms > 0:
