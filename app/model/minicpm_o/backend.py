@@ -56,6 +56,7 @@ from app.model.contract import (
 from app.model.minicpm_o import protocol, schedule
 from app.model.minicpm_o.duplex import DuplexDecoder, Sampling, UnitResult
 from app.model.minicpm_o.protocol import SpecialIds, Window
+from app.model.voice_file import read_mono
 
 log = logging.getLogger(__name__)
 
@@ -261,22 +262,8 @@ class MiniCPMOBackend:
 
 def read_recording(path: Path) -> np.ndarray:
     """A voice recording as 16 kHz mono float32."""
-    import soundfile
-
     path = Path(path).expanduser()
-    try:
-        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises its own LibsndfileError
-        raise BackendError(f"the voice recording {path} cannot be read ({exc})",
-                           hint="use a WAV or FLAC file") from exc
-    mono = audio.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
-        g = gcd(int(rate), SAMPLE_RATE)
-        mono = resample_poly(mono, SAMPLE_RATE // g, int(rate) // g).astype(np.float32)
+    mono = read_mono(path, SAMPLE_RATE)
     if mono.size == 0:
         raise BackendError(f"the voice recording {path.name} is empty",
                            hint="use a few seconds of clear speech")

@@ -30,6 +30,7 @@ from app.model.contract import BackendError
 from app.model.moshi.codec import FRAME_SAMPLES, StreamingEncoder
 from app.model.moshi.engine import NUM_CODEBOOKS, Forced
 from app.model.moshi.text import TextVocab, system_prompt
+from app.model.voice_file import read_mono
 
 SAMPLE_RATE = 24000
 FRAME_RATE = 12.5
@@ -70,27 +71,13 @@ def sine_codes(mimi: torch.nn.Module) -> tuple[int, ...]:
 
 def read_voice(path: Path) -> np.ndarray:
     """A voice recording as 24 kHz mono float32 at VOICE_LEVEL_DBFS RMS."""
-    import soundfile
-
     if path.suffix.lower() == ".pt":
         raise BackendError(
             f"{path.name} is a PersonaPlex prepared voice (its own generator state), which "
             "Duetto does not read",
             hint="use the voice's recording (a .wav) instead; Duetto prepares and caches it",
         )
-    try:
-        audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except Exception as exc:  # soundfile raises its own LibsndfileError
-        raise BackendError(f"the voice recording {path} cannot be read ({exc})",
-                           hint="use a WAV or FLAC file") from exc
-    mono = audio.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
-        g = gcd(int(rate), SAMPLE_RATE)
-        mono = resample_poly(mono, SAMPLE_RATE // g, int(rate) // g).astype(np.float32)
+    mono = read_mono(path, SAMPLE_RATE)
     if mono.size < FRAME_SAMPLES:
         raise BackendError(f"the voice recording {path.name} is shorter than 80 ms",
                            hint="use a few seconds of clear speech")
