@@ -236,8 +236,9 @@ class MiniCPMOBackend:
             t_encoded = time.perf_counter()
             forced = control.barge_in or control.force_listen or self._interrupt.is_set()
             self._interrupt.clear()
-            if self.schedule is not None:  # a tiny test model's script hears the flow too
-                self.schedule.hear(self._decoder.state.units, control)
+            hear = getattr(self.schedule, "hear", None)
+            if hear is not None:  # a tiny test model's script hears the flow too
+                hear(self._decoder.state.units, control, audio)
             result = self._decoder.step(protocol.unit_prefill(self._ids, frames, heard),
                                         force_listen=forced, stop=self._interrupt)
             self.results.append(result)

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from app.model.contract import Control
 from app.model.minicpm_o.protocol import SpecialIds
 
@@ -37,8 +39,9 @@ class _Scripted:
     def last_of_run(self, unit: int) -> bool:
         raise NotImplementedError
 
-    def hear(self, unit: int, control: Control) -> None:
-        """The flow's control for `unit`, before it is decoded (ReplySchedule uses it)."""
+    def hear(self, unit: int, control: Control, audio: np.ndarray | None = None) -> None:
+        """The flow's control and the audio of `unit`, before it is decoded (ReplySchedule
+        uses them)."""
 
     def steer(self, ids: SpecialIds, tokenizer):
         """The decoder's steer: (unit, step, turn open) -> {token id: bias}."""
@@ -81,21 +84,51 @@ class SpeakSchedule(_Scripted):
 
 class ReplySchedule(_Scripted):
     """The model answers each turn of the user's: it speaks `answer_units` units from the
-    unit that comes with `turn_ended` (the flow's end-of-turn decision), and stops at a
-    barge-in. For scripted conversations (`duetto bench duplex`), where the user's turns
-    fall wherever the scenario puts them; a real model decides this itself."""
+    unit in which the user stopped talking, and stops at a barge-in. For scripted
+    conversations (`duetto bench duplex`), where turns fall wherever the scenario puts
+    them; a real model decides this itself, from what it hears.
 
-    def __init__(self, answer_units: int) -> None:
+    "Stopped talking", as a stand-in for the model's own judgement: the unit's audio had
+    speech (a 100 ms frame above SPEECH_DBFS) in it or in the unit before, and its last
+    QUIET_TAIL_S are below it; or the flow says the turn ended (after a barge-in's hold).
+    """
+
+    SPEECH_DBFS = -35.0
+    QUIET_TAIL_S = 0.3
+    FRAME_S = 0.1
+
+    def __init__(self, answer_units: int, rate: int = 16000) -> None:
         if answer_units < 1:
             raise ValueError(f"an answer needs at least one unit, got {answer_units}")
         self.answer_units = answer_units
+        self.rate = rate
         self._run: tuple[int, int] | None = None  # [first, end) of the answer in progress
+        self._talked = False  # the user's speech was heard since the last answer began
 
-    def hear(self, unit: int, control: Control) -> None:
+    def hear(self, unit: int, control: Control, audio: np.ndarray | None = None) -> None:
+        loud = self._loud_frames(audio)
         if control.barge_in or control.force_listen:
             self._run = None  # the forced listen closes the turn; nothing more to say
-        elif control.turn_ended and not self.speaks(unit):
+            self._talked = True
+            return
+        if self.speaks(unit):
+            return
+        tail = max(1, round(self.QUIET_TAIL_S / self.FRAME_S))
+        stopped = self._talked or any(loud)
+        stopped = stopped and len(loud) >= tail and not any(loud[-tail:])
+        if control.turn_ended or stopped:
             self._run = (unit, unit + self.answer_units)
+            self._talked = False
+        elif any(loud):
+            self._talked = True
+
+    def _loud_frames(self, audio: np.ndarray | None) -> list[bool]:
+        if audio is None or audio.size == 0:
+            return []
+        n = max(1, round(self.FRAME_S * self.rate))
+        frames = audio[: audio.size // n * n].reshape(-1, n).astype(np.float64)
+        rms = np.sqrt(np.mean(frames * frames, axis=1)) + 1e-12
+        return list(20 * np.log10(rms) > self.SPEECH_DBFS)
 
     def speaks(self, unit: int) -> bool:
         return self._run is not None and self._run[0] <= unit < self._run[1]
@@ -109,6 +142,7 @@ def write(folder: Path, runs: Sequence[tuple[int, int]]) -> None:
     path = Path(folder) / META
     meta = _meta(folder)
     meta["tiny"] = True
+    meta.pop("reply_units", None)
     meta["speak_runs"] = [[int(a), int(b)] for a, b in runs]
     SpeakSchedule(tuple((a, b) for a, b in meta["speak_runs"]))  # refuse a bad one now
     path.write_text(json.dumps(meta, indent=1), encoding="utf-8")
