@@ -12,6 +12,13 @@ its cases: a turn's first unit (the end code allowed), units in the middle of a 
 own <|chunk_eos|> (the end code allowed, the cache dropped), listening units (no
 speech), a second turn from a fresh cache, and a unit with no words after its first
 step (the condition is the audio-BOS position alone).
+
+The random tiny decoder never draws the end code by itself, so a second instrument,
+`EndCodeSteer` (a forward hook on the code head, the same on both sides), raises the end
+code's logit at (unit, step) of TTS_STEER: a turn's first unit stops early, a unit
+mid-turn must not (the end code is forbidden there), a turn's last unit stops early,
+and a turn's first unit stops at its first step (no codes; the cache holds the
+condition alone, and the next unit goes on from it).
 """
 
 from __future__ import annotations
@@ -38,6 +45,38 @@ STEER: dict[tuple[int, int], str] = {
     (7, 4): "<|chunk_eos|>",
     (8, 0): "<|listen|>",
 }
+
+
+# (unit, TTS step) -> bias on the end code's logit, in the greedy run only.
+TTS_STEER_BIAS = 100.0
+TTS_STEER: dict[tuple[int, int], float] = {
+    (1, 10): TTS_STEER_BIAS,   # a turn's first unit: stops after 10 codes
+    (2, 5): TTS_STEER_BIAS,    # mid-turn: the end code is forbidden, 25 codes anyway
+    (3, 12): TTS_STEER_BIAS,   # the turn's last unit: stops after 12 codes
+    (5, 0): TTS_STEER_BIAS,    # turn 2's first unit: stops at once, no codes
+}
+
+
+class EndCodeSteer:
+    """A forward hook on the speech decoder's code head (`head_code[0]`, one call per
+    generation step in both implementations) adding TTS_STEER's bias to the end code's
+    logit at step `calls` of the unit set by `begin`."""
+
+    def __init__(self, head, end_code: int) -> None:
+        self.end_code, self.unit, self.calls = end_code, -1, 0
+        self.handle = head.register_forward_hook(self)
+
+    def begin(self, unit: int) -> None:
+        self.unit, self.calls = unit, 0
+
+    def __call__(self, module, args, output):
+        bias = TTS_STEER.get((self.unit, self.calls))
+        self.calls += 1
+        if not bias:
+            return None
+        output = output.clone()
+        output[..., self.end_code] += bias
+        return output
 
 
 def steer(unit: int, step: int) -> dict[str, float]:
