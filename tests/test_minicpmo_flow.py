@@ -78,6 +78,21 @@ def test_a_flow_pt_of_another_tree_is_refused_with_the_differences(tmp_path, tin
         FlowModel.load(tmp_path)
 
 
+class _Payload:
+    """A pickled object: what weights_only loading must refuse to build."""
+
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_a_flow_pt_that_would_run_code_is_refused(tmp_path, tiny_folder, capsys):
+    (tmp_path / "flow.yaml").write_text((tiny_folder / "flow.yaml").read_text())
+    torch.save({"x": _Payload()}, tmp_path / "flow.pt")
+    with pytest.raises(FlowLoadError, match="not a plain tensor file"):
+        FlowModel.load(tmp_path)
+    assert "this must never run" not in capsys.readouterr().out
+
+
 def test_chunks_give_two_frames_per_code_and_the_caches_stay_bounded(tiny_flow):
     prompt = _prompt(20)
     cache = tiny_flow.setup_cache(prompt, n_timesteps=4)

@@ -159,12 +159,23 @@ class FlowModel(nn.Module):
              dtype: torch.dtype = torch.float32) -> FlowModel:
         """flow.yaml + flow.pt from the checkpoint's token2wav folder."""
         folder = Path(folder)
-        model = cls(read_flow_yaml(folder / "flow.yaml"))
+        config = read_flow_yaml(folder / "flow.yaml")
+        # Built without memory or random init (the tree holds no buffers), then given the
+        # file's tensors themselves.
+        with torch.device("meta"):
+            model = cls(config)
         # weights_only=True: torch's restricted unpickler (tensors and plain containers
         # only), the safe way to read a .pt file; nothing in it can run code.
-        state = torch.load(folder / "flow.pt", map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(folder / "flow.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many kinds for a bad file
+            raise FlowLoadError(f"{folder / 'flow.pt'} is not a plain tensor file that can be "
+                                f"read safely ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(state, dict):
+            raise FlowLoadError(f"{folder / 'flow.pt'} holds a {type(state).__name__}, "
+                                "not a state dict of tensors")
         check_state_keys(model, state, folder / "flow.pt")
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
         return model.to(device=device, dtype=dtype).eval()
 
     def _speaker(self, prompt: VoicePrompt) -> torch.Tensor:
