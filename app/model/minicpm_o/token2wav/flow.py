@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.model.building import building
 from app.model.minicpm_o.token2wav.conformer import ConformerCache, UpsampleConformerEncoder
 from app.model.minicpm_o.token2wav.dit import DiT, DiTCache
 from app.model.minicpm_o.token2wav.flow_yaml import EstimatorConfig, FlowConfig, read_flow_yaml
@@ -162,7 +163,7 @@ class FlowModel(nn.Module):
         config = read_flow_yaml(folder / "flow.yaml")
         # Built without memory or random init (the tree holds no buffers), then given the
         # file's tensors themselves.
-        with torch.device("meta"):
+        with building(torch.float32), torch.device("meta"):
             model = cls(config)
         # weights_only=True: torch's restricted unpickler (tensors and plain containers
         # only), the safe way to read a .pt file; nothing in it can run code.
@@ -185,6 +186,8 @@ class FlowModel(nn.Module):
     def _embed(self, codes: torch.Tensor) -> torch.Tensor:
         if codes.dim() != 2 or codes.shape[0] != 1:
             raise ValueError(f"codes must be [1, T], got {tuple(codes.shape)}")
+        if codes.shape[1] == 0:
+            raise ValueError("no speech codes to run (an empty chunk)")
         low, high = int(codes.min()), int(codes.max())
         if low < 0 or high >= self.config.vocab_size:
             raise ValueError(f"speech codes must be in [0, {self.config.vocab_size}), got "
