@@ -18,9 +18,15 @@ from app.model.minicpm_o.token2wav.flow import (
     CACHE_TAIL_FRAMES,
     FlowLoadError,
     FlowModel,
+    cache_bytes,
     flow_noise,
 )
-from app.model.minicpm_o.token2wav.flow_yaml import FlowYamlError, flow_yaml_text, parse_flow_yaml
+from app.model.minicpm_o.token2wav.flow_yaml import (
+    FlowYamlError,
+    flow_yaml_text,
+    parse_flow_yaml,
+    published_flow_config,
+)
 from app.model.minicpm_o.token2wav.prompt import VoicePrompt
 from app.model.minicpm_o.token2wav.tiny_flow import tiny_flow_config, write_tiny_flow
 
@@ -119,6 +125,9 @@ def test_chunks_give_two_frames_per_code_and_the_caches_stay_bounded(tiny_flow):
         frames_seen.append(cache.frames)
     assert frames_seen == [90, 140, 140, 140, 140]  # cut to prompt + 100 from the third
     assert cache.conformer.att.shape[3] == 40 + CACHE_TAIL_FRAMES
+    held = sum(t.numel() * t.element_size() for t in (
+        cache.estimator_att, cache.estimator_cnn, cache.conformer.att, cache.conformer.cnn))
+    assert cache_bytes(tiny_flow.config, 40, 4) == held
     mel, cache = tiny_flow.inference_chunk(codes[:, 125:135], prompt, cache, last=True,
                                            n_timesteps=4)
     assert mel.shape == (1, 80, 20)  # the last chunk: every code gives its frames
@@ -225,9 +234,13 @@ def test_streamed_mel_equals_the_reference_chunk_by_chunk(tiny_flow, golden, run
 def test_full_size_tree_matches_the_published_flow_key_list():
     record = json.loads(gzip.decompress((KEYLISTS / "minicpm-o-4.5-flow.json.gz").read_bytes()))
     want = {k: tuple(v) for k, v in record["files"]["flow.pt"]["tensors"].items()}
-    with torch.device("meta"):  # the published widths, read by our own flow.yaml reader
-        model = FlowModel(parse_flow_yaml(record["flow_yaml"]))
+    published = parse_flow_yaml(record["flow_yaml"])  # by our own safe reader
+    assert published == published_flow_config()
+    with torch.device("meta"):
+        model = FlowModel(published)
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert sorted(set(want) - set(got)) == [] and sorted(set(got) - set(want)) == []
     assert {k: v for k, v in got.items() if want[k] != v} == {}
     assert sum(math.prod(s) for s in got.values()) == 155_802_352  # 594 MiB of float32
+    # A 10 s voice prompt (500 frames), 10 steps, float32: what the stream keeps per voice.
+    assert cache_bytes(published, 500, 10) / 2**30 == pytest.approx(0.76, abs=0.01)

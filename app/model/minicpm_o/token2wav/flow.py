@@ -253,6 +253,26 @@ def trim_cache(cache: FlowCache, tail: int = CACHE_TAIL_FRAMES) -> FlowCache:
                      cache.n_timesteps)
 
 
+def cache_bytes(config: FlowConfig, prompt_frames: int, n_timesteps: int,
+                bytes_per_value: int = 4) -> int:
+    """Bytes a FlowCache holds between chunks once a turn has run long enough to be cut
+    (prompt + 100 frames). A chunk briefly holds about twice that (the old cache and the
+    new one before the cut) plus its own activations.
+
+    The DiT's attention cache is most of it: steps x blocks x 2 passes x heads x frames x
+    2 head_dim; for the published flow, a 10 s prompt (500 frames) and 10 steps, 0.76 GiB
+    in float32.
+    """
+    frames = prompt_frames + CACHE_TAIL_FRAMES
+    est, enc = config.estimator, config.encoder
+    estimator_att = n_timesteps * est.depth * 2 * est.num_heads * frames * 2 * est.head_dim
+    estimator_cnn = n_timesteps * est.depth * 2 * 2 * est.hidden_size * 2
+    layers = enc.num_blocks + enc.num_up_blocks
+    conformer_att = layers * frames * 2 * enc.output_size
+    conformer_cnn = enc.output_size * (2 + 2 * enc.up_stride)
+    return bytes_per_value * (estimator_att + estimator_cnn + conformer_att + conformer_cnn)
+
+
 def _check_steps(n_timesteps: int) -> None:
     if not 1 <= n_timesteps <= 100:
         raise ValueError(f"n_timesteps must be 1..100, got {n_timesteps}")
