@@ -239,7 +239,14 @@ def trim_cache(cache: FlowCache, tail: int = CACHE_TAIL_FRAMES) -> FlowCache:
     """Cut both attention caches to the prompt's frame count + `tail`, as 1.0.6's
     Token2wav.stream does after each chunk: the first `prompt_frames` entries along time
     and the last `tail`, in each cache's own order. That keeps attention and the
-    conformer's relative positions bounded however long a turn runs."""
+    conformer's relative positions bounded however long a turn runs.
+
+    What survives is not "the prompt and the last 100 frames" for both. The conformer's
+    cache is oldest-first, so it keeps the prompt's frames and the latest 100 (read back
+    through its doubled layout, see conformer.py). The DiT's cache is newest-first, so
+    it keeps the newest `prompt_frames` frames and the oldest 100, which once the turn
+    is long are the prompt's last 100: a long turn's DiT sees less and less of the voice
+    prompt. Kept as it is, because the reference's output is what we match."""
     keep = cache.prompt_frames + tail
     att, conformer = cache.estimator_att, cache.conformer
     if att.shape[4] > keep:
