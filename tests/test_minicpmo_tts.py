@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from app.model.minicpm_o.duplex import UnitResult
 from app.model.minicpm_o.tts import SpeechCodes, SpeechSampling, SpeechStream
 from tests import minicpmo_tts_inputs as ti
-from tests.minicpmo_tiny import tiny_folder, tiny_loaded
+from tests.minicpmo_tiny import built_as, tiny_loaded
 
 GOLDENS = Path(__file__).parent / "data" / "minicpmo_goldens"
 TOLERANCE = 1e-4
@@ -40,7 +40,7 @@ def tensors() -> dict[str, torch.Tensor]:
 def loaded(golden):
     """The tiny checkpoint the goldens were recorded on; refused if it is not the same."""
     meta = golden["checkpoint"]["builder_meta"]
-    assert json.loads((tiny_folder() / "duetto.json").read_text()) == meta
+    assert built_as(meta), f"the shared tiny checkpoint is not built as the goldens' ({meta})"
     loaded = tiny_loaded()
     state = loaded.model.state_dict()
     for name, (s, s2) in golden["weights"].items():
