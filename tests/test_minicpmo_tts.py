@@ -140,6 +140,7 @@ def test_a_scripted_session_gives_the_official_speech_codes(golden, tensors, loa
         assert diff < TOLERANCE, f"unit {k}: condition max difference {diff:.2e}"
         assert list(speech.codes) == want["tts"]["codes"], f"unit {k}: codes"
         assert speech.turn_ended == want["end_of_turn"], f"unit {k}: turn end"
+        assert speech.turn_started == (want["tts"]["text_start_pos"] == 0), f"unit {k}"
         assert not speech.interrupted
 
 
@@ -172,8 +173,10 @@ def test_the_cache_carries_across_a_turn_and_is_dropped_at_its_end(loaded):
     stream = SpeechStream(loaded.model.tts, sampling=SpeechSampling(greedy=True))
     first = stream.feed(_unit(loaded, words=4))
     assert stream.in_turn and stream.cache_length == 5 + len(first.codes)
+    assert first.turn_started and not first.turn_ended
     mid = stream.feed(_unit(loaded, words=3))
     assert len(mid.codes) == 25 and stream.cache_length == 5 + len(first.codes) + 4 + 25
+    assert not mid.turn_started
     last = stream.feed(_unit(loaded, words=2, turn_open=False, turn_ended=True))
     assert last.turn_ended and not last.interrupted and not stream.in_turn
     # A new turn starts from nothing: the same words give the first unit's codes again.
