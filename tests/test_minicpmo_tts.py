@@ -26,6 +26,16 @@ GOLDENS = Path(__file__).parent / "data" / "minicpmo_goldens"
 TOLERANCE = 1e-4
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny decoder's ops are small: on a busy 2-core box, torch's threads waiting on
+    each other cost more than they share (about 8x here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def golden() -> dict:
     return json.loads((GOLDENS / "tts.json").read_text())
@@ -117,15 +127,23 @@ def _session(loaded, tmp_path, sampling: SpeechSampling, *, end_steer: bool):
     return out
 
 
+@pytest.fixture(scope="module")
+def sessions(golden, loaded, tmp_path_factory) -> dict:
+    """Our runs of the golden session: greedy with the end-code steer, and sampled."""
+    return {
+        "greedy": _session(loaded, tmp_path_factory.mktemp("greedy"),
+                           SpeechSampling(greedy=True), end_steer=True),
+        "sampled": _session(loaded, tmp_path_factory.mktemp("sampled"),
+                            SpeechSampling(seed=golden["sampled"]["seed"]), end_steer=False),
+    }
+
+
 @pytest.mark.parametrize("run", ["greedy", "sampled"])
-def test_a_scripted_session_gives_the_official_speech_codes(golden, tensors, loaded, tmp_path,
-                                                             run):
+def test_a_scripted_session_gives_the_official_speech_codes(golden, tensors, sessions, run):
     """Every unit: the LLM's tokens, the TTS condition within 1e-4, and the codes equal
     the official loop's; no speech where it made none; the turn ends where it did."""
     record = golden[run]
-    sampling = (SpeechSampling(greedy=True) if run == "greedy"
-                else SpeechSampling(seed=record["seed"]))
-    got = _session(loaded, tmp_path, sampling, end_steer=run == "greedy")
+    got = sessions[run]
     assert len(got) == len(record["units"])
     for (result, condition, speech), want in zip(got, record["units"], strict=True):
         k = want["unit"]
@@ -202,9 +220,8 @@ def test_a_barge_in_drops_the_turn_without_speech(loaded):
     assert stopped.interrupted and stopped.codes == ()
 
 
-def test_listening_units_make_no_speech_and_carry_no_hidden_states(loaded, tmp_path):
-    got = _session(loaded, tmp_path, SpeechSampling(greedy=True), end_steer=False)
-    for result, _, speech in got:
+def test_listening_units_make_no_speech_and_carry_no_hidden_states(loaded, sessions):
+    for result, _, speech in sessions["greedy"]:
         if result.speaking:
             assert result.text_hidden is not None or not result.text_ids
             if result.text_hidden is not None:
