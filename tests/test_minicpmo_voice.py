@@ -283,3 +283,8 @@ def test_a_write_that_fails_leaves_no_temporary_file(voice, encoders_dir, monkey
     cache = VoiceCache(VoiceEncoders(encoders_dir))
     assert cache.prompt_for(voice) is not None
     assert sorted(p.name for p in voice.parent.iterdir()) == ["me.wav"]
+
+
+def test_a_missing_recording_is_a_clear_error(tmp_path, encoders_dir):
+    with pytest.raises(BackendError, match="cannot be read"):
+        VoiceCache(VoiceEncoders(encoders_dir)).prompt_for(tmp_path / "gone.wav")

@@ -30,6 +30,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from app.model.contract import BackendError
 from app.model.minicpm_o.token2wav.prompt import VoicePrompt
 from app.model.minicpm_o.token2wav.voice_encoders import VoiceEncoders, file_sha256
 
@@ -147,7 +148,12 @@ class VoiceCache:
         docstring). Errors reading the recording or running the encoders are raised
         (BackendError with what to do); cache problems never are."""
         recording = Path(recording).expanduser()
-        recording_sha = hashlib.sha256(recording.read_bytes()).hexdigest()
+        try:
+            recording_sha = hashlib.sha256(recording.read_bytes()).hexdigest()
+        except OSError as exc:
+            raise BackendError(f"the voice recording {recording} cannot be read ({exc})",
+                               hint="record the persona's voice again or pick the file again"
+                               ) from exc
         candidates = [self.beside(recording)]
         fallback = self._fallback(recording_sha)
         if fallback is not None:
