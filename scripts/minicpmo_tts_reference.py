@@ -25,6 +25,16 @@ LLM (the official code then runs the TTS "eager").
     .venv/bin/python -m app models tiny minicpm-o /tmp/mcpo-tiny      # Duetto's environment
     /work/mcpo-ref-env/bin/python scripts/minicpmo_tts_reference.py tts \
         --official SRC/MiniCPMO45 --checkpoint /tmp/mcpo-tiny
+
+* `voice`: minicpmo-utils 1.0.6's `Token2wav._prepare_prompt` (the voice prompt: speech
+  codes, CAM++ embedding, 24 kHz prompt mel) of generated recordings
+  (tests/minicpmo_tts_inputs.py) on the tiny ONNX encoders, with the features on the way.
+  -> tests/data/minicpmo_goldens/voice_prompt.{json,safetensors}
+
+    .venv/bin/python -c "from app.model.minicpm_o.token2wav.tiny_voice import \
+        write_tiny_voice_encoders as w; w('/tmp/mcpo-voice', 0)"
+    /work/mcpo-ref-env/bin/python scripts/minicpmo_tts_reference.py voice \
+        --encoders /tmp/mcpo-voice
 """
 
 from __future__ import annotations
@@ -233,6 +243,149 @@ def tts_goldens(src: Path, checkpoint: Path, out: Path) -> None:
     print(f"wrote {out}/tts.json and tts.safetensors ({len(tensors)} tensors)")
 
 
+# --- the voice prompt ----------------------------------------------------------------------
+
+
+class OrtTokenizer:
+    """Stands in for s3tokenizer's torch port (which cannot read a tiny graph: it maps the
+    published graph's node names onto its own modules): `quantize` runs the same ONNX
+    file with onnxruntime, on the features _prepare_prompt gives it."""
+
+    def __init__(self, path: Path):
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(str(path),
+                                                    providers=["CPUExecutionProvider"])
+
+    def quantize(self, mels, mels_lens):
+        import numpy as np
+        import torch
+
+        feats, length = (i.name for i in self.session.get_inputs()[:2])
+        out = self.session.run(None, {feats: mels.numpy().astype(np.float32),
+                                      length: mels_lens.numpy().astype(np.int32)})[0]
+        codes = torch.from_numpy(np.asarray(out).reshape(1, -1).astype(np.int32))
+        return codes, torch.tensor([codes.shape[1]], dtype=torch.int32)
+
+
+def _cpu_only() -> None:
+    """1.0.6 moves tensors with .cuda(): on this CPU-only run they stay where they are."""
+    import torch
+
+    torch.Tensor.cuda = lambda self, *a, **k: self
+    torch.nn.Module.cuda = lambda self, *a, **k: self
+    make = torch.tensor
+
+    def on_cpu(*args, device=None, **kwargs):  # torch.tensor(..., device='cuda')
+        return make(*args, **kwargs)
+
+    torch.tensor = on_cpu
+
+
+def voice_goldens(encoders: Path, out: Path) -> None:
+    import types
+
+    import onnxruntime
+    import s3tokenizer
+    import torch
+    import torchaudio.compliance.kaldi as kaldi
+    from safetensors.torch import save_file
+    from stepaudio2.token2wav import Token2wav
+
+    from tests import minicpmo_tts_inputs as ti
+
+    _cpu_only()
+    tokenizer_path = encoders / "speech_tokenizer_v2_25hz.onnx"
+    speaker_path = encoders / "campplus.onnx"
+    try:
+        s3tokenizer.load_model(str(tokenizer_path))
+        torch_port = "s3tokenizer.load_model read the tiny file"
+    except Exception as exc:  # what the torch port says about a graph that is not the published one
+        import traceback
+
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        torch_port = (f"s3tokenizer.load_model refuses the tiny file: {type(exc).__name__} at "
+                      f"{Path(where.filename).name}:{where.lineno} `{where.line}` (onnx2torch "
+                      "renames the published graph's weights by its node names, then loads "
+                      "them strictly into its 6-block, 1280-wide encoder)")
+    print(torch_port)
+
+    option = onnxruntime.SessionOptions()
+    option.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    option.intra_op_num_threads = 1
+    # What _prepare_prompt reads from self: the tokenizer, CAM++ as Token2wav.__init__
+    # makes it (onnxruntime), the flow's up_rate (2 in the published flow.yaml).
+    host = types.SimpleNamespace(
+        audio_tokenizer=OrtTokenizer(tokenizer_path),
+        spk_model=onnxruntime.InferenceSession(str(speaker_path), sess_options=option,
+                                               providers=["CPUExecutionProvider"]),
+        flow=types.SimpleNamespace(up_rate=2))
+    tmp = Path(tempfile_dir())
+    tensors, records = {}, []
+    for path in ti.write_voice_recordings(tmp):
+        tokens, _, spk, mels, _ = Token2wav._prepare_prompt(host, str(path))
+        # The features on the way, by the same library calls _prepare_prompt makes.
+        audio = s3tokenizer.load_audio(str(path), sr=16000)
+        log_mel = s3tokenizer.log_mel_spectrogram(audio)
+        fbank = kaldi.fbank(audio.unsqueeze(0), num_mel_bins=80, dither=0, sample_frequency=16000)
+        fbank = fbank - fbank.mean(dim=0, keepdim=True)
+        key = path.stem
+        tensors.update({f"{key}.tokens": tokens.to(torch.int32), f"{key}.speaker": spk.float(),
+                        f"{key}.mel": mels.float(), f"{key}.tokenizer_log_mel": log_mel,
+                        f"{key}.speaker_fbank": fbank})
+        if ti.VOICE_RECORDINGS[len(records)][1] != 16000:  # the resampler's output
+            tensors[f"{key}.audio16k"] = audio
+        records.append({"file": path.name, "tokens": int(tokens.shape[1]),
+                        "mel_frames": int(mels.shape[1])})
+        print(f"{path.name}: {tokens.shape[1]} codes, mel {tuple(mels.shape)}")
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in tensors.items()},
+              str(out / "voice_prompt.safetensors"), metadata={"format": "pt"})
+    import importlib.metadata as md
+
+    record = {
+        "made_by": "scripts/minicpmo_tts_reference.py voice",
+        "reference": "stepaudio2.Token2wav._prepare_prompt (minicpmo-utils "
+                     f"{md.version('minicpmo-utils')}), called on a stand-in self",
+        "versions": {**ref._versions(), "torchaudio": md.version("torchaudio"),
+                     "onnxruntime": md.version("onnxruntime"),
+                     "s3tokenizer (inside minicpmo-utils)": "1.0.6's copy"},
+        "encoders": {
+            "how": "app/model/minicpm_o/token2wav/tiny_voice.py write_tiny_voice_encoders"
+                   "(folder, seed=0)",
+            "sha256": {p.name: ref_sha256(p) for p in (tokenizer_path, speaker_path)},
+        },
+        "replaced_in_the_reference": [
+            "self.audio_tokenizer: s3tokenizer's torch port of the published ONNX graph cannot "
+            f"read a tiny graph ({torch_port}); the same ONNX file runs on onnxruntime instead, "
+            "given _prepare_prompt's own features",
+            "Tensor.cuda and Module.cuda: no-ops, torch.tensor's device argument dropped "
+            "(CPU only)",
+        ],
+        "inputs": "tests/minicpmo_tts_inputs.py write_voice_recordings (PCM_16 WAV files)",
+        "recordings": records,
+        "tensors": "voice_prompt.safetensors: per recording <stem>.tokens [1, N] int32, "
+                   ".speaker [1, 192], .mel [1, 2N, 80] (_prepare_prompt's outputs), and the "
+                   "features on the way: .audio16k (files not at 16 kHz), "
+                   ".tokenizer_log_mel [128, frames], "
+                   ".speaker_fbank [frames, 80]",
+    }
+    (out / "voice_prompt.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {out}/voice_prompt.json and voice_prompt.safetensors")
+
+
+def tempfile_dir() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="mcpo-voice-")
+
+
+def ref_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -241,9 +394,15 @@ def main() -> None:
     t.add_argument("--checkpoint", type=Path, required=True,
                    help="a tiny checkpoint folder (duetto models tiny minicpm-o DIR)")
     t.add_argument("--out", type=Path, default=GOLDENS)
+    v = sub.add_parser("voice", help="1.0.6's voice prompt of generated recordings")
+    v.add_argument("--encoders", type=Path, required=True,
+                   help="a folder with the two ONNX encoders (write_tiny_voice_encoders)")
+    v.add_argument("--out", type=Path, default=GOLDENS)
     args = parser.parse_args()
     if args.what == "tts":
         tts_goldens(args.official, args.checkpoint.resolve(), args.out)
+    elif args.what == "voice":
+        voice_goldens(args.encoders.resolve(), args.out)
 
 
 if __name__ == "__main__":

@@ -92,3 +92,37 @@ def unit_audio(index: int) -> np.ndarray:
 
 def ref_audio() -> np.ndarray:
     return inputs.ref_audio()
+
+
+# --- voice prompt recordings ------------------------------------------------------------
+
+# (file name, rate, seconds): the persona page's 16 kHz, and a 44.1 kHz file (resampled
+# to 16 and 24 kHz on the way in).
+VOICE_RECORDINGS = (("voice_16k.wav", 16_000, 10.0), ("voice_44k.wav", 44_100, 6.0))
+
+
+def voice_recording(rate: int, seconds: float) -> np.ndarray:
+    """Speech-like audio at `rate` (gliding harmonics, syllable-rate loudness, a pause),
+    rounded to 16-bit steps so that a PCM_16 file holds exactly these samples."""
+    t = np.arange(round(seconds * rate), dtype=np.float64) / rate
+    pitch = 180.0 * (1.0 + 0.2 * np.sin(2 * np.pi * 0.6 * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    voice = sum(np.sin(k * phase) / k for k in (1, 2, 3, 4, 6))
+    envelope = 0.4 + 0.6 * np.sin(2 * np.pi * 3.5 * t) ** 2
+    envelope = np.where((t % 3.0) > 2.6, 0.02, envelope)
+    wave = 0.25 * voice * envelope
+    return np.round(wave * 32767).astype(np.int16).astype(np.float32) / 32768
+
+
+def write_voice_recordings(folder) -> list:
+    """The VOICE_RECORDINGS as PCM_16 WAV files in `folder`; their paths."""
+    from pathlib import Path
+
+    import soundfile
+
+    paths = []
+    for name, rate, seconds in VOICE_RECORDINGS:
+        path = Path(folder) / name
+        soundfile.write(str(path), voice_recording(rate, seconds), rate, subtype="PCM_16")
+        paths.append(path)
+    return paths

@@ -20,10 +20,20 @@ from safetensors.torch import load_file
 from app.model.minicpm_o.duplex import UnitResult
 from app.model.minicpm_o.tts import SpeechCodes, SpeechSampling, SpeechStream
 from tests import minicpmo_tts_inputs as ti
-from tests.minicpmo_tiny import tiny_folder, tiny_loaded
+from tests.minicpmo_tiny import built_as, tiny_loaded
 
 GOLDENS = Path(__file__).parent / "data" / "minicpmo_goldens"
 TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny decoder's ops are small: on a busy 2-core box, torch's threads waiting on
+    each other cost more than they share (about 8x here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +50,7 @@ def tensors() -> dict[str, torch.Tensor]:
 def loaded(golden):
     """The tiny checkpoint the goldens were recorded on; refused if it is not the same."""
     meta = golden["checkpoint"]["builder_meta"]
-    assert json.loads((tiny_folder() / "duetto.json").read_text()) == meta
+    assert built_as(meta), f"the shared tiny checkpoint is not built as the goldens' ({meta})"
     loaded = tiny_loaded()
     state = loaded.model.state_dict()
     for name, (s, s2) in golden["weights"].items():
@@ -117,15 +127,23 @@ def _session(loaded, tmp_path, sampling: SpeechSampling, *, end_steer: bool):
     return out
 
 
+@pytest.fixture(scope="module")
+def sessions(golden, loaded, tmp_path_factory) -> dict:
+    """Our runs of the golden session: greedy with the end-code steer, and sampled."""
+    return {
+        "greedy": _session(loaded, tmp_path_factory.mktemp("greedy"),
+                           SpeechSampling(greedy=True), end_steer=True),
+        "sampled": _session(loaded, tmp_path_factory.mktemp("sampled"),
+                            SpeechSampling(seed=golden["sampled"]["seed"]), end_steer=False),
+    }
+
+
 @pytest.mark.parametrize("run", ["greedy", "sampled"])
-def test_a_scripted_session_gives_the_official_speech_codes(golden, tensors, loaded, tmp_path,
-                                                             run):
+def test_a_scripted_session_gives_the_official_speech_codes(golden, tensors, sessions, run):
     """Every unit: the LLM's tokens, the TTS condition within 1e-4, and the codes equal
     the official loop's; no speech where it made none; the turn ends where it did."""
     record = golden[run]
-    sampling = (SpeechSampling(greedy=True) if run == "greedy"
-                else SpeechSampling(seed=record["seed"]))
-    got = _session(loaded, tmp_path, sampling, end_steer=run == "greedy")
+    got = sessions[run]
     assert len(got) == len(record["units"])
     for (result, condition, speech), want in zip(got, record["units"], strict=True):
         k = want["unit"]
@@ -140,6 +158,7 @@ def test_a_scripted_session_gives_the_official_speech_codes(golden, tensors, loa
         assert diff < TOLERANCE, f"unit {k}: condition max difference {diff:.2e}"
         assert list(speech.codes) == want["tts"]["codes"], f"unit {k}: codes"
         assert speech.turn_ended == want["end_of_turn"], f"unit {k}: turn end"
+        assert speech.turn_started == (want["tts"]["text_start_pos"] == 0), f"unit {k}"
         assert not speech.interrupted
 
 
@@ -172,8 +191,10 @@ def test_the_cache_carries_across_a_turn_and_is_dropped_at_its_end(loaded):
     stream = SpeechStream(loaded.model.tts, sampling=SpeechSampling(greedy=True))
     first = stream.feed(_unit(loaded, words=4))
     assert stream.in_turn and stream.cache_length == 5 + len(first.codes)
+    assert first.turn_started and not first.turn_ended
     mid = stream.feed(_unit(loaded, words=3))
     assert len(mid.codes) == 25 and stream.cache_length == 5 + len(first.codes) + 4 + 25
+    assert not mid.turn_started
     last = stream.feed(_unit(loaded, words=2, turn_open=False, turn_ended=True))
     assert last.turn_ended and not last.interrupted and not stream.in_turn
     # A new turn starts from nothing: the same words give the first unit's codes again.
@@ -199,9 +220,8 @@ def test_a_barge_in_drops_the_turn_without_speech(loaded):
     assert stopped.interrupted and stopped.codes == ()
 
 
-def test_listening_units_make_no_speech_and_carry_no_hidden_states(loaded, tmp_path):
-    got = _session(loaded, tmp_path, SpeechSampling(greedy=True), end_steer=False)
-    for result, _, speech in got:
+def test_listening_units_make_no_speech_and_carry_no_hidden_states(loaded, sessions):
+    for result, _, speech in sessions["greedy"]:
         if result.speaking:
             assert result.text_hidden is not None or not result.text_ids
             if result.text_hidden is not None:

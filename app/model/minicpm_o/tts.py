@@ -89,14 +89,17 @@ class SpeechCodes:
     """What one unit gives the vocoder.
 
     `codes`: speech codes (0..6560), 25 for a speaking unit mid-turn, possibly fewer in
-    a turn's first or last unit, none when listening. `turn_ended`: the turn is over
-    after these codes; flush the vocoder's buffer, unless `interrupted` (a barge-in or
-    a stop cut it): then drop what it holds.
+    a turn's first or last unit, none when listening. `turn_started`: these are a turn's
+    first codes (the official loop then lets the vocoder start on fewer than a full
+    window: `force_flush` in its `_generate_waveform_from_tokens`). `turn_ended`: the
+    turn is over after these codes; flush the vocoder's buffer, unless `interrupted` (a
+    barge-in or a stop cut it): then drop what it holds.
     """
 
     codes: tuple[int, ...] = ()
     turn_ended: bool = False
     interrupted: bool = False
+    turn_started: bool = False
 
 
 class SpeechDecoder(nn.Module):
@@ -273,4 +276,4 @@ class SpeechStream:
         self._cache = cache
         if ends:
             self.end_turn()
-        return SpeechCodes(codes=tuple(codes), turn_ended=ends)
+        return SpeechCodes(codes=tuple(codes), turn_ended=ends, turn_started=first)
