@@ -258,6 +258,209 @@ def vocoder(tiny: Path, out: Path) -> None:
     print(f"wrote {out}/hift_stream.*: {len(calls)} calls")
 
 
+# --- token2wav streamed end to end, driven by the official duplex loop --------------------
+
+# The scripted session: per unit (codes the TTS gave, end of turn, force_flush). The
+# official loop sets force_flush in a turn's first unit; units give up to 26 codes
+# (max_token_per_chunk = 25 + 1). "reset" is a turn abandoned mid-way (barge-in): the
+# turn-start restore the official loop makes at a new turn, taken at once.
+PROMPT_CODES = 20  # 40 prompt frames: the flow's caches pass prompt + 100 in turn 1
+SESSION = [
+    ("unit", 26, False, True), ("unit", 26, False, False), ("unit", 26, False, False),
+    ("unit", 10, True, False),
+    ("unit", 9, False, True), ("unit", 26, False, False), ("unit", 26, True, False),
+    ("unit", 26, False, True), ("reset",),
+    ("unit", 26, True, True),
+]
+OFFICIAL = Path("/work/mcpo-ref-env/src/MiniCPMO45")
+OFFICIAL_PACKAGE = "minicpmo45_official"
+NOISE_SEED, NOISE_FRAMES = 0, 50 * 600  # the flow's noise, as Duetto's flow.py draws it
+
+
+def import_duplex(src: Path):
+    """The official modeling module, imported as a package (it uses relative imports)."""
+    import importlib
+    import tempfile
+
+    parent = Path(tempfile.mkdtemp(prefix="mcpo-official-"))
+    (parent / OFFICIAL_PACKAGE).symlink_to(src.resolve(), target_is_directory=True)
+    sys.path.insert(0, str(parent))
+    return importlib.import_module(f"{OFFICIAL_PACKAGE}.modeling_minicpmo")
+
+
+class Refuses:
+    """Stands in for an encoder the session never uses (the prompt is given)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def cuda(self):
+        return self
+
+    def eval(self):
+        return self
+
+    def __getattr__(self, name):
+        raise RuntimeError(f"the stand-in encoder was used ({name})")
+
+
+def resize_scratch(flow) -> None:
+    """The solver's and DiT's cache scratch buffers (no weights) are allocated for the
+    published widths: 16 steps x 16 blocks x batch 2 x 8 heads x 1000 frames x 128, and
+    conv caches 2 x 512 by 2. Made again by that rule at the tiny flow's widths."""
+    import torch
+
+    dit = flow.decoder.estimator
+    blocks, attn = len(dit.blocks), dit.blocks[0].attn
+    hidden = dit.in_proj.out_features
+    flow.decoder.cnn_cache_buffer = torch.zeros(16, blocks, 2, 2 * hidden, 2)
+    flow.decoder.att_cache_buffer = torch.zeros(16, blocks, 2, attn.num_heads, 1000,
+                                                2 * attn.head_dim)
+    dit.cnn_cache_buffer = torch.zeros(blocks, 2, 2 * hidden, 2)
+    dit.att_cache_buffer = torch.zeros(blocks, 2, attn.num_heads, 1000, 2 * attn.head_dim)
+
+
+def reference_token2wav(tiny: Path, n_timesteps: int):
+    """stepaudio2.Token2wav built by its own __init__ from the tiny folder (flow.yaml by
+    hyperpyyaml, flow.pt and hift.pt strictly), the ONNX encoders standing in."""
+    import onnxruntime
+    import s3tokenizer
+    import stepaudio2.token2wav as t2w
+    import torch
+    from stepaudio2.flashcosyvoice.modules.hifigan import ConvRNNF0Predictor, HiFTGenerator
+
+    _, _, widths = tiny_hift(tiny)
+    s3tokenizer.load_model = Refuses
+    onnxruntime.InferenceSession = Refuses
+    t2w.HiFTGenerator = lambda: HiFTGenerator(
+        base_channels=widths["base_channels"],
+        f0_predictor=ConvRNNF0Predictor(cond_channels=widths["f0_cond_channels"]))
+    model = t2w.Token2wav(str(tiny), float16=False, n_timesteps=n_timesteps)
+    resize_scratch(model.flow)
+    model.flow.decoder.rand_noise = torch.randn(
+        (1, model.flow.output_size, NOISE_FRAMES),
+        generator=torch.Generator().manual_seed(NOISE_SEED))
+    return model, widths
+
+
+def session_inputs():
+    import torch
+
+    g = torch.Generator().manual_seed(99)
+    units = sum(step[1] for step in SESSION if step[0] == "unit")
+    return {
+        "prompt_tokens": torch.randint(0, 6561, (1, PROMPT_CODES), generator=g,
+                                       dtype=torch.int32),
+        "prompt_speaker": torch.randn(1, 192, generator=g),
+        "prompt_mel": torch.randn(1, 2 * PROMPT_CODES, 80, generator=g) * 2 - 5,
+        "codes": torch.randint(0, 6561, (units,), generator=g, dtype=torch.int32),
+    }
+
+
+def stream(tiny: Path, out: Path, n_timesteps: int) -> None:
+    import types as pytypes
+
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    _need_version()
+    cpu_patches()
+    modeling = import_duplex(OFFICIAL)
+    model, widths = reference_token2wav(tiny, n_timesteps)
+    inputs = session_inputs()
+    prompt = (inputs["prompt_tokens"], torch.tensor([PROMPT_CODES], dtype=torch.int32),
+              inputs["prompt_speaker"], inputs["prompt_mel"],
+              torch.tensor([2 * PROMPT_CODES], dtype=torch.int32))
+    model._prepare_prompt = pytypes.MethodType(lambda self, wav: prompt, model)
+
+    windows = []  # every Token2wav.stream call: its codes and its float waveform
+    released = model.stream
+
+    def recording_stream(tokens, prompt_wav, last_chunk=False, return_waveform=False):
+        wave = released(tokens, prompt_wav, last_chunk=last_chunk, return_waveform=True)
+        windows.append({"codes": list(tokens), "last": last_chunk, "wave": wave[0].copy()})
+        if return_waveform:
+            return wave
+        return (np.clip(wave, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()  # as released
+
+    model.stream = recording_stream
+
+    # The official duplex object, bare: only its token2wav state and methods are used.
+    duplex = modeling.MiniCPMODuplex.__new__(modeling.MiniCPMODuplex)
+    duplex.model = pytypes.SimpleNamespace(tts=pytypes.SimpleNamespace(audio_tokenizer=model))
+    duplex.chunk_terminator_token_ids = [151705, 151718, 151721]  # LLM ids, never codes
+    duplex._reset_streaming_state()
+    duplex._init_token2wav_cache("<given prompt>")
+    duplex._reset_token2wav_for_new_turn()
+
+    tensors = {k: v.contiguous() for k, v in inputs.items()}
+    torch.manual_seed(SEED)
+    codes = inputs["codes"].tolist()
+    steps, used = [], 0
+    for step in SESSION:
+        if step[0] == "reset":
+            duplex._reset_token2wav_for_new_turn()
+            steps.append({"reset": True})
+            continue
+        _, count, end_of_turn, force_flush = step
+        first_window = len(windows)
+        wave = duplex._generate_waveform_from_tokens(
+            torch.tensor(codes[used:used + count]), "<given prompt>", end_of_turn,
+            force_flush=force_flush)
+        if end_of_turn:
+            duplex._reset_token2wav_for_new_turn()  # as streaming_generate does after it
+        steps.append({"codes": [used, used + count], "end_of_turn": end_of_turn,
+                      "force_flush": force_flush,
+                      "windows": list(range(first_window, len(windows))),
+                      "unit_samples": 0 if wave is None else int(wave.shape[0])})
+        used += count
+    for i, window in enumerate(windows):
+        tensors[f"window{i}"] = torch.from_numpy(np.ascontiguousarray(window["wave"]))
+    save_file(tensors, str(out / "token2wav_stream.safetensors"))
+    flow_state = torch.load(tiny / "flow.pt", map_location="cpu", weights_only=True)
+    record = {
+        "made_by": "scripts/minicpmo_hift_reference.py stream",
+        "reference": f"{PACKAGE} 1.0.6 stepaudio2.Token2wav (its own __init__ on the tiny "
+                     "folder) driven by the official MiniCPMODuplex's own token2wav methods "
+                     "(_init_token2wav_cache, _reset_token2wav_for_new_turn, "
+                     "_generate_waveform_from_tokens), official commit "
+                     f"{(OFFICIAL / 'COMMIT').read_text().strip()}",
+        "replaced": [
+            ".cuda() is a no-op; device='cuda' in token2wav.py's torch.tensor/zeros/ones is "
+            "the CPU",
+            "the speech tokenizer and CAM++ (s3tokenizer.load_model, onnxruntime) are "
+            "stand-ins that refuse use; _prepare_prompt returns the given prompt (prompt_*)",
+            "HiFTGenerator() is built with the tiny file's widths (its defaults otherwise)",
+            "the flow's solver/DiT cache scratch buffers are remade at the tiny widths",
+            f"flow.decoder.rand_noise = torch.randn((1, 80, {NOISE_FRAMES})) from a generator "
+            f"seeded {NOISE_SEED} (the reference draws it from the global state at build)",
+            "MiniCPMODuplex is built bare (__new__): model.tts.audio_tokenizer is the "
+            "Token2wav above, chunk_terminator_token_ids its LLM ids; nothing else is used",
+        ],
+        "seed": {"torch.manual_seed": SEED, "when": "once, after _init_token2wav_cache, "
+                 "before the first unit"},
+        "n_timesteps": n_timesteps,
+        "session": steps,
+        "windows": [{"codes": len(w["codes"]), "last": w["last"],
+                     "samples": int(w["wave"].shape[0])} for w in windows],
+        "inputs": "prompt_tokens, prompt_speaker, prompt_mel, codes: torch.Generator "
+                  "seeded 99 (see session_inputs)",
+        "tiny": {"how": "write_tiny_flow(folder, seed=0) and write_tiny_hift(folder, seed=0)",
+                 **widths},
+        "weights": {"flow.pt": tensor_sums(flow_state),
+                    "hift.pt": tensor_sums(torch.load(tiny / "hift.pt", weights_only=True))},
+        "waves": "windowN: each Token2wav.stream call's float waveform (before the int16 "
+                 "PCM the duplex loop makes of it); unit_samples: the length of what "
+                 "_generate_waveform_from_tokens returned, its windows joined and, when "
+                 "shorter than 1 s and not the turn's end, left-padded with zeros to 1 s",
+        "versions": _versions(),
+    }
+    (out / "token2wav_stream.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {out}/token2wav_stream.*: {len(windows)} windows: " + ", ".join(
+        f"{len(w['codes'])}{'L' if w['last'] else ''}" for w in windows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -266,11 +469,18 @@ def main() -> None:
     v = sub.add_parser("vocoder", help="the vocoder's stream alone on the tiny vocoder")
     v.add_argument("--tiny", type=Path, required=True, help="a folder with the tiny hift.pt")
     v.add_argument("--out", type=Path, default=GOLDENS)
+    s = sub.add_parser("stream", help="token2wav end to end as the official duplex drives it")
+    s.add_argument("--tiny", type=Path, required=True,
+                   help="a folder with the tiny flow.yaml, flow.pt and hift.pt")
+    s.add_argument("--steps", type=int, default=10, help="the flow's solver steps")
+    s.add_argument("--out", type=Path, default=GOLDENS)
     args = parser.parse_args()
     if args.what == "keylist":
         keylist(args.out)
-    else:
+    elif args.what == "vocoder":
         vocoder(args.tiny, args.out)
+    else:
+        stream(args.tiny, args.out, args.steps)
 
 
 if __name__ == "__main__":
