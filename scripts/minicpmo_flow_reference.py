@@ -26,7 +26,8 @@ files the test suite checks Duetto's port (app/model/minicpm_o/token2wav/) again
   those 28 run and 25 are dropped; the rest is flushed as the last chunk), which runs
   `flow.inference_chunk` and then cuts both attention caches to the prompt's frames +
   100. Recorded: each chunk's mel as `inference_chunk` returned it, the cache lengths
-  after each, and sums of the caches after `setup_cache`, for 10 solver steps and for 5.
+  after each, and sums of the caches after `setup_cache`, for a 20-code prompt with 10
+  solver steps and with 5, and a 100-code prompt with 10.
 
 What is replaced to run it on a CPU, and why (all inside this script; goldens.json
 lists it too):
@@ -113,9 +114,12 @@ flow: !new:cosyvoice2.flow.flow.CausalMaskedDiffWithXvec
 """
 
 # The golden stream: prompt and turn lengths, and the solver steps recorded.
-PROMPT_CODES = 20  # 40 prompt frames: the caches pass prompt + 100 at the third window
+# Prompt lengths in codes. Both pass prompt + 100 frames at the third window; the short
+# prompt's frames are fewer than the conformer's code-rate frames then, the long one's
+# more, and 1.0.6's cut of the doubled conformer cache keeps different frames in each.
+PROMPTS = {"short": 20, "long": 100}
+RUNS = (("short", 10), ("short", 5), ("long", 10))  # (prompt, solver steps)
 TURN_CODES = 147  # with the 3 silence codes: 5 windows of 28 (stride 25) + 25 flushed
-STEPS = (10, 5)
 NOISE_SEED = 0
 NOISE_FRAMES = 50 * 600
 SILENCE = 4218
@@ -218,14 +222,15 @@ class _SilentVocoder:
 
 def _inputs() -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1234)
-    return {
-        "prompt_tokens": torch.randint(0, 6561, (1, PROMPT_CODES), generator=g,
-                                       dtype=torch.int32),
-        "prompt_speaker": torch.randn(1, 192, generator=g),
+    out = {}
+    for name, n_codes in PROMPTS.items():
+        out[f"{name}.prompt_tokens"] = torch.randint(0, 6561, (1, n_codes), generator=g,
+                                                     dtype=torch.int32)
+        out[f"{name}.prompt_speaker"] = torch.randn(1, 192, generator=g)
         # log-mel-like values: around -5 with a spread of 2
-        "prompt_mel": torch.randn(1, 2 * PROMPT_CODES, 80, generator=g) * 2 - 5,
-        "turn_codes": torch.randint(0, 6561, (1, TURN_CODES), generator=g, dtype=torch.int32),
-    }
+        out[f"{name}.prompt_mel"] = torch.randn(1, 2 * n_codes, 80, generator=g) * 2 - 5
+    out["turn_codes"] = torch.randint(0, 6561, (1, TURN_CODES), generator=g, dtype=torch.int32)
+    return out
 
 
 def _windows(codes: list[int]) -> list[tuple[list[int], bool]]:
@@ -260,15 +265,16 @@ def goldens(args: argparse.Namespace) -> None:
     tensors = {k: v.contiguous() for k, v in inputs.items()}
     windows = _windows(inputs["turn_codes"][0].tolist())
     runs = {}
-    for steps in STEPS:
+    for name, steps in RUNS:
+        n_codes = PROMPTS[name]
         token2wav = object.__new__(t2w.Token2wav)
         token2wav.float16, token2wav.n_timesteps, token2wav.flow = False, steps, flow
         token2wav.hift = _SilentVocoder()
         token2wav.mel_cache_len, token2wav.source_cache_len = 8, 8 * 480
         token2wav.speech_window = torch.from_numpy(np.hamming(2 * 8 * 480))
-        prompt = (inputs["prompt_tokens"], torch.tensor([PROMPT_CODES], dtype=torch.int32),
-                  inputs["prompt_speaker"], inputs["prompt_mel"],
-                  torch.tensor([2 * PROMPT_CODES], dtype=torch.int32))
+        prompt = (inputs[f"{name}.prompt_tokens"], torch.tensor([n_codes], dtype=torch.int32),
+                  inputs[f"{name}.prompt_speaker"], inputs[f"{name}.prompt_mel"],
+                  torch.tensor([2 * n_codes], dtype=torch.int32))
         token2wav._prepare_prompt = types.MethodType(lambda self, wav, _p=prompt: _p, token2wav)
         stream_cache, hift_cache = token2wav.set_stream_cache("<given prompt>")
         # The solver's caches are views of its 16-step scratch buffers: only the first
@@ -291,15 +297,17 @@ def goldens(args: argparse.Namespace) -> None:
         chunks = []
         for i, (codes, last) in enumerate(windows):
             token2wav.stream(codes, "<given prompt>", last_chunk=last, return_waveform=True)
-            tensors[f"steps{steps}.mel{i}"] = mels[-1][0].contiguous()
+            tensors[f"{name}.steps{steps}.mel{i}"] = mels[-1][0].contiguous()
             cache = token2wav.stream_cache
             chunks.append({"codes": len(codes), "last": last, "frames": mels[-1].shape[2],
                            "estimator_att_frames": cache["estimator_att_cache"].shape[4],
                            "conformer_att_frames": cache["conformer_att_cache"].shape[3]})
         del flow.inference_chunk
-        runs[str(steps)] = {"setup_cache_sums": setup_sums, "setup_cache_shapes": setup_shapes,
+        runs[f"{name}/{steps}"] = {"prompt": name, "steps": steps,
+                                   "setup_cache_sums": setup_sums,
+                                   "setup_cache_shapes": setup_shapes,
                             "chunks": chunks}
-        print(f"steps {steps}: " + ", ".join(
+        print(f"{name} prompt, {steps} steps: " + ", ".join(
             f"{c['codes']}{'L' if c['last'] else ''}->{c['frames']}"
             f"(cache {c['estimator_att_frames']})" for c in chunks))
 
@@ -313,7 +321,7 @@ def goldens(args: argparse.Namespace) -> None:
             f"decoder.rand_noise = torch.randn((1, 80, {NOISE_FRAMES}), generator seeded "
             f"{NOISE_SEED}) (the reference draws it from the global random state at build)",
             "the solver's and DiT's cache scratch buffers remade at the tiny widths",
-            "_prepare_prompt returns the given prompt (tensors prompt_*)",
+            "_prepare_prompt returns the given prompt (tensors *.prompt_*)",
             "HiFT: a stand-in giving silence of 480 samples per frame (the flow is checked)",
         ],
         "checkpoint": {"how": "write_tiny_flow(DIR, seed=0) "
@@ -322,8 +330,9 @@ def goldens(args: argparse.Namespace) -> None:
         "weights": {k: float(v.double().sum()) for k, v in state.items()},
         "noise": {"seed": NOISE_SEED, "frames": NOISE_FRAMES,
                   "sum_first_1000_frames": float(noise[:, :, :1000].double().sum())},
-        "inputs": "tensors prompt_tokens, prompt_speaker, prompt_mel, turn_codes "
+        "inputs": "tensors {short,long}.prompt_{tokens,speaker,mel} and turn_codes "
                   "(torch.Generator seeded 1234)",
+        "prompts": PROMPTS,
         "window": {"size": WINDOW, "stride": STRIDE, "silence_prefix": [SILENCE] * 3},
         "runs": runs,
         "tensors_file": "flow.safetensors",

@@ -18,11 +18,28 @@ from app.model.minicpm_o.token2wav.flow import (
     CACHE_TAIL_FRAMES,
     FlowLoadError,
     FlowModel,
+    cache_bytes,
     flow_noise,
 )
-from app.model.minicpm_o.token2wav.flow_yaml import FlowYamlError, flow_yaml_text, parse_flow_yaml
+from app.model.minicpm_o.token2wav.flow_yaml import (
+    FlowYamlError,
+    flow_yaml_text,
+    parse_flow_yaml,
+    published_flow_config,
+)
 from app.model.minicpm_o.token2wav.prompt import VoicePrompt
 from app.model.minicpm_o.token2wav.tiny_flow import tiny_flow_config, write_tiny_flow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny flow is hundreds of small ops per chunk: on a busy machine, torch's
+    threads waiting on each other cost far more than they share (37 s against 1 s for
+    the parity stream on the 2-core dev box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +95,21 @@ def test_a_flow_pt_of_another_tree_is_refused_with_the_differences(tmp_path, tin
         FlowModel.load(tmp_path)
 
 
+class _Payload:
+    """A pickled object: what weights_only loading must refuse to build."""
+
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_a_flow_pt_that_would_run_code_is_refused(tmp_path, tiny_folder, capsys):
+    (tmp_path / "flow.yaml").write_text((tiny_folder / "flow.yaml").read_text())
+    torch.save({"x": _Payload()}, tmp_path / "flow.pt")
+    with pytest.raises(FlowLoadError, match="not a plain tensor file"):
+        FlowModel.load(tmp_path)
+    assert "this must never run" not in capsys.readouterr().out
+
+
 def test_chunks_give_two_frames_per_code_and_the_caches_stay_bounded(tiny_flow):
     prompt = _prompt(20)
     cache = tiny_flow.setup_cache(prompt, n_timesteps=4)
@@ -93,6 +125,9 @@ def test_chunks_give_two_frames_per_code_and_the_caches_stay_bounded(tiny_flow):
         frames_seen.append(cache.frames)
     assert frames_seen == [90, 140, 140, 140, 140]  # cut to prompt + 100 from the third
     assert cache.conformer.att.shape[3] == 40 + CACHE_TAIL_FRAMES
+    held = sum(t.numel() * t.element_size() for t in (
+        cache.estimator_att, cache.estimator_cnn, cache.conformer.att, cache.conformer.cnn))
+    assert cache_bytes(tiny_flow.config, 40, 4) == held
     mel, cache = tiny_flow.inference_chunk(codes[:, 125:135], prompt, cache, last=True,
                                            n_timesteps=4)
     assert mel.shape == (1, 80, 20)  # the last chunk: every code gives its frames
@@ -146,9 +181,11 @@ def test_the_goldens_were_made_on_these_tiny_weights_and_this_noise(tiny_folder,
         record["noise"]["sum_first_1000_frames"], abs=1e-9)
 
 
-def _stream_like_the_reference(flow: FlowModel, record: dict, tensors: dict, steps: int):
-    prompt = VoicePrompt(tokens=tensors["prompt_tokens"], speaker=tensors["prompt_speaker"],
-                         mel=tensors["prompt_mel"])
+def _stream_like_the_reference(flow: FlowModel, record: dict, tensors: dict, name: str,
+                               steps: int):
+    prompt = VoicePrompt(tokens=tensors[f"{name}.prompt_tokens"],
+                         speaker=tensors[f"{name}.prompt_speaker"],
+                         mel=tensors[f"{name}.prompt_mel"])
     cache = flow.setup_cache(prompt, n_timesteps=steps)
     setup = cache
     window = record["window"]
@@ -167,18 +204,21 @@ def _stream_like_the_reference(flow: FlowModel, record: dict, tensors: dict, ste
     return setup, outputs
 
 
-@pytest.mark.parametrize("steps", [10, 5])
-def test_streamed_mel_equals_the_reference_chunk_by_chunk(tiny_flow, golden, steps):
+@pytest.mark.parametrize("run_name", ["short/10", "short/5", "long/10"])
+def test_streamed_mel_equals_the_reference_chunk_by_chunk(tiny_flow, golden, run_name):
+    """A 20-code and a 100-code voice prompt (the caches' cut keeps other frames when the
+    prompt outgrows the conformer's code-rate cache), 10 solver steps and 5."""
     record, tensors = golden
-    run = record["runs"][str(steps)]
-    setup, outputs = _stream_like_the_reference(tiny_flow, record, tensors, steps)
+    run = record["runs"][run_name]
+    name, steps = run["prompt"], run["steps"]
+    setup, outputs = _stream_like_the_reference(tiny_flow, record, tensors, name, steps)
 
     ours = {"conformer_cnn_cache": setup.conformer.cnn, "conformer_att_cache": setup.conformer.att,
             "estimator_cnn_cache": setup.estimator_cnn, "estimator_att_cache": setup.estimator_att}
-    for name, tensor in ours.items():
-        assert list(tensor.shape) == run["setup_cache_shapes"][name], name
+    for cache_name, tensor in ours.items():
+        assert list(tensor.shape) == run["setup_cache_shapes"][cache_name], cache_name
         assert float(tensor.double().sum()) == pytest.approx(
-            run["setup_cache_sums"][name], rel=1e-4, abs=1e-2), name
+            run["setup_cache_sums"][cache_name], rel=1e-4, abs=1e-2), cache_name
 
     assert len(outputs) == len(run["chunks"])
     for i, ((n_codes, last, mel, cache), want) in enumerate(zip(outputs, run["chunks"],
@@ -186,7 +226,7 @@ def test_streamed_mel_equals_the_reference_chunk_by_chunk(tiny_flow, golden, ste
         assert (n_codes, last, mel.shape[2]) == (want["codes"], want["last"], want["frames"])
         assert cache.estimator_att.shape[4] == want["estimator_att_frames"]
         assert cache.conformer.att.shape[3] == want["conformer_att_frames"]
-        expected = tensors[f"steps{steps}.mel{i}"]
+        expected = tensors[f"{name}.steps{steps}.mel{i}"]
         diff = float((mel[0] - expected).abs().max())
         assert diff <= TOLERANCE, f"chunk {i} ({n_codes} codes, last={last}): max |diff| {diff}"
 
@@ -194,9 +234,13 @@ def test_streamed_mel_equals_the_reference_chunk_by_chunk(tiny_flow, golden, ste
 def test_full_size_tree_matches_the_published_flow_key_list():
     record = json.loads(gzip.decompress((KEYLISTS / "minicpm-o-4.5-flow.json.gz").read_bytes()))
     want = {k: tuple(v) for k, v in record["files"]["flow.pt"]["tensors"].items()}
-    with torch.device("meta"):  # the published widths, read by our own flow.yaml reader
-        model = FlowModel(parse_flow_yaml(record["flow_yaml"]))
+    published = parse_flow_yaml(record["flow_yaml"])  # by our own safe reader
+    assert published == published_flow_config()
+    with torch.device("meta"):
+        model = FlowModel(published)
     got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert sorted(set(want) - set(got)) == [] and sorted(set(got) - set(want)) == []
     assert {k: v for k, v in got.items() if want[k] != v} == {}
     assert sum(math.prod(s) for s in got.values()) == 155_802_352  # 594 MiB of float32
+    # A 10 s voice prompt (500 frames), 10 steps, float32: what the stream keeps per voice.
+    assert cache_bytes(published, 500, 10) / 2**30 == pytest.approx(0.76, abs=0.01)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from app.model.building import building
 from app.model.minicpm_o.token2wav.conformer import ConformerCache, UpsampleConformerEncoder
 from app.model.minicpm_o.token2wav.dit import DiT, DiTCache
 from app.model.minicpm_o.token2wav.flow_yaml import EstimatorConfig, FlowConfig, read_flow_yaml
@@ -159,12 +160,23 @@ class FlowModel(nn.Module):
              dtype: torch.dtype = torch.float32) -> FlowModel:
         """flow.yaml + flow.pt from the checkpoint's token2wav folder."""
         folder = Path(folder)
-        model = cls(read_flow_yaml(folder / "flow.yaml"))
+        config = read_flow_yaml(folder / "flow.yaml")
+        # Built without memory or random init (the tree holds no buffers), then given the
+        # file's tensors themselves.
+        with building(torch.float32), torch.device("meta"):
+            model = cls(config)
         # weights_only=True: torch's restricted unpickler (tensors and plain containers
         # only), the safe way to read a .pt file; nothing in it can run code.
-        state = torch.load(folder / "flow.pt", map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(folder / "flow.pt", map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch raises many kinds for a bad file
+            raise FlowLoadError(f"{folder / 'flow.pt'} is not a plain tensor file that can be "
+                                f"read safely ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(state, dict):
+            raise FlowLoadError(f"{folder / 'flow.pt'} holds a {type(state).__name__}, "
+                                "not a state dict of tensors")
         check_state_keys(model, state, folder / "flow.pt")
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
         return model.to(device=device, dtype=dtype).eval()
 
     def _speaker(self, prompt: VoicePrompt) -> torch.Tensor:
@@ -174,6 +186,8 @@ class FlowModel(nn.Module):
     def _embed(self, codes: torch.Tensor) -> torch.Tensor:
         if codes.dim() != 2 or codes.shape[0] != 1:
             raise ValueError(f"codes must be [1, T], got {tuple(codes.shape)}")
+        if codes.shape[1] == 0:
+            raise ValueError("no speech codes to run (an empty chunk)")
         low, high = int(codes.min()), int(codes.max())
         if low < 0 or high >= self.config.vocab_size:
             raise ValueError(f"speech codes must be in [0, {self.config.vocab_size}), got "
@@ -225,7 +239,14 @@ def trim_cache(cache: FlowCache, tail: int = CACHE_TAIL_FRAMES) -> FlowCache:
     """Cut both attention caches to the prompt's frame count + `tail`, as 1.0.6's
     Token2wav.stream does after each chunk: the first `prompt_frames` entries along time
     and the last `tail`, in each cache's own order. That keeps attention and the
-    conformer's relative positions bounded however long a turn runs."""
+    conformer's relative positions bounded however long a turn runs.
+
+    What survives is not "the prompt and the last 100 frames" for both. The conformer's
+    cache is oldest-first, so it keeps the prompt's frames and the latest 100 (read back
+    through its doubled layout, see conformer.py). The DiT's cache is newest-first, so
+    it keeps the newest `prompt_frames` frames and the oldest 100, which once the turn
+    is long are the prompt's last 100: a long turn's DiT sees less and less of the voice
+    prompt. Kept as it is, because the reference's output is what we match."""
     keep = cache.prompt_frames + tail
     att, conformer = cache.estimator_att, cache.conformer
     if att.shape[4] > keep:
@@ -237,6 +258,26 @@ def trim_cache(cache: FlowCache, tail: int = CACHE_TAIL_FRAMES) -> FlowCache:
                            conformer.att[:, :, :, -tail:]], dim=3))
     return FlowCache(conformer, cache.estimator_cnn, att, cache.prompt_frames,
                      cache.n_timesteps)
+
+
+def cache_bytes(config: FlowConfig, prompt_frames: int, n_timesteps: int,
+                bytes_per_value: int = 4) -> int:
+    """Bytes a FlowCache holds between chunks once a turn has run long enough to be cut
+    (prompt + 100 frames). A chunk briefly holds about twice that (the old cache and the
+    new one before the cut) plus its own activations.
+
+    The DiT's attention cache is most of it: steps x blocks x 2 passes x heads x frames x
+    2 head_dim; for the published flow, a 10 s prompt (500 frames) and 10 steps, 0.76 GiB
+    in float32.
+    """
+    frames = prompt_frames + CACHE_TAIL_FRAMES
+    est, enc = config.estimator, config.encoder
+    estimator_att = n_timesteps * est.depth * 2 * est.num_heads * frames * 2 * est.head_dim
+    estimator_cnn = n_timesteps * est.depth * 2 * 2 * est.hidden_size * 2
+    layers = enc.num_blocks + enc.num_up_blocks
+    conformer_att = layers * frames * 2 * enc.output_size
+    conformer_cnn = enc.output_size * (2 + 2 * enc.up_stride)
+    return bytes_per_value * (estimator_att + estimator_cnn + conformer_att + conformer_cnn)
 
 
 def _check_steps(n_timesteps: int) -> None:

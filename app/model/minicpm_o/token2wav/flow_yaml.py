@@ -91,6 +91,20 @@ class FlowConfig:
         return asdict(self)
 
 
+def published_flow_config() -> FlowConfig:
+    """The values of MiniCPM-o 4.5's assets/token2wav/flow.yaml (as other ports of the
+    checkpoint validate the file against them), for plans and random full-size trees."""
+    encoder = EncoderConfig(input_size=512, output_size=512, pre_lookahead_len=3,
+                            num_blocks=6, num_up_blocks=4, up_stride=2, up_scale_factor=2.0,
+                            attention_heads=8, key_bias=True, linear_units=2048,
+                            attention_dropout_rate=0.1)
+    estimator = EstimatorConfig(in_channels=320, out_channels=80, mlp_ratio=4.0, depth=16,
+                                num_heads=8, head_dim=64, hidden_size=512)
+    return FlowConfig(encoder=encoder, estimator=estimator, input_size=512, output_size=80,
+                      spk_embed_dim=192, output_type="mel", vocab_size=6561,
+                      inference_cfg_rate=0.7)
+
+
 # What our port implements; any other value in flow.yaml is refused by name.
 _SUPPORTED = {
     "input_layer": "linear",

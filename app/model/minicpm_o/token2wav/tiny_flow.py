@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from app.model.building import building
 from app.model.minicpm_o.token2wav.flow import FlowModel
 from app.model.minicpm_o.token2wav.flow_yaml import (
     EncoderConfig,
@@ -48,12 +49,12 @@ def tiny_flow_state(config: FlowConfig, seed: int) -> dict[str, torch.Tensor]:
     (the reference's own init zeroes the DiT's output and modulation layers, which would
     make every mel the noise itself and hide a wrong DiT)."""
     generator = torch.Generator().manual_seed(seed)
-    with torch.device("meta"):
+    with building(torch.float32), torch.device("meta"):
         model = FlowModel(config)
     state = {}
     for name, tensor in model.state_dict().items():
         shape = tensor.shape
-        noise = torch.randn(shape, generator=generator)
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
         if name.endswith("input_embedding.weight"):
             value = noise
         elif len(shape) >= 2:
