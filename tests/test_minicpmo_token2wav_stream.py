@@ -31,6 +31,17 @@ GOLDENS = Path(__file__).parent / "data" / "minicpmo_goldens"
 TOLERANCE = 1e-3
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny vocoder and flow are hundreds of small ops per chunk: on a busy machine,
+    torch's threads waiting on each other cost far more than they share (about 18x on
+    the 2-core dev box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _sums(path: Path) -> dict[str, list[float]]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     return {k: [float(v.double().sum()), float(v.double().pow(2).sum())]

@@ -32,6 +32,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
+from app.model.building import building
+
 # The published file names every tensor with this prefix (its training wrapper's name for
 # the generator beside the discriminator).
 CHECKPOINT_PREFIX = "generator."
@@ -184,6 +186,12 @@ class HarmonicSource(nn.Module):
         return excitation
 
 
+def stft_window(n_fft: int) -> torch.Tensor:
+    """Not a parameter in the file: the periodic Hann window, made in float64 and cast as
+    the reference makes it (scipy), so the STFTs agree to the last bit."""
+    return torch.hann_window(n_fft, periodic=True, dtype=torch.float64, device="cpu").float()
+
+
 class HiFTGenerator(nn.Module):
     def __init__(self, config: HiFTConfig | None = None) -> None:
         super().__init__()
@@ -213,10 +221,7 @@ class HiFTGenerator(nn.Module):
             for i in range(len(c.upsample_rates))
             for k, d in zip(c.resblock_kernels, c.resblock_dilations, strict=True))
         self.conv_post = weight_norm(nn.Conv1d(widths[-1], spec, 7, padding=3))
-        # Not a parameter in the file: the periodic Hann window, made in float64 and cast
-        # as the reference makes it (scipy), so the STFTs agree to the last bit.
-        self.register_buffer("stft_window", torch.hann_window(
-            c.n_fft, periodic=True, dtype=torch.float64).float(), persistent=False)
+        self.register_buffer("stft_window", stft_window(c.n_fft), persistent=False)
 
     def fold_weight_norm(self) -> None:
         """Replace every weight-norm parametrization by its weight (for inference: the
@@ -308,8 +313,12 @@ def check_state_keys(model: nn.Module, state: Mapping[str, torch.Tensor], path: 
 def load_hift(path: Path, *, device: torch.device | str = "cpu") -> HiFTGenerator:
     """Read hift.pt strictly, fold its weight norm, and place it for inference."""
     state = read_hift_state(path)
-    model = HiFTGenerator(HiFTConfig.from_shapes({k: tuple(v.shape) for k, v in state.items()}))
+    config = HiFTConfig.from_shapes({k: tuple(v.shape) for k, v in state.items()})
+    # Built without memory or random init, then given the file's tensors themselves.
+    with building(torch.float32), torch.device("meta"):
+        model = HiFTGenerator(config)
     check_state_keys(model, state, path)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.stft_window = stft_window(config.n_fft)
     model.fold_weight_norm()
     return model.to(device).eval()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from app.model.building import building
 from app.model.minicpm_o.token2wav.hift import CHECKPOINT_PREFIX, HiFTConfig, HiFTGenerator
 
 TINY_HIFT = HiFTConfig(base_channels=32, f0_channels=32)
@@ -27,7 +28,8 @@ HIFT_FILE = "hift.pt"
 def tiny_hift_state(seed: int) -> dict[str, torch.Tensor]:
     """The tiny vocoder's tensors, named as our module names them."""
     gen = torch.Generator().manual_seed(seed)
-    model = HiFTGenerator(TINY_HIFT)
+    with building(torch.float32):
+        model = HiFTGenerator(TINY_HIFT)
     state = {}
     for name, tensor in model.state_dict().items():
         state[name] = _value(name, tuple(tensor.shape), gen)
