@@ -73,7 +73,7 @@ def test_a_file_that_is_not_the_vocoder_is_refused_naming_what_differs(tmp_path)
     state["generator.conv_pre.bias"] = torch.zeros(5)
     torch.save(state, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match=r"1 missing \(first: conv_post.bias\).*"
-                                         r"conv_pre.bias \(5,\) instead of \(32,\)"):
+                                         r"conv_pre.bias \(5,\) instead of \(16,\)"):
         load_hift(tmp_path / "bad.pt")
     torch.save([1, 2], tmp_path / "list.pt")
     with pytest.raises(ValueError, match="not a vocoder's tensors"):

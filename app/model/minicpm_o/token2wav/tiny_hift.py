@@ -1,6 +1,6 @@
 """A tiny HiFT vocoder file for tests and benchmarks: `write_tiny_hift(folder, seed)`.
 
-Only the widths shrink (32 channels at the first stage instead of 512, 32 in the F0
+Only the widths shrink (16 channels at the first stage instead of 512, 16 in the F0
 predictor): the upsampling rates 8 x 5 x 3, the kernels, the iSTFT (n_fft 16, hop 4), so
 the hop of 480 samples per frame, and the 8 harmonics are the published ones, and so
 are the stream's cache lengths, which follow from them. The file is written as the
@@ -8,7 +8,7 @@ published one is: a torch pickle of tensors only, every name prefixed `generator
 
 Random weights are scaled so the tiny vocoder makes audible, varied output rather than
 near-silence: F0 swings across the voiced threshold (both source branches run), the
-iSTFT magnitudes sit around exp(-1.5), and Snake's α stays away from zero. A parity test
+iSTFT magnitudes sit around exp(-0.3), and Snake's α stays away from zero. A parity test
 on a vocoder that outputs zeros would prove nothing.
 """
 
@@ -21,7 +21,7 @@ import torch
 from app.model.building import building
 from app.model.minicpm_o.token2wav.hift import CHECKPOINT_PREFIX, HiFTConfig, HiFTGenerator
 
-TINY_HIFT = HiFTConfig(base_channels=32, f0_channels=32)
+TINY_HIFT = HiFTConfig(base_channels=16, f0_channels=16)
 HIFT_FILE = "hift.pt"
 
 
@@ -70,7 +70,7 @@ def _value(name: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Ten
         return uniform(0.5, 1.5)
     if name == "conv_post.bias":
         bias = normal(0.3)
-        bias[: TINY_HIFT.n_fft // 2 + 1] -= 1.5  # magnitudes about exp(-1.5)
+        bias[: TINY_HIFT.n_fft // 2 + 1] -= 0.3  # magnitudes about exp(-0.3)
         return bias
     if name.endswith("original0"):  # weight norm's g: each output channel's weight norm
         return uniform(0.5, 1.0)
