@@ -14,6 +14,11 @@ throwaway environment on the CPU and writes small files the tests check our port
   back those chunks: the vocoder's streaming alone (caches, Hamming cross-fade, held
   tail, first-chunk silence), over three turns, each from the turn-start cache as the
   official MiniCPMODuplex restores it.
+* `stream`: token2wav end to end: the package's Token2wav built by its own __init__ on
+  the tiny flow and vocoder, driven by the official MiniCPMODuplex's own token2wav
+  methods (`_init_token2wav_cache`, `_reset_token2wav_for_new_turn`,
+  `_generate_waveform_from_tokens`) over a scripted session (SESSION); every window's
+  waveform is recorded.
 
 What is replaced to run on a CPU, and only here: `.cuda()` on tensors and modules does
 nothing, and the `device='cuda'` the package passes to torch.tensor/zeros/ones becomes
@@ -32,6 +37,13 @@ Make the environment (outside the repository) and run from the repository root:
         from app.model.minicpm_o.token2wav.tiny_hift import write_tiny_hift; \
         write_tiny_hift(Path('/tmp/t2w-tiny'), 0)"
     /work/mcpo-ref-env/bin/python scripts/minicpmo_hift_reference.py vocoder --tiny /tmp/t2w-tiny
+    # The end-to-end stream also needs the tiny flow (same folder) and the official code
+    # (MiniCPMO45/ of OpenBMB/MiniCPM-o-Demo, as scripts/minicpmo_reference.py takes it):
+    .venv/bin/python -c "from pathlib import Path; \
+        from app.model.minicpm_o.token2wav.tiny_flow import write_tiny_flow; \
+        write_tiny_flow(Path('/tmp/t2w-tiny'), 0)"
+    /work/mcpo-ref-env/bin/python scripts/minicpmo_hift_reference.py stream --tiny /tmp/t2w-tiny \
+        --official SRC/MiniCPMO45
 """
 
 from __future__ import annotations
@@ -272,7 +284,6 @@ SESSION = [
     ("unit", 26, False, True), ("reset",),
     ("unit", 26, True, True),
 ]
-OFFICIAL = Path("/work/mcpo-ref-env/src/MiniCPMO45")
 OFFICIAL_PACKAGE = "minicpmo45_official"
 NOISE_SEED, NOISE_FRAMES = 0, 50 * 600  # the flow's noise, as Duetto's flow.py draws it
 
@@ -357,7 +368,7 @@ def session_inputs():
     }
 
 
-def stream(tiny: Path, out: Path, n_timesteps: int) -> None:
+def stream(tiny: Path, official: Path, out: Path, n_timesteps: int) -> None:
     import types as pytypes
 
     import numpy as np
@@ -366,7 +377,7 @@ def stream(tiny: Path, out: Path, n_timesteps: int) -> None:
 
     _need_version()
     cpu_patches()
-    modeling = import_duplex(OFFICIAL)
+    modeling = import_duplex(official)
     model, widths = reference_token2wav(tiny, n_timesteps)
     inputs = session_inputs()
     prompt = (inputs["prompt_tokens"], torch.tensor([PROMPT_CODES], dtype=torch.int32),
@@ -425,7 +436,7 @@ def stream(tiny: Path, out: Path, n_timesteps: int) -> None:
                      "folder) driven by the official MiniCPMODuplex's own token2wav methods "
                      "(_init_token2wav_cache, _reset_token2wav_for_new_turn, "
                      "_generate_waveform_from_tokens), official commit "
-                     f"{(OFFICIAL / 'COMMIT').read_text().strip()}",
+                     f"{(official / 'COMMIT').read_text().strip()}",
         "replaced": [
             ".cuda() is a no-op; device='cuda' in token2wav.py's torch.tensor/zeros/ones is "
             "the CPU",
@@ -472,6 +483,8 @@ def main() -> None:
     s = sub.add_parser("stream", help="token2wav end to end as the official duplex drives it")
     s.add_argument("--tiny", type=Path, required=True,
                    help="a folder with the tiny flow.yaml, flow.pt and hift.pt")
+    s.add_argument("--official", type=Path, required=True,
+                   help="the official MiniCPMO45/ folder, with its COMMIT file")
     s.add_argument("--steps", type=int, default=10, help="the flow's solver steps")
     s.add_argument("--out", type=Path, default=GOLDENS)
     args = parser.parse_args()
@@ -480,7 +493,7 @@ def main() -> None:
     elif args.what == "vocoder":
         vocoder(args.tiny, args.out)
     else:
-        stream(args.tiny, args.out, args.steps)
+        stream(args.tiny, args.official, args.out, args.steps)
 
 
 if __name__ == "__main__":
