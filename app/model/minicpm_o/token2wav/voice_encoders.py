@@ -16,8 +16,10 @@ sessions, in the order the published files declare them (tokenizer: the features
 [1, frames, 80] float32, then the embedding [1, 192]). Sessions are made on first use,
 so a start that finds its prompt in the voice cache (voice_cache.py) never loads them.
 
-Recordings over 30 s are cut to their first 30 s: the published tokenizer's positions
-end there (the reference would split longer audio into overlapping 30 s windows).
+Recordings over MAX_PROMPT_SECONDS are cut to their start: the flow keeps the whole
+prompt in its stream caches for the conversation (1.4 GiB for 10 s at full size, the
+memory plan's figure), and 10 s is what the Persona page records. (The published
+tokenizer's own limit is 30 s.)
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 
 from app.model.contract import BackendError
+from app.model.minicpm_o.memory import VOICE_PROMPT_SECONDS
 from app.model.minicpm_o.token2wav import prompt_features as features
 from app.model.minicpm_o.token2wav.prompt import VoicePrompt
 
@@ -38,7 +41,7 @@ log = logging.getLogger(__name__)
 
 SPEECH_TOKENIZER_FILE = "speech_tokenizer_v2_25hz.onnx"
 SPEAKER_ENCODER_FILE = "campplus.onnx"
-MAX_PROMPT_SECONDS = 30.0
+MAX_PROMPT_SECONDS = float(VOICE_PROMPT_SECONDS)
 # Shorter clips hold too little of a voice (and the features' windows need some audio).
 MIN_PROMPT_SECONDS = 0.5
 MEL_FRAMES_PER_CODE = 2  # 50 mel frames a second for 25 codes a second (the flow's up_rate)
