@@ -102,16 +102,10 @@ VOICE_RECORDINGS = (("voice_16k.wav", 16_000, 10.0), ("voice_44k.wav", 44_100, 6
 
 
 def voice_recording(rate: int, seconds: float) -> np.ndarray:
-    """Speech-like audio at `rate` (gliding harmonics, syllable-rate loudness, a pause),
-    rounded to 16-bit steps so that a PCM_16 file holds exactly these samples."""
-    t = np.arange(round(seconds * rate), dtype=np.float64) / rate
-    pitch = 180.0 * (1.0 + 0.2 * np.sin(2 * np.pi * 0.6 * t))
-    phase = 2 * np.pi * np.cumsum(pitch) / rate
-    voice = sum(np.sin(k * phase) / k for k in (1, 2, 3, 4, 6))
-    envelope = 0.4 + 0.6 * np.sin(2 * np.pi * 3.5 * t) ** 2
-    envelope = np.where((t % 3.0) > 2.6, 0.02, envelope)
-    wave = 0.25 * voice * envelope
-    return np.round(wave * 32767).astype(np.int16).astype(np.float32) / 32768
+    """Speech-like audio (the tiny checkpoint's own demo voice, at any rate and length)."""
+    from app.model.minicpm_o.tiny import speech_like
+
+    return speech_like(rate, seconds)
 
 
 def write_voice_recordings(folder) -> list:

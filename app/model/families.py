@@ -55,9 +55,8 @@ FAMILIES: dict[str, Family] = {
         name="minicpm-o",
         backend="app.model.minicpm_o.backend:MiniCPMOBackend",
         tiny_builder="app.model.minicpm_o.tiny:build_tiny",
-        description="MiniCPM-o 4.5, native full duplex every 1 s, sees the camera "
-                    "(text only until its speech path lands)",
-        complete=False,
+        description="MiniCPM-o 4.5, native full duplex every 1 s, sees the camera, "
+                    "speaks in the voice of a recording",
     ),
 }
 

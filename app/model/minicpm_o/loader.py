@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -47,6 +48,11 @@ class LoadedMiniCPMO:
     placement: Placement
     plan: Plan | None = None  # the memory plan it was loaded under (memory_plan.py)
     context_note: str = ""  # which window (tokens) was chosen, and why
+    # The speech path (speech.py): token2wav/stream.Token2Wav on the device, the voice
+    # prompts of recordings (token2wav/voice_cache.VoiceCache), the voices shipped.
+    token2wav: Any = None
+    voices: Any = None
+    builtin_voices: dict[str, Path] = field(default_factory=dict)
 
 
 def skeleton(config: MiniCPMOConfig, dtype: torch.dtype = torch.float32) -> MiniCPMO:
@@ -227,8 +233,12 @@ def load_minicpmo(folder: Path | str, *, device: str = "cpu", quant: Quant | Non
     for name in unused:
         del state[name]
     check_keys(expected, {k: tuple(v.shape) for k, v in state.items()}, folder)
-    return _assemble(model, state, config, tokenizer, folder, q, device, dtype, sized,
-                     from_file=True)
+    loaded = _assemble(model, state, config, tokenizer, folder, q, device, dtype, sized,
+                       from_file=True)
+    from app.model.minicpm_o import speech
+
+    speech.attach_speech(loaded, folder, device)
+    return loaded
 
 
 def load_random(q: Quant, *, device: str = "cuda", context: int | None = None,
@@ -258,6 +268,7 @@ def load_random(q: Quant, *, device: str = "cuda", context: int | None = None,
     state = {name: t[...] for name, t in lazy.items()}
     return _assemble(model, state, config, make_tokenizer(), folder, q, device, dtype, sized,
                      from_file=False)
+
 
 
 def _assemble(model: MiniCPMO, state: dict[str, torch.Tensor], config: MiniCPMOConfig,
