@@ -148,7 +148,7 @@ def _copy(tmp_path: Path) -> Path:
     src, dst = tiny_folder(), tmp_path / "ckpt"
     dst.mkdir()
     for p in src.iterdir():
-        if p.suffix == ".safetensors":
+        if p.suffix == ".safetensors" or p.is_dir():  # shards and the speech assets: linked
             (dst / p.name).symlink_to(p)
         else:
             shutil.copy(p, dst / p.name)
