@@ -80,12 +80,6 @@ class Projector:
                 events.append(self._listen("turn_committed"))
         self._spoke_this_step = False
         self._decision, self._texts = None, []
-        if self.native:
-            for event in reversed(events):
-                if (event["type"] in wire.AUDIO_DELTAS or event["type"] in wire.TRANSCRIPT_DELTAS
-                        or event["type"] == "response.listen"):
-                    event.setdefault("metadata", {})["unit_done"] = unit_index
-                    break
         return events
 
     def cancel(self, reason: str = "barge_in") -> list[dict[str, Any]]:
@@ -166,3 +160,12 @@ class Projector:
         return {"type": "response.listen",
                 "response": {"object": "realtime.response", "status": "listening",
                              "metadata": {"reason": reason}}}
+
+
+def mark_unit(events: list[dict[str, Any]], unit_index: int) -> None:
+    """Mark a native step's last decision-bearing event as closing unit `unit_index`."""
+    for event in reversed(events):
+        if (event["type"] in wire.AUDIO_DELTAS or event["type"] in wire.TRANSCRIPT_DELTAS
+                or event["type"] == "response.listen"):
+            event.setdefault("metadata", {})["unit_done"] = unit_index
+            return

@@ -23,7 +23,7 @@ import numpy as np
 from app.flow.resample import StreamResampler
 from app.model.contract import Backend, Control, Output, Unit, VideoFrame
 from app.model.remote import wire
-from app.serve.projector import Projector
+from app.serve.projector import Projector, mark_unit
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class ServedSession:
             out = StreamResampler(spec.audio_out_rate, wire.OUTPUT_RATE).process
         self.projector = Projector(self.native, spec.audio_out_rate, out)
         self._buffer = np.zeros(0, np.float32)
+        self._taken = self._made = 0  # input samples taken, resampled samples made
         self._frames: list[VideoFrame] = []
         self._received_ms = 0.0  # audio_end_ms of the last append taken
         self._unit_index = 0
@@ -212,7 +213,16 @@ class ServedSession:
                 self._frames.append(frame)
         if event.get("force_listen"):
             self._pending = Control(self._pending.turn_ended, self._pending.barge_in, True)
-        self._buffer = np.concatenate([self._buffer, self._in.process(samples)])
+        self._taken += len(samples)
+        resampled = self._in.process(samples)
+        self._made += len(resampled)
+        # The resampler holds back a few samples to look ahead; start the stream that
+        # much later instead, so a unit closes when its last input sample arrives.
+        owed = self._taken * self.backend.spec.audio_in_rate // wire.INPUT_RATE - self._made
+        if owed > 0:
+            resampled = np.concatenate([np.zeros(owed, np.float32), resampled])
+            self._made += owed
+        self._buffer = np.concatenate([self._buffer, resampled])
         while len(self._buffer) >= self.unit_samples:
             audio, self._buffer = (self._buffer[:self.unit_samples],
                                    self._buffer[self.unit_samples:])
@@ -300,6 +310,9 @@ class ServedSession:
 
             started = time.perf_counter()
             thread = loop.run_in_executor(None, run)
+            # A native unit's events go out together, the last one marked as closing the
+            # unit; a turn-based answer streams as it is made.
+            held: list[dict[str, Any]] = []
             while (out := await outputs.get()) is not None:
                 if isinstance(out, BaseException):
                     log.error("the model failed on unit %d: %s", unit.index, out)
@@ -307,9 +320,14 @@ class ServedSession:
                                                "server_error"))
                     continue
                 for event in self.projector.feed(out, unit.duration):
-                    await self.emit(event)
+                    if self.native:
+                        held.append(event)
+                    else:
+                        await self.emit(event)
             await thread
-            for event in self.projector.end_step(unit.duration, control.turn_ended,
-                                                 unit.index):
+            held += self.projector.end_step(unit.duration, control.turn_ended, unit.index)
+            if self.native:
+                mark_unit(held, unit.index)
+            for event in held:
                 await self.emit(event)
             log.debug("unit %d stepped in %.3f s", unit.index, time.perf_counter() - started)

@@ -49,6 +49,7 @@ class AnswerReader:
         self._seq: dict[int, int] = {}
         self._speak = False
         self._end_pending = False
+        self._held: SpeechChunk | None = None
 
     def _rid(self, wire_id: str) -> int:
         if wire_id not in self.ids:
@@ -64,6 +65,9 @@ class AnswerReader:
         """One server event; `unit_index` is the unit the caller waits for."""
         kind = event["type"]
         answer = Answer()
+        if self._held is not None and kind not in wire.TRANSCRIPT_DELTAS:
+            answer.outputs.append(Output(speech=self._held))  # no transcript came
+            self._held = None
         meta = event.get("metadata") if isinstance(event.get("metadata"), dict) else {}
         done = meta.get("unit_done")
         if self.marks_units:
@@ -85,8 +89,10 @@ class AnswerReader:
             self.current = rid
             self.ledger.setdefault(rid, []).append(Piece(1000 * len(audio) / rate))
             answer.outputs.append(Output(decision=Decision.SPEAK if speaks else Decision.LISTEN))
-            answer.outputs.append(Output(speech=SpeechChunk(
-                np.ascontiguousarray(audio, np.float32), int(rate), rid, seq)))
+            # Held for its transcript, which follows: a local family yields a frame's
+            # text before its speech, and the session reads frames that way.
+            self._held = SpeechChunk(np.ascontiguousarray(audio, np.float32), int(rate),
+                                     rid, seq)
             answer.unit_answered = closes_unit
         elif kind in wire.TRANSCRIPT_DELTAS:
             text = str(event.get("delta") or "")
@@ -95,6 +101,11 @@ class AnswerReader:
                 self.ledger[rid][-1].text += text
             if text:
                 answer.outputs.append(Output(text=text))
+            if self._held is not None:
+                held = self._held
+                answer.outputs.append(Output(speech=SpeechChunk(
+                    held.audio, held.sample_rate, held.response_id, held.seq, text)))
+                self._held = None
             answer.unit_answered = closes_unit
         elif kind == "response.listen":
             decision = Decision.END_OF_TURN if self._end_pending else Decision.LISTEN
@@ -117,6 +128,13 @@ class AnswerReader:
             raise BackendError(f"the server reported an error: {message}",
                                hint=f"server code {code}" if code else "")
         return answer
+
+    def flush(self) -> list[Output]:
+        """Speech still waiting for a transcript that will not come (vLLM-Omni's order)."""
+        if self._held is None:
+            return []
+        held, self._held = self._held, None
+        return [Output(speech=held)]
 
     def end_now(self) -> list[Output]:
         """A completed response's END_OF_TURN that no listening frame carried (turn-based)."""

@@ -128,10 +128,9 @@ class RemoteBackend:
         return config
 
     def _open(self, persona: Persona | None) -> dict[str, Any]:
-        old, self.link = self.link, Link(self.address, self.model, self.token,
-                                         self.connect_timeout_s)
-        if old is not None:
-            old.close()
+        if self.link is not None:  # one conversation at a time: end the last one first
+            self.link.close()
+        self.link = Link(self.address, self.model, self.token, self.connect_timeout_s)
         session = self.link.open(self._session_config(persona))
         caps = self.link.capabilities
         native = caps.get("implementation_level", wire.NATIVE) == wire.NATIVE
@@ -232,9 +231,10 @@ class RemoteBackend:
                     f"the server at {self.address} did not answer within "
                     f"{self.answer_timeout_s:g} s",
                     hint="it may be overloaded or stuck; the conversation so far is kept")
-            if event is LOST:
-                self._recover(sent, "mid-answer")
-                deadline = time.monotonic() + self.answer_timeout_s
+            if event["type"] == LOST:
+                if self.link.is_current_loss(event):
+                    self._recover(sent, "mid-answer")
+                    deadline = time.monotonic() + self.answer_timeout_s
                 continue
             if event["type"] in ("session.expired", "session.closed"):
                 self._recover(sent, "mid-answer", forgotten=True)
@@ -246,6 +246,9 @@ class RemoteBackend:
                 yield from self._reader.end_now()
                 return
             if not turn and answer.unit_answered:
+                if not self._reader.marks_units:
+                    # Without marks the audio delta answers the unit, before its text.
+                    yield from self._reader.flush()
                 return
 
     def _acknowledge_completed(self) -> None:

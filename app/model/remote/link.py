@@ -23,7 +23,7 @@ from websockets.sync.client import ClientConnection, connect
 from app.model.contract import BackendError
 from app.model.remote import wire
 
-LOST = {"type": "__lost__"}  # the reader's marker: the socket is gone
+LOST = "__lost__"  # the type of the reader's marker: its socket is gone
 MAX_MESSAGE = 16 << 20
 
 
@@ -60,7 +60,7 @@ class Link:
         try:
             return connect(self.url, additional_headers=wire.auth_headers(self.token),
                            open_timeout=timeout_s, max_size=MAX_MESSAGE, compression=None,
-                           proxy=None)
+                           proxy=None, legacy=True)  # a connection, not a reconnect loop
         except InvalidStatus as exc:
             status = exc.response.status_code
             if status in (401, 403):
@@ -173,8 +173,12 @@ class Link:
                                          "server_event_seq": event["server_event_seq"]}))
         except (ConnectionClosed, OSError):
             pass
-        if ws is self._ws and not self._closing:
-            self.events.put(LOST)
+        if not self._closing:
+            self.events.put({"type": LOST, "socket": id(ws)})
+
+    def is_current_loss(self, event: dict[str, Any]) -> bool:
+        """A loss marker from the socket in use (one from a replaced socket is stale)."""
+        return self._ws is not None and event.get("socket") == id(self._ws)
 
     # ---------------------------------------------------------------- use
     def send(self, event: dict[str, Any]) -> bool:

@@ -1,0 +1,248 @@
+"""The remote backend against `duetto serve`, both real, over a real WebSocket.
+
+The served model is the tiny Moshi (native duplex every 80 ms; its random voice speaks
+in every frame, so a response with audio comes at once). The server runs on a thread
+here, or as `python -m app serve` in a subprocess where the test kills it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tiny_models
+from duplex_server import ServerThread
+
+from app.model.contract import BackendError, Control, Decision, ModelSource, Persona, Quant, Unit
+from app.model.moshi.backend import MoshiBackend
+from app.model.remote.backend import RemoteBackend
+from app.serve import cli as serve_cli
+from app.serve.server import DuplexServer
+
+moshi_tiny_factory = tiny_models.moshi_tiny_factory
+
+pytestmark = pytest.mark.slow
+
+PERSONA = Persona("test", "You are a helpful assistant.")
+UNIT = 1280  # 80 ms at 16 kHz: the tiny Moshi's unit on the wire
+
+
+@pytest.fixture(scope="module")
+def moshi(moshi_tiny_factory) -> MoshiBackend:
+    backend = MoshiBackend(device="cpu")
+    backend.load(ModelSource(local_dir=moshi_tiny_factory()), Quant.BF16, lambda *_: None)
+    yield backend
+    backend.close()
+
+
+def _units(start: int, count: int):
+    rng = np.random.default_rng(start)
+    for i in range(start, start + count):
+        audio = (0.1 * rng.standard_normal(UNIT)).astype(np.float32)
+        yield Unit(i, i * 0.08, 0.08, 16000, audio)
+
+
+def _client(address: str, **kwargs) -> RemoteBackend:
+    remote = RemoteBackend(address=address, **kwargs)
+    remote.load(ModelSource(), Quant.BF16, lambda *_: None)
+    remote.start(PERSONA)
+    return remote
+
+
+def _step_all(remote: RemoteBackend, units, control: Control = Control()):
+    outs = []
+    for unit in units:
+        outs.append(list(remote.step(unit, control)))
+    return outs
+
+
+def _speech(outs):
+    return [o.speech for step in outs for o in step if o.speech is not None]
+
+
+def test_a_conversation_with_barge_in_and_playback_ack(moshi):
+    with ServerThread(moshi) as server:
+        remote = _client(server.address)
+        assert remote.spec.native_duplex and remote.spec.unit_ms == 80
+        assert remote.spec.audio_in_rate == 16000 and remote.spec.audio_out_rate == 24000
+        assert "moshi" in remote.describe()
+        (session,) = server.server.sessions.values()
+
+        outs = _step_all(remote, _units(0, 6))
+        chunks = _speech(outs)
+        assert len(chunks) == 6 and all(len(c.audio) == 1920 for c in chunks)
+        assert all(c.sample_rate == 24000 for c in chunks)
+        assert any(np.abs(c.audio).max() > 0.01 for c in chunks)  # the model's voice
+        assert [o.decision for o in outs[1] if o.decision] == [Decision.SPEAK]
+        rid = chunks[-1].response_id
+        said = "".join(c.text_span for c in chunks)
+
+        # Barge-in: the server cancels the answer; what follows is no longer its speech.
+        remote.interrupt()
+        muted = _step_all(remote, _units(6, 3), Control(barge_in=True))
+        assert not [c for c in _speech(muted) if c.response_id == rid]
+        assert all(o.decision is Decision.LISTEN for step in muted for o in step
+                   if o.decision)
+        # What was heard goes back as a truncating playback ack, in milliseconds.
+        remote.heard(said[: len(said) // 2])
+        deadline = time.monotonic() + 5
+        wire_id = remote._reader.wire_ids[rid]
+        while wire_id not in session.played and time.monotonic() < deadline:
+            time.sleep(0.02)
+        heard_ms = session.played[wire_id]
+        assert 0 <= heard_ms < 6 * 80
+        assert heard_ms == remote._reader.heard_ms(rid, said[: len(said) // 2])
+        remote.close()
+
+
+def test_resume_after_a_dropped_connection_keeps_the_conversation(moshi):
+    with ServerThread(moshi) as server:
+        remote = _client(server.address)
+        (session,) = server.server.sessions.values()
+        before = _speech(_step_all(remote, _units(0, 4)))
+        server.call(server.server.drop_connections())
+        after = _speech(_step_all(remote, _units(4, 4)))
+        # The same session on the server went on: its units continued, none lost.
+        assert list(server.server.sessions) == [session.id]
+        assert session.attachment == 2
+        assert session._unit_index == 8
+        assert len(before) == 4 and len(after) == 4
+        assert after[0].response_id == before[-1].response_id  # the same answer goes on
+        assert remote.notice == ""
+        remote.close()
+
+
+def test_a_wrong_token_is_refused_with_a_message(moshi):
+    with ServerThread(moshi, token="right-token") as server:
+        for token in (None, "wrong-token"):
+            with pytest.raises(BackendError, match="refused the token"):
+                _client(server.address, token=token)
+        remote = _client(server.address, token="right-token")
+        assert len(_speech(_step_all(remote, _units(0, 2)))) == 2
+        remote.close()
+
+
+def test_nothing_listens_beyond_localhost_without_a_token(moshi, capsys):
+    with pytest.raises(ValueError, match="token is required"):
+        DuplexServer(moshi, "tiny", host="0.0.0.0")
+    parser = argparse.ArgumentParser()
+    serve_cli.add_arguments(parser)
+    args = parser.parse_args(["--model", "unused", "--host", "0.0.0.0"])
+    os.environ.pop(serve_cli.TOKEN_ENV, None)
+    assert serve_cli.run(args) == 2
+    assert "a token is required" in capsys.readouterr().err
+    server = DuplexServer(moshi, "tiny", host="0.0.0.0", token="t")  # with one: allowed
+    assert server.token == "t"
+
+
+def test_a_server_that_never_answers_times_out_with_a_message():
+    # Accepts TCP connections and never says a word: no WebSocket upgrade comes.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    port = silent.getsockname()[1]
+    try:
+        started = time.monotonic()
+        with pytest.raises(BackendError, match="did not answer within 1 s"):
+            _client(f"127.0.0.1:{port}", connect_timeout_s=1.0)
+        assert time.monotonic() - started < 5
+    finally:
+        silent.close()
+
+
+def test_a_server_that_never_opens_the_session_times_out():
+    from websockets.asyncio.server import serve
+
+    async def mute(ws):
+        await asyncio.sleep(30)
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    async def start():
+        return await serve(mute, "127.0.0.1", 0)
+
+    server = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(BackendError, match="did not open the session within 1 s"):
+            _client(f"127.0.0.1:{port}", connect_timeout_s=1.0)
+    finally:
+        async def stop():
+            server.close()
+            await server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+
+
+def test_nothing_at_the_address_says_so():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(BackendError, match="cannot reach the server"):
+        _client(f"127.0.0.1:{port}", connect_timeout_s=1.0)
+
+
+def _start_server(model: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--model", str(model), "--device", "cpu",
+         "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if "listening on" in line:
+            return proc
+        if not line and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError("duetto serve did not start")
+
+
+def test_server_killed_mid_answer_and_restarted(moshi_tiny_factory):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = moshi_tiny_factory()
+    proc = _start_server(folder, port)
+    try:
+        remote = _client(f"127.0.0.1:{port}", connect_timeout_s=3.0, retry_s=0.2)
+        kept = _speech(_step_all(remote, _units(0, 4)))  # mid-answer: the model speaks
+        assert len(kept) == 4
+        proc.kill()
+        proc.wait(10)
+        with pytest.raises(BackendError, match="lost the connection.*recorded up to here"):
+            _step_all(remote, _units(4, 3))
+        # While it is away, steps yield nothing and do not hang.
+        started = time.monotonic()
+        assert _speech(_step_all(remote, _units(7, 3))) == []
+        assert time.monotonic() - started < 10
+        proc = _start_server(folder, port)
+        message = ""
+        deadline = time.monotonic() + 30
+        while not message and time.monotonic() < deadline:
+            try:
+                _step_all(remote, _units(10, 1))
+                time.sleep(0.3)
+            except BackendError as exc:
+                message = str(exc)
+        assert re.search("restarted.*new conversation.*recording here keeps", message)
+        again = _speech(_step_all(remote, _units(11, 3)))
+        assert len(again) == 3  # the conversation goes on, on a new session
+        remote.close()
+    finally:
+        proc.kill()
+        proc.wait(10)
