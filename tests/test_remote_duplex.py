@@ -59,7 +59,8 @@ def _client(address: str, **kwargs) -> RemoteBackend:
     return remote
 
 
-def _step_all(remote: RemoteBackend, units, control: Control = Control()):
+def _step_all(remote: RemoteBackend, units, control: Control | None = None):
+    control = control or Control()
     outs = []
     for unit in units:
         outs.append(list(remote.step(unit, control)))
@@ -224,7 +225,7 @@ def test_server_killed_mid_answer_and_restarted(moshi_tiny_factory):
         assert len(kept) == 4
         proc.kill()
         proc.wait(10)
-        with pytest.raises(BackendError, match="lost the connection.*recorded up to here"):
+        with pytest.raises(BackendError, match=r"lost the connection.*recorded up to here"):
             _step_all(remote, _units(4, 3))
         # While it is away, steps yield nothing and do not hang.
         started = time.monotonic()

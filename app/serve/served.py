@@ -182,7 +182,7 @@ class ServedSession:
         await self._work.put(None)
         try:
             await asyncio.wait_for(self._worker, 30)
-        except (asyncio.TimeoutError, Exception):
+        except (TimeoutError, Exception):
             log.warning("the served session's worker did not stop in time")
         if reason == "expired":
             await self._send({"type": "session.expired", "session_id": self.id,
@@ -300,7 +300,8 @@ class ServedSession:
             unit, control = item
             outputs: asyncio.Queue[Output | BaseException | None] = asyncio.Queue()
 
-            def run(unit: Unit = unit, control: Control = control) -> None:
+            def run(unit: Unit = unit, control: Control = control,
+                    outputs: asyncio.Queue = outputs) -> None:
                 try:
                     for out in self.backend.step(unit, control):
                         loop.call_soon_threadsafe(outputs.put_nowait, out)

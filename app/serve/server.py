@@ -113,7 +113,7 @@ class DuplexServer:
                     continue
                 if await self._dispatch(session, ws, event):
                     return
-        except (ConnectionClosed, asyncio.TimeoutError):
+        except (TimeoutError, ConnectionClosed):
             pass
         finally:
             self._sockets.discard(ws)

@@ -206,9 +206,9 @@ class RemoteBackend:
         if unit.sample_rate != wire.INPUT_RATE:
             raise BackendError(f"the remote backend takes {wire.INPUT_RATE} Hz units, "
                                f"got {unit.sample_rate} Hz")
-        if self._down_since is not None:
-            if time.monotonic() < self._next_retry or not self._reconnect():
-                return iter(())  # still away: said once already, nothing to play
+        if self._down_since is not None and (time.monotonic() < self._next_retry
+                                             or not self._reconnect()):
+            return iter(())  # still away: said once already, nothing to play
         self._interrupted = None
         events = self._unit_events(unit, control)
         index = self._units_sent

@@ -12,6 +12,7 @@ Every failure becomes a BackendError that says what happened and what to do.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -203,11 +204,7 @@ class Link:
         ws, self._ws = self._ws, None
         if ws is None:
             return
-        try:
+        with contextlib.suppress(ConnectionClosed, OSError):
             ws.send(wire.encode({"type": "session.close"}))
-        except (ConnectionClosed, OSError):
-            pass
-        try:
+        with contextlib.suppress(Exception):  # closing a broken socket: nothing left to do
             ws.close()
-        except Exception:  # closing a broken socket: nothing left to do
-            pass
