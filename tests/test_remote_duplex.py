@@ -123,6 +123,44 @@ def test_resume_after_a_dropped_connection_keeps_the_conversation(moshi):
         remote.close()
 
 
+class _Slow:
+    """The tiny Moshi, each step started 0.3 s late: a unit is still being answered
+    when the test cuts the connection, and the client comes back after the answer was
+    made, so the answer can only arrive by the replay."""
+
+    def __init__(self, inner: MoshiBackend) -> None:
+        self._inner = inner
+
+    def step(self, unit, control):
+        time.sleep(0.3)
+        return self._inner.step(unit, control)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def test_an_answer_made_while_the_connection_was_down_is_replayed(moshi):
+    with ServerThread(_Slow(moshi)) as server:
+        remote = _client(server.address, answer_timeout_s=5.0)
+        (session,) = server.server.sessions.values()
+        before = _speech(_step_all(remote, _units(0, 2)))
+        pending = remote.step(next(_units(2, 1)), Control())  # sent; not answered yet
+        link = remote.link
+        resume = link.resume
+
+        def late_resume(timeout_s):  # the network comes back after the answer was made
+            time.sleep(0.8)
+            resume(timeout_s)
+
+        link.resume = late_resume
+        server.call(server.server.drop_connections())
+        replayed = _speech([list(pending)])
+        assert session.attachment == 2  # resumed once, on a new socket
+        assert len(replayed) == 1 and replayed[0].response_id == before[-1].response_id
+        assert session._unit_index == 3  # the unit was not taken twice
+        remote.close()
+
+
 def test_a_wrong_token_is_refused_with_a_message(moshi):
     with ServerThread(moshi, token="right-token") as server:
         for token in (None, "wrong-token"):
