@@ -140,3 +140,44 @@ def test_the_family_is_registered_but_not_offered_for_download_yet():
     spec = MiniCPMOBackend().spec
     assert (spec.native_duplex, spec.unit_ms, spec.audio_in_rate, spec.frames_per_unit) == (
         True, 1000, 16000, 1)
+
+
+def test_a_reply_schedule_answers_each_turn_the_flow_ends_and_yields_to_a_barge_in():
+    """The bench's instrument: the tiny model answers where the scenario's turns end."""
+    from app.model.minicpm_o.schedule import ReplySchedule
+
+    backend = MiniCPMOBackend(sampling=Sampling(force_listen_count=0))
+    backend.attach(tiny_loaded(), ReplySchedule(3))
+    backend.start(PERSONA)
+    L, S, E = Decision.LISTEN, Decision.SPEAK, Decision.END_OF_TURN
+    assert _step(backend, 0) == [(L, "")]
+    assert _step(backend, 1, Control(turn_ended=True))[0] == (S, "")
+    assert _step(backend, 2)[0] == (S, "")
+    assert _step(backend, 3)[-1] == (E, "")  # the answer's last unit closes the turn
+    assert _step(backend, 4) == [(L, "")]
+    assert _step(backend, 5, Control(turn_ended=True))[0] == (S, "")
+    assert _step(backend, 6, Control(barge_in=True)) == [(E, "")]  # cut short
+    assert _step(backend, 7) == [(L, "")]  # and not taken up again
+
+
+def test_a_reply_schedule_answers_when_the_user_falls_quiet():
+    from app.model.minicpm_o.schedule import ReplySchedule
+
+    backend = MiniCPMOBackend(sampling=Sampling(force_listen_count=0))
+    backend.attach(tiny_loaded(), ReplySchedule(2))
+    backend.start(PERSONA)
+    rng = np.random.default_rng(0)
+    talk = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    quiet = np.zeros(16000, np.float32)
+    ends = talk.copy()
+    ends[10000:] = 0.0  # speech, then 0.375 s of quiet
+
+    def step(k, audio):
+        return [(o.decision, o.text) for o in backend.step(Unit(k, k, 1.0, 16000, audio),
+                                                           Control())]
+
+    assert step(0, quiet) == [(Decision.LISTEN, "")]  # nobody has spoken: no answer
+    assert step(1, talk) == [(Decision.LISTEN, "")]  # the user talks on
+    assert step(2, ends)[0] == (Decision.SPEAK, "")  # and stops: the answer starts
+    assert step(3, quiet)[-1] == (Decision.END_OF_TURN, "")
+    assert step(4, quiet) == [(Decision.LISTEN, "")]  # one answer per turn

@@ -115,7 +115,8 @@ class MiniCPMOBackend:
         self._decoder: DuplexDecoder | None = None
         self._audio: Any = None
         self._started = False
-        self.schedule: schedule.SpeakSchedule | None = None  # tiny test checkpoints only
+        # The test instrument of schedule.py (tiny test checkpoints only).
+        self.schedule: schedule.SpeakSchedule | schedule.ReplySchedule | None = None
         self.record_timing = False
         self.timing = Timing()
         self.counts = Counts()
@@ -137,7 +138,8 @@ class MiniCPMOBackend:
         self.attach(loaded, schedule.read(folder))
         progress("loading MiniCPM-o", 1.0)
 
-    def attach(self, loaded: Any, steer: schedule.SpeakSchedule | None = None) -> None:
+    def attach(self, loaded: Any,
+               steer: schedule.SpeakSchedule | schedule.ReplySchedule | None = None) -> None:
         """Use a model already in memory (`loaded`: .model, .tokenizer). `steer` is the
         test instrument of schedule.py, for tiny checkpoints only."""
         with self._lock:
@@ -234,6 +236,9 @@ class MiniCPMOBackend:
             t_encoded = time.perf_counter()
             forced = control.barge_in or control.force_listen or self._interrupt.is_set()
             self._interrupt.clear()
+            hear = getattr(self.schedule, "hear", None)
+            if hear is not None:  # a tiny test model's script hears the flow too
+                hear(self._decoder.state.units, control, audio)
             result = self._decoder.step(protocol.unit_prefill(self._ids, frames, heard),
                                         force_listen=forced, stop=self._interrupt)
             self.results.append(result)

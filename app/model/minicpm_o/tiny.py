@@ -23,6 +23,7 @@ import torch
 from app.model.minicpm_o.config import MiniCPMOConfig
 
 DUETTO_META = "duetto.json"
+REPLY_UNITS = 3  # seconds of each tiny answer
 SHARDS = 4
 INDEX = "model.safetensors.index.json"
 UNK_ID = 128244  # <unk>: an ordinary vocabulary entry in the published tokenizer
@@ -185,6 +186,9 @@ def build_tiny(folder: Path, *, min_answer_tokens: int = 8, seed: int = 0) -> Pa
     config = tiny_config_dict()
     write_checkpoint(folder, config, random_state(config, seed))
     make_tokenizer().save_pretrained(folder)
-    meta = {"tiny": True, "seed": int(seed), "min_answer_tokens": int(min_answer_tokens)}
+    # A random model's own decisions are noise: the tiny one answers each of the user's
+    # turns with REPLY_UNITS units (schedule.py's ReplySchedule, a test instrument).
+    meta = {"tiny": True, "seed": int(seed), "min_answer_tokens": int(min_answer_tokens),
+            "reply_units": REPLY_UNITS}
     (folder / DUETTO_META).write_text(json.dumps(meta, indent=1))
     return folder
