@@ -202,8 +202,8 @@ def test_a_server_that_never_answers_times_out_with_a_message():
 def test_a_server_that_never_opens_the_session_times_out():
     from websockets.asyncio.server import serve
 
-    async def mute(ws):
-        await asyncio.sleep(30)
+    async def mute(ws):  # takes the connection and never says a word
+        await ws.wait_closed()
 
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
