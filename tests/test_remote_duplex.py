@@ -30,6 +30,8 @@ from app.serve import cli as serve_cli
 from app.serve.server import DuplexServer
 
 moshi_tiny_factory = tiny_models.moshi_tiny_factory
+qwen_tiny_factory = tiny_models.qwen_tiny_factory
+qwen_tiny = tiny_models.qwen_tiny
 
 pytestmark = pytest.mark.slow
 
@@ -285,3 +287,37 @@ def test_server_killed_mid_answer_and_restarted(moshi_tiny_factory):
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_a_served_turn_based_model_answers_the_committed_turn(qwen_tiny):
+    from app.model.contract import Voice
+    from app.model.qwen_omni.backend import QwenOmniBackend
+
+    qwen = QwenOmniBackend(device="cpu", unit_ms=1000)
+    qwen.load(ModelSource(local_dir=qwen_tiny), Quant.BF16, lambda *_: None)
+    rng = np.random.default_rng(1)
+
+    def second(i: int) -> Unit:
+        return Unit(i, float(i), 1.0, 16000, (0.1 * rng.standard_normal(16000)).astype(np.float32))
+
+    with ServerThread(qwen) as server:
+        remote = RemoteBackend(address=server.address, answer_timeout_s=120)
+        remote.load(ModelSource(), Quant.BF16, lambda *_: None)
+        assert not remote.spec.native_duplex and remote.spec.unit_ms == 1000
+        remote.start(Persona("t", "Answer briefly.", voice=Voice(builtin="Chelsie")))
+        assert list(remote.step(second(0), Control())) == []  # the turn goes on: no answer
+        answer = list(remote.step(second(1), Control(turn_ended=True)))
+        chunks = [o.speech for o in answer if o.speech is not None]
+        assert chunks and {c.response_id for c in chunks} == {1}
+        assert sum(len(c.audio) for c in chunks) > 24000 * 0.3  # speech, at 24 kHz
+        assert answer[-1].decision is Decision.END_OF_TURN
+        # A barge-in mid-answer: the server stops the model, the answer ends cancelled.
+        outputs = remote.step(second(2), Control(turn_ended=True))
+        first = next(o for o in outputs if o.speech is not None)
+        remote.interrupt()
+        rest = [o.speech for o in outputs if o.speech is not None]
+        assert first.speech.response_id == 2
+        assert remote._reader.cancelled == [remote._reader.wire_ids[2]]
+        assert sum(len(c.audio) for c in rest) < sum(len(c.audio) for c in chunks)
+        remote.close()
+    qwen.close()

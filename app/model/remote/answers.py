@@ -45,6 +45,7 @@ class AnswerReader:
         self.ledger: dict[int, list[Piece]] = {}
         self.current: int | None = None  # the response whose audio is streaming
         self.completed: list[tuple[str, float]] = []  # (wire id, ms) to acknowledge
+        self.cancelled: list[str] = []  # wire ids of the last answers cut short
         self._count = 0
         self._seq: dict[int, int] = {}
         self._speak = False
@@ -117,6 +118,9 @@ class AnswerReader:
             wire_id = str(event.get("response_id") or "")
             rid = self.ids.get(wire_id)
             response = event.get("response") if isinstance(event.get("response"), dict) else {}
+            if response.get("status") == "cancelled":
+                self.cancelled.append(wire_id)
+                del self.cancelled[:-16]
             if response.get("status") == "completed" and rid is not None:
                 self._end_pending = True
                 self.completed.append((wire_id, self.played_ms(rid)))
