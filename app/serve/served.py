@@ -69,6 +69,9 @@ class ServedSession:
         self.projector = Projector(self.native, spec.audio_out_rate, out)
         self._buffer = np.zeros(0, np.float32)
         self._taken = self._made = 0  # input samples taken, resampled samples made
+        # Unit index -> when its last sample arrived: each answer says how long the server
+        # took since (metadata.server_ms), so a client can tell the network's share.
+        self._received_at: dict[int, float] = {}
         self._frames: list[VideoFrame] = []
         self._received_ms = 0.0  # audio_end_ms of the last append taken
         self._unit_index = 0
@@ -236,6 +239,7 @@ class ServedSession:
         unit = Unit(self._unit_index, self._unit_index * spec.unit_ms / 1000, duration,
                     spec.audio_in_rate, np.ascontiguousarray(audio, np.float32), frames)
         self._unit_index += 1
+        self._received_at[unit.index] = time.monotonic()
         return unit
 
     async def _unit_ready(self, unit: Unit) -> None:
@@ -288,6 +292,13 @@ class ServedSession:
             "history_committed": True}})
 
     # ---------------------------------------------------------------- the model
+    def _stamp(self, event: dict[str, Any], unit_index: int) -> None:
+        received = self._received_at.get(unit_index)
+        if received is not None and (event["type"] in wire.AUDIO_DELTAS
+                                     or event["type"] == "response.listen"):
+            meta = event.setdefault("metadata", {})
+            meta["server_ms"] = round(1000 * (time.monotonic() - received), 2)
+
     async def _work_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -324,11 +335,14 @@ class ServedSession:
                     if self.native:
                         held.append(event)
                     else:
+                        self._stamp(event, unit.index)
                         await self.emit(event)
             await thread
             held += self.projector.end_step(unit.duration, control.turn_ended, unit.index)
             if self.native:
                 mark_unit(held, unit.index)
             for event in held:
+                self._stamp(event, unit.index)
                 await self.emit(event)
+            self._received_at.pop(unit.index, None)
             log.debug("unit %d stepped in %.3f s", unit.index, time.perf_counter() - started)

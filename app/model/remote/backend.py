@@ -29,6 +29,7 @@ new session is opened with the same persona and the step says so.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -94,6 +95,10 @@ class RemoteBackend:
         self._down_since: float | None = None
         self._next_retry = 0.0
         self._interrupted: int | None = None
+        # Per answered unit (native) or answered turn: the round trip minus the server's
+        # own time (metadata.server_ms), in ms: what the network hop adds.
+        self.hops_ms: collections.deque[float] = collections.deque(maxlen=100_000)
+        self._sent_at = 0.0
 
     # ---------------------------------------------------------------- lifecycle
     def load(self, source: ModelSource, quant: Quant, progress: Progress) -> None:
@@ -213,10 +218,13 @@ class RemoteBackend:
         events = self._unit_events(unit, control)
         index = self._units_sent
         self._units_sent += 1
+        self._sent_at = time.monotonic()
         if not self._send_all(events):
             self._recover(events, "while sending")
         if self.spec.native_duplex:
-            return self._read(index, events, turn=False)
+            # Waits here for the unit's answer (a few ms to a unit): the session times
+            # step() as the unit's compute, and for a remote model that is the round trip.
+            return iter(list(self._read(index, events, turn=False)))
         if control.turn_ended:
             return self._read(index, events, turn=True)
         return iter(())
@@ -240,6 +248,7 @@ class RemoteBackend:
                 self._recover(sent, "mid-answer", forgotten=True)
                 continue
             answer = self._reader.read(event, index)
+            self._note_hop(event, first_audio=turn)
             yield from answer.outputs
             self._acknowledge_completed()
             if turn and answer.turn_answered and self._reader.current is None:
@@ -250,6 +259,16 @@ class RemoteBackend:
                     # Without marks the audio delta answers the unit, before its text.
                     yield from self._reader.flush()
                 return
+
+    def _note_hop(self, event: dict[str, Any], first_audio: bool) -> None:
+        meta = event.get("metadata")
+        server_ms = meta.get("server_ms") if isinstance(meta, dict) else None
+        if not isinstance(server_ms, (int, float)) or self._sent_at == 0.0:
+            return
+        if first_audio and event["type"] not in wire.AUDIO_DELTAS:
+            return
+        self.hops_ms.append(1000 * (time.monotonic() - self._sent_at) - server_ms)
+        self._sent_at = 0.0  # one hop per unit (native) or per answer (turn-based)
 
     def _acknowledge_completed(self) -> None:
         while self._reader.completed:
