@@ -241,7 +241,7 @@ class MiniCPMOBackend:
                 hear(self._decoder.state.units, control, audio)
             result = self._decoder.step(protocol.unit_prefill(self._ids, frames, heard),
                                         force_listen=forced, stop=self._interrupt)
-            self.results.append(result)
+            self.results.append(result.without_hidden())  # the hidden states are device memory
             self.counts.units += 1
             self.counts.frames += len(frames)
             self.counts.audio_positions += int(heard.shape[0])
