@@ -321,3 +321,45 @@ def test_a_served_turn_based_model_answers_the_committed_turn(qwen_tiny):
         assert sum(len(c.audio) for c in rest) < sum(len(c.audio) for c in chunks)
         remote.close()
     qwen.close()
+
+
+class _Seeing:
+    """The tiny Moshi as a model that takes one camera frame a unit (as MiniCPM-o
+    does): what the server hands it is recorded; the model itself ignores frames."""
+
+    def __init__(self, inner: MoshiBackend) -> None:
+        import dataclasses
+
+        self._inner = inner
+        self.spec = dataclasses.replace(inner.spec, frames_per_unit=1)
+        self.seen: list[tuple] = []
+
+    def step(self, unit, control):
+        self.seen.append(unit.frames)
+        return self._inner.step(unit, control)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def test_camera_frames_reach_a_model_that_takes_them(moshi):
+    from app.model.contract import VideoFrame
+
+    seeing = _Seeing(moshi)
+    with ServerThread(seeing) as server:
+        remote = _client(server.address)
+        assert remote.spec.frames_per_unit == 1
+        # A smooth picture (JPEG keeps it within a few levels), red left, blue right.
+        x = np.linspace(0, 1, 64, dtype=np.float32)
+        pixels = np.zeros((48, 64, 3), np.uint8)
+        pixels[..., 0] = (255 * (1 - x)).astype(np.uint8)
+        pixels[..., 2] = (255 * x).astype(np.uint8)
+        units = list(_units(0, 3))
+        units[1] = Unit(1, 0.08, 0.08, 16000, units[1].audio,
+                        (VideoFrame(pixels=pixels, t=0.1, seq=7),))
+        _step_all(remote, units)
+        remote.close()
+    assert [len(f) for f in seeing.seen] == [0, 1, 0]
+    got = seeing.seen[1][0].pixels
+    assert got.shape == pixels.shape
+    assert np.abs(got.astype(int) - pixels.astype(int)).mean() < 4  # RGB order kept
