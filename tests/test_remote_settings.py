@@ -130,3 +130,37 @@ def test_the_connection_test_says_what_the_server_runs_or_why_not(qtbot, ring, m
     assert server_token.load(server.address) == "right"
     assert "system keyring" in page.token_note.text()
     tasks.shutdown()
+
+
+def test_the_side_panel_shows_the_network_only_for_a_server(qtbot):
+    from app.ui.widgets.side_panel import SidePanel
+
+    panel = SidePanel()
+    qtbot.addWidget(panel)
+    panel.show()
+    assert not panel.network_value.isVisible()
+    panel.set_network({"handshake_ms": 115.0, "hop_median_ms": 2.4, "hop_p90_ms": 6.8})
+    assert panel.network_value.isVisible() and panel.network_value.text() == "2 ms"
+    assert "p90 7 ms" in panel.network_value.toolTip()
+    panel.set_network(None)  # a local model
+    assert not panel.network_value.isVisible()
+
+
+def test_remote_backend_network_figures(moshi):
+    import numpy as np
+
+    from app.model.contract import Control, Persona, Unit
+    from app.model.remote.backend import RemoteBackend
+
+    with ServerThread(moshi) as server:
+        remote = RemoteBackend(address=server.address)
+        remote.load(ModelSource(), Quant.BF16, lambda *_: None)
+        remote.start(Persona("t", ""))
+        assert set(remote.network_figures()) == {"handshake_ms"}
+        for i in range(5):
+            list(remote.step(Unit(i, i * 0.08, 0.08, 16000, np.zeros(1280, np.float32)),
+                             Control()))
+        figures = remote.network_figures()
+        remote.close()
+    assert len(remote.hops_ms) == 5
+    assert 0 <= figures["hop_median_ms"] <= figures["hop_p90_ms"] < 1000

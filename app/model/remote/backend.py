@@ -165,6 +165,19 @@ class RemoteBackend:
                 f"{caps.get('chunk_period_ms', '?')} ms units"
                 f"{', sees the camera' if self.spec.frames_per_unit else ''}{rtt})")
 
+    def network_figures(self) -> dict[str, float] | None:
+        """What the network adds, for the window: the session's handshake round trip and
+        the last answers' hop (round trip less the server's own time), in ms."""
+        link = self.link
+        if link is None or link.rtt_s is None:
+            return None
+        figures = {"handshake_ms": 1000 * link.rtt_s}
+        recent = list(self.hops_ms)[-50:]
+        if recent:
+            figures["hop_median_ms"] = float(np.median(recent))
+            figures["hop_p90_ms"] = float(np.percentile(recent, 90))
+        return figures
+
     def start(self, persona: Persona) -> None:
         """A new conversation on the server, with this persona."""
         self._persona = persona
