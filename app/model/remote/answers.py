@@ -154,7 +154,8 @@ class AnswerReader:
         """How long the chunks of `rid` whose text was all heard last, in ms."""
         total, said = 0.0, ""
         for piece in self.ledger.get(rid, ()):
-            if len(said) + len(piece.text) > len(heard_text):
+            # Past the last word heard nothing is known to have played: stop there.
+            if len(said) >= len(heard_text) or len(said) + len(piece.text) > len(heard_text):
                 break
             said += piece.text
             total += piece.ms
