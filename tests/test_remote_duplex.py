@@ -363,3 +363,51 @@ def test_camera_frames_reach_a_model_that_takes_them(moshi):
     got = seeing.seen[1][0].pixels
     assert got.shape == pixels.shape
     assert np.abs(got.astype(int) - pixels.astype(int)).mean() < 4  # RGB order kept
+
+
+class _Stalling:
+    """The tiny Moshi stuck for `stall_s` once, at unit `at` (a server that stops
+    answering mid-conversation, then comes back)."""
+
+    def __init__(self, inner: MoshiBackend, at: int, stall_s: float) -> None:
+        self._inner = inner
+        self.at, self.stall_s, self.steps = at, stall_s, 0
+
+    def step(self, unit, control):
+        self.steps += 1
+        if self.steps == self.at + 1:
+            time.sleep(self.stall_s)
+        return self._inner.step(unit, control)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def test_a_server_that_stops_answering_mid_conversation_does_not_hang_the_flow(moshi):
+    with ServerThread(_Stalling(moshi, at=3, stall_s=3.0)) as server:
+        remote = _client(server.address, answer_timeout_s=1.0, retry_s=0.2)
+        (session,) = server.server.sessions.values()
+        assert len(_speech(_step_all(remote, _units(0, 3)))) == 3
+        started = time.monotonic()
+        stuck = r"mid-answer \(it did not answer within 1 s\).*recorded up"
+        with pytest.raises(BackendError, match=stuck):
+            _step_all(remote, _units(3, 1))
+        assert time.monotonic() - started < 2.5
+        # While it is stuck, each unit comes back at once; once it answers again, the
+        # same conversation goes on (resumed, its late answers replayed).
+        quick = []
+        answered = []
+        deadline = time.monotonic() + 20
+        index = 4
+        while not answered and time.monotonic() < deadline:
+            t0 = time.monotonic()
+            outs = _step_all(remote, _units(index, 1))
+            quick.append(time.monotonic() - t0)
+            answered = _speech(outs)
+            index += 1
+            time.sleep(0.05)
+        assert answered, "the conversation did not come back"
+        assert max(quick) < 2.5, quick
+        assert list(server.server.sessions) == [session.id]  # the same session
+        assert remote.notice == ""
+        remote.close()

@@ -66,6 +66,10 @@ def _jpeg_b64(pixels: np.ndarray) -> str | None:
     return wire.b64(data.tobytes()) if ok else None
 
 
+class _StillAway(BackendError):
+    """A fault already reported in this outage: the step yields nothing, says nothing."""
+
+
 class RemoteBackend:
     def __init__(self, *, address: str = "", model: str = "", token: str | None = None,
                  connect_timeout_s: float = 10.0, answer_timeout_s: float = 15.0,
@@ -95,6 +99,7 @@ class RemoteBackend:
         self._down_since: float | None = None
         self._next_retry = 0.0
         self._interrupted: int | None = None
+        self._reported = False  # this outage was reported (once is enough)
         # Per answered unit (native) or answered turn: the round trip minus the server's
         # own time (metadata.server_ms), in ms: what the network hop adds.
         self.hops_ms: collections.deque[float] = collections.deque(maxlen=100_000)
@@ -232,15 +237,25 @@ class RemoteBackend:
         index = self._units_sent
         self._units_sent += 1
         self._sent_at = time.monotonic()
-        if not self._send_all(events):
-            self._recover(events, "while sending")
-        if self.spec.native_duplex:
-            # Waits here for the unit's answer (a few ms to a unit): the session times
-            # step() as the unit's compute, and for a remote model that is the round trip.
-            return iter(list(self._read(index, events, turn=False)))
+        try:
+            if not self._send_all(events):
+                self._recover(events, "while sending")
+            if self.spec.native_duplex:
+                # Waits here for the unit's answer (a few ms to a unit): the session times
+                # step() as its compute, and for a remote model that is the round trip.
+                return iter(list(self._read(index, events, turn=False)))
+        except _StillAway:
+            return iter(())
         if control.turn_ended:
-            return self._read(index, events, turn=True)
+            return self._quietly(self._read(index, events, turn=True))
         return iter(())
+
+    @staticmethod
+    def _quietly(outputs: Iterator[Output]) -> Iterator[Output]:
+        try:
+            yield from outputs
+        except _StillAway:
+            return
 
     def _read(self, index: int, sent: list[dict[str, Any]], turn: bool) -> Iterator[Output]:
         deadline = time.monotonic() + self.answer_timeout_s
@@ -248,10 +263,12 @@ class RemoteBackend:
             assert self.link is not None
             event = self.link.next_event(deadline - time.monotonic())
             if event is None:
-                raise BackendError(
-                    f"the server at {self.address} did not answer within "
-                    f"{self.answer_timeout_s:g} s",
-                    hint="it may be overloaded or stuck; the conversation so far is kept")
+                # Stuck, or a connection that died without a word: let go of the socket
+                # (the server keeps the session) and come back when it answers, rather
+                # than wait this long again for every unit.
+                self.link.drop()
+                self._went_away("mid-answer", f"it did not answer within "
+                                              f"{self.answer_timeout_s:g} s")
             if event["type"] == LOST:
                 if self.link.is_current_loss(event):
                     self._recover(sent, "mid-answer")
@@ -262,6 +279,8 @@ class RemoteBackend:
                 continue
             answer = self._reader.read(event, index)
             self._note_hop(event, first_audio=turn)
+            if answer.unit_answered or answer.turn_answered:
+                self._reported = False  # it answers again: the next fault is news
             yield from answer.outputs
             self._acknowledge_completed()
             if turn and answer.turn_answered and self._reader.current is None:
@@ -312,6 +331,9 @@ class RemoteBackend:
     def _went_away(self, when: str, why: str) -> None:
         self._down_since = time.monotonic()
         self._next_retry = self._down_since + self.retry_s
+        if self._reported:
+            raise _StillAway(self.notice)
+        self._reported = True
         self.notice = (f"lost the connection to the server at {self.address} {when} "
                        f"({why}); the conversation is recorded up to here, and Duetto "
                        "reconnects on its own when the server is back")

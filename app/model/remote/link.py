@@ -199,6 +199,14 @@ class Link:
         except queue.Empty:
             return None
 
+    def drop(self) -> None:
+        """Let go of the socket without ending the session (the server keeps it for a
+        resume): for a server that stopped answering on a connection that looks open."""
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                ws.close_socket()
+
     def close(self) -> None:
         self._closing = True
         ws, self._ws = self._ws, None
