@@ -146,7 +146,6 @@ def test_an_answer_made_while_the_connection_was_down_is_replayed(moshi):
         remote = _client(server.address, answer_timeout_s=5.0)
         (session,) = server.server.sessions.values()
         before = _speech(_step_all(remote, _units(0, 2)))
-        pending = remote.step(next(_units(2, 1)), Control())  # sent; not answered yet
         link = remote.link
         resume = link.resume
 
@@ -155,8 +154,14 @@ def test_an_answer_made_while_the_connection_was_down_is_replayed(moshi):
             resume(timeout_s)
 
         link.resume = late_resume
+        result: dict = {}
+        stepping = threading.Thread(target=lambda: result.setdefault(
+            "outs", list(remote.step(next(_units(2, 1)), Control()))))
+        stepping.start()  # the unit is sent; its answer takes 0.3 s
+        time.sleep(0.1)
         server.call(server.server.drop_connections())
-        replayed = _speech([list(pending)])
+        stepping.join(20)
+        replayed = _speech([result["outs"]])
         assert session.attachment == 2  # resumed once, on a new socket
         assert len(replayed) == 1 and replayed[0].response_id == before[-1].response_id
         assert session._unit_index == 3  # the unit was not taken twice
