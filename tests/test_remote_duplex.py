@@ -416,3 +416,39 @@ def test_a_server_that_stops_answering_mid_conversation_does_not_hang_the_flow(m
         assert list(server.server.sessions) == [session.id]  # the same session
         assert remote.notice == ""
         remote.close()
+
+
+class _Starting:
+    """The tiny Moshi, recording the personas the server starts it with."""
+
+    def __init__(self, inner: MoshiBackend) -> None:
+        self._inner = inner
+        self.started: list[tuple[Persona, bytes]] = []
+
+    def start(self, persona):
+        ref = persona.voice.reference_audio
+        self.started.append((persona, Path(ref).read_bytes() if ref else b""))
+        return self._inner.start(persona)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+def test_a_persona_with_a_voice_recording_reaches_the_served_model(moshi, tmp_path):
+    import soundfile
+
+    from app.model.contract import Voice
+
+    wav = tmp_path / "my voice.wav"
+    rng = np.random.default_rng(3)
+    soundfile.write(wav, (0.1 * rng.standard_normal(3 * 24000)).astype(np.float32), 24000)
+    starting = _Starting(moshi)
+    with ServerThread(starting) as server:
+        remote = RemoteBackend(address=server.address)
+        remote.load(ModelSource(), Quant.BF16, lambda *_: None)
+        remote.start(Persona("p", "You are a pirate.", voice=Voice(reference_audio=wav)))
+        assert len(_speech(_step_all(remote, _units(0, 2)))) == 2
+        remote.close()
+    persona, data = starting.started[-1]
+    assert persona.role_prompt == "You are a pirate."
+    assert data == wav.read_bytes()  # the recording itself, byte for byte

@@ -11,9 +11,12 @@ to a new one.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
+import tempfile
 from http import HTTPStatus
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -47,6 +50,7 @@ class DuplexServer:
         self.sessions: dict[str, ServedSession] = {}
         self._server: Server | None = None
         self._sockets: set[ServerConnection] = set()
+        self._voice_dir: tempfile.TemporaryDirectory | None = None
 
     async def start(self) -> int:
         """Listen; returns the port (useful when 0 asked for a free one)."""
@@ -62,6 +66,8 @@ class DuplexServer:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+        if self._voice_dir is not None:
+            self._voice_dir.cleanup()
 
     async def drop_connections(self) -> None:
         """Cut every socket without a close handshake (a network drop; sessions stay)."""
@@ -133,10 +139,10 @@ class DuplexServer:
                 return None
             await other.end("replaced")  # its client is gone: a new one takes its place
         config = first.get("session") if isinstance(first.get("session"), dict) else {}
-        voice = config.get("voice")
-        persona = Persona(name="served", role_prompt=str(config.get("instructions") or ""),
-                          voice=Voice(builtin=voice if isinstance(voice, str) else None))
         try:
+            voice = self._voice(config)
+            persona = Persona(name="served",
+                              role_prompt=str(config.get("instructions") or ""), voice=voice)
             await asyncio.to_thread(self.backend.start, persona)
         except BackendError as exc:
             await self._refuse(ws, "invalid_session_config", str(exc))
@@ -153,6 +159,24 @@ class DuplexServer:
         await session.emit({"type": "session.updated", "session": described})
         log.info("session %s opened", session_id)
         return session
+
+    def _voice(self, config: dict[str, Any]) -> Voice:
+        """A built-in voice by name, or `ref_audio` (a WAV as a data URL) to clone."""
+        voice = config.get("voice")
+        if isinstance(voice, str) and voice:
+            return Voice(builtin=voice)
+        ref = config.get("ref_audio")
+        if not isinstance(ref, str) or not ref:
+            return Voice()
+        try:
+            data = wire.unb64(ref)
+        except ValueError:
+            raise BackendError("ref_audio is not base64 audio") from None
+        # The backend reads voices from files; this one lives as long as the server.
+        self._voice_dir = self._voice_dir or tempfile.TemporaryDirectory(prefix="duetto-voice-")
+        path = Path(self._voice_dir.name) / f"voice-{hashlib.sha256(data).hexdigest()[:16]}.wav"
+        path.write_bytes(data)
+        return Voice(reference_audio=path)
 
     async def _resume(self, ws: ServerConnection, first: dict[str, Any]
                       ) -> ServedSession | None:

@@ -34,6 +34,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,6 +136,15 @@ class RemoteBackend:
             config["instructions"] = persona.role_prompt
             if persona.voice.builtin:
                 config["voice"] = persona.voice.builtin
+            elif persona.voice.reference_audio is not None:
+                # The voice to clone rides as a data URL (vLLM-Omni's MiniCPM-o needs one).
+                path = Path(persona.voice.reference_audio).expanduser()
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    raise BackendError(f"the voice recording {path} cannot be read ({exc})",
+                                       hint="pick another recording for the persona") from None
+                config["ref_audio"] = f"data:audio/wav;base64,{wire.b64(data)}"
         return config
 
     def _open(self, persona: Persona | None) -> dict[str, Any]:
