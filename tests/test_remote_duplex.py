@@ -240,6 +240,12 @@ def test_nothing_at_the_address_says_so():
         _client(f"127.0.0.1:{port}", connect_timeout_s=1.0)
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def _start_server(model: Path, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--model", str(model), "--device", "cpu",

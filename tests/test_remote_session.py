@@ -106,3 +106,44 @@ def test_barge_in_over_the_network_silences_and_mutes_the_served_model(
     # What was heard of the cut answer went back as a truncating playback ack.
     assert heard.data["response"] == 1
     assert session is not None and session.played, "no playback ack reached the server"
+
+
+def test_server_killed_mid_answer_the_session_goes_on_and_keeps_the_recording(
+        moshi_tiny_factory, tmp_path):
+    """`python -m app serve` is killed while the model speaks, and started again: the
+    window's session says so, never stops, records everything up to the loss, and the
+    conversation goes on once the server is back (a new one on the server)."""
+    from test_remote_duplex import _free_port, _start_server
+
+    folder = moshi_tiny_factory()  # the tiny Moshi speaks in every frame
+    port = _free_port()
+    proc = _start_server(folder, port)
+    try:
+        remote = RemoteBackend(address=f"127.0.0.1:{port}", connect_timeout_s=3.0,
+                               retry_s=0.3)
+        remote.load(ModelSource(), Quant.BF16, lambda *_: None)
+        with LiveConversation(None, tmp_path, backend=remote, persona=PERSONA) as conv:
+            speaking = conv.wait_for(EventKind.STATE, 20, state="speaking")
+            conv.wait_until(speaking.t + 1.5)
+            killed_at = conv.room.now
+            proc.kill()
+            proc.wait(10)
+            lost = conv.wait_for(EventKind.ERROR, 20, after=killed_at - 0.5)
+            proc = _start_server(folder, port)
+            back = conv.wait_for(EventKind.ERROR, 60, after=lost.t)
+            again = conv.wait_for(EventKind.STATE, 30, after=back.t, state="speaking")
+            conv.wait_until(again.t + 1.0)
+        remote.close()
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert "lost the connection" in lost.data["message"]
+    assert "recorded up to here" in lost.data["message"]
+    assert "restarted" in back.data["message"]
+    recording, rate = conv.recording()
+    right = recording[:, 1]
+    # Everything the model said before the loss is in the recording...
+    assert rms_db(window(right, rate, speaking.t + 0.1, killed_at - 0.3)) > AUDIBLE_DB
+    # ...and the conversation went on after the restart, recorded as well.
+    assert rms_db(window(right, rate, again.t + 0.1, again.t + 0.9)) > AUDIBLE_DB
+    assert len(recording) / rate >= again.t + 0.9  # one recording, the whole session

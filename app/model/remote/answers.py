@@ -35,7 +35,7 @@ class Answer:
 
 
 class AnswerReader:
-    def __init__(self, marks_units: bool = False) -> None:
+    def __init__(self, marks_units: bool = False, first_id: int = 1) -> None:
         # True when the server marks the event that closes each unit (ours does, and
         # says so with the capability `marks_units`); else the first decision-bearing
         # event answers a unit (a vLLM-Omni server).
@@ -46,11 +46,17 @@ class AnswerReader:
         self.current: int | None = None  # the response whose audio is streaming
         self.completed: list[tuple[str, float]] = []  # (wire id, ms) to acknowledge
         self.cancelled: list[str] = []  # wire ids of the last answers cut short
-        self._count = 0
+        # Our ids go on increasing across sessions (a new session after a server restart
+        # starts its own at resp_1 again; the flow must see a new response).
+        self._count = first_id - 1
         self._seq: dict[int, int] = {}
         self._speak = False
         self._end_pending = False
         self._held: SpeechChunk | None = None
+
+    @property
+    def last_id(self) -> int:
+        return self._count
 
     def _rid(self, wire_id: str) -> int:
         if wire_id not in self.ids:

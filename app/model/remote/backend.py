@@ -43,6 +43,7 @@ from app.model.contract import (
     BackendError,
     BackendSpec,
     Control,
+    Decision,
     ModelSource,
     Output,
     Persona,
@@ -162,7 +163,8 @@ class RemoteBackend:
         self.spec = BackendSpec(family=FAMILY, unit_ms=unit_ms, audio_in_rate=wire.INPUT_RATE,
                                 audio_out_rate=wire.OUTPUT_RATE,
                                 frames_per_unit=1 if video else 0, native_duplex=native)
-        self._reader = AnswerReader(marks_units=bool(caps.get("marks_units")))
+        self._reader = AnswerReader(marks_units=bool(caps.get("marks_units")),
+                                    first_id=self._reader.last_id + 1)
         self._sent_ms = 0.0
         self._units_sent = 0
         return session
@@ -241,7 +243,7 @@ class RemoteBackend:
                                f"got {unit.sample_rate} Hz")
         if self._down_since is not None and (time.monotonic() < self._next_retry
                                              or not self._reconnect()):
-            return iter(())  # still away: said once already, nothing to play
+            return iter(self._end_cut_answer())  # still away: said once already
         self._interrupted = None
         events = self._unit_events(unit, control)
         index = self._units_sent
@@ -259,6 +261,13 @@ class RemoteBackend:
         if control.turn_ended:
             return self._quietly(self._read(index, events, turn=True))
         return iter(())
+
+    def _end_cut_answer(self) -> list[Output]:
+        """An answer the server went away in the middle of is over: say so, once."""
+        if self._reader.current is None:
+            return []
+        self._reader.current = None
+        return [Output(decision=Decision.END_OF_TURN)]
 
     @staticmethod
     def _quietly(outputs: Iterator[Output]) -> Iterator[Output]:
