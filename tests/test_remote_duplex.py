@@ -187,8 +187,14 @@ def test_nothing_listens_beyond_localhost_without_a_token(moshi, capsys):
     os.environ.pop(serve_cli.TOKEN_ENV, None)
     assert serve_cli.run(args) == 2
     assert "a token is required" in capsys.readouterr().err
-    server = DuplexServer(moshi, "tiny", host="0.0.0.0", token="t")  # with one: allowed
-    assert server.token == "t"
+    # With a token it listens on every address, and still refuses a client without it.
+    with ServerThread(moshi, host="0.0.0.0", token="t") as server:
+        assert server.server._server.sockets[0].getsockname()[0] == "0.0.0.0"
+        with pytest.raises(BackendError, match="refused the token"):
+            _client(server.address)
+        remote = _client(server.address, token="t")
+        assert len(_speech(_step_all(remote, _units(0, 1)))) == 1
+        remote.close()
 
 
 def test_a_server_that_never_answers_times_out_with_a_message():
