@@ -44,13 +44,13 @@ def test_every_entry_is_sourced_and_complete() -> None:
 def test_only_families_with_a_backend_are_supported() -> None:
     supported = {e.id for e in registry.entries() if e.supported}
     assert supported == {"qwen2.5-omni-3b", "qwen2.5-omni-7b", "moshiko-hf", "moshiko",
-                         "personaplex-7b"}
+                         "personaplex-7b", "minicpm-o-4.5"}
 
 
 def test_vram_figures_are_the_memory_plans() -> None:
     from app.model import memory_plan
 
-    for entry_id in ("qwen2.5-omni-7b", "moshiko"):
+    for entry_id in ("qwen2.5-omni-7b", "moshiko", "minicpm-o-4.5"):
         planned = memory_plan.plan_entry(entry_id, Quant.NF4)
         assert registry.get(entry_id).vram_gib[Quant.NF4] == round(planned.total_gib, 2)
 
