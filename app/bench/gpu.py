@@ -367,12 +367,18 @@ def _minicpmo(row: Row, args: argparse.Namespace, *, device: str = "cuda",
         recording = write_noise_wav(Path(tmp) / "voice.wav", MINICPMO_VOICE_S)
         backend.start(Persona("bench", "You enjoy a good conversation about technology.",
                               voice=Voice(reference_audio=recording)))
-    # Fill the window until it slides: the context is then all held, as in a long talk.
-    filled = 0
+    # Fill the window until it has slid, and stop two units into a turn: the context is
+    # then all held as in a long talk, the vocoder's live cache (at its cut length after
+    # two chunks) beside its turn-start one.
+    filled = into_turn = 0
+    slid = False
     while filled < MINICPMO_MAX_FILL:
         timed_units(backend, 1, rng, cuda, first=filled)
         filled += 1
-        if backend.results[-1].dropped:
+        last = backend.results[-1]
+        slid = slid or bool(last.dropped)
+        into_turn = into_turn + 1 if last.speaking and last.turn_open else 0
+        if slid and into_turn >= 2:
             break
     steady = memory.now()
     memory.reset_peak()
