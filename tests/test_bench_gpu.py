@@ -99,3 +99,50 @@ def test_moshi_row_times_frames_with_a_full_window(moshi_tiny_factory, monkeypat
     gpu._moshi(row, _args())
     assert row.context == 12 and row.frame_ms_p99 >= row.frame_ms_median > 0
     assert "frame p99 <= 80 ms" in row.targets
+
+
+@pytest.mark.parametrize("quant", [Quant.NF4, Quant.BF16])
+def test_minicpmo_row_speaks_and_times_its_units(monkeypatch, quant: Quant) -> None:
+    """The MiniCPM-o row on the tiny architecture (LLM, speech decoder, flow, vocoder)
+    and the CPU: the same function the GPU runs, the quantized speech decoder included
+    (nf4 holds its projector's weights as uint8: the condition must not take that dtype)."""
+    from app.model.minicpm_o import loader
+
+    real = loader.load_random
+
+    def load_random(q, *, device, context, config=None, seed=0):
+        loaded = real(q, device=device, context=context, config=config, seed=seed)
+        _Counter.loaded = loaded
+        return loaded
+
+    monkeypatch.setattr(loader, "load_random", load_random)
+    monkeypatch.setattr(gpu, "Memory", _Counter)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny token2wav on a busy 2-core machine
+    try:
+        row = gpu.Row("minicpm-o", gpu.MINICPMO_SIZE, quant.value)
+        gpu._minicpmo(row, _args(minicpmo_context=1000, minicpmo_units=8), device="cpu",
+                      tiny=True)
+    finally:
+        torch.set_num_threads(before)
+    assert row.context == 1000 and row.unit_ms is not None and row.unit_ms_p99 >= row.unit_ms
+    # The schedule speaks 4 units and listens 3: both kinds are timed, a turn opens and
+    # its first audio is measured from the decision; speech was voiced.
+    assert row.speaking_unit_ms is not None and row.listening_unit_ms is not None
+    assert row.speech_ms is not None and row.speech_ms > 0
+    assert row.turns >= 1 and row.first_audio_after_decision_s is not None
+    assert 0 < row.first_audio_after_decision_s < row.speaking_unit_ms / 1000 * 2
+    assert 0 < row.rtf < float("inf")
+    assert any(k.startswith("plan within") for k in row.targets)
+    if quant is Quant.NF4:
+        assert {"median speaking unit <= 0.15 s",
+                "first audio <= 0.30 s after the decision"} <= set(row.targets)
+    assert "minicpm-o" in gpu._line(row) and "1st audio" in gpu._line(row)
+
+
+def test_the_minicpmo_rows_come_first_and_are_in_the_default_run() -> None:
+    assert gpu.DEFAULT_ROWS[0] == ("minicpm-o", gpu.MINICPMO_SIZE, "nf4")
+    parser = argparse.ArgumentParser()
+    gpu.add_arguments(parser)
+    assert "minicpm-o" in parser.parse_args([]).families
+    assert {q for f, _, q in gpu.DEFAULT_ROWS if f == "minicpm-o"} == {"nf4", "int8", "bf16"}

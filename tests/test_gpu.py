@@ -129,3 +129,21 @@ def test_the_plan_of_a_full_size_model_matches_the_gpu_it_runs_on() -> None:
 
     plan = memory_plan.plan_entry("qwen2.5-omni-3b", Quant.NF4, 4096, device="cuda")
     assert plan.float_dtype == quant.torch_dtype(Quant.NF4, "cuda")
+
+
+@pytest.mark.parametrize("q", QUANTS)
+def test_minicpmo_speaks_on_the_gpu(q: Quant) -> None:
+    """The tiny MiniCPM-o with its whole speech path (speech decoder, flow, vocoder) on
+    CUDA, through `duetto bench gpu`'s own row: the embeddings in system RAM, the speech
+    decoder quantized, the voice prompt made on the CPU; no tensor may land on the wrong
+    device, and the row's memory is the device's own counters."""
+    import argparse
+
+    from app.bench import gpu
+
+    row = gpu.Row("minicpm-o", gpu.MINICPMO_SIZE, q.value)
+    gpu._minicpmo(row, argparse.Namespace(minicpmo_context=1000, minicpmo_units=8),
+                  device="cuda", tiny=True)
+    assert row.speaking_unit_ms is not None and row.speech_ms is not None
+    assert row.first_audio_after_decision_s is not None and 0 < row.rtf < float("inf")
+    assert row.measured["weights"] > 0

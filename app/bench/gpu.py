@@ -1,8 +1,8 @@
 """`duetto bench gpu`: the full-size models on this CUDA GPU, measured against their plans.
 
-For each family (Qwen2.5-Omni 7B and 3B, Moshi 7B, which is also PersonaPlex-7B's
-in-memory architecture) and each quantization (nf4, int8, bf16), it loads the published
-architecture with random weights made directly on the GPU, through the loader's own path
+For each family (MiniCPM-o 4.5, Qwen2.5-Omni 7B and 3B, Moshi 7B, which is also
+PersonaPlex-7B's in-memory architecture) and each quantization (nf4, int8, bf16), it
+loads the published architecture with random weights, through the loader's own path
 (loader.load_random: the placement rule, bitsandbytes' quantization while loading, the
 fit check), and measures:
 
@@ -15,11 +15,19 @@ fit check), and measures:
   controller starts it `speculate_after` into the silence and decides at
   `end_of_turn_silence`: the answer has the difference as a head start), and the speech
   real-time factor (answer time / seconds of speech);
-* Moshi: the compute of each 80 ms frame (median, p99) once its context window is full.
+* Moshi: the compute of each 80 ms frame (median, p99) once its context window is full;
+* MiniCPM-o: with the full-size token2wav beside it (the published flow and HiFT, random
+  weights made on the GPU) and a random 10 s voice prompt, the model speaks on a
+  schedule (schedule.SpeakSchedule: 4 units of speech, 3 of listening); once its LLM
+  window has filled and slid, the compute of each 1 s unit (vision, audio, prefill,
+  decision, words and their speech), the speech part alone, the first audio after each
+  <|speak|> decision, and the speech real-time factor (speech compute / speech voiced).
 
 Targets (exit 1 on a miss): plan within 10 % of measured, for every row; Qwen 7B nf4
 first audio ≤ 0.30 s after the decision and speech RTF ≤ 0.3; Moshi 7B nf4 frame p99
-≤ 80 ms. Rows that the time budget leaves out are reported as skipped.
+≤ 80 ms; MiniCPM-o nf4 median speaking unit ≤ 0.15 s and every turn's first audio
+≤ 0.30 s after the decision (the issue's H100 targets). Rows that the time budget leaves
+out are reported as skipped. The MiniCPM-o rows come first: they are the newest.
 
 Without CUDA it refuses in one line (exit 2): there is nothing full-size to measure.
 """
@@ -43,18 +51,25 @@ PLAN_TOLERANCE = 0.10
 QWEN_FIRST_AUDIO_S = 0.30
 QWEN_RTF = 0.3
 MOSHI_FRAME_P99_MS = 80.0
+MINICPMO_UNIT_S = 0.15
+MINICPMO_FIRST_AUDIO_S = 0.30
+MINICPMO_SIZE = "4.5"  # one size: the 9.4 B model (Qwen3-8B inside)
+MINICPMO_VOICE_S = 10  # the voice prompt the memory plan counts (memory.py)
+MINICPMO_MAX_FILL = 60  # units at most to fill the LLM window before timing
 TARGET_QUANT = "nf4"
+FAMILIES = ("minicpm-o", "qwen2.5-omni", "moshi")
 # Target rows first: if the time budget runs out, what is left out is the least needed.
 DEFAULT_ROWS = (
-    ("qwen2.5-omni", "7B", "nf4"), ("moshi", "7B", "nf4"), ("qwen2.5-omni", "3B", "nf4"),
+    ("minicpm-o", MINICPMO_SIZE, "nf4"), ("qwen2.5-omni", "7B", "nf4"), ("moshi", "7B", "nf4"),
+    ("qwen2.5-omni", "3B", "nf4"), ("minicpm-o", MINICPMO_SIZE, "int8"),
     ("qwen2.5-omni", "7B", "int8"), ("moshi", "7B", "int8"), ("qwen2.5-omni", "3B", "int8"),
-    ("qwen2.5-omni", "7B", "bf16"), ("moshi", "7B", "bf16"), ("qwen2.5-omni", "3B", "bf16"),
+    ("minicpm-o", MINICPMO_SIZE, "bf16"), ("qwen2.5-omni", "7B", "bf16"),
+    ("moshi", "7B", "bf16"), ("qwen2.5-omni", "3B", "bf16"),
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--families", nargs="+", default=["qwen2.5-omni", "moshi"],
-                        choices=["qwen2.5-omni", "moshi"])
+    parser.add_argument("--families", nargs="+", default=list(FAMILIES), choices=FAMILIES)
     parser.add_argument("--sizes", nargs="+", default=["7B", "3B"], choices=["7B", "3B"],
                         help="Qwen2.5-Omni sizes (Moshi has a 7B only)")
     parser.add_argument("--quants", nargs="+", default=["nf4", "int8", "bf16"],
@@ -68,6 +83,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Qwen: answer length (min = max: random weights)")
     parser.add_argument("--frames", type=int, default=100,
                         help="Moshi: frames timed once the window is full")
+    parser.add_argument("--minicpmo-context", type=int, default=1000,
+                        help="MiniCPM-o: the LLM window in tokens (filled before timing)")
+    parser.add_argument("--minicpmo-units", type=int, default=14,
+                        help="MiniCPM-o: 1 s units timed once the window is full")
     parser.add_argument("--budget-s", type=float, default=420.0,
                         help="stop starting new rows after this many seconds")
     parser.add_argument("--json", metavar="FILE", type=Path, default=None,
@@ -93,6 +112,11 @@ class Row:
     rtf: float | None = None
     frame_ms_median: float | None = None
     frame_ms_p99: float | None = None
+    unit_ms_p99: float | None = None  # MiniCPM-o: every unit, speech included
+    speaking_unit_ms: float | None = None  # MiniCPM-o: median speaking unit
+    listening_unit_ms: float | None = None  # MiniCPM-o: median listening unit
+    speech_ms: float | None = None  # MiniCPM-o: median speech part of a speaking unit
+    turns: int = 0  # MiniCPM-o: turns timed (first audio is their worst)
     targets: dict = field(default_factory=dict)  # name -> met
 
     @property
@@ -262,16 +286,152 @@ def _moshi(row: Row, args: argparse.Namespace) -> None:
     backend.close()
 
 
+class RandomVoices:
+    """Stands in for the checkpoint's ONNX voice encoders (run once per voice, on the CPU,
+    and not what is measured here): every recording gets one random voice prompt of
+    `seconds`, made on the CPU as theirs is (token2wav moves it to its device)."""
+
+    def __init__(self, seconds: int, seed: int = 0) -> None:
+        import torch
+
+        from app.model.minicpm_o.token2wav.prompt import VoicePrompt
+
+        gen = torch.Generator().manual_seed(seed)
+        codes = 25 * seconds  # 25 speech codes a second, two mel frames per code
+        self.prompt = VoicePrompt(
+            tokens=torch.randint(0, 6561, (1, codes), generator=gen, dtype=torch.int32),
+            speaker=torch.randn(1, 192, generator=gen),
+            mel=torch.randn(1, 2 * codes, 80, generator=gen) - 5.0)
+
+    def prompt_for(self, recording: Path):
+        return self.prompt
+
+
+def write_noise_wav(path: Path, seconds: float, rate: int = 16000) -> Path:
+    """A 16-bit WAV of quiet noise: the persona's recording the LLM's system prompt holds
+    (written with the stdlib: the GPU machine has no soundfile)."""
+    import wave
+
+    pcm = (np.random.default_rng(0).standard_normal(int(seconds * rate)) * 3000).astype("<i2")
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm.tobytes())
+    return path
+
+
+def _minicpmo(row: Row, args: argparse.Namespace, *, device: str = "cuda",
+              tiny: bool = False) -> None:
+    """MiniCPM-o speaking (module docstring). `tiny`: the tiny architecture (LLM, speech
+    decoder, flow, vocoder) instead of the published one, for tests on any `device`."""
+    import tempfile
+
+    import torch
+
+    from app.bench.backend_minicpmo import TINY_RUNS, speech_figures, timed_units
+    from app.model.contract import Persona, Quant, Voice
+    from app.model.minicpm_o import loader
+    from app.model.minicpm_o.backend import MiniCPMOBackend
+    from app.model.minicpm_o.protocol import Window
+    from app.model.minicpm_o.schedule import SpeakSchedule
+    from app.model.minicpm_o.token2wav.stream import Token2Wav
+
+    config = flow_config = hift_config = None
+    if tiny:
+        from app.model.minicpm_o.config import MiniCPMOConfig
+        from app.model.minicpm_o.tiny import tiny_config_dict
+        from app.model.minicpm_o.token2wav.tiny_flow import tiny_flow_config
+        from app.model.minicpm_o.token2wav.tiny_hift import TINY_HIFT
+
+        config = MiniCPMOConfig.from_dict(tiny_config_dict(), where="the tiny config")
+        flow_config, hift_config = tiny_flow_config(), TINY_HIFT
+    cuda = device.startswith("cuda")
+    memory = Memory()
+    t0 = time.perf_counter()
+    loaded = loader.load_random(Quant(row.quant), device=device,
+                                context=args.minicpmo_context, config=config)
+    # The full-size vocoder, its random weights made on the device itself.
+    loaded.token2wav = Token2Wav.random(flow_config, hift_config, device=device)
+    loaded.voices = RandomVoices(MINICPMO_VOICE_S)
+    if cuda:
+        torch.cuda.synchronize()
+    row.load_s = time.perf_counter() - t0
+    weights, load_peak = memory.now(), memory.peak()
+    row.context, row.context_unit = loaded.plan.context, loaded.plan.context_unit
+    high = loaded.plan.context
+    backend = MiniCPMOBackend(device=device, window=Window(high=high, low=high * 7 // 8))
+    backend.attach(loaded, SpeakSchedule(TINY_RUNS))
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        recording = write_noise_wav(Path(tmp) / "voice.wav", MINICPMO_VOICE_S)
+        backend.start(Persona("bench", "You enjoy a good conversation about technology.",
+                              voice=Voice(reference_audio=recording)))
+    # Fill the window until it has slid, and stop two units into a turn: the context is
+    # then all held as in a long talk, the vocoder's live cache (at its cut length after
+    # two chunks) beside its turn-start one.
+    filled = into_turn = 0
+    slid = False
+    while filled < MINICPMO_MAX_FILL:
+        timed_units(backend, 1, rng, cuda, first=filled)
+        filled += 1
+        last = backend.results[-1]
+        slid = slid or bool(last.dropped)
+        into_turn = into_turn + 1 if last.speaking and last.turn_open else 0
+        if slid and into_turn >= 2:
+            break
+    steady = memory.now()
+    memory.reset_peak()
+    backend.record_timing = True
+    times, speaking, _ = timed_units(backend, args.minicpmo_units, rng, cuda, first=filled)
+    run_peak = memory.peak()
+    _compare(row, loaded.plan, weights, load_peak, steady, max(run_peak, steady))
+    speech = speech_figures(backend.timing)
+    spoke = [ms for ms, s in zip(times, speaking, strict=True) if s]
+    heard = [ms for ms, s in zip(times, speaking, strict=True) if not s]
+    row.unit_ms = statistics.median(times)
+    row.unit_ms_p99 = float(np.percentile(times, 99))
+    row.speaking_unit_ms = statistics.median(spoke) if spoke else None
+    row.listening_unit_ms = statistics.median(heard) if heard else None
+    voiced = [ms for ms, s in zip(speech.speech_ms, speaking, strict=True) if s]
+    row.speech_ms = statistics.median(voiced) if voiced else None
+    row.turns = len(speech.first_audio_ms) + speech.turns_without_audio
+    row.first_audio_after_decision_s = (
+        None if speech.turns_without_audio or not speech.first_audio_ms
+        else max(speech.first_audio_ms) / 1000)
+    row.rtf = speech.rtf
+    if row.quant == TARGET_QUANT:
+        unit = row.speaking_unit_ms
+        row.targets[f"median speaking unit <= {MINICPMO_UNIT_S:.2f} s"] = (
+            unit is not None and unit / 1000 <= MINICPMO_UNIT_S)
+        first = row.first_audio_after_decision_s
+        row.targets[f"first audio <= {MINICPMO_FIRST_AUDIO_S:.2f} s after the decision"] = (
+            first is not None and first <= MINICPMO_FIRST_AUDIO_S)
+    backend.close()
+
+
 # --- the report ----------------------------------------------------------------------------
 
 
 def _line(r: Row) -> str:
     if r.status != "ok":
         return f"{r.name:<24} {r.status}: {r.error}"
-    speed = (f"unit {r.unit_ms:.0f} ms, 1st audio +{r.first_audio_after_decision_s or 0:.2f} s "
-             f"after the decision ({r.first_chunk_s or 0:.2f} s after the start), "
-             f"RTF {r.rtf:.2f}" if r.family == "qwen2.5-omni" else
-             f"frame median {r.frame_ms_median:.1f} ms, p99 {r.frame_ms_p99:.1f} ms")
+    if r.family == "qwen2.5-omni":
+        speed = (f"unit {r.unit_ms:.0f} ms, 1st audio +{r.first_audio_after_decision_s or 0:.2f}"
+                 f" s after the decision ({r.first_chunk_s or 0:.2f} s after the start), "
+                 f"RTF {r.rtf:.2f}")
+    elif r.family == "minicpm-o":
+        def ms(v: float | None) -> str:
+            return "n/a" if v is None else f"{v:.0f} ms"
+
+        first = r.first_audio_after_decision_s
+        speed = (f"unit median {r.unit_ms:.0f} ms, p99 {r.unit_ms_p99:.0f} ms (speaking "
+                 f"{ms(r.speaking_unit_ms)}, of which speech {ms(r.speech_ms)}; listening "
+                 f"{ms(r.listening_unit_ms)}); 1st audio "
+                 f"{'n/a' if first is None else f'{first:.2f} s'} after the decision "
+                 f"(worst of {r.turns} turns); speech RTF {r.rtf:.2f}")
+    else:
+        speed = f"frame median {r.frame_ms_median:.1f} ms, p99 {r.frame_ms_p99:.1f} ms"
     mem = (f"plan {r.plan['total']:.2f} / measured {r.measured['total']:.2f} GiB "
            f"({r.deviation.get('total', 0):+.1%}); steady {r.plan['steady']:.2f} / "
            f"{r.measured['steady']:.2f} ({r.deviation.get('steady', 0):+.1%}); working "
@@ -289,7 +449,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     rows = [Row(f, s, q) for f, s, q in DEFAULT_ROWS
-            if f in args.families and q in args.quants and (f == "moshi" or s in args.sizes)]
+            if f in args.families and q in args.quants and (f != "qwen2.5-omni"
+                                                            or s in args.sizes)]
     device = torch.cuda.get_device_name(0)
     print(f"device: {device}; torch {torch.__version__}", flush=True)
     start = time.perf_counter()
@@ -299,7 +460,8 @@ def run(args: argparse.Namespace) -> int:
             print(_line(row), flush=True)
             continue
         try:
-            (_qwen if row.family == "qwen2.5-omni" else _moshi)(row, args)
+            {"qwen2.5-omni": _qwen, "moshi": _moshi, "minicpm-o": _minicpmo}[row.family](
+                row, args)
         except Exception as exc:  # one row failing must not hide the others' figures
             row.status, row.error = "error", f"{type(exc).__name__}: {exc}"
             row.targets["ran"] = False

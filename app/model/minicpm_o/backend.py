@@ -80,6 +80,11 @@ class Timing:
     units: list[float] = dataclasses.field(default_factory=list)
     encode: list[float] = dataclasses.field(default_factory=list)  # frames + audio
     speech: list[float] = dataclasses.field(default_factory=list)  # TTS + token2wav
+    # Seconds into the unit at which the model opened a turn (its <|speak|> decision),
+    # None in a unit that opened none; the unit's speech is ready at its `units` entry.
+    opened: list[float | None] = dataclasses.field(default_factory=list)
+    voiced: list[float] = dataclasses.field(default_factory=list)  # s of speech (not silence)
+    started: list[float] = dataclasses.field(default_factory=list)  # perf_counter at start
     prefix_s: float = 0.0
     voice_s: float = 0.0  # the voice prompt (from its cache, or computed)
 
@@ -273,6 +278,7 @@ class MiniCPMOBackend:
             text = loaded.tokenizer.decode(list(result.text_ids), skip_special_tokens=True)
             t_decided = time.perf_counter()
             speech_chunk = silence = None
+            spoken = self._voice.spoken_seconds if self._voice is not None else 0.0
             if self._voice is not None:
                 speech_chunk, silence = self._voice.unit(result, text)
             self.results.append(result.without_hidden())  # the hidden states are device memory
@@ -284,6 +290,11 @@ class MiniCPMOBackend:
                 self.timing.units.append(done - t0)
                 self.timing.encode.append(t_encoded - t0)
                 self.timing.speech.append(done - t_decided)
+                self.timing.opened.append(None if result.opened_at is None
+                                          else result.opened_at - t0)
+                self.timing.voiced.append((self._voice.spoken_seconds - spoken)
+                                          if self._voice is not None else 0.0)
+                self.timing.started.append(t0)
             outputs = self._outputs(result, text, speech_chunk, silence)
         return iter(outputs)
 

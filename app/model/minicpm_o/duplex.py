@@ -34,6 +34,7 @@ temperature, top-k and top-p, or by argmax in greedy mode (tests, parity).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -102,6 +103,9 @@ class UnitResult:
     dropped: int = 0
     turn_open: bool = False
     text_hidden: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    # time.perf_counter() when the model opened its turn in this unit (its <|speak|>
+    # decision: the first word of a turn, drawn); None when no turn opened here.
+    opened_at: float | None = field(default=None, repr=False, compare=False)
 
     def without_hidden(self) -> UnitResult:
         """The same record without the device tensor (for keeping a history)."""
@@ -142,7 +146,9 @@ class DuplexDecoder:
 
     @property
     def device(self) -> torch.device:
-        return self.llm.get_input_embeddings().weight.device
+        """Where the LLM computes: its final norm's device. Not the input embeddings':
+        beside a GPU they stay in system RAM (placement.py) and return rows on the GPU."""
+        return self.llm.model.norm.weight.device
 
     # --- state -------------------------------------------------------------------------
 
@@ -168,13 +174,14 @@ class DuplexDecoder:
 
     def _embed(self, pieces: Sequence[Piece]) -> torch.Tensor:
         table = self.llm.get_input_embeddings()
+        device = self.device  # the table may live in system RAM; its rows come back here
         parts = []
         for piece in pieces:
             if isinstance(piece, Tokens):
                 ids = torch.tensor(piece.ids, dtype=torch.long, device=table.weight.device)
-                parts.append(table(ids))
+                parts.append(table(ids).to(device))
             elif isinstance(piece, Embeds):
-                parts.append(piece.tensor.to(device=table.weight.device, dtype=table.weight.dtype))
+                parts.append(piece.tensor.to(device=device, dtype=table.weight.dtype))
         return torch.cat(parts, dim=0)
 
     def _feed_word(self, token: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,6 +243,7 @@ class DuplexDecoder:
         text_ids: list[int] = []
         text_hidden: list[torch.Tensor] = []
         turn_ended = stopped = False
+        opened_at: float | None = None
         end: int | None = None
         for j in range(s.max_unit_tokens):
             if j == s.max_unit_tokens - 1:
@@ -260,6 +268,8 @@ class DuplexDecoder:
             if token in ids.chunk_terminators:
                 end = token
                 break
+            if not st.turn_open:
+                opened_at = time.perf_counter()  # the decision to speak is made (drawn)
             st.turn_open = True
             was_open = True
             tokens.append(token)
@@ -282,7 +292,7 @@ class DuplexDecoder:
                           speaking=was_open, turn_ended=turn_ended, forced=forced,
                           closed_turn=closed, stopped=stopped,
                           prefill_positions=prefill_positions, dropped=dropped,
-                          turn_open=st.turn_open,
+                          turn_open=st.turn_open, opened_at=opened_at,
                           text_hidden=torch.stack(text_hidden) if text_hidden else None)
 
     # --- the decode --------------------------------------------------------------------------

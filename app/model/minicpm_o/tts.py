@@ -136,6 +136,14 @@ class SpeechDecoder(nn.Module):
             for _ in range(config.num_vq))
 
     @property
+    def compute(self) -> tuple[torch.device, torch.dtype]:
+        """Where and in which float dtype the decoder computes: its backbone's final norm.
+        Not its tables' (beside a GPU the embeddings stay in system RAM and return rows
+        on the GPU, placement.py) nor a Linear's (quantized, those hold uint8 or int8)."""
+        norm = self.model.norm.weight
+        return norm.device, norm.dtype
+
+    @property
     def eos_code(self) -> int:
         """The end-of-speech code: the last entry of the code vocabulary (6561)."""
         return int(self.config.num_audio_tokens) - 1
@@ -150,7 +158,9 @@ class SpeechDecoder(nn.Module):
         l2norm(projector_semantic(h)), then emb_text(audio_bos) (module docstring).
         `hidden`: [len(token_ids), llm_dim], the LLM's last hidden states at the words."""
         table = self.emb_text.weight
-        bos = self.emb_text(torch.tensor([self.config.audio_bos_token_id], device=table.device))
+        device, dtype = self.compute
+        bos = self.emb_text(torch.tensor([self.config.audio_bos_token_id],
+                                         device=table.device)).to(device)
         if not token_ids:
             return bos.unsqueeze(0)
         if hidden is None or hidden.shape[0] != len(token_ids):
@@ -158,10 +168,8 @@ class SpeechDecoder(nn.Module):
             raise ValueError(f"the TTS needs one LLM hidden state per word: {len(token_ids)} "
                              f"words, hidden states {got}")
         words = self.emb_text(torch.tensor(list(token_ids), dtype=torch.long,
-                                           device=table.device))
-        proj = self.projector_semantic.linear1.weight if isinstance(
-            self.projector_semantic, MLPProjector) else self.projector_semantic.weight
-        semantic = self.projector_semantic(hidden.to(device=proj.device, dtype=proj.dtype))
+                                           device=table.device)).to(device)
+        semantic = self.projector_semantic(hidden.to(device=device, dtype=dtype))
         semantic = F.normalize(semantic, p=2, dim=-1)
         return torch.cat([words + semantic.to(words.dtype), bos], dim=0).unsqueeze(0)
 
@@ -209,7 +217,7 @@ class SpeechDecoder(nn.Module):
                 if code == eos or t == max_steps - 1:
                     break
                 codes.append(code)
-                inputs = self.emb_code[0](torch.tensor([[code]], device=device))
+                inputs = self.emb_code[0](torch.tensor([[code]], device=device)).to(device)
         return codes, cache
 
 
@@ -229,8 +237,8 @@ class SpeechStream:
     def __init__(self, decoder: SpeechDecoder, *, sampling: SpeechSampling | None = None) -> None:
         self.decoder = decoder
         self.sampling = sampling or SpeechSampling()
-        device = decoder.emb_text.weight.device
-        self._rng = torch.Generator(device=device)
+        # On the device the codes are drawn on (multinomial refuses a generator elsewhere).
+        self._rng = torch.Generator(device=decoder.compute[0])
         self._rng.manual_seed(self.sampling.seed)
         self._cache = None  # None: no turn in progress (the next speaking unit starts one)
 

@@ -51,8 +51,9 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         half = self.frequencies // 2
-        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32) / half)
-        args = (t * 1000)[:, None] * freqs.to(t)[None]
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32,
+                                                          device=t.device) / half)
+        args = (t * 1000)[:, None] * freqs.to(t.dtype)[None]
         return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1))
 
 

@@ -93,8 +93,9 @@ class FlowSolver(nn.Module):
         self._noise: torch.Tensor | None = None
 
     def noise(self, offset: int, frames: int, like: torch.Tensor) -> torch.Tensor:
-        if self._noise is None:
-            self._noise = flow_noise(self.estimator.config.out_channels)
+        if self._noise is None or self._noise.device != like.device:
+            # Drawn on the CPU (the same numbers on every machine), kept where it is read.
+            self._noise = flow_noise(self.estimator.config.out_channels).to(like.device)
         if offset + frames > self._noise.shape[2]:
             raise ValueError(f"the flow's noise covers {self._noise.shape[2]} frames; this "
                              f"chunk needs {offset + frames} (the voice prompt is too long)")
@@ -199,8 +200,9 @@ class FlowModel(nn.Module):
                     n_timesteps: int = DEFAULT_TIMESTEPS) -> FlowCache:
         """Run the voice prompt through the flow once; its caches start every turn."""
         _check_steps(n_timesteps)
-        silence = torch.full((1, self.lookahead), SILENCE_CODE, dtype=prompt.tokens.dtype)
-        codes = torch.cat([prompt.tokens.cpu(), silence], dim=1)
+        silence = torch.full((1, self.lookahead), SILENCE_CODE, dtype=prompt.tokens.dtype,
+                             device=prompt.tokens.device)
+        codes = torch.cat([prompt.tokens, silence], dim=1)
         h, conformer = self.encoder.forward_chunk(self._embed(codes), None, last=False)
         mu = self.encoder_proj(h).transpose(1, 2)
         cond = prompt.mel.to(mu).transpose(1, 2)

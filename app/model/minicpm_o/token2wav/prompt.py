@@ -29,3 +29,8 @@ class VoicePrompt:
         if self.mel.dim() != 3 or self.mel.shape[1] != 2 * self.tokens.shape[1]:
             raise ValueError(f"prompt mel must be [1, 2N, mels] for N={self.tokens.shape[1]} "
                              f"codes, got {tuple(self.mel.shape)}")
+
+    def to(self, device: torch.device | str) -> VoicePrompt:
+        """The same prompt with its tensors on `device` (where the flow runs)."""
+        return VoicePrompt(tokens=self.tokens.to(device), speaker=self.speaker.to(device),
+                           mel=self.mel.to(device))

@@ -30,7 +30,8 @@ import numpy as np
 import torch
 
 from app.model.minicpm_o.token2wav.flow import DEFAULT_TIMESTEPS, SILENCE_CODE, FlowCache, FlowModel
-from app.model.minicpm_o.token2wav.hift import HiFTGenerator, load_hift
+from app.model.minicpm_o.token2wav.flow_yaml import FlowConfig
+from app.model.minicpm_o.token2wav.hift import HiFTConfig, HiFTGenerator, load_hift
 from app.model.minicpm_o.token2wav.prompt import VoicePrompt
 from app.model.minicpm_o.token2wav.tiny_hift import HIFT_FILE
 from app.model.minicpm_o.token2wav.vocoder_stream import VocoderStream
@@ -72,12 +73,39 @@ class Token2Wav:
                    load_hift(folder / HIFT_FILE, device=device),
                    n_timesteps=n_timesteps, seed=seed)
 
+    @classmethod
+    def random(cls, flow_config: FlowConfig | None = None, hift_config: HiFTConfig | None = None,
+               *, device: torch.device | str = "cpu", seed: int = 0,
+               n_timesteps: int = DEFAULT_TIMESTEPS) -> Token2Wav:
+        """The published architecture (flow.yaml's values, HiFT's defaults) or the given
+        one, with random weights made on `device` itself (no CPU copy first): what
+        `duetto bench gpu` times. Its speech is noise; its cost is the real one."""
+        from app.model.minicpm_o.token2wav.flow_yaml import published_flow_config
+
+        where = torch.device(device)
+        cuda = [where.index or 0] if where.type == "cuda" else []
+        # The modules' own initialisers draw from torch's global stream: seed a fork of it.
+        with torch.random.fork_rng(devices=cuda), torch.device(where):
+            torch.manual_seed(seed)
+            flow = FlowModel(flow_config or published_flow_config())
+            hift = HiFTGenerator(hift_config or HiFTConfig())
+        hift.fold_weight_norm()
+        # The iSTFT window is made on the CPU (bit-exact with the reference): move it too.
+        return cls(flow.to(device).eval(), hift.to(device).eval(), n_timesteps=n_timesteps,
+                   seed=seed)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the flow runs (codes and the voice prompt are moved there)."""
+        return self.flow.input_embedding.weight.device
+
     @property
     def voice(self) -> VoicePrompt | None:
         return self._prompt
 
     def begin(self, prompt: VoicePrompt) -> None:
         """Take a voice: its prompt runs through the flow once; every turn starts there."""
+        prompt = prompt.to(self.device)  # made on the CPU (ONNX encoders, the disk cache)
         self._turn_start = self.flow.setup_cache(prompt, self.n_timesteps)
         self._prompt = prompt
         self.reset()
@@ -121,7 +149,7 @@ class Token2Wav:
     def _run(self, codes: list[int], *, last: bool) -> np.ndarray:
         if self._cache is None or self._prompt is None:
             raise RuntimeError("token2wav has no voice yet: call begin(prompt) first")
-        tensor = torch.tensor([codes], dtype=torch.int32)
+        tensor = torch.tensor([codes], dtype=torch.int32, device=self.device)
         mel, self._cache = self.flow.inference_chunk(tensor, self._prompt, self._cache,
                                                      last=last, n_timesteps=self.n_timesteps)
         return self.vocoder.step(mel, last=last).float().cpu().numpy()
