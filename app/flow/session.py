@@ -50,6 +50,7 @@ from app.flow.farend import FarEnd
 from app.flow.heap import HeapTrimmer
 from app.flow.metrics import SessionMetrics
 from app.flow.native import RunReader, StandIn
+from app.flow.played import PlayedReporter
 from app.flow.player import Player
 from app.flow.recording import SessionRecorder
 from app.flow.resample import StreamResampler
@@ -166,6 +167,7 @@ class Session:
         player.live = spec.native_duplex  # a native model's output is one steady stream
         self._runs = RunReader()  # worker side: a native model's runs of speech
         self._spoken = SpokenText(player)  # listener side: words as they are heard
+        self._played = PlayedReporter(backend, player)  # worker side: played.py
         self._response_end: int | None = None  # native: ring position where it ended
         self._holding_model = False  # native: muted while the user holds the floor
         self.vad = vad or VoiceActivity()
@@ -767,6 +769,7 @@ class Session:
             due = sorted((self._interrupted & self._generated) - self._reported)
             self._reported.update(due)
         for rid in due:
+            self._played.forget(rid)  # heard() says where it was cut
             heard = self.player.heard(rid).text
             self.backend.heard(heard)
             self.events.emit(EventKind.HEARD, self._now, text=heard, response=rid)
@@ -774,6 +777,7 @@ class Session:
     def _work_loop(self) -> None:
         while True:
             self._report_heard()
+            self._played.poll()
             # Between units, the model's freed temporaries go back to the system now and
             # then, or fragmentation grows the process over a long conversation (heap.py).
             self.heap.maybe_trim()
@@ -825,6 +829,7 @@ class Session:
                     interrupted = rid in self._interrupted or work.cancelled.is_set()
                     written = not interrupted and self.player.write(chunk)
                 if written:
+                    self._played.follow(rid)
                     self.metrics.speech_generated(
                         len(chunk.audio) / chunk.sample_rate,
                         time.perf_counter() - speech_compute_from,
@@ -834,12 +839,14 @@ class Session:
                 self.events.emit(EventKind.TEXT, self._now, text=out.text, response=rid)
             if out.decision is Decision.END_OF_TURN and rid is not None:
                 self.player.end_response(rid)
+            self._played.poll()  # a long answer streams here: its start is being heard
         if rid is not None:
             self.player.end_response(rid)
             self._inbox.append(("done", (rid, None)))
             self.events.emit(EventKind.METRICS, self._now, summary=self.metrics.summary())
             with self._interrupt_lock:
                 self._generated.add(rid)
+            self._played.generated(rid)
             self._report_heard()
         elif work.control.turn_ended:
             self._inbox.append(("silent_answer", work))
@@ -877,6 +884,7 @@ class Session:
                     cut = frame.starts in self._interrupted  # a frame in flight at the cut
                 if not cut:
                     self._inbox.append(("response", frame.starts))
+                    self._played.follow(frame.starts)
             chunk = frame.speech
             rid = chunk.response_id if chunk is not None else self._runs.current
             if chunk is not None:
@@ -903,6 +911,7 @@ class Session:
         self.events.emit(EventKind.METRICS, self._now, summary=self.metrics.summary())
         with self._interrupt_lock:
             self._generated.add(rid)
+        self._played.generated(rid)
         self._report_heard()
 
     # ------------------------------------------------------------------ events

@@ -213,3 +213,17 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class FollowsPlayback(Protocol):
+    """Optional, beside Backend: a backend that wants to know what was actually heard.
+
+    The session calls `played()` from its model worker, a few times a second while an
+    answer plays, with how much of response `response_id` (the ids its SpeechChunks
+    carry) has reached the speaker so far, in seconds: cumulative, never decreasing
+    for one response. A model on a server acknowledges it so the server's memory of
+    what it said follows what the user heard. Local families do not implement it.
+    """
+
+    def played(self, response_id: int, seconds: float) -> None: ...

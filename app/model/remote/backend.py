@@ -106,6 +106,9 @@ class RemoteBackend:
         # own time (metadata.server_ms), in ms: what the network hop adds.
         self.hops_ms: collections.deque[float] = collections.deque(maxlen=100_000)
         self._sent_at = 0.0
+        # Playback as the session reports it (played()): wire id -> ms acknowledged.
+        self._acked: dict[str, int] = {}
+        self._follows_playback = False  # a session reports playback: no guessing
 
     # ---------------------------------------------------------------- lifecycle
     def load(self, source: ModelSource, quant: Quant, progress: Progress) -> None:
@@ -322,8 +325,12 @@ class RemoteBackend:
         self._sent_at = 0.0  # one hop per unit (native) or per answer (turn-based)
 
     def _acknowledge_completed(self) -> None:
+        """Without a session reporting playback (played()), a completed answer is taken
+        as played in full, so the server's memory keeps it."""
         while self._reader.completed:
             wire_id, ms = self._reader.completed.pop(0)
+            if self._follows_playback:
+                continue
             self._send_all([{"type": "playback.ack", "response_id": wire_id,
                              "item_id": f"item_{wire_id}", "played_ms": int(ms),
                              "committed_ms": int(ms)}])
@@ -385,6 +392,26 @@ class RemoteBackend:
                        "before (the recording here keeps all of it)")
         raise BackendError(self.notice)
 
+    # ---------------------------------------------------------------- playback
+    def played(self, response_id: int, seconds: float) -> None:
+        """How much of an answer reached the speaker (the session's worker, a few times a
+        second while it plays): acknowledged to the server as vLLM-Omni's playback.ack,
+        cumulative, only when it moved."""
+        self._follows_playback = True
+        wire_id = self._reader.wire_ids.get(response_id)
+        if wire_id is None:  # an answer of a session the server has forgotten
+            return
+        # Never more than the server sent of it (the session's silence after an answer
+        # may carry its id).
+        ms = int(min(1000 * seconds, self._reader.played_ms(response_id)))
+        if ms <= self._acked.get(wire_id, -1):
+            return
+        self._acked[wire_id] = ms
+        while len(self._acked) > 16:
+            del self._acked[next(iter(self._acked))]
+        self._send_all([{"type": "playback.ack", "response_id": wire_id,
+                         "item_id": f"item_{wire_id}", "played_ms": ms, "committed_ms": ms}])
+
     # ---------------------------------------------------------------- barge-in
     def interrupt(self) -> None:
         """Any thread: the server stops the answer in progress now."""
@@ -401,7 +428,11 @@ class RemoteBackend:
         wire_id = self._reader.wire_ids.get(rid)
         if wire_id is None:
             return
-        ms = self._reader.heard_ms(rid, played_text)
+        # The exact position when the session reported it; else the chunks whose words
+        # were all heard.
+        ms = self._acked.get(wire_id)
+        if ms is None:
+            ms = self._reader.heard_ms(rid, played_text)
         self._send_all([{"type": "playback.ack", "response_id": wire_id,
                          "item_id": f"item_{wire_id}", "played_ms": int(ms),
                          "committed_ms": int(ms), "truncate": True}])
