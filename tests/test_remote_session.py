@@ -19,9 +19,9 @@ from pausing_moshi import PausingMoshi
 from speech import needs_espeak, speak
 
 from app.flow.events import EventKind
-from app.serve.served import ServedSession
 from app.model.contract import ModelSource, Persona, Quant
 from app.model.remote.backend import RemoteBackend
+from app.serve.served import ServedSession
 
 moshi_tiny_factory = tiny_models.moshi_tiny_factory
 

@@ -85,9 +85,11 @@ class RemoteBackend:
         self.answer_timeout_s = answer_timeout_s
         self.retry_s = retry_s
         self._unit_ms = unit_ms
+        # The input format the model's deployment takes, until the session states it.
+        self.input_format = wire.preset_input(model)
         # Until load() reads the server's capabilities: a native model with 1 s units.
         self.spec = BackendSpec(family=FAMILY, unit_ms=unit_ms or 1000,
-                                audio_in_rate=wire.INPUT_RATE,
+                                audio_in_rate=self.input_format.rate,
                                 audio_out_rate=wire.OUTPUT_RATE, frames_per_unit=0,
                                 native_duplex=True)
         self.link: Link | None = None
@@ -125,11 +127,13 @@ class RemoteBackend:
         log.info("remote model %s at %s: %s", session.get("model"), self.address, caps)
 
     def _session_config(self, persona: Persona | None) -> dict[str, Any]:
+        asked = wire.preset_input(self.model)
         config: dict[str, Any] = {
             "model": self.model, "modalities": ["audio", "text"],
-            "input_audio_format": "pcm16", "output_audio_format": "pcm16",
-            "sample_rate_hz": wire.INPUT_RATE,
-            "audio": {"input": {"sample_rate_hz": wire.INPUT_RATE},
+            "input_audio_format": asked.encoding, "output_audio_format": "pcm16",
+            "sample_rate_hz": asked.rate,
+            "audio": {"input": {"format": wire.format_object(asked),
+                                "sample_rate_hz": asked.rate},
                       "output": {"sample_rate_hz": wire.OUTPUT_RATE}},
             "turn_detection": None,
             # The model's memory of its answers follows what was heard (playback.ack).
@@ -156,6 +160,12 @@ class RemoteBackend:
             self.link.close()
         self.link = Link(self.address, self.model, self.token, self.connect_timeout_s)
         session = self.link.open(self._session_config(persona))
+        try:  # what the server decodes: its word over the preset we asked with
+            self.input_format = wire.stated_input(session, wire.preset_input(self.model))
+        except ValueError as exc:
+            self.link.close()
+            raise BackendError(str(exc),
+                               hint="ask the server for pcm16 or pcm_f32le input") from None
         caps = self.link.capabilities
         native = caps.get("implementation_level", wire.NATIVE) == wire.NATIVE
         unit_ms = int(caps.get("chunk_period_ms") or self._unit_ms or 1000)
@@ -163,7 +173,9 @@ class RemoteBackend:
         if not video and "minicpm-o" in str(session.get("model", "")).lower():
             video = True  # vLLM-Omni feeds MiniCPM-o's frames and names no capability
         self.server_family = str(caps.get("family") or session.get("model") or "")
-        self.spec = BackendSpec(family=FAMILY, unit_ms=unit_ms, audio_in_rate=wire.INPUT_RATE,
+        # The session hands us units at the server's input rate (it resamples the mic).
+        self.spec = BackendSpec(family=FAMILY, unit_ms=unit_ms,
+                                audio_in_rate=self.input_format.rate,
                                 audio_out_rate=wire.OUTPUT_RATE,
                                 frames_per_unit=1 if video else 0, native_duplex=native)
         self._reader = AnswerReader(marks_units=bool(caps.get("marks_units")),
@@ -183,7 +195,8 @@ class RemoteBackend:
         model = link.session.get("model") or self.model or "a model"
         return (f"{model} ({self.server_family or 'unknown family'}, {kind}, "
                 f"{caps.get('chunk_period_ms', '?')} ms units"
-                f"{', sees the camera' if self.spec.frames_per_unit else ''}{rtt})")
+                f"{', sees the camera' if self.spec.frames_per_unit else ''}, "
+                f"{self.input_format.describe()} in{rtt})")
 
     def network_figures(self) -> dict[str, float] | None:
         """What the network adds, for the window: the session's handshake round trip and
@@ -216,8 +229,8 @@ class RemoteBackend:
         self._sent_ms += 1000 * len(unit.audio) / unit.sample_rate
         append: dict[str, Any] = {
             "type": "input_audio_buffer.append",
-            "audio": wire.b64(wire.pcm16_bytes(unit.audio)),
-            "format": "pcm16", "sample_rate_hz": wire.INPUT_RATE,
+            "audio": wire.b64(self.input_format.encode(unit.audio)),
+            "format": self.input_format.encoding, "sample_rate_hz": self.input_format.rate,
             "duration_ms": round(1000 * len(unit.audio) / unit.sample_rate),
             "audio_end_ms": round(self._sent_ms, 3),
         }
@@ -241,8 +254,8 @@ class RemoteBackend:
     def step(self, unit: Unit, control: Control) -> Iterator[Output]:
         if self._persona is None or self.link is None:
             raise BackendError("no conversation", hint="call start(persona) first")
-        if unit.sample_rate != wire.INPUT_RATE:
-            raise BackendError(f"the remote backend takes {wire.INPUT_RATE} Hz units, "
+        if unit.sample_rate != self.input_format.rate:
+            raise BackendError(f"the server takes {self.input_format.rate} Hz units, "
                                f"got {unit.sample_rate} Hz")
         if self._down_since is not None and (time.monotonic() < self._next_retry
                                              or not self._reconnect()):
