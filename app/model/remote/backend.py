@@ -53,6 +53,7 @@ from app.model.contract import (
 )
 from app.model.remote import wire
 from app.model.remote.answers import AnswerReader
+from app.model.remote.frames import FIRST_UNIT_MS, FrameSchedule
 from app.model.remote.link import LOST, Link, SessionGone
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ class RemoteBackend:
         self._reader = AnswerReader()
         self._sent_ms = 0.0
         self._units_sent = 0
+        self._frames = FrameSchedule(unit_ms or 1000)
         self._send_lock = threading.Lock()
         self._down_since: float | None = None
         self._next_retry = 0.0
@@ -110,7 +112,9 @@ class RemoteBackend:
         self._sent_at = 0.0
         # Playback as the session reports it (played()): wire id -> ms acknowledged.
         self._acked: dict[str, int] = {}
+        self._ack_lock = threading.Lock()
         self._follows_playback = False  # a session reports playback: no guessing
+        self._turn_from = 1  # turn-based: our id of the first answer to the last commit
 
     # ---------------------------------------------------------------- lifecycle
     def load(self, source: ModelSource, quant: Quant, progress: Progress) -> None:
@@ -182,6 +186,7 @@ class RemoteBackend:
                                     first_id=self._reader.last_id + 1)
         self._sent_ms = 0.0
         self._units_sent = 0
+        self._frames = FrameSchedule(unit_ms, int(caps.get("first_unit_ms") or FIRST_UNIT_MS))
         return session
 
     def describe(self) -> str:
@@ -236,7 +241,9 @@ class RemoteBackend:
         }
         if control.force_listen:
             append["force_listen"] = True
-        if self.spec.frames_per_unit and unit.frames:
+        # The unit's newest frame, on the append that closes a model unit (frames.py).
+        if (self.spec.frames_per_unit and self._frames.closes_unit(self._sent_ms)
+                and unit.frames):
             frames = [f for f in (_jpeg_b64(fr.pixels) for fr in unit.frames[-1:]) if f]
             if frames:
                 append["video_frames"] = frames
@@ -275,6 +282,7 @@ class RemoteBackend:
         except _StillAway:
             return iter(())
         if control.turn_ended:
+            self._turn_from = self._reader.last_id + 1
             return self._quietly(self._read(index, events, turn=True))
         return iter(())
 
@@ -407,23 +415,39 @@ class RemoteBackend:
 
     # ---------------------------------------------------------------- playback
     def played(self, response_id: int, seconds: float) -> None:
-        """How much of an answer reached the speaker (the session's worker, a few times a
-        second while it plays): acknowledged to the server as vLLM-Omni's playback.ack,
-        cumulative, only when it moved."""
+        """How much of an answer reached the speaker (the session, a few times a second
+        while it plays, from any thread): acknowledged to the server as vLLM-Omni's
+        playback.ack, cumulative, only when it moved. Returns at once (the link's writer
+        thread sends it)."""
         self._follows_playback = True
+        link = self.link
         wire_id = self._reader.wire_ids.get(response_id)
-        if wire_id is None:  # an answer of a session the server has forgotten
+        if wire_id is None or link is None:  # an answer of a session the server forgot
             return
         # Never more than the server sent of it (the session's silence after an answer
         # may carry its id).
         ms = int(min(1000 * seconds, self._reader.played_ms(response_id)))
-        if ms <= self._acked.get(wire_id, -1):
-            return
-        self._acked[wire_id] = ms
-        while len(self._acked) > 16:
-            del self._acked[next(iter(self._acked))]
-        self._send_all([{"type": "playback.ack", "response_id": wire_id,
-                         "item_id": f"item_{wire_id}", "played_ms": ms, "committed_ms": ms}])
+        with self._ack_lock:
+            if ms <= self._acked.get(wire_id, -1):
+                return
+            self._acked[wire_id] = ms
+            while len(self._acked) > 16:
+                del self._acked[next(iter(self._acked))]
+        link.send_soon({"type": "playback.ack", "response_id": wire_id,
+                        "item_id": f"item_{wire_id}", "played_ms": ms, "committed_ms": ms})
+
+    def retract(self) -> None:
+        """Turn-based: the session takes back the answer it started before the user's
+        turn had surely ended (they went on; it was stopped with interrupt()). The server
+        keeps none of it in the model's memory: a truncating playback.ack at 0 ms, as for
+        an answer cut before a word was heard. The user's words stay, and what they say
+        next joins them."""
+        for rid, wire_id in list(self._reader.wire_ids.items()):
+            if rid >= self._turn_from:
+                self._acked[wire_id] = 0
+                self._send_all([{"type": "playback.ack", "response_id": wire_id,
+                                 "item_id": f"item_{wire_id}", "played_ms": 0,
+                                 "committed_ms": 0, "truncate": True}])
 
     # ---------------------------------------------------------------- barge-in
     def interrupt(self) -> None:
