@@ -8,11 +8,14 @@ A backend without it costs nothing. An answer cut by a barge-in is left to `hear
 which says where it was cut; one that finished generating is followed until all it
 wrote has played (or was flushed away).
 
-Worker side only (the thread that calls the backend): no locks.
+The worker says which answers it writes (`follow`, `generated`, `forget`); the listener
+polls (`poll`), since the worker can sit inside a step() for as long as an answer takes
+to stream. One lock between them; the backend's played() returns at once (contract).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -30,6 +33,7 @@ class PlayedReporter:
         self.interval_s = interval_s
         self._clock = clock
         self._next = 0.0
+        self._lock = threading.Lock()
         self._followed: dict[int, int] = {}  # response id -> samples last reported
         # Response id -> ring position where it ended (generated; its id may go on, on
         # a live stream's listening chunks, which are not part of it).
@@ -41,20 +45,27 @@ class PlayedReporter:
 
     def follow(self, response_id: int) -> None:
         """An answer started to be written to the player."""
-        if self._sink is None or response_id in self._followed:
+        if self._sink is None:
             return
-        self._followed[response_id] = 0
-        while len(self._followed) > MAX_FOLLOWED:
-            oldest = next(iter(self._followed))
-            self.forget(oldest)
+        with self._lock:
+            if response_id in self._followed:
+                return
+            self._followed[response_id] = 0
+            while len(self._followed) > MAX_FOLLOWED:
+                self._forget(next(iter(self._followed)))
 
     def generated(self, response_id: int) -> None:
         """The model finished (or stopped) this answer: nothing more will be written."""
-        if response_id in self._followed:
-            self._ends[response_id] = self.player.written_position
+        with self._lock:
+            if response_id in self._followed:
+                self._ends[response_id] = self.player.written_position
 
     def forget(self, response_id: int) -> None:
         """Cut by a barge-in: its last position goes now, then `heard()` says it was cut."""
+        with self._lock:
+            self._forget(response_id)
+
+    def _forget(self, response_id: int) -> None:
         reported = self._followed.pop(response_id, None)
         end = self._ends.pop(response_id, None)
         if self._sink is not None and reported is not None:
@@ -69,6 +80,11 @@ class PlayedReporter:
         if not force and now < self._next:
             return
         self._next = now + self.interval_s
+        with self._lock:
+            self._poll()
+
+    def _poll(self) -> None:
+        assert self._sink is not None
         rate = self.player.output_rate
         for rid, reported in list(self._followed.items()):
             end = self._ends.get(rid)

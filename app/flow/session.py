@@ -167,7 +167,7 @@ class Session:
         player.live = spec.native_duplex  # a native model's output is one steady stream
         self._runs = RunReader()  # worker side: a native model's runs of speech
         self._spoken = SpokenText(player)  # listener side: words as they are heard
-        self._played = PlayedReporter(backend, player)  # worker side: played.py
+        self._played = PlayedReporter(backend, player)  # polled by the listener: played.py
         self._response_end: int | None = None  # native: ring position where it ended
         self._holding_model = False  # native: muted while the user holds the floor
         self.vad = vad or VoiceActivity()
@@ -679,6 +679,7 @@ class Session:
     def _check_playback(self) -> None:
         for rid, text in self._spoken.poll():
             self.events.emit(EventKind.SPOKEN, self._now, text=text, response=rid)
+        self._played.poll()  # a backend that follows playback hears of it (played.py)
         self._check_stall()
         player = self.player
         if player.silenced != self._silenced_seen:
@@ -777,7 +778,6 @@ class Session:
     def _work_loop(self) -> None:
         while True:
             self._report_heard()
-            self._played.poll()
             # Between units, the model's freed temporaries go back to the system now and
             # then, or fragmentation grows the process over a long conversation (heap.py).
             self.heap.maybe_trim()
@@ -839,7 +839,6 @@ class Session:
                 self.events.emit(EventKind.TEXT, self._now, text=out.text, response=rid)
             if out.decision is Decision.END_OF_TURN and rid is not None:
                 self.player.end_response(rid)
-            self._played.poll()  # a long answer streams here: its start is being heard
         if rid is not None:
             self.player.end_response(rid)
             self._inbox.append(("done", (rid, None)))

@@ -101,6 +101,7 @@ class ServedSession:
                            + (["video_frames"] if spec.frames_per_unit > 0 else []),
             "family": spec.family,
             "marks_units": True,  # metadata.unit_done closes each unit (wire.py)
+            "first_unit_ms": spec.unit_ms,  # units close every unit_ms from the start
         }
 
     def describe(self, config: dict[str, Any]) -> dict[str, Any]:

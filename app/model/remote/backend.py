@@ -53,7 +53,7 @@ from app.model.contract import (
 )
 from app.model.remote import wire
 from app.model.remote.answers import AnswerReader
-from app.model.remote.frames import FIRST_UNIT_MS, FrameSchedule
+from app.model.remote.frames import FrameSchedule
 from app.model.remote.link import LOST, Link, SessionGone
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,8 @@ class RemoteBackend:
                                     first_id=self._reader.last_id + 1)
         self._sent_ms = 0.0
         self._units_sent = 0
-        self._frames = FrameSchedule(unit_ms, int(caps.get("first_unit_ms") or FIRST_UNIT_MS))
+        first = caps.get("first_unit_ms")
+        self._frames = FrameSchedule(unit_ms, first if isinstance(first, int) else None)
         return session
 
     def describe(self) -> str:

@@ -16,13 +16,12 @@ own figure.
 
 from __future__ import annotations
 
-FIRST_UNIT_MS = 1000  # vLLM-Omni 0.30.0 (see the module docstring)
-
 
 class FrameSchedule:
-    def __init__(self, unit_ms: int, first_unit_ms: int = FIRST_UNIT_MS) -> None:
+    def __init__(self, unit_ms: int, first_unit_ms: int | None = None) -> None:
         self.unit_ms = unit_ms
-        self.first_unit_ms = first_unit_ms
+        # vLLM-Omni 0.30.0: the first unit is as long as the others (module docstring).
+        self.first_unit_ms = first_unit_ms or unit_ms
         self._closed = 0  # model units closed by the audio sent so far
 
     def boundary_ms(self, unit_index: int) -> int:

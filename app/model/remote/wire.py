@@ -25,7 +25,8 @@ Client to server:
   video_frames?}` — base64 mono PCM (16-bit or float32 little-endian, as the session
   states); `audio_end_ms` is the total sent
   so far (the server drops an append it has already taken, after a resume);
-  `video_frames` are bare base64 JPEGs riding the append that closes a model unit.
+  `video_frames` are bare base64 JPEGs, one per model unit, riding the append whose
+  audio closes that unit (frames.py says where units close).
 * `input_audio_buffer.commit` — the user's turn ended (turn-based models answer then).
 * `barge_in` — stop the answer in progress now (capability `supports_barge_in`);
   `response.cancel` does the same for the named or active response.
@@ -43,7 +44,9 @@ Server to client:
 * `session.created` (top level `resume_token`, `incarnation`; `session.id`,
   `session.capabilities`: `implementation_level` ("model_native_duplex": the model
   says listen/speak per unit; anything else: it answers when the turn is committed),
-  `chunk_period_ms` (the model unit), `supports_barge_in`, `supports_session_resume`),
+  `chunk_period_ms` (the model unit), `supports_barge_in`, `supports_session_resume`;
+  ours adds `first_unit_ms`, where frames.py reads it), the input audio format
+  (`input_audio_format`, `audio.input.format` {type, rate}, `audio.input.sample_rate_hz`),
   `session.updated`, `session.resumed` (rotated `resume_token`, then the events after
   the client's cursor again), `session.closed`, `session.expired`,
   `session.heartbeat_ack`.
