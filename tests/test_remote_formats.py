@@ -8,14 +8,10 @@ statement fails here. The served model is the tiny Moshi, recording what reached
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import sys
-import types
-
 import numpy as np
 import pytest
 import tiny_models
+import vllm_omni_bare
 from duplex_server import ServerThread
 
 from app.model.contract import Control, ModelSource, Persona, Quant, Unit
@@ -105,16 +101,7 @@ def test_the_server_refuses_another_format_and_says_which_it_takes(moshi):
 def test_presets_and_statements_in_vllm_omnis_own_shapes():
     """Our presets are vLLM-Omni's client presets, and we read a session stated the way
     its server states one (input_audio_format, audio.input.format {type, rate})."""
-    folder = os.environ.get("DUETTO_VLLM_OMNI_CLIENT")
-    if folder:
-        sys.path.insert(0, folder)
-    spec = importlib.util.find_spec("vllm_omni")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("vllm-omni is not installed: set DUETTO_VLLM_OMNI_CLIENT")
-    if "vllm_omni" not in sys.modules:
-        bare = types.ModuleType("vllm_omni")  # its __init__ would import the engine
-        bare.__path__ = list(spec.submodule_search_locations)
-        sys.modules["vllm_omni"] = bare
+    vllm_omni_bare.packages()
     from vllm_omni.clients import minicpmo_4_5, nemotron_voicechat, personaplex
     from vllm_omni.protocol.realtime.formats import realtime_audio_format_object
     from vllm_omni.protocol.realtime.session import RealtimeInputDefaults

@@ -13,15 +13,12 @@ behind with each short one.
 from __future__ import annotations
 
 import base64
-import importlib.util
-import os
-import sys
-import types
 
 import cv2
 import numpy as np
 import pytest
 import tiny_models
+import vllm_omni_bare
 from duplex_server import ServerThread
 
 from app.model.contract import Control, ModelSource, Persona, Unit, VideoFrame
@@ -34,27 +31,10 @@ qwen_tiny_factory = tiny_models.qwen_tiny_factory
 pytestmark = pytest.mark.slow
 
 PERSONA = Persona("test", "Answer briefly.")
-ENV = "DUETTO_VLLM_OMNI_CLIENT"
-
 
 def _minicpmo_append_buffer():
-    """vLLM-Omni's MiniCPMO45PcmAppendBuffer, its packages registered bare (their
-    __init__ files import the engine: torch, msgspec, vllm)."""
-    folder = os.environ.get(ENV)
-    if folder:
-        sys.path.insert(0, folder)
-    spec = importlib.util.find_spec("vllm_omni")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"vllm-omni is not installed: set {ENV}")
-    root = next(iter(spec.submodule_search_locations))
-    for package in ("", ".engine", ".engine.duplex", ".model_executor",
-                    ".model_executor.models", ".model_executor.models.minicpmo_4_5",
-                    ".model_executor.models.minicpmo_4_5.duplex"):
-        name = "vllm_omni" + package
-        if name not in sys.modules:
-            module = types.ModuleType(name)
-            module.__path__ = [os.path.join(root, *package.split(".")[1:])]
-            sys.modules[name] = module
+    """vLLM-Omni's MiniCPMO45PcmAppendBuffer and its realtime append decoding."""
+    vllm_omni_bare.packages("engine.duplex", "model_executor.models.minicpmo_4_5.duplex")
     from vllm_omni.model_executor.models.minicpmo_4_5.duplex.input import (
         MiniCPMO45PcmAppendBuffer,
     )

@@ -73,3 +73,48 @@ def test_a_turn_based_model_on_a_server_answers_turns_and_is_interrupted(
     assert len(played) >= 2 and played == sorted(set(played)), acks
     assert 0 < played[-1] <= 1000 * (barge_at - speaking.t) + 500, (played, barge_at)
     assert cuts == [played[-1]], acks
+
+
+def test_a_retracted_early_answer_is_kept_out_of_the_served_models_memory(
+        qwen_tiny_factory, monkeypatch):
+    """The session started answering before the turn surely ended and takes it back
+    (the user went on): the server stops it and is told nothing of it was heard."""
+    import numpy as np
+
+    from app.model.contract import Control, Unit
+
+    acks: list[tuple[str, int, bool]] = []
+    heard: list[str] = []
+    real_ack = ServedSession.playback_ack
+
+    async def recording_ack(self, event):
+        acks.append((event.get("response_id"), event.get("played_ms"),
+                     bool(event.get("truncate"))))
+        await real_ack(self, event)
+
+    monkeypatch.setattr(ServedSession, "playback_ack", recording_ack)
+    served = tiny_models.loaded_backend(qwen_tiny_factory(min_answer_tokens=250))
+    real_heard = served.heard
+    served.heard = lambda text: (heard.append(text), real_heard(text))
+    question = speak("What is on the table?")
+    with ServerThread(served) as server:
+        remote = RemoteBackend(address=server.address)
+        remote.load(ModelSource(), Quant.BF16, lambda *_: None)
+        remote.start(PERSONA)
+        units = [question[i:i + 16000] for i in range(0, len(question), 16000)]
+        for i, audio in enumerate(units):
+            audio = np.pad(audio, (0, 16000 - len(audio)))
+            last = i == len(units) - 1
+            outputs = remote.step(Unit(i, float(i), 1.0, 16000, audio), Control(turn_ended=last))
+        answer = iter(outputs)
+        first = next(out for out in answer if out.speech is not None)  # it answers...
+        remote.interrupt()  # ...the session takes it back
+        list(answer)
+        remote.retract()
+        deadline = time.monotonic() + 10
+        while not heard and time.monotonic() < deadline:
+            time.sleep(0.05)
+        remote.close()
+    wire_id = remote._reader.wire_ids[first.speech.response_id]
+    assert (wire_id, 0, True) in acks, acks
+    assert heard == [""], heard  # the served model keeps none of its answer
