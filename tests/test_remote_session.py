@@ -9,6 +9,8 @@ they play, and a barge-in silences the player at once and mutes the served model
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import tiny_models
 from duplex_server import ServerThread
@@ -19,6 +21,7 @@ from speech import needs_espeak, speak
 from app.flow.events import EventKind
 from app.model.contract import ModelSource, Persona, Quant
 from app.model.remote.backend import RemoteBackend
+from app.serve.served import ServedSession
 
 moshi_tiny_factory = tiny_models.moshi_tiny_factory
 
@@ -68,6 +71,47 @@ def test_served_runs_of_speech_are_responses(moshi_tiny_factory, tmp_path):
         assert rms_db(heard) > AUDIBLE_DB
     texts = {e.data["response"] for e in conv.events if e.kind is EventKind.TEXT}
     assert texts <= {1, 2}, texts
+
+
+def test_what_reached_the_speaker_is_acknowledged_to_the_server_as_it_plays(
+        moshi_tiny_factory, tmp_path, monkeypatch):
+    """The session reports the player's position (played.py), the remote backend sends
+    it as playback.ack a few times a second: the server hears of each answer while it
+    plays, as much as was played, not as much as was made."""
+    acks: list[tuple[float, str, int, bool]] = []
+    real_ack = ServedSession.playback_ack
+
+    async def recording_ack(self, event):  # the server's own handler still runs
+        acks.append((time.monotonic(), event.get("response_id"), event.get("played_ms"),
+                     bool(event.get("truncate"))))
+        await real_ack(self, event)
+
+    monkeypatch.setattr(ServedSession, "playback_ack", recording_ack)
+    run = (4, 29)  # the model speaks 2.0 s: 0.32-2.32 s
+    served = _served(moshi_tiny_factory(), lambda i: run[0] <= i < run[1])
+    with ServerThread(served) as server:
+        remote = _remote(server.address)
+        with LiveConversation(None, tmp_path, backend=remote, persona=PERSONA) as conv:
+            speaking = conv.wait_for(EventKind.STATE, 10, state="speaking")
+            started = time.monotonic()
+            conv.wait_for(EventKind.STATE, 15, after=speaking.t, state="listening")
+            conv.wait_until(conv.room.now + 0.5)
+        (session,) = server.server.sessions.values()
+        remote.close()
+    # The answer on the wire: its words and the quiet frames before its end of turn.
+    spoken_ms = session.projector.ledger["resp_1"][-1][0]
+    assert spoken_ms >= (run[1] - run[0]) * FRAME * 1000
+    first = [(t - started, ms) for t, rid, ms, cut in acks if rid == "resp_1"]
+    assert len(first) >= 5, acks  # a few a second over 2 s of speech
+    values = [ms for _, ms in first]
+    assert values == sorted(values) and len(set(values)) == len(values), values
+    # Never more than had been heard: from the first sample on the speaker, the played
+    # position grows with the clock (a little slack for the worker's poll and load).
+    for t, ms in first:
+        assert ms <= 1000 * t + 150, first
+    assert values[0] < spoken_ms / 2, values  # not the whole answer at once
+    assert abs(values[-1] - spoken_ms) <= FRAME * 1000, (values, spoken_ms)  # all of it
+    assert not any(cut for *_, cut in acks)  # nothing was interrupted
 
 
 @needs_espeak

@@ -7,20 +7,17 @@ as `vllm_omni.clients.duplex` first runs the package's `__init__`, which imports
 and then the engine's own dependencies (aenum, vllm, ...). So this test registers a
 bare `vllm_omni` package pointing at the installed folder, which skips that `__init__`
 and imports the client exactly as shipped. Point DUETTO_VLLM_OMNI_CLIENT at the folder;
-without it (or an installed vllm-omni) the test is skipped and says why.
+without it (or an installed vllm-omni) the test is skipped and says why (vllm_omni_bare.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import os
-import sys
-import types
 
 import numpy as np
 import pytest
 import tiny_models
+import vllm_omni_bare
 from duplex_server import ServerThread
 
 from app.model.contract import ModelSource, Quant
@@ -31,21 +28,8 @@ moshi_tiny_factory = tiny_models.moshi_tiny_factory
 
 pytestmark = pytest.mark.slow
 
-ENV = "DUETTO_VLLM_OMNI_CLIENT"
-
-
 def _duplex_client_module():
-    folder = os.environ.get(ENV)
-    if folder:
-        sys.path.insert(0, folder)
-    spec = importlib.util.find_spec("vllm_omni")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip(f"vllm-omni is not installed: set {ENV} to a folder from "
-                    "`pip install --no-deps --target DIR vllm-omni pybase64`")
-    if "vllm_omni" not in sys.modules:
-        bare = types.ModuleType("vllm_omni")  # its __init__ would import the engine
-        bare.__path__ = list(spec.submodule_search_locations)
-        sys.modules["vllm_omni"] = bare
+    vllm_omni_bare.packages()  # its __init__ would import the engine
     from vllm_omni.clients import duplex
 
     return duplex

@@ -65,6 +65,8 @@ class Heard:
     samples: int
     chunks_complete: int
     text: str
+    written: int = 0  # samples of it written to the player, played or not
+    end: int = 0  # ring position one past its last sample written
 
 
 @dataclass(frozen=True)
@@ -355,16 +357,22 @@ class Player:
                     return seg.start
         return None
 
-    def heard(self, response_id: int) -> Heard:
-        """What of `response_id` was actually played, e.g. after a barge-in."""
-        played_until = self._ring.read_pos
+    def heard(self, response_id: int, until: int | None = None) -> Heard:
+        """What of `response_id` was actually played, e.g. after a barge-in; with `until`,
+        only its part before that ring position (a live stream's listening chunks after
+        a run keep its id)."""
+        played_until = self._ring.read_pos if until is None else min(self._ring.read_pos, until)
         flushes = list(self.flushes)
         with self._write_lock:
-            segments = [s for s in self._segments if s.response_id == response_id]
+            segments = [s for s in self._segments if s.response_id == response_id
+                        and (until is None or s.start < until)]
         samples = 0
         complete = 0
+        written = end = 0
         texts: list[str] = []
         for seg in segments:
+            written += seg.length
+            end = max(end, seg.end)
             # A flush that skipped over this segment's start cut it at the skip point.
             cut = played_until
             for cut_at, resumed_at in flushes:
@@ -375,7 +383,7 @@ class Player:
             if played == seg.length and seg.length > 0:
                 complete += 1
                 texts.append(seg.text_span)
-        return Heard(response_id, samples, complete, "".join(texts))
+        return Heard(response_id, samples, complete, "".join(texts), written, end)
 
     def started_since(self, cursor: int) -> tuple[list[Segment], int]:
         """Chunks whose first sample reached the speaker since ring position `cursor`,

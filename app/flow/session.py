@@ -50,6 +50,7 @@ from app.flow.farend import FarEnd
 from app.flow.heap import HeapTrimmer
 from app.flow.metrics import SessionMetrics
 from app.flow.native import RunReader, StandIn
+from app.flow.played import PlayedReporter
 from app.flow.player import Player
 from app.flow.recording import SessionRecorder
 from app.flow.resample import StreamResampler
@@ -166,6 +167,7 @@ class Session:
         player.live = spec.native_duplex  # a native model's output is one steady stream
         self._runs = RunReader()  # worker side: a native model's runs of speech
         self._spoken = SpokenText(player)  # listener side: words as they are heard
+        self._played = PlayedReporter(backend, player)  # polled by the listener: played.py
         self._response_end: int | None = None  # native: ring position where it ended
         self._holding_model = False  # native: muted while the user holds the floor
         self.vad = vad or VoiceActivity()
@@ -677,6 +679,7 @@ class Session:
     def _check_playback(self) -> None:
         for rid, text in self._spoken.poll():
             self.events.emit(EventKind.SPOKEN, self._now, text=text, response=rid)
+        self._played.poll()  # a backend that follows playback hears of it (played.py)
         self._check_stall()
         player = self.player
         if player.silenced != self._silenced_seen:
@@ -767,6 +770,7 @@ class Session:
             due = sorted((self._interrupted & self._generated) - self._reported)
             self._reported.update(due)
         for rid in due:
+            self._played.forget(rid)  # heard() says where it was cut
             heard = self.player.heard(rid).text
             self.backend.heard(heard)
             self.events.emit(EventKind.HEARD, self._now, text=heard, response=rid)
@@ -825,6 +829,7 @@ class Session:
                     interrupted = rid in self._interrupted or work.cancelled.is_set()
                     written = not interrupted and self.player.write(chunk)
                 if written:
+                    self._played.follow(rid)
                     self.metrics.speech_generated(
                         len(chunk.audio) / chunk.sample_rate,
                         time.perf_counter() - speech_compute_from,
@@ -840,6 +845,7 @@ class Session:
             self.events.emit(EventKind.METRICS, self._now, summary=self.metrics.summary())
             with self._interrupt_lock:
                 self._generated.add(rid)
+            self._played.generated(rid)
             self._report_heard()
         elif work.control.turn_ended:
             self._inbox.append(("silent_answer", work))
@@ -877,6 +883,7 @@ class Session:
                     cut = frame.starts in self._interrupted  # a frame in flight at the cut
                 if not cut:
                     self._inbox.append(("response", frame.starts))
+                    self._played.follow(frame.starts)
             chunk = frame.speech
             rid = chunk.response_id if chunk is not None else self._runs.current
             if chunk is not None:
@@ -903,6 +910,7 @@ class Session:
         self.events.emit(EventKind.METRICS, self._now, summary=self.metrics.summary())
         with self._interrupt_lock:
             self._generated.add(rid)
+        self._played.generated(rid)
         self._report_heard()
 
     # ------------------------------------------------------------------ events

@@ -213,3 +213,19 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class FollowsPlayback(Protocol):
+    """Optional, beside Backend: a backend that wants to know what was actually heard.
+
+    The session calls `played()` a few times a second while an answer plays, with how
+    much of response `response_id` (the ids its SpeechChunks carry) has reached the
+    speaker so far, in seconds: cumulative, never decreasing for one response. It calls
+    from its listener thread (the worker may be busy inside step()), so it must return
+    at once: queue the news, never wait on a network. A model on a server acknowledges
+    it so the server's memory of what it said follows what the user heard. Local
+    families do not implement it.
+    """
+
+    def played(self, response_id: int, seconds: float) -> None: ...

@@ -34,8 +34,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "required on any address but this machine's")
     parser.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
                         help="how long a dropped client may resume its conversation")
+    parser.add_argument("--input-format", default="pcm16@16000", metavar="ENCODING@RATE",
+                        help="the one input audio format the server takes and states in "
+                             "its session (pcm16 or pcm_f32le, at RATE Hz), as a vLLM-Omni "
+                             "deployment does (PersonaPlex: pcm_f32le@24000)")
     parser.add_argument("--name", default=None,
                         help="the model name the server reports (default: the folder name)")
+
+
+def input_format(text: str):
+    """"pcm_f32le@24000" -> AudioFormat; ValueError that says what is expected."""
+    from app.model.remote import wire
+
+    name, _, rate = text.partition("@")
+    encoding = wire.encoding_of(name)
+    if encoding is None or not rate.isdigit() or not 8000 <= int(rate) <= 192000:
+        raise ValueError(f"--input-format {text!r}: expected pcm16@RATE or pcm_f32le@RATE")
+    return wire.AudioFormat(encoding, int(rate))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
     from app.model.remote import wire
 
     token = args.token or os.environ.get(TOKEN_ENV) or None
+    try:
+        input_format(args.input_format)
+    except ValueError as exc:
+        print(f"duetto serve: {exc}", file=sys.stderr)
+        return 2
     if not wire.is_loopback(args.host) and not token:
         print(f"duetto serve: listening on {args.host} lets other machines in, so a token "
               f"is required: pass --token or set {TOKEN_ENV} (or keep the default "
@@ -68,7 +88,8 @@ async def _serve(backend, args: argparse.Namespace, token: str | None) -> int:
     from app.serve.server import DuplexServer
 
     server = DuplexServer(backend, args.name or args.model.name, host=args.host,
-                          port=args.port, token=token, grace_s=args.grace)
+                          port=args.port, token=token, grace_s=args.grace,
+                          input_format=input_format(args.input_format))
     try:
         port = await server.start()
     except OSError as exc:

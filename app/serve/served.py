@@ -46,8 +46,12 @@ def _decode_frame(text: str, seq: int, t: float) -> VideoFrame | None:
 
 class ServedSession:
     def __init__(self, session_id: str, backend: Backend, model: str,
-                 on_end: Callable[[ServedSession], None]) -> None:
+                 on_end: Callable[[ServedSession], None],
+                 input_format: wire.AudioFormat | None = None) -> None:
         self.id = session_id
+        # The one input format this server takes, stated in session.created (as a
+        # vLLM-Omni model's deployment states its own); other appends are refused.
+        self.input_format = input_format or wire.AudioFormat()
         self.backend = backend
         self.model = model
         self.incarnation = 0
@@ -62,7 +66,7 @@ class ServedSession:
         spec = backend.spec
         self.native = spec.native_duplex
         self.unit_samples = round(spec.unit_ms * spec.audio_in_rate / 1000)
-        self._in = StreamResampler(wire.INPUT_RATE, spec.audio_in_rate)
+        self._in = StreamResampler(self.input_format.rate, spec.audio_in_rate)
         out = None
         if spec.audio_out_rate != wire.OUTPUT_RATE:
             out = StreamResampler(spec.audio_out_rate, wire.OUTPUT_RATE).process
@@ -97,6 +101,7 @@ class ServedSession:
                            + (["video_frames"] if spec.frames_per_unit > 0 else []),
             "family": spec.family,
             "marks_units": True,  # metadata.unit_done closes each unit (wire.py)
+            "first_unit_ms": spec.unit_ms,  # units close every unit_ms from the start
         }
 
     def describe(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -106,8 +111,10 @@ class ServedSession:
             "modalities": ["audio", "text"],
             "instructions": config.get("instructions"),
             "voice": config.get("voice"),
-            "input_audio_format": "pcm16", "output_audio_format": "pcm16",
-            "audio": {"input": {"sample_rate_hz": wire.INPUT_RATE},
+            "input_audio_format": self.input_format.encoding, "output_audio_format": "pcm16",
+            "sample_rate_hz": self.input_format.rate,
+            "audio": {"input": {"format": wire.format_object(self.input_format),
+                                "sample_rate_hz": self.input_format.rate},
                       "output": {"sample_rate_hz": wire.OUTPUT_RATE}},
             "turn_detection": None,
             "capabilities": self.capabilities(),
@@ -197,19 +204,21 @@ class ServedSession:
         end_ms = event.get("audio_end_ms")
         if isinstance(end_ms, (int, float)) and end_ms <= self._received_ms:
             return  # sent again after a resume: already taken
+        fmt = self.input_format
         try:
-            pcm = wire.unb64(str(event.get("audio") or ""))
+            data = wire.unb64(str(event.get("audio") or ""))
         except ValueError:
-            await self.emit(wire.error("invalid_audio", "audio is not base64 PCM16"))
+            await self.emit(wire.error("invalid_audio", f"audio is not base64 {fmt.encoding}"))
             return
-        rate = event.get("sample_rate_hz", wire.INPUT_RATE)
-        if rate != wire.INPUT_RATE:
-            await self.emit(wire.error("unsupported_sample_rate",
-                                       f"input audio must be {wire.INPUT_RATE} Hz PCM16"))
+        given = wire.encoding_of(event.get("format") or fmt.encoding)
+        if given != fmt.encoding or event.get("sample_rate_hz", fmt.rate) != fmt.rate:
+            await self.emit(wire.error(
+                "unsupported_audio_format", f"input audio must be {fmt.describe()} (got "
+                f"{event.get('format')} at {event.get('sample_rate_hz')} Hz)"))
             return
-        samples = wire.pcm16_samples(pcm)
+        samples = fmt.decode(data)
         self._received_ms = (float(end_ms) if isinstance(end_ms, (int, float))
-                             else self._received_ms + 1000 * len(samples) / wire.INPUT_RATE)
+                             else self._received_ms + 1000 * len(samples) / fmt.rate)
         for text in event.get("video_frames") or ():
             frame = _decode_frame(str(text), len(self._frames), self._received_ms / 1000)
             if frame is not None:
@@ -221,7 +230,7 @@ class ServedSession:
         self._made += len(resampled)
         # The resampler holds back a few samples to look ahead; start the stream that
         # much later instead, so a unit closes when its last input sample arrives.
-        owed = self._taken * self.backend.spec.audio_in_rate // wire.INPUT_RATE - self._made
+        owed = self._taken * self.backend.spec.audio_in_rate // fmt.rate - self._made
         if owed > 0:
             resampled = np.concatenate([np.zeros(owed, np.float32), resampled])
             self._made += owed

@@ -36,7 +36,8 @@ MAX_MESSAGE = 16 << 20  # a second of audio with a camera frame is far below thi
 class DuplexServer:
     def __init__(self, backend: Backend, model: str, *, host: str = "127.0.0.1",
                  port: int = 8099, token: str | None = None, grace_s: float = 30.0,
-                 first_message_timeout_s: float = 30.0) -> None:
+                 first_message_timeout_s: float = 30.0,
+                 input_format: wire.AudioFormat | None = None) -> None:
         if not wire.is_loopback(host) and not token:
             raise ValueError(f"serving on {host} lets other machines in: a token is "
                              "required (--token, or DUETTO_SERVE_TOKEN)")
@@ -46,6 +47,7 @@ class DuplexServer:
         self.port = port
         self.token = token or None
         self.grace_s = grace_s
+        self.input_format = input_format or wire.AudioFormat()
         self.first_message_timeout_s = first_message_timeout_s
         self.sessions: dict[str, ServedSession] = {}
         self._server: Server | None = None
@@ -149,7 +151,7 @@ class DuplexServer:
             return None
         session_id = str(config.get("session_id") or f"sess_{secrets.token_hex(8)}")
         session = ServedSession(session_id, self.backend, self.model,
-                                lambda s: self.sessions.pop(s.id, None))
+                                lambda s: self.sessions.pop(s.id, None), self.input_format)
         self.sessions[session_id] = session
         session.attach(ws)
         described = session.describe(config)

@@ -10,6 +10,7 @@ length and text, so a playback position can be turned into milliseconds and back
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,8 @@ import numpy as np
 
 from app.model.contract import BackendError, Decision, Output, SpeechChunk
 from app.model.remote import wire
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -135,6 +138,11 @@ class AnswerReader:
             answer.turn_answered = True
         elif kind == "error":
             code, message = wire.error_text(event)
+            if code.startswith("playback_"):
+                # An acknowledgement the server could not place (an answer it already
+                # closed): the conversation is unharmed.
+                log.warning("the server did not take a playback ack: %s (%s)", message, code)
+                return answer
             raise BackendError(f"the server reported an error: {message}",
                                hint=f"server code {code}" if code else "")
         return answer

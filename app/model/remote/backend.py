@@ -53,6 +53,7 @@ from app.model.contract import (
 )
 from app.model.remote import wire
 from app.model.remote.answers import AnswerReader
+from app.model.remote.frames import FrameSchedule
 from app.model.remote.link import LOST, Link, SessionGone
 
 log = logging.getLogger(__name__)
@@ -85,9 +86,11 @@ class RemoteBackend:
         self.answer_timeout_s = answer_timeout_s
         self.retry_s = retry_s
         self._unit_ms = unit_ms
+        # The input format the model's deployment takes, until the session states it.
+        self.input_format = wire.preset_input(model)
         # Until load() reads the server's capabilities: a native model with 1 s units.
         self.spec = BackendSpec(family=FAMILY, unit_ms=unit_ms or 1000,
-                                audio_in_rate=wire.INPUT_RATE,
+                                audio_in_rate=self.input_format.rate,
                                 audio_out_rate=wire.OUTPUT_RATE, frames_per_unit=0,
                                 native_duplex=True)
         self.link: Link | None = None
@@ -97,6 +100,7 @@ class RemoteBackend:
         self._reader = AnswerReader()
         self._sent_ms = 0.0
         self._units_sent = 0
+        self._frames = FrameSchedule(unit_ms or 1000)
         self._send_lock = threading.Lock()
         self._down_since: float | None = None
         self._next_retry = 0.0
@@ -106,6 +110,11 @@ class RemoteBackend:
         # own time (metadata.server_ms), in ms: what the network hop adds.
         self.hops_ms: collections.deque[float] = collections.deque(maxlen=100_000)
         self._sent_at = 0.0
+        # Playback as the session reports it (played()): wire id -> ms acknowledged.
+        self._acked: dict[str, int] = {}
+        self._ack_lock = threading.Lock()
+        self._follows_playback = False  # a session reports playback: no guessing
+        self._turn_from = 1  # turn-based: our id of the first answer to the last commit
 
     # ---------------------------------------------------------------- lifecycle
     def load(self, source: ModelSource, quant: Quant, progress: Progress) -> None:
@@ -122,11 +131,13 @@ class RemoteBackend:
         log.info("remote model %s at %s: %s", session.get("model"), self.address, caps)
 
     def _session_config(self, persona: Persona | None) -> dict[str, Any]:
+        asked = wire.preset_input(self.model)
         config: dict[str, Any] = {
             "model": self.model, "modalities": ["audio", "text"],
-            "input_audio_format": "pcm16", "output_audio_format": "pcm16",
-            "sample_rate_hz": wire.INPUT_RATE,
-            "audio": {"input": {"sample_rate_hz": wire.INPUT_RATE},
+            "input_audio_format": asked.encoding, "output_audio_format": "pcm16",
+            "sample_rate_hz": asked.rate,
+            "audio": {"input": {"format": wire.format_object(asked),
+                                "sample_rate_hz": asked.rate},
                       "output": {"sample_rate_hz": wire.OUTPUT_RATE}},
             "turn_detection": None,
             # The model's memory of its answers follows what was heard (playback.ack).
@@ -153,6 +164,12 @@ class RemoteBackend:
             self.link.close()
         self.link = Link(self.address, self.model, self.token, self.connect_timeout_s)
         session = self.link.open(self._session_config(persona))
+        try:  # what the server decodes: its word over the preset we asked with
+            self.input_format = wire.stated_input(session, wire.preset_input(self.model))
+        except ValueError as exc:
+            self.link.close()
+            raise BackendError(str(exc),
+                               hint="ask the server for pcm16 or pcm_f32le input") from None
         caps = self.link.capabilities
         native = caps.get("implementation_level", wire.NATIVE) == wire.NATIVE
         unit_ms = int(caps.get("chunk_period_ms") or self._unit_ms or 1000)
@@ -160,13 +177,17 @@ class RemoteBackend:
         if not video and "minicpm-o" in str(session.get("model", "")).lower():
             video = True  # vLLM-Omni feeds MiniCPM-o's frames and names no capability
         self.server_family = str(caps.get("family") or session.get("model") or "")
-        self.spec = BackendSpec(family=FAMILY, unit_ms=unit_ms, audio_in_rate=wire.INPUT_RATE,
+        # The session hands us units at the server's input rate (it resamples the mic).
+        self.spec = BackendSpec(family=FAMILY, unit_ms=unit_ms,
+                                audio_in_rate=self.input_format.rate,
                                 audio_out_rate=wire.OUTPUT_RATE,
                                 frames_per_unit=1 if video else 0, native_duplex=native)
         self._reader = AnswerReader(marks_units=bool(caps.get("marks_units")),
                                     first_id=self._reader.last_id + 1)
         self._sent_ms = 0.0
         self._units_sent = 0
+        first = caps.get("first_unit_ms")
+        self._frames = FrameSchedule(unit_ms, first if isinstance(first, int) else None)
         return session
 
     def describe(self) -> str:
@@ -180,7 +201,8 @@ class RemoteBackend:
         model = link.session.get("model") or self.model or "a model"
         return (f"{model} ({self.server_family or 'unknown family'}, {kind}, "
                 f"{caps.get('chunk_period_ms', '?')} ms units"
-                f"{', sees the camera' if self.spec.frames_per_unit else ''}{rtt})")
+                f"{', sees the camera' if self.spec.frames_per_unit else ''}, "
+                f"{self.input_format.describe()} in{rtt})")
 
     def network_figures(self) -> dict[str, float] | None:
         """What the network adds, for the window: the session's handshake round trip and
@@ -213,14 +235,16 @@ class RemoteBackend:
         self._sent_ms += 1000 * len(unit.audio) / unit.sample_rate
         append: dict[str, Any] = {
             "type": "input_audio_buffer.append",
-            "audio": wire.b64(wire.pcm16_bytes(unit.audio)),
-            "format": "pcm16", "sample_rate_hz": wire.INPUT_RATE,
+            "audio": wire.b64(self.input_format.encode(unit.audio)),
+            "format": self.input_format.encoding, "sample_rate_hz": self.input_format.rate,
             "duration_ms": round(1000 * len(unit.audio) / unit.sample_rate),
             "audio_end_ms": round(self._sent_ms, 3),
         }
         if control.force_listen:
             append["force_listen"] = True
-        if self.spec.frames_per_unit and unit.frames:
+        # The unit's newest frame, on the append that closes a model unit (frames.py).
+        if (self.spec.frames_per_unit and self._frames.closes_unit(self._sent_ms)
+                and unit.frames):
             frames = [f for f in (_jpeg_b64(fr.pixels) for fr in unit.frames[-1:]) if f]
             if frames:
                 append["video_frames"] = frames
@@ -238,8 +262,8 @@ class RemoteBackend:
     def step(self, unit: Unit, control: Control) -> Iterator[Output]:
         if self._persona is None or self.link is None:
             raise BackendError("no conversation", hint="call start(persona) first")
-        if unit.sample_rate != wire.INPUT_RATE:
-            raise BackendError(f"the remote backend takes {wire.INPUT_RATE} Hz units, "
+        if unit.sample_rate != self.input_format.rate:
+            raise BackendError(f"the server takes {self.input_format.rate} Hz units, "
                                f"got {unit.sample_rate} Hz")
         if self._down_since is not None and (time.monotonic() < self._next_retry
                                              or not self._reconnect()):
@@ -259,6 +283,7 @@ class RemoteBackend:
         except _StillAway:
             return iter(())
         if control.turn_ended:
+            self._turn_from = self._reader.last_id + 1
             return self._quietly(self._read(index, events, turn=True))
         return iter(())
 
@@ -322,8 +347,12 @@ class RemoteBackend:
         self._sent_at = 0.0  # one hop per unit (native) or per answer (turn-based)
 
     def _acknowledge_completed(self) -> None:
+        """Without a session reporting playback (played()), a completed answer is taken
+        as played in full, so the server's memory keeps it."""
         while self._reader.completed:
             wire_id, ms = self._reader.completed.pop(0)
+            if self._follows_playback:
+                continue
             self._send_all([{"type": "playback.ack", "response_id": wire_id,
                              "item_id": f"item_{wire_id}", "played_ms": int(ms),
                              "committed_ms": int(ms)}])
@@ -385,6 +414,42 @@ class RemoteBackend:
                        "before (the recording here keeps all of it)")
         raise BackendError(self.notice)
 
+    # ---------------------------------------------------------------- playback
+    def played(self, response_id: int, seconds: float) -> None:
+        """How much of an answer reached the speaker (the session, a few times a second
+        while it plays, from any thread): acknowledged to the server as vLLM-Omni's
+        playback.ack, cumulative, only when it moved. Returns at once (the link's writer
+        thread sends it)."""
+        self._follows_playback = True
+        link = self.link
+        wire_id = self._reader.wire_ids.get(response_id)
+        if wire_id is None or link is None:  # an answer of a session the server forgot
+            return
+        # Never more than the server sent of it (the session's silence after an answer
+        # may carry its id).
+        ms = int(min(1000 * seconds, self._reader.played_ms(response_id)))
+        with self._ack_lock:
+            if ms <= self._acked.get(wire_id, -1):
+                return
+            self._acked[wire_id] = ms
+            while len(self._acked) > 16:
+                del self._acked[next(iter(self._acked))]
+        link.send_soon({"type": "playback.ack", "response_id": wire_id,
+                        "item_id": f"item_{wire_id}", "played_ms": ms, "committed_ms": ms})
+
+    def retract(self) -> None:
+        """Turn-based: the session takes back the answer it started before the user's
+        turn had surely ended (they went on; it was stopped with interrupt()). The server
+        keeps none of it in the model's memory: a truncating playback.ack at 0 ms, as for
+        an answer cut before a word was heard. The user's words stay, and what they say
+        next joins them."""
+        for rid, wire_id in list(self._reader.wire_ids.items()):
+            if rid >= self._turn_from:
+                self._acked[wire_id] = 0
+                self._send_all([{"type": "playback.ack", "response_id": wire_id,
+                                 "item_id": f"item_{wire_id}", "played_ms": 0,
+                                 "committed_ms": 0, "truncate": True}])
+
     # ---------------------------------------------------------------- barge-in
     def interrupt(self) -> None:
         """Any thread: the server stops the answer in progress now."""
@@ -401,7 +466,11 @@ class RemoteBackend:
         wire_id = self._reader.wire_ids.get(rid)
         if wire_id is None:
             return
-        ms = self._reader.heard_ms(rid, played_text)
+        # The exact position when the session reported it; else the chunks whose words
+        # were all heard.
+        ms = self._acked.get(wire_id)
+        if ms is None:
+            ms = self._reader.heard_ms(rid, played_text)
         self._send_all([{"type": "playback.ack", "response_id": wire_id,
                          "item_id": f"item_{wire_id}", "played_ms": int(ms),
                          "committed_ms": int(ms), "truncate": True}])

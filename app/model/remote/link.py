@@ -50,6 +50,11 @@ class Link:
         self._ws: ClientConnection | None = None
         self._reader: threading.Thread | None = None
         self._closing = False
+        # News that must not wait on the network (playback acks from the session's
+        # listener): sent by a thread of their own, in order; dropped while the socket
+        # is gone (each ack is cumulative: the next one says it all).
+        self._outbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
 
     @property
     def capabilities(self) -> dict[str, Any]:
@@ -193,6 +198,18 @@ class Link:
         except (ConnectionClosed, OSError):
             return False
 
+    def send_soon(self, event: dict[str, Any]) -> None:
+        """Queue one event for the writer thread; returns at once."""
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write, daemon=True,
+                                            name="duplex-link-writer")
+            self._writer.start()
+        self._outbox.put(event)
+
+    def _write(self) -> None:
+        while (event := self._outbox.get()) is not None:
+            self.send(event)
+
     def next_event(self, timeout_s: float) -> dict[str, Any] | None:
         try:
             return self.events.get(timeout=max(0.0, timeout_s))
@@ -209,6 +226,8 @@ class Link:
 
     def close(self) -> None:
         self._closing = True
+        if self._writer is not None:
+            self._outbox.put(None)
         ws, self._ws = self._ws, None
         if ws is None:
             return

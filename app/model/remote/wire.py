@@ -15,19 +15,25 @@ increasing number that is the cursor for resuming.
 Client to server:
 
 * `session.update {session: {...}}` — the first one opens the session: `model`,
-  `instructions` (the role prompt), `voice`, `input_audio_format` "pcm16" at
-  `sample_rate_hz` 16000, output "pcm16" at `audio.output.sample_rate_hz` 24000,
+  `instructions` (the role prompt), `voice`, `input_audio_format` at `sample_rate_hz`
+  (per model, as vLLM-Omni's client presets say: "pcm16" 16000 by default and for
+  MiniCPM-o, "pcm_f32le" 24000 for PersonaPlex; the format `session.created` states is
+  the one sent), output "pcm16" at `audio.output.sample_rate_hz` 24000,
   `turn_detection` null (the model decides), `playback_commit_policy`, `extra_body`.
   Later ones change the session (answered with `session.updated`).
-* `input_audio_buffer.append {audio, sample_rate_hz, duration_ms, audio_end_ms,
-  video_frames?}` — base64 PCM16 little-endian mono; `audio_end_ms` is the total sent
+* `input_audio_buffer.append {audio, format, sample_rate_hz, duration_ms, audio_end_ms,
+  video_frames?}` — base64 mono PCM (16-bit or float32 little-endian, as the session
+  states); `audio_end_ms` is the total sent
   so far (the server drops an append it has already taken, after a resume);
-  `video_frames` are bare base64 JPEGs riding the append that closes a model unit.
+  `video_frames` are bare base64 JPEGs, one per model unit, riding the append whose
+  audio closes that unit (frames.py says where units close).
 * `input_audio_buffer.commit` — the user's turn ended (turn-based models answer then).
 * `barge_in` — stop the answer in progress now (capability `supports_barge_in`);
   `response.cancel` does the same for the named or active response.
 * `playback.ack {response_id, played_ms, committed_ms, truncate?}` — how much of an
-  answer was actually played; `truncate: true` after an interruption (the rest was
+  answer was actually played, cumulative, a few times a second while it plays (vLLM-
+  Omni's client: "call periodically while playing"); `truncate: true` after an
+  interruption (the rest was
   never heard and must not stay in the model's memory of what it said).
 * `session.event_ack {server_event_seq}`, `session.heartbeat`, `session.close`.
 * `session.resume {session_id, incarnation, resume_token,
@@ -38,7 +44,9 @@ Server to client:
 * `session.created` (top level `resume_token`, `incarnation`; `session.id`,
   `session.capabilities`: `implementation_level` ("model_native_duplex": the model
   says listen/speak per unit; anything else: it answers when the turn is committed),
-  `chunk_period_ms` (the model unit), `supports_barge_in`, `supports_session_resume`),
+  `chunk_period_ms` (the model unit), `supports_barge_in`, `supports_session_resume`;
+  ours adds `first_unit_ms`, where frames.py reads it), the input audio format
+  (`input_audio_format`, `audio.input.format` {type, rate}, `audio.input.sample_rate_hz`),
   `session.updated`, `session.resumed` (rotated `resume_token`, then the events after
   the client's cursor again), `session.closed`, `session.expired`,
   `session.heartbeat_ack`.
@@ -67,13 +75,16 @@ import base64
 import ipaddress
 import json
 import secrets
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 
 PATH = "/v1/realtime"
-INPUT_RATE = 16000  # PCM16 up
+INPUT_RATE = 16000  # PCM16 up, unless the session says otherwise (AudioFormat)
+PCM16 = "pcm16"
+F32 = "pcm_f32le"
 OUTPUT_RATE = 24000  # PCM16 down
 NATIVE = "model_native_duplex"
 TURN_BASED = "turn_based"  # ours: answers when the turn is committed
@@ -88,6 +99,82 @@ TRANSCRIPT_DELTAS = frozenset({
     "response.output_audio_transcript.delta", "response.audio_transcript.delta",
     "response.output_text.delta", "response.text.delta",
 })
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """One PCM format on the wire: `encoding` ("pcm16" or "pcm_f32le"), mono, at `rate`."""
+
+    encoding: str = PCM16
+    rate: int = INPUT_RATE
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        if self.encoding == F32:
+            return np.asarray(samples, "<f4").tobytes()
+        return pcm16_bytes(samples)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        if self.encoding == F32:
+            usable = len(data) - len(data) % 4
+            return np.frombuffer(data[:usable], "<f4").astype(np.float32)
+        return pcm16_samples(data)
+
+    def describe(self) -> str:
+        return f"{self.rate / 1000:g} kHz {self.encoding}"
+
+
+def encoding_of(name: object) -> str | None:
+    """A format's spellings ("audio/pcm", "s16le", {"type": ...}) as ours; None if other."""
+    if isinstance(name, dict):
+        name = name.get("type") or name.get("format")
+    if not isinstance(name, str):
+        return None
+    name = name.lower().removeprefix("audio/")
+    if name in ("pcm", "pcm16", "pcm_s16le", "s16le"):
+        return PCM16
+    if name in ("pcm_f32le", "f32le"):
+        return F32
+    return None
+
+
+def preset_input(model: str) -> AudioFormat:
+    """The input a model's vLLM-Omni deployment takes, by its documented client presets
+    (vllm_omni.clients.*: PersonaPlex 24 kHz float32, Nemotron VoiceChat 16 kHz
+    float32, MiniCPM-o and the default 16 kHz PCM16)."""
+    name = model.lower()
+    if "personaplex" in name:
+        return AudioFormat(F32, 24000)
+    if "nemotron" in name:
+        return AudioFormat(F32, 16000)
+    return AudioFormat()
+
+
+def stated_input(session: dict[str, Any], asked: AudioFormat) -> AudioFormat:
+    """The input format a session.created says, falling back to what was asked for.
+
+    vLLM-Omni states it as `input_audio_format` and `audio.input` (`format` as a string
+    or {type, rate}, `sample_rate_hz`); the rate may also be top-level `sample_rate_hz`.
+    ValueError for a format we cannot send (G.711 and the like)."""
+    audio = session.get("audio") if isinstance(session.get("audio"), dict) else {}
+    given = audio.get("input") if isinstance(audio.get("input"), dict) else {}
+    raw = given.get("format") or session.get("input_audio_format")
+    encoding = asked.encoding if raw is None else encoding_of(raw)
+    if encoding is None:
+        raise ValueError(f"the server takes input audio as {raw!r}, which Duetto cannot "
+                         "send (it sends 16-bit or float32 PCM)")
+    rate = None
+    for value in (raw.get("rate") if isinstance(raw, dict) else None,
+                  given.get("sample_rate_hz"), session.get("sample_rate_hz")):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            rate = int(value)
+            break
+    return AudioFormat(encoding, rate or asked.rate)
+
+
+def format_object(fmt: AudioFormat) -> dict[str, Any]:
+    """How a session states a format in `audio.input.format` (vLLM-Omni's shape)."""
+    return {"type": "audio/pcm" if fmt.encoding == PCM16 else f"audio/{fmt.encoding}",
+            "rate": fmt.rate}
 
 
 def pcm16_bytes(samples: np.ndarray) -> bytes:
