@@ -6,6 +6,11 @@ instrument: large logit biases in units 4-5 and 9-10, listening elsewhere); ever
 else is the real path: the timeline cuts 1 s units with one frame each, the backend
 embeds the frame and the audio and runs the duplex decoder, and the session reads its
 text-only output through native.py (a silent stand-in for the missing speech).
+
+The last test has the model answer the user (ReplySchedule, the instrument's reply
+script: five units from the unit in which the user fell quiet) in a live room: the user
+asks, the answer's speech (the tiny speech decoder and token2wav) reaches the speaker,
+the user talks over it and the speaker falls silent at once.
 """
 
 from __future__ import annotations
@@ -16,17 +21,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+from live_conversation import LiveConversation, rms_db, window
 from media import write_video
 from minicpmo_tiny import tiny_folder
+from speech import needs_espeak, speak
 
 from app.flow.conversation import ConversationOptions, build_session, load_backend
 from app.flow.events import EventKind
-from app.model.contract import ModelSource, Persona
+from app.model.contract import ModelSource, Persona, Quant
 from app.model.minicpm_o import schedule
+from app.model.minicpm_o.backend import MiniCPMOBackend
 
 pytestmark = pytest.mark.slow
 
 RUNS = [(4, 6), (9, 11)]  # units the model speaks in
+AUDIBLE_DB = -40.0  # the tiny voice is about -26 dBFS RMS
+SILENT_DB = -60.0
 
 
 def _scheduled_copy(folder: Path, runs) -> Path:
@@ -121,3 +131,48 @@ def test_frames_reach_the_units_and_runs_of_speech_drive_the_controller(tmp_path
               if e.kind is EventKind.SPOKEN]
     assert [(r, t) for _, r, t in spoken] == texts, spoken
     assert spoken[0][0] == pytest.approx(start1, abs=0.1), (spoken, states)
+
+
+@needs_espeak
+def test_the_answer_is_heard_after_the_users_turn_and_a_barge_in_silences_it(tmp_path):
+    model_dir = tmp_path / "tiny"
+    model_dir.mkdir()
+    _scheduled_copy(model_dir, RUNS)
+    schedule.write_replies(model_dir, 5)  # a long answer: still being made at the barge-in
+    backend = MiniCPMOBackend()
+    backend.load(ModelSource(local_dir=model_dir), Quant.BF16, lambda *_: None)
+    question = speak("Could you tell me what you see on the table?")
+    interruption = speak("Wait, stop, I have another question for you.")
+    silenced: list[float] = []
+    with LiveConversation(None, tmp_path / "rec", backend=backend,
+                          persona=Persona("t", "Be brief.")) as conv:
+        for name in ("pause", "flush"):
+            real = getattr(conv.player, name)
+            setattr(conv.player, name,
+                    lambda real=real: (silenced.append(conv.room.now), real()))
+        asked_at = conv.say(question)
+        asked_end = asked_at + len(question) / 16000
+        speaking = conv.wait_for(EventKind.STATE, 30, after=asked_end, state="speaking")
+        conv.wait_until(speaking.t + 0.8)  # into the answer's first second of speech
+        barge_at = conv.say(interruption)
+        barge_end = barge_at + len(interruption) / 16000
+        conv.wait_for(EventKind.STATE, 10, after=barge_at, state="interrupted")
+        stop = conv.wait_for(EventKind.LATENCY, 10, kind="stop")
+        conv.wait_until(barge_end + 0.2)
+    errors = [e.data for e in conv.events if e.kind is EventKind.ERROR]
+    assert not errors, errors
+    assert conv.session.controller.barge_ins == 1, conv.states()
+    recording, rate = conv.recording()
+    right = recording[:, 1]
+    # Nothing while the user asked; the answer's speech once the model took the turn.
+    assert rms_db(window(right, rate, 0.0, asked_end)) < SILENT_DB
+    assert rms_db(window(right, rate, speaking.t + 0.05, barge_at)) > AUDIBLE_DB
+    # The barge-in silenced the speaker within one block of being heard, and nothing of
+    # the cut answer (two more units of it were due) played while the user talked.
+    assert silenced and barge_at < silenced[0] < barge_at + 0.3, (barge_at, silenced)
+    assert rms_db(window(right, rate, silenced[0] + 0.015, barge_end)) < SILENT_DB
+    assert 0.0 < stop.data["seconds"] < 0.25
+    # The model closed the cut turn itself at the forced listen (its answer dropped).
+    first = next(r.index for r in backend.results if r.speaking)
+    assert any(r.closed_turn for r in backend.results[first:]), [
+        (r.index, r.speaking, r.turn_ended, r.closed_turn) for r in backend.results]

@@ -147,3 +147,39 @@ def test_a_checkpoint_without_its_speech_vocoder_is_refused_with_what_to_do(tmp_
     with pytest.raises(BackendError, match="speech vocoder is missing") as err:
         load_minicpmo(folder)
     assert "duetto models" in err.value.hint
+
+
+def test_a_model_built_in_another_dtype_on_another_thread_does_not_reach_the_speech():
+    """The window sizes memory plans in the background, building skeletons with torch's
+    default dtype (one setting for the whole process) set to bfloat16. The speech path
+    makes float tensors in the default dtype; it waits for such a build to end rather
+    than run in its dtype (the self-check's start failed so)."""
+    import threading
+
+    from app.model.building import building
+    from app.model.contract import ModelSource, Quant
+
+    backend = MiniCPMOBackend(sampling=Sampling(force_listen_count=0))
+    backend.load(ModelSource(local_dir=tiny_folder()), Quant.BF16, lambda *_: None)  # as the app
+    backend.attach(backend.loaded, SpeakSchedule(((0, 2),)))
+    inside, release = threading.Event(), threading.Event()
+
+    def plan() -> None:
+        with building(torch.bfloat16):
+            inside.set()
+            release.wait(10)
+
+    planner = threading.Thread(target=plan)
+    planner.start()
+    assert inside.wait(10)
+    # Held for a few seconds: longer than the start takes to reach the voice.
+    threading.Timer(4.0, release.set).start()
+    try:  # the conversation starts (the voice's turn-start state) and speaks meanwhile
+        backend.start(PERSONA)
+        outputs = _run(backend, [0])[0]
+    finally:
+        release.set()
+        planner.join()
+    speech = _audio(outputs)
+    assert speech.dtype == np.float32 and np.abs(speech).max() > 0.01
+    assert torch.get_default_dtype() == torch.float32

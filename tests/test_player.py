@@ -314,3 +314,34 @@ def test_a_write_landing_inside_a_block_still_waits_for_its_cushion(live):
     player.write(chunk(np.full(BLOCK * 8, 0.5), seq=1))  # 160 ms: go
     assert np.all(pull(player, 16) == 0.5)
     assert player.underruns == 0
+
+
+def test_a_live_stream_running_dry_in_its_silence_is_no_underrun_but_in_speech_it_is():
+    """A native model listening yields silence: a late unit there is not heard (it only
+    sets the stream later), and is counted apart; a gap after sound is a stutter."""
+    player = make_player(live=True)
+    player.write(chunk(np.zeros(BLOCK * 2), response_id=0))
+    pull(player, 3)  # ran dry in silence
+    player.write(chunk(np.full(BLOCK * 2, 0.5), response_id=1))
+    assert (player.underruns, player.quiet_gaps) == (0, 1)
+    pull(player, 3)  # ran dry in speech
+    player.write(chunk(np.full(BLOCK, 0.5), response_id=1, seq=1))
+    assert (player.underruns, player.quiet_gaps) == (1, 1)
+    # Speech that trails off into silence before the gap: the gap is in the silence.
+    player.write(chunk(np.concatenate([np.full(BLOCK, 0.5), np.zeros(BLOCK)]), response_id=1,
+                       seq=2))
+    pull(player, 4)
+    player.write(chunk(np.full(BLOCK, 0.5), response_id=2))
+    assert (player.underruns, player.quiet_gaps) == (1, 2)
+
+
+def test_a_live_chunk_longer_than_the_cushion_waits_the_cushion_time_after_it_arrived():
+    """1 s units: the chunk alone fills any cushion, but the next one comes a unit later,
+    maybe later than this one did; playback holds it for the cushion's time instead."""
+    now = [100.0]
+    player = make_player(prebuffer_seconds=0.1, live=True, clock=lambda: now[0])
+    pull(player, 1, t0=100.0)  # the callback learns the device clock (here the same)
+    player.write(chunk(np.full(RATE, 0.5), response_id=1))  # 1 s
+    assert np.all(pull(player, 5, t0=100.0) == 0.0)  # 50 ms after it arrived: holding
+    assert np.all(pull(player, 3, t0=100.101) == 0.5)  # 100 ms on: playing
+    assert player.underruns == 0

@@ -94,7 +94,8 @@ def table(results: dict[str, Any]) -> str:
         f"{_s(it['response_latency_median'])}",
         f"backchannels         kept the floor {_s(p['backchannel']['kept_floor'], '')} over "
         f"{p['backchannel']['valid']} of {p['backchannel']['count']}",
-        f"pipeline             underruns {p['underruns']}, dropped frames {p['dropped_frames']}, "
+        f"pipeline             underruns {p['underruns']} (gaps in silence, unheard: "
+        f"{p.get('quiet_gaps', 0)}), dropped frames {p['dropped_frames']}, "
         f"errors {p['errors']}, unit compute median {_ms(p['unit_compute_median'])} p90 "
         f"{_ms(p['unit_compute_p90'])}, unit lag p90 {_s(p.get('unit_lag_p90'))} max "
         f"{_s(p['unit_lag_max'])}, " + _memory(p),

@@ -343,6 +343,7 @@ def session_figures(events: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "ended": ended is not None,
         "underruns": int(metrics.get("underruns", 0) or 0),
+        "quiet_gaps": int(metrics.get("quiet_gaps", 0) or 0),
         "dropped_frames": int(metrics.get("dropped_frames", 0) or 0),
         "real_time_factor": metrics.get("real_time_factor"),
         "unit_compute": compute,
@@ -432,6 +433,7 @@ def pool(scores: list[dict[str, Any]]) -> dict[str, Any]:
                                  if r["valid"] and "kept_floor" in r]),
         },
         "underruns": sum(s["session"]["underruns"] for s in scores),
+        "quiet_gaps": sum(s["session"].get("quiet_gaps", 0) for s in scores),
         "dropped_frames": sum(s["session"]["dropped_frames"] for s in scores),
         "errors": sum(len(s["session"]["errors"]) for s in scores),
         "unit_compute_median": _median(compute),

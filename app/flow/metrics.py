@@ -42,6 +42,7 @@ class SessionMetrics:
     speech_seconds: float = 0.0  # assistant audio generated
     speech_compute: float = 0.0  # compute spent generating it
     underruns: int = 0
+    quiet_gaps: int = 0  # a live stream ran dry in its silence: unheard (player.py)
     dropped_frames: int = 0
     _user_turn_end: float | None = None
     _after_interruption: bool = False
@@ -109,5 +110,6 @@ class SessionMetrics:
             "unit_lag": Summary.of(self.unit_lag).__dict__,
             "real_time_factor": self.real_time_factor,
             "underruns": self.underruns,
+            "quiet_gaps": self.quiet_gaps,
             "dropped_frames": self.dropped_frames,
         }

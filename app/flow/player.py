@@ -15,9 +15,14 @@ jitter cushion, ends with `end_response()`, and `pause()` holds its place (an "m
 loses nothing). A native-duplex model (`live=True`) writes one continuous stream, a
 frame every 80 ms whether it speaks or listens, with response ids marking its runs of
 speech: the stream gathers a cushion once (again only after a flush or running dry),
-any gap in it is an underrun whichever response it falls in, and `pause()` mutes in
+any gap after sound is an underrun whichever response it falls in, and `pause()` mutes in
 place: the stream keeps time, so a paused model is not heard later than it speaks (what
-it said while muted is lost, and `heard()` knows it).
+it said while muted is lost, and `heard()` knows it). A gap in the stream's silence (the
+model listening, or between its runs) is not heard as a stutter: it only sets the stream
+later behind the model, and is counted apart (`quiet_gaps`). A live chunk as long as the
+cushion or longer (MiniCPM-o's 1 s units) says nothing about when the next one comes, so
+playback waits the cushion's time after it arrived rather than for the cushion's samples:
+otherwise each unit would have to be ready as early as the one that started the stream.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ import numpy as np
 
 from app.flow.spsc_ring import SpscRing
 from app.model.contract import SpeechChunk
+
+QUIET = 1e-5  # a live stream's samples at or below this are its silence (about -100 dBFS)
 
 
 class ChunkResampler(Protocol):
@@ -118,6 +125,7 @@ class Player:
         # Set by the callback, read by anyone.
         self.underruns = 0
         self.underrun_samples = 0
+        self.quiet_gaps = 0  # live streams: times it ran dry in silence (module docstring)
         # (cut at, resumed at) ring positions of honoured flushes, and of live mutes
         # (pause() on a live stream); appended only then, never in steady state.
         self.flushes: deque[tuple[int, int]] = deque(maxlen=256)
@@ -145,6 +153,13 @@ class Player:
         # if the same response goes on (a gap inside speech), forgotten if it ended.
         self._starving = False
         self._starved_samples = 0
+        # Live streams. Ring position from which everything written is silence (the writer
+        # sets it before publishing; the callback, running dry after it, played silence
+        # last), whether the last dry-out was such, and (writer's clock, samples) of the
+        # chunk that landed in an empty ring: the long-chunk cushion waits from then.
+        self._quiet_from = 0
+        self._starving_quiet = False
+        self._arrived: tuple[float, int] = (0.0, 0)
         # What the speaker played, every sample including silence, for the echo canceller
         # and the recording. `reference_mark` is (reference position, speaker time) of the
         # latest block, one tuple swapped in whole so readers never see half an update.
@@ -165,12 +180,15 @@ class Player:
                 self._dropped_chunks += 1
                 return False
             samples = self._to_output_rate(chunk)
-            if self._starving and (self.live or chunk.response_id == self._open_response):
+            if self._starving and self.live and self._starving_quiet:
+                self.quiet_gaps += 1  # ran dry in silence: unheard (module docstring)
+            elif self._starving and (self.live or chunk.response_id == self._open_response):
                 # The response went on after a gap: that gap was heard as a stutter.
                 self.underruns += 1
                 self.underrun_samples += self._starved_samples
                 self.prebuffer = min(self._max_prebuffer, self.prebuffer * 2)
             self._starving = False
+            self._starving_quiet = False
             self._starved_samples = 0
             if self.live:
                 # One stream: a cushion at its start and after a flush, not per response.
@@ -181,8 +199,15 @@ class Player:
                     self._adapt_prebuffer()
             ring = self._ring
             # Empty once a pending flush is honoured: what it drops does not cushion.
-            if starts and ring.write_pos == max(ring.read_pos, self._flush_to):
+            empty = ring.write_pos == max(ring.read_pos, self._flush_to)
+            if starts and empty:
                 self._cushion_at = ring.write_pos
+            if self.live:
+                if empty:
+                    self._arrived = (self._clock(), len(samples))
+                sound = np.flatnonzero(np.abs(samples) > QUIET)
+                if sound.size:
+                    self._quiet_from = ring.write_pos + int(sound[-1]) + 1
             self._open_response = chunk.response_id
             self._expecting_more = True  # before the samples are published (see _cushion_at)
             start = ring.write_pos
@@ -284,7 +309,9 @@ class Player:
         if paused and not self.live:
             mono.fill(0.0)
             got = 0
-        elif cushion_at == ring.read_pos and expecting and queued < self.prebuffer:
+        elif (cushion_at == ring.read_pos and expecting
+              and not self._cushion_ready(queued, float(time_info.currentTime)
+                                          + self._stream_offset)):
             mono.fill(0.0)  # gathering a cushion before (re)starting
             got = 0
             if self._starving:
@@ -299,6 +326,7 @@ class Player:
                 # more of it arrives (write() counts it then); if the response simply ended,
                 # its end was just not reported yet. Either way, gather a cushion first.
                 self._starving = True
+                self._starving_quiet = self.live and self._quiet_from < ring.read_pos
                 self._starved_samples += frames - got
                 self._cushion_at = ring.read_pos
             if paused:  # a live stream, muted: its time passes unheard
@@ -314,6 +342,15 @@ class Player:
         if self.reference.write(mono) < frames:
             self.reference_overflows += 1  # nobody drains it: keep playing regardless
         self.reference_mark = (mark, dac_time)
+
+    def _cushion_ready(self, queued: int, now: float) -> bool:
+        """Callback side: whether playback may (re)start with `queued` samples at `now`."""
+        if self.live:
+            arrived_at, length = self._arrived
+            if length >= self.prebuffer > 0 and queued < self.prebuffer + length:
+                # A long chunk alone (module docstring): wait the cushion's time after it.
+                return now - arrived_at >= self.prebuffer / self.output_rate
+        return queued >= self.prebuffer
 
     def _track_mute(self, paused: bool) -> None:
         """Callback side, live streams: remember what a mute skipped, for heard()."""

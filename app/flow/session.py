@@ -351,6 +351,7 @@ class Session:
         if self.output is not None:
             self.output.stop()
         self.metrics.underruns = self.player.underruns
+        self.metrics.quiet_gaps = self.player.quiet_gaps
         self.metrics.dropped_frames = self.dropped_frames + self.timeline.stats().frames_dropped
         self.events.emit(EventKind.ENDED, self._now, reason=reason, metrics=self.metrics.summary())
         self.recording.close()

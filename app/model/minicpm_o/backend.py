@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from app.model import registry
+from app.model.building import building
 from app.model.contract import (
     BackendError,
     BackendSpec,
@@ -217,7 +218,8 @@ class MiniCPMOBackend:
             self._decoder.start(prefix)
             self._audio = model.new_audio_stream()
             if self._voice is not None and prompt is not None:
-                self._voice.begin(prompt)
+                with building():  # see _speech
+                    self._voice.begin(prompt)
             self._interrupt.clear()
             self.counts = Counts()
             self.results = []
@@ -236,7 +238,8 @@ class MiniCPMOBackend:
             return (Path(audio) if audio is not None else None), None
         recording = speech.voice_recording(loaded, persona)
         t = time.perf_counter()
-        prompt = loaded.voices.prompt_for(recording)
+        with building():  # see _speech
+            prompt = loaded.voices.prompt_for(recording)
         self._voice_s = time.perf_counter() - t
         return recording, prompt
 
@@ -280,7 +283,7 @@ class MiniCPMOBackend:
             speech_chunk = silence = None
             spoken = self._voice.spoken_seconds if self._voice is not None else 0.0
             if self._voice is not None:
-                speech_chunk, silence = self._voice.unit(result, text)
+                speech_chunk, silence = self._speech(result, text)
             self.results.append(result.without_hidden())  # the hidden states are device memory
             self.counts.units += 1
             self.counts.frames += len(frames)
@@ -297,6 +300,18 @@ class MiniCPMOBackend:
                 self.timing.started.append(t0)
             outputs = self._outputs(result, text, speech_chunk, silence)
         return iter(outputs)
+
+    def _speech(self, result: UnitResult, text: str
+                ) -> tuple[SpeechChunk | None, SpeechChunk | None]:
+        """The unit's voice, under the build lock (app/model/building.py): the speech
+        path makes some float tensors in torch's default dtype (the flow's position table,
+        the vocoder's empty caches), a process-wide setting that a model build on another
+        thread changes while it runs (the window sizes memory plans in the background).
+        Unguarded, a conversation starting while the window planned failed with "Input
+        type (c10::BFloat16) and bias type (float) should be the same"; guarded, it waits
+        for that build. Uncontended, the lock costs nothing."""
+        with building():
+            return self._voice.unit(result, text)
 
     @staticmethod
     def _outputs(result: UnitResult, text: str, speech_chunk: SpeechChunk | None,

@@ -19,6 +19,11 @@ the units:
 A barge-in (a forced listen that closed the turn, a stop mid-unit) drops what
 token2wav holds: nothing of the cut answer is voiced afterwards.
 
+The first window a process runs through token2wav pays for its allocations and kernel
+set-up (on the tiny model on the CPU about three times a warm window); `begin` runs one
+throwaway window in the voice, so that cost falls on the conversation's start and not
+on its first answer, whose late unit would otherwise run the live stream late.
+
 Chunks carry the run they belong to, as Moshi's do: `response_id` moves on at each
 turn the model starts; the silence after a run keeps its id; before the first speech
 it is 0. `seq` counts the chunks of one id; `text_span` is the unit's words.
@@ -30,8 +35,9 @@ import numpy as np
 
 from app.model.contract import SpeechChunk
 from app.model.minicpm_o.duplex import UnitResult
+from app.model.minicpm_o.token2wav.flow import SILENCE_CODE
 from app.model.minicpm_o.token2wav.prompt import VoicePrompt
-from app.model.minicpm_o.token2wav.stream import SAMPLE_RATE, Token2Wav
+from app.model.minicpm_o.token2wav.stream import SAMPLE_RATE, STRIDE_CODES, Token2Wav
 from app.model.minicpm_o.tts import SpeechStream
 
 
@@ -48,15 +54,30 @@ class LiveVoice:
         self._seq = 0
         self._in_turn = False
         self.spoken_seconds = 0.0  # speech (not silence) voiced in this conversation
+        self._warmed = False
 
     def begin(self, prompt: VoicePrompt) -> None:
         """A new conversation in this voice."""
         self.token2wav.begin(prompt)
+        if not self._warmed:
+            self._warm()
+            self._warmed = True
         self.speech.reset()
         self._ahead = 0
         self._response_id = self._seq = 0
         self._in_turn = False
         self.spoken_seconds = 0.0
+
+    def _warm(self) -> None:
+        """One throwaway turn (module docstring): a turn-start window of silence codes and
+        its last chunk. The vocoder's noise generator is put back, so the conversation's
+        speech is what it would have been without this."""
+        generator = getattr(self.token2wav.vocoder, "generator", None)
+        state = generator.get_state() if generator is not None else None
+        self.token2wav.push([SILENCE_CODE] * STRIDE_CODES, flush=True)
+        self.token2wav.finish()
+        if state is not None:
+            generator.set_state(state)
 
     def cut(self) -> None:
         """Drop the answer in progress (barge-in from outside the model's own decode)."""
