@@ -57,6 +57,28 @@ def test_voice_stream_is_seamless(backend):
     assert float(np.sqrt(np.mean(wave**2))) > 0.01  # audible
 
 
+def test_a_shorter_vocoder_context_leaves_seams(backend):
+    """The check above can fail: the tiny vocoder keeps the real one's rates, kernels and
+    dilations, so its receptive field needs the stream's 18 frames of context; with 8 the
+    streamed wave differs from one pass at the chunk seams. Also: the CPU vocoder runs
+    our polyphase activations (antialias.py), installed by the loader."""
+    model = backend._loaded.model
+    vocoder = model.token2wav.code2wav_bigvgan_model
+    if next(vocoder.parameters()).device.type == "cpu":
+        assert all(hasattr(m, "_polyphase") for m in vocoder.modules()
+                   if type(m).__name__ == "Qwen2_5OmniAntiAliasedActivation1d")
+    stream = VoiceStream(model.token2wav, model.speaker_map["Chelsie"], vocoder_context=8,
+                         num_steps=2)  # the DiT is not what this is about: keep it cheap
+    codes = torch.randint(0, 60, (90,), generator=torch.Generator().manual_seed(1)).tolist()
+    pieces = []
+    for c in codes:
+        stream.push(c)
+        if (w := stream.pull()) is not None:
+            pieces.append(w)
+    pieces.append(stream.finish())
+    assert np.abs(np.concatenate(pieces) - stream.vocode_all()).max() > 1e-3
+
+
 def test_first_speech_before_the_thinker_finishes(backend):
     _listen(backend)
     it = backend.step(make_unit(2, image=False), Control(turn_ended=True))

@@ -22,6 +22,7 @@ from app.model import checkpoint, fit, hf_load, memory_plan, quant
 from app.model.contract import BackendError, ModelSource, Progress, Quant
 from app.model.memory_plan import Plan
 from app.model.placement import Placement, float_prefixes
+from app.model.qwen_omni import antialias
 from app.model.qwen_omni.tiny import DUETTO_META
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ def load(
     if not model.speaker_map:
         raise BackendError(f"{folder}/spk_dict.pt holds no speakers",
                            hint="re-download spk_dict.pt from the model repository")
+    antialias.for_cpu(model.token2wav)
     progress("loaded", 1.0)
     return Loaded(
         model=model,
@@ -173,6 +175,7 @@ def load_generated(config, tokenizer, speakers: dict, q: Quant, *, device: str,
     model = hf_load.from_pretrained(Qwen2_5OmniForConditionalGeneration, placement, skel,
                                     config=config, state_dict=weights)
     model.speaker_map = dict(speakers)
+    antialias.for_cpu(model.token2wav)
     return Loaded(model=model, tokenizer=tokenizer, folder=Path(f"<{name}>"),
                   device=torch.device(device), dtype=placement.float_dtype, quant=q,
                   min_answer_tokens=0, plan=sized.plan, placement=placement,
