@@ -43,7 +43,6 @@ import numpy as np
 import torch
 
 from app.model import registry
-from app.model.building import building
 from app.model.contract import (
     BackendError,
     BackendSpec,
@@ -218,8 +217,7 @@ class MiniCPMOBackend:
             self._decoder.start(prefix)
             self._audio = model.new_audio_stream()
             if self._voice is not None and prompt is not None:
-                with building():  # see _speech
-                    self._voice.begin(prompt)
+                self._voice.begin(prompt)
             self._interrupt.clear()
             self.counts = Counts()
             self.results = []
@@ -238,8 +236,7 @@ class MiniCPMOBackend:
             return (Path(audio) if audio is not None else None), None
         recording = speech.voice_recording(loaded, persona)
         t = time.perf_counter()
-        with building():  # see _speech
-            prompt = loaded.voices.prompt_for(recording)
+        prompt = loaded.voices.prompt_for(recording)
         self._voice_s = time.perf_counter() - t
         return recording, prompt
 
@@ -303,15 +300,13 @@ class MiniCPMOBackend:
 
     def _speech(self, result: UnitResult, text: str
                 ) -> tuple[SpeechChunk | None, SpeechChunk | None]:
-        """The unit's voice, under the build lock (app/model/building.py): the speech
-        path makes some float tensors in torch's default dtype (the flow's position table,
-        the vocoder's empty caches), a process-wide setting that a model build on another
-        thread changes while it runs (the window sizes memory plans in the background).
-        Unguarded, a conversation starting while the window planned failed with "Input
-        type (c10::BFloat16) and bias type (float) should be the same"; guarded, it waits
-        for that build. Uncontended, the lock costs nothing."""
-        with building():
-            return self._voice.unit(result, text)
+        """The unit's voice. Every float tensor the speech path makes names its dtype:
+        torch's default dtype is one setting for the process, and a model build on another
+        thread (the window sizes memory plans in the background) changes it while it runs;
+        a conversation starting meanwhile once failed with "Input type (c10::BFloat16) and
+        bias type (float) should be the same". Waiting for the build lock here instead
+        would stall the conversation for as long as a plan takes."""
+        return self._voice.unit(result, text)
 
     @staticmethod
     def _outputs(result: UnitResult, text: str, speech_chunk: SpeechChunk | None,

@@ -64,7 +64,7 @@ def relative_positions(size: int, width: int, *, dtype: torch.dtype,
     rel = torch.arange(size - 1, -size, -1, dtype=torch.float32, device=device).unsqueeze(1)
     freq = torch.exp(torch.arange(0, width, 2, dtype=torch.float32, device=device)
                      * -(math.log(10000.0) / width))
-    table = torch.zeros(2 * size - 1, width, device=device)
+    table = torch.zeros(2 * size - 1, width, dtype=torch.float32, device=device)
     table[:, 0::2] = torch.sin(rel * freq)
     table[:, 1::2] = torch.cos(rel * freq)
     return table.unsqueeze(0).to(dtype)

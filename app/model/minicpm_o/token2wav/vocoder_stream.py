@@ -33,9 +33,12 @@ class VocoderCache:
 
     @classmethod
     def empty(cls, mel_bins: int, device: torch.device | str) -> VocoderCache:
-        return cls(mel=torch.zeros(1, mel_bins, 0, device=device),
-                   source=torch.zeros(1, 1, 0, device=device),
-                   speech=torch.zeros(1, 0, device=device))
+        # float32 named: torch's default dtype is one setting for the process, and a
+        # model build on another thread may change it meanwhile (app/model/building.py).
+        f32 = torch.float32
+        return cls(mel=torch.zeros(1, mel_bins, 0, dtype=f32, device=device),
+                   source=torch.zeros(1, 1, 0, dtype=f32, device=device),
+                   speech=torch.zeros(1, 0, dtype=f32, device=device))
 
 
 def cross_fade(speech: torch.Tensor, previous_tail: torch.Tensor,
