@@ -14,6 +14,7 @@ import test_ui_fakes as fakes
 
 from app.config import settings as settings_store
 from app.flow.events import EventKind
+from app.ui import theme
 from app.ui.main_window import MainWindow
 from app.ui.options import LaunchOverrides
 
@@ -610,7 +611,10 @@ def test_answers_that_start_late_are_explained_in_words(qtbot, window, harness):
     hub.emit(EventKind.LATENCY, 12.0, kind="turn_taking", seconds=1.4)
     qtbot.wait(100)
     assert not any("keep up" in t for t in window.messages.texts())
+    assert "color" not in window.side.turn_value.styleSheet()
     hub.emit(EventKind.LATENCY, 30.0, kind="turn_taking", seconds=3.2)  # median 2.3 s
+    qtbot.waitUntil(lambda: "3.20" in window.side.turn_value.text(), timeout=2000)
+    assert theme.WARNING in window.side.turn_value.styleSheet()  # the figure itself, orange
     qtbot.waitUntil(lambda: any("cannot keep up" in t and "start 2.3 s after you stop" in t
                                 and "camera off" in t for t in window.messages.texts()),
                     timeout=2000)
