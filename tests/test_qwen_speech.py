@@ -65,8 +65,9 @@ def test_cpu_vocoder_windows_have_fixed_shapes(backend):
     vocoder = model.token2wav.code2wav_bigvgan_model
     seen: list[tuple[int, bool]] = []
     gen = torch.Generator().manual_seed(2)
-    for n_codes in (9, 31, 57, 90, 133):
-        stream = VoiceStream(model.token2wav, model.speaker_map["Chelsie"])
+    for n_codes in (9, 40, 75):
+        # Two flow steps, as the tiny model speaks: the DiT is not what is checked here.
+        stream = VoiceStream(model.token2wav, model.speaker_map["Chelsie"], num_steps=2)
         assert stream.fixed_shapes
         hook = vocoder.register_forward_pre_hook(
             lambda _m, args: seen.append((args[0].shape[-1], torch.backends.mkldnn.enabled)))
