@@ -59,7 +59,7 @@ def test_voice_stream_is_seamless(backend):
 
 def test_cpu_vocoder_windows_have_fixed_shapes(backend):
     """On a CPU each new vocoder input length costs oneDNN memory for good (voice.py): the
-    windows run with oneDNN are of two lengths only, whatever the answer's length, and
+    windows run with oneDNN are of three lengths only, whatever the answer's length, and
     the speech is still sample-for-sample one pass over the whole mel."""
     model = backend._loaded.model
     vocoder = model.token2wav.code2wav_bigvgan_model
@@ -84,7 +84,7 @@ def test_cpu_vocoder_windows_have_fixed_shapes(backend):
         assert wave.size == n_codes * 2 * 240
         assert np.abs(wave - stream.vocode_all()).max() < 1e-4, n_codes
     with_onednn = {frames for frames, onednn in seen if onednn}
-    assert with_onednn <= {stream.steady_frames, stream.first_window_frames}, sorted(seen)
+    assert with_onednn <= set(stream.fixed_windows), sorted(seen)
     assert len({frames for frames, _ in seen}) > 2  # other lengths came, without oneDNN
     assert torch.backends.mkldnn.enabled  # and the flag is back
 

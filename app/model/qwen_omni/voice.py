@@ -16,17 +16,19 @@ the wave. Streaming here uses the same two modules on windows:
   in one pass gives: no seam at chunk boundaries (tests/test_qwen_speech.py checks it).
 
 Fixed vocoder shapes on a CPU. torch runs BigVGAN's convolutions through oneDNN there,
-which compiles kernels for every new input length and keeps memory for each: vocoder
-windows of 50 different lengths (an answer's last window is whatever is left) grew the
-process by 50 MB, and it kept growing with a capped primitive cache (+10 MB over 250
-windows at 64 entries); with oneDNN off it stayed flat. In an hour-long conversation
-that was the memory that crept up. So on a CPU every window that can be is one fixed
-length, `steady_frames`: a window may reach further left than `vocoder_context` (frames
-beyond the receptive field do not change the kept samples, and its right edge stays
-where it was, so the end of an answer is vocoded exactly), and the first chunk's window
-has a fixed length of its own. A window of any other length (the last one of an answer
-shorter than `steady_frames`) runs with oneDNN off: about 1.6 times slower, but it
-compiles and keeps nothing. A GPU runs every window as it comes; nothing changes there.
+which compiles kernels for every new input length and keeps memory for each. An
+answer's last window was whatever was left, so a conversation kept bringing new lengths
+(427 distinct convolution shapes in a 5-minute soak, all the vocoder's): the tiny
+vocoder on windows of 50 lengths grew the process by 50 MB, and went on growing with
+oneDNN's primitive cache capped at 64 entries (+10 MB over 250 windows); with oneDNN
+off it stayed flat. So on a CPU every window that can be is one fixed length,
+`steady_frames`: a window may reach further left than `vocoder_context` (frames beyond
+the receptive field do not change the kept samples, and its right edge stays where it
+was, so the end of an answer is vocoded exactly), and the first two chunks' windows,
+which start at the first frame, have fixed lengths of their own. A window of any other
+length (the last one of an answer shorter than `steady_frames`) runs with oneDNN off:
+about 1.6 times slower, but it compiles and keeps nothing. A GPU runs every window as
+it comes; nothing changes there.
 """
 
 from __future__ import annotations
@@ -98,7 +100,10 @@ class VoiceStream:
         # an answer's last window needs.
         self.fixed_shapes = self.device.type == "cpu"
         self.steady_frames = self.chunk_frames + lookahead_codes * self.repeats + 2 * self.vctx
-        self.first_window_frames = self.first_chunk_frames + self.vctx
+        # The first two chunks' windows start at frame 0 and cannot reach that far left;
+        # with a pull after every code (as the answer streams) they have these lengths.
+        self.fixed_windows = (self.steady_frames, self.first_chunk_frames + self.vctx,
+                              self.first_chunk_frames + self.chunk_frames + self.vctx)
         self.num_steps = num_steps
         self.guidance = guidance_scale
         self.sway = sway_coefficient
@@ -204,7 +209,7 @@ class VoiceStream:
 
     def _vocode(self, mel: torch.Tensor) -> torch.Tensor:
         frames = mel.shape[-1]
-        if self.fixed_shapes and frames not in (self.steady_frames, self.first_window_frames):
+        if self.fixed_shapes and frames not in self.fixed_windows:
             with without_onednn():
                 return self.vocoder(mel.to(self.dtype))
         return self.vocoder(mel.to(self.dtype))
