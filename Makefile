@@ -16,9 +16,19 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/duetto $(ARGS)
 
-test: $(STAMP)
+# vLLM-Omni's own duplex client, for the test that has it talk to `duetto serve`
+# (tests/test_vllm_omni_client.py): the package without its engine, in a folder of its
+# own (importing it whole needs the engine; the test imports the client module alone).
+VLLM_CLIENT := $(VENV)/vllm-omni-client
+$(VLLM_CLIENT)/.installed: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps --target $(VLLM_CLIENT) \
+		vllm-omni==0.30.0 pybase64==1.5.1
+	touch $@
+
+test: $(STAMP) $(VLLM_CLIENT)/.installed
 	$(BIN)/ruff check app tests packaging
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	QT_QPA_PLATFORM=offscreen DUETTO_VLLM_OMNI_CLIENT=$(VLLM_CLIENT) \
+		$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 		if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 # The installer for the system this runs on, into dist/ (packaging/README.md): the

@@ -14,6 +14,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("app.doctor", "show what this machine offers and lacks for Duetto"),
     "bench": ("app.bench.cli", "run a benchmark and check its targets"),
     "models": ("app.model.cli", "list, download or build model checkpoints"),
+    "serve": ("app.serve.cli", "serve a local model over the duplex WebSocket protocol"),
 }
 
 QUANTS = ("bf16", "fp16", "int8", "nf4")  # app.model.contract.Quant, without importing it

@@ -26,3 +26,12 @@ def tiny_loaded():
     from app.model.minicpm_o.loader import load_minicpmo
 
     return load_minicpmo(tiny_folder())
+
+
+def built_as(builder_meta: dict) -> bool:
+    """Whether the shared tiny checkpoint was built with the arguments a golden records
+    (its weights follow from them; a test instrument's script beside them changes none)."""
+    import json
+
+    built = json.loads((tiny_folder() / "duetto.json").read_text())
+    return {k: built.get(k) for k in builder_meta} == builder_meta

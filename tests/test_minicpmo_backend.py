@@ -43,8 +43,9 @@ def _unit(k: int, frame: bool = True, rate: int = 16000, seconds: float = 1.0) -
 
 
 def _step(backend, k, control: Control | None = None, frame=True):
+    """The unit's decisions and words (its speech is checked on its own)."""
     outputs = backend.step(_unit(k, frame), control or Control())
-    return [(o.decision, o.text) for o in outputs]
+    return [(o.decision, o.text) for o in outputs if o.speech is None]
 
 
 def test_each_unit_yields_its_decision_and_words():
@@ -54,7 +55,7 @@ def test_each_unit_yields_its_decision_and_words():
     assert _step(backend, 1) == [(S, ""), (None, SAID)]
     assert _step(backend, 2, frame=False) == [(S, ""), (None, SAID), (E, "")]
     assert _step(backend, 3) == [(L, "")]
-    assert not any(o.speech for o in backend.step(_unit(4), Control()))  # text only, for now
+    _step(backend, 4)
     assert backend.counts.units == 5 and backend.counts.frames == 4
     assert backend.counts.audio_positions == 50
 
@@ -131,12 +132,53 @@ def test_bad_units_and_calls_are_refused_with_what_to_do():
         MiniCPMOBackend(unit_ms=500)
 
 
-def test_the_family_is_registered_but_not_offered_for_download_yet():
+def test_the_family_is_registered_and_offered_for_download():
     family = families.get("minicpm-o")
     assert families.backend_class("minicpm-o") is MiniCPMOBackend
     assert families.of_folder(tiny_folder()) == "minicpm-o"
-    assert "minicpm-o" in families.known() and not family.complete
-    assert not registry.get("minicpm-o-4.5").supported  # until the speech path lands
+    assert "minicpm-o" in families.known() and family.complete  # it speaks
+    assert registry.get("minicpm-o-4.5").supported
     spec = MiniCPMOBackend().spec
     assert (spec.native_duplex, spec.unit_ms, spec.audio_in_rate, spec.frames_per_unit) == (
         True, 1000, 16000, 1)
+
+
+def test_a_reply_schedule_answers_each_turn_the_flow_ends_and_yields_to_a_barge_in():
+    """The bench's instrument: the tiny model answers where the scenario's turns end."""
+    from app.model.minicpm_o.schedule import ReplySchedule
+
+    backend = MiniCPMOBackend(sampling=Sampling(force_listen_count=0))
+    backend.attach(tiny_loaded(), ReplySchedule(3))
+    backend.start(PERSONA)
+    L, S, E = Decision.LISTEN, Decision.SPEAK, Decision.END_OF_TURN
+    assert _step(backend, 0) == [(L, "")]
+    assert _step(backend, 1, Control(turn_ended=True))[0] == (S, "")
+    assert _step(backend, 2)[0] == (S, "")
+    assert _step(backend, 3)[-1] == (E, "")  # the answer's last unit closes the turn
+    assert _step(backend, 4) == [(L, "")]
+    assert _step(backend, 5, Control(turn_ended=True))[0] == (S, "")
+    assert _step(backend, 6, Control(barge_in=True)) == [(E, "")]  # cut short
+    assert _step(backend, 7) == [(L, "")]  # and not taken up again
+
+
+def test_a_reply_schedule_answers_when_the_user_falls_quiet():
+    from app.model.minicpm_o.schedule import ReplySchedule
+
+    backend = MiniCPMOBackend(sampling=Sampling(force_listen_count=0))
+    backend.attach(tiny_loaded(), ReplySchedule(2))
+    backend.start(PERSONA)
+    rng = np.random.default_rng(0)
+    talk = (0.1 * rng.standard_normal(16000)).astype(np.float32)
+    quiet = np.zeros(16000, np.float32)
+    ends = talk.copy()
+    ends[10000:] = 0.0  # speech, then 0.375 s of quiet
+
+    def step(k, audio):
+        return [(o.decision, o.text) for o in backend.step(Unit(k, k, 1.0, 16000, audio),
+                                                           Control()) if o.speech is None]
+
+    assert step(0, quiet) == [(Decision.LISTEN, "")]  # nobody has spoken: no answer
+    assert step(1, talk) == [(Decision.LISTEN, "")]  # the user talks on
+    assert step(2, ends)[0] == (Decision.SPEAK, "")  # and stops: the answer starts
+    assert step(3, quiet)[-1] == (Decision.END_OF_TURN, "")
+    assert step(4, quiet) == [(Decision.LISTEN, "")]  # one answer per turn

@@ -30,7 +30,7 @@ from safetensors.torch import load_file
 
 from app.model.minicpm_o.tiny import build_tiny
 from tests import minicpmo_inputs as inputs
-from tests.minicpmo_tiny import tiny_folder, tiny_loaded
+from tests.minicpmo_tiny import built_as, tiny_loaded
 
 GOLDENS = Path(__file__).parent / "data" / "minicpmo_goldens"
 TOLERANCE = 1e-4
@@ -56,8 +56,7 @@ def _sums(state: dict[str, torch.Tensor]) -> dict[str, list[float]]:
 def loaded(golden):
     """The tiny checkpoint the goldens were recorded on; refused if it is not the same."""
     meta = golden["checkpoint"]["builder_meta"]
-    folder = tiny_folder()
-    assert json.loads((folder / "duetto.json").read_text()) == meta, (
+    assert built_as(meta), (
         "the shared tiny checkpoint is not built as the goldens' was "
         f"({meta}): build one with those arguments here")
     loaded = tiny_loaded()

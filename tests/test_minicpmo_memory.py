@@ -116,6 +116,23 @@ def test_vocoder_files_sit_where_they_run() -> None:
     assert set(gpu["speech vocoder"].by_dtype) == {"flow.pt", "hift.pt"}
     assert gpu["voice encoders"].where == "host"
     cpu = memory.vocoder_parts(TOKEN2WAV_FILES, gpu=False)
-    assert [p.where for p in cpu] == ["device"]
+    assert [(p.where, p.kind) for p in cpu] == [("device", "weights"), ("device", "context")]
     assert cpu[0].bytes == sum(b for b, _ in TOKEN2WAV_FILES.values())
     assert memory.vocoder_parts(None, gpu=True) == []
+
+
+def test_the_flow_stream_caches_are_planned_for_the_longest_voice_prompt() -> None:
+    """The turn-start cache (kept to restore each turn) and the live one (the prompt plus
+    the 100 frames a turn keeps): 1.39 GiB in float32 for a 10 s prompt and 10 steps."""
+    from app.model.minicpm_o.sizes import TOKEN2WAV_FILES
+    from app.model.minicpm_o.token2wav.flow import cache_bytes
+    from app.model.minicpm_o.token2wav.flow_yaml import published_flow_config
+
+    part = {p.name: p for p in memory.vocoder_parts(TOKEN2WAV_FILES, gpu=True)}[
+        "speech vocoder cache"]
+    assert part.kind == "context" and part.where == "device"
+    frames = 50 * memory.VOICE_PROMPT_SECONDS
+    live = cache_bytes(published_flow_config(), frames, 10)
+    assert part.by_dtype["live cache"] == live
+    assert live > part.by_dtype["turn-start cache"] > 0.8 * live
+    assert 1.3 * GIB < part.bytes < 1.5 * GIB

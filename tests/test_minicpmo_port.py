@@ -148,7 +148,7 @@ def _copy(tmp_path: Path) -> Path:
     src, dst = tiny_folder(), tmp_path / "ckpt"
     dst.mkdir()
     for p in src.iterdir():
-        if p.suffix == ".safetensors":
+        if p.suffix == ".safetensors" or p.is_dir():  # shards and the speech assets: linked
             (dst / p.name).symlink_to(p)
         else:
             shutil.copy(p, dst / p.name)
@@ -351,3 +351,22 @@ def test_the_plan_a_load_ran_under_is_kept():
     loaded = load_minicpmo(tiny_folder(), context=1200)
     assert loaded.plan is not None and loaded.plan.context == 1200
     assert loaded.plan.family == "minicpm-o" and "1200" in loaded.context_note
+
+
+def test_random_weights_load_through_the_checkpoint_path():
+    """`duetto bench gpu`'s MiniCPM-o rows: random weights go through the same plan, fit
+    check and placement as a checkpoint (here the tiny architecture on the CPU)."""
+    from app.model.contract import Quant
+    from app.model.minicpm_o.config import MiniCPMOConfig
+    from app.model.minicpm_o.loader import load_random
+
+    config = MiniCPMOConfig.from_dict(tiny.tiny_config_dict(), where="tiny")
+    first = load_random(Quant.BF16, device="cpu", config=config, seed=3)
+    again = load_random(Quant.BF16, device="cpu", config=config, seed=3)
+    other = load_random(Quant.BF16, device="cpu", config=config, seed=4)
+    assert first.plan is not None and first.plan.context > 0
+    name = "llm.model.layers.0.self_attn.q_proj.weight"
+    a, b, c = (x.model.state_dict()[name] for x in (first, again, other))
+    assert a.dtype == first.dtype and torch.equal(a, b) and not torch.equal(a, c)
+    assert float(a.float().std()) > 0.0
+    assert first.model.embed_frame(np.zeros((360, 640, 3), np.uint8)).shape[0] == 64

@@ -43,9 +43,13 @@ TURN_MODEL_COMPUTE = 0.15  # the end-of-turn model's compute budget (app/bench/t
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", metavar="MODEL_DIR", default=None,
+    parser.add_argument("--backend", metavar="MODEL_DIR|ws://HOST:PORT", default=None,
                         help="a checkpoint folder of any supported family (Qwen2.5-Omni, "
-                             "Moshi/PersonaPlex; default: build the tiny random Qwen2.5-Omni)")
+                             "Moshi/PersonaPlex), or a duplex server's address (`duetto "
+                             "serve`, vLLM-Omni); default: build the tiny random Qwen2.5-Omni")
+    parser.add_argument("--token", default=None,
+                        help="the server's token, with a ws:// --backend (default: "
+                             "$DUETTO_SERVER_TOKEN)")
     parser.add_argument("--quant", default="bf16", choices=["bf16", "fp16", "int8", "nf4"])
     parser.add_argument("--scenarios", metavar="DIR", type=Path, default=None,
                         help="folder of scenario files (default: the built-in set)")
@@ -101,6 +105,8 @@ def make_backend(args: argparse.Namespace, tmp: Path) -> Backend:
     from app.model import families
     from app.model.contract import ModelSource, Persona, Quant
 
+    if args.backend and "://" in args.backend:
+        return _remote_backend(args)
     if args.backend:
         folder = Path(args.backend)
         family = families.of_folder(folder)
@@ -116,6 +122,30 @@ def make_backend(args: argparse.Namespace, tmp: Path) -> Backend:
                                   quant=Quant(args.quant), unit_ms=args.unit_ms)
     backend = load_backend(options, lambda what, frac: None)
     return Backend(backend, description)
+
+
+def _remote_backend(args: argparse.Namespace) -> Backend:
+    """A model behind a duplex server, through the remote backend (the network included)."""
+    import os
+
+    from app.flow.conversation import ConversationOptions, load_backend
+    from app.model.contract import ModelSource, Persona, Quant
+
+    token = getattr(args, "token", None) or os.environ.get("DUETTO_SERVER_TOKEN") or None
+    options = ConversationOptions(model=ModelSource(), persona=Persona("bench", ""),
+                                  family="remote", quant=Quant(args.quant),
+                                  backend_options={"address": args.backend, "token": token})
+    backend = load_backend(options, lambda what, frac: None)
+    return Backend(backend, f"{args.backend}: {backend.describe()}")
+
+
+def hop_figures(backend: Any) -> dict[str, float] | None:
+    """What the network hop added to each answer (ms): a remote backend's only."""
+    hops = list(getattr(backend, "hops_ms", ()))
+    if not hops:
+        return None
+    return {"count": len(hops), "median_ms": round(float(np.median(hops)), 2),
+            "p90_ms": round(float(np.percentile(hops, 90)), 2)}
 
 
 # ----------------------------------------------------------------------- one scenario
@@ -433,10 +463,17 @@ def run(args: argparse.Namespace) -> int:
                 return 2
             scores.append(score)
             print(f"[{i}/{len(scenarios)}] {scenario.name}: {one_line(score)}", flush=True)
+        hops = hop_figures(made.backend)
         made.backend.close()
     results = summarize(scores, {"backend": made.description, "machine": _machine(),
                                  "started": started})
+    if hops is not None:
+        # Reported, not gated: the answers themselves are gated like a local family's.
+        results["network_hop"] = hops
     print(write_results(out, results))
+    if hops is not None:
+        print(f"network hop (round trip less the server's own time, per answer): median "
+              f"{hops['median_ms']} ms, p90 {hops['p90_ms']} ms over {hops['count']}")
     print(f"recordings, results.txt and results.json are in {out}")
     return 0 if results["passed"] else 1
 

@@ -35,9 +35,16 @@ class ModelSettings:
     local_dir: str = ""  # a model folder; wins over `model_id`
     quant: str = "nf4"
     device: str = "auto"  # auto | cuda | cpu
+    # A model on a server (vLLM-Omni or `duetto serve`) instead of this machine's; its
+    # token lives in the system keyring (app/config/server_token.py), never here.
+    use_server: bool = False
+    server_address: str = ""  # ws://HOST:PORT or HOST:PORT
+    server_model: str = ""  # the model name the server expects ("" = its own)
 
     @property
     def configured(self) -> bool:
+        if self.use_server:
+            return bool(self.server_address)
         return bool(self.local_dir or self.model_id)
 
 

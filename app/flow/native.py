@@ -9,7 +9,7 @@ starting, after a run the flow cut short by muting the model, which gets no END_
 Everything else, the LISTEN frames inside a run included, is no news for the duplex
 controller.
 
-A native family may yield text without speech (MiniCPM-o until its speech path lands).
+A native family may yield text without speech (a checkpoint whose speech path is off).
 Its output must still be one live stream, with runs placed on the playback clock, so
 the session gives `frames` a `StandIn`: a step that yields no speech at all gets a
 silent chunk of the unit's length in its place, where the speech would have come (after

@@ -55,11 +55,22 @@ FAMILIES: dict[str, Family] = {
         name="minicpm-o",
         backend="app.model.minicpm_o.backend:MiniCPMOBackend",
         tiny_builder="app.model.minicpm_o.tiny:build_tiny",
-        description="MiniCPM-o 4.5, native full duplex every 1 s, sees the camera "
-                    "(text only until its speech path lands)",
-        complete=False,
+        description="MiniCPM-o 4.5, native full duplex every 1 s, sees the camera, "
+                    "speaks in the voice of a recording",
     ),
 }
+
+
+# A model on another machine, served over the duplex wire (app/model/remote/). Not a
+# local family: nothing to download, build or recognise in a folder, so known() leaves
+# it out; get() finds it, so a conversation loads it like any backend.
+REMOTE = Family(
+    name="remote",
+    backend="app.model.remote.backend:RemoteBackend",
+    tiny_builder="",
+    description="a model on a server (vLLM-Omni or `duetto serve`) over the duplex "
+                "WebSocket protocol",
+)
 
 
 def known() -> list[str]:
@@ -72,6 +83,8 @@ def is_supported(family: str) -> bool:
 
 
 def get(family: str) -> Family:
+    if family == REMOTE.name:
+        return REMOTE
     try:
         return FAMILIES[family]
     except KeyError:

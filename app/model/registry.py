@@ -180,12 +180,13 @@ ENTRIES: tuple[RegistryEntry, ...] = (
         family="minicpm-o",
         format="transformers",
         license="Apache-2.0",
-        download_gb=18.8,
+        download_gb=20.0,
         source=(
             "license: OpenBMB's repositories; download: estimate from parameter counts "
-            "(about 9.4 B)"
+            "(about 9.4 B, 18.8 GB in bf16) and the speech vocoder's files (assets/token2wav, "
+            "about 1.2 GB)"
         ),
-        note="runs through its remote code pinned to transformers 4.51; not supported yet",
+        note="our own port (no remote code); speaks in the persona's recorded voice",
     ),
 )
 

@@ -121,6 +121,11 @@ class ConversationController(QObject):
         backend = self._backend
         return backend.spec if backend is not None else None
 
+    def network_figures(self) -> dict[str, float] | None:
+        """A model on a server: what the network adds (RemoteBackend); else None."""
+        figures = getattr(self._backend, "network_figures", None)
+        return figures() if callable(figures) else None
+
     def _set_phase(self, phase: str) -> None:
         if phase != self._phase:
             self._phase = phase

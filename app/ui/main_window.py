@@ -420,6 +420,7 @@ class MainWindow(QMainWindow):
         spec = self.controller.backend_spec
         if spec is not None:
             self._maybe_report(self.slowness.on_unit(compute, spec.unit_ms / 1000))
+        self.side.set_network(self.controller.network_figures())
 
     def _on_levels(self, mic: float, assistant: float) -> None:
         self.side.mic_meter.set_level(mic)

@@ -54,12 +54,31 @@ def model_source(settings: Settings, overrides: LaunchOverrides) -> ModelSource:
     if overrides.model_dir is not None:
         return ModelSource(local_dir=overrides.model_dir)
     chosen = settings.model
+    if uses_server(settings, overrides):
+        if not chosen.server_address:
+            raise BackendError("no server address is set",
+                               hint="open Settings → Model and enter the server's address")
+        return ModelSource()  # the server holds the weights
     if chosen.local_dir:
         return ModelSource(local_dir=Path(chosen.local_dir).expanduser())
     if chosen.model_id:
         return registry.resolve(chosen.model_id)
     raise BackendError("no model is chosen yet",
                        hint="open Settings → Model to pick one, or a local folder")
+
+
+def uses_server(settings: Settings, overrides: LaunchOverrides) -> bool:
+    """The model runs on a server (Settings → Model), unless `--model` names a folder."""
+    return settings.model.use_server and overrides.model_dir is None
+
+
+def server_options(settings: Settings) -> dict[str, object]:
+    """The remote backend's options: address, model name, and the kept token."""
+    from app.config import server_token
+
+    address = settings.model.server_address.strip()
+    return {"address": address, "model": settings.model.server_model.strip(),
+            "token": server_token.load(address) or None}
 
 
 def device_spec(value: str) -> int | str | None:
@@ -73,6 +92,8 @@ def device_spec(value: str) -> int | str | None:
 def describe_model(settings: Settings, overrides: LaunchOverrides) -> str:
     if overrides.model_dir is not None:
         return overrides.model_dir.name
+    if uses_server(settings, overrides):
+        return f"server {settings.model.server_address}"
     if settings.model.local_dir:
         return Path(settings.model.local_dir).name
     return settings.model.model_id or "no model"
@@ -89,6 +110,8 @@ def chosen_family(settings: Settings, overrides: LaunchOverrides) -> str:
     if overrides.family:
         families.get(overrides.family)  # an unknown name is refused here, with the list
         return overrides.family
+    if uses_server(settings, overrides):
+        return families.REMOTE.name
     folder = overrides.model_dir or (
         Path(settings.model.local_dir).expanduser() if settings.model.local_dir else None)
     if folder is not None:
@@ -137,6 +160,8 @@ def build_options(
     device = chosen_device(settings, overrides)
     if device is not None:
         backend_options["device"] = device
+    if uses_server(settings, overrides):
+        backend_options = server_options(settings)
     return ConversationOptions(
         model=model_source(settings, overrides),
         persona=persona.to_persona(),

@@ -12,10 +12,12 @@ itself whether to listen or to speak, and what) and yields, in this order:
 * `Output(decision=END_OF_TURN)` alone for a unit whose open turn was closed by a
   forced listen before the model said anything.
 
-No speech yet: the speech path (TTS and token2wav) comes with part 2, so no
-`SpeechChunk` is yielded. The flow (app/flow/native.py) stands a silent chunk of the
-unit's length in for the missing speech, so runs of speech still start and end where
-the playback clock reaches them, and the text shows as subtitles.
+Speech (live_voice.py): each unit's words go to the speech decoder (25 codes) and our
+token2wav, and every unit yields about a second of audio on one live stream, speech or
+silence, as a native-duplex model's voice channel does: `Output(speech=...)` with the
+unit's speech before an END_OF_TURN, the silence that makes the unit up after it. The
+voice is a recording (speech.py: the persona's, else the checkpoint's own); its prompt
+is computed once and kept beside it.
 
 Barge-in and forced listening: a unit that comes with `Control(barge_in=True)` or
 `Control(force_listen=True)`, or after `interrupt()` (any thread; checked before each
@@ -51,11 +53,14 @@ from app.model.contract import (
     Persona,
     Progress,
     Quant,
+    SpeechChunk,
     Unit,
 )
-from app.model.minicpm_o import protocol, schedule
+from app.model.minicpm_o import protocol, schedule, speech
 from app.model.minicpm_o.duplex import DuplexDecoder, Sampling, UnitResult
+from app.model.minicpm_o.live_voice import LiveVoice
 from app.model.minicpm_o.protocol import SpecialIds, Window
+from app.model.minicpm_o.tts import SpeechSampling, SpeechStream
 from app.model.voice_file import read_mono
 
 log = logging.getLogger(__name__)
@@ -74,7 +79,9 @@ class Timing:
 
     units: list[float] = dataclasses.field(default_factory=list)
     encode: list[float] = dataclasses.field(default_factory=list)  # frames + audio
+    speech: list[float] = dataclasses.field(default_factory=list)  # TTS + token2wav
     prefix_s: float = 0.0
+    voice_s: float = 0.0  # the voice prompt (from its cache, or computed)
 
 
 @dataclasses.dataclass
@@ -90,7 +97,8 @@ class MiniCPMOBackend:
     """MiniCPM-o 4.5 on our port (app/model/minicpm_o); see the module docstring."""
 
     def __init__(self, *, unit_ms: int = UNIT_MS, device: str | None = None,
-                 sampling: Sampling | None = None, window: Window | None = None) -> None:
+                 sampling: Sampling | None = None, window: Window | None = None,
+                 speech_sampling: SpeechSampling | None = None) -> None:
         if unit_ms != UNIT_MS:
             raise ValueError(f"MiniCPM-o hears whole {UNIT_MS} ms units (its duplex unit); "
                              f"{unit_ms} ms was asked for")
@@ -114,8 +122,11 @@ class MiniCPMOBackend:
         self._ids: SpecialIds | None = None
         self._decoder: DuplexDecoder | None = None
         self._audio: Any = None
+        self._voice: LiveVoice | None = None  # the speech path, when the checkpoint has one
+        self.speech_sampling = speech_sampling or SpeechSampling()
         self._started = False
-        self.schedule: schedule.SpeakSchedule | None = None  # tiny test checkpoints only
+        # The test instrument of schedule.py (tiny test checkpoints only).
+        self.schedule: schedule.SpeakSchedule | schedule.ReplySchedule | None = None
         self.record_timing = False
         self.timing = Timing()
         self.counts = Counts()
@@ -137,7 +148,8 @@ class MiniCPMOBackend:
         self.attach(loaded, schedule.read(folder))
         progress("loading MiniCPM-o", 1.0)
 
-    def attach(self, loaded: Any, steer: schedule.SpeakSchedule | None = None) -> None:
+    def attach(self, loaded: Any,
+               steer: schedule.SpeakSchedule | schedule.ReplySchedule | None = None) -> None:
         """Use a model already in memory (`loaded`: .model, .tokenizer). `steer` is the
         test instrument of schedule.py, for tiny checkpoints only."""
         with self._lock:
@@ -148,6 +160,11 @@ class MiniCPMOBackend:
                 loaded.model.llm, self._ids, sampling=self.sampling, window=self.window,
                 forbidden=protocol.bad_token_ids(loaded.tokenizer),
                 steer=steer.steer(self._ids, loaded.tokenizer) if steer is not None else None)
+            token2wav = getattr(loaded, "token2wav", None)
+            self._voice = (LiveVoice(SpeechStream(loaded.model.tts, sampling=self.speech_sampling),
+                                     token2wav) if token2wav is not None else None)
+            self.spec = dataclasses.replace(
+                self.spec, voices=tuple(getattr(loaded, "builtin_voices", None) or ()))
             self._started = False
 
     def _require_loaded(self) -> Any:
@@ -180,29 +197,43 @@ class MiniCPMOBackend:
         """Begin a conversation: a fresh cache holding the system prefix (the persona's
         role text and, when it has one, its voice recording), a fresh audio stream."""
         loaded = self._require_loaded()
-        voice = persona.voice
-        if voice.builtin:
-            raise BackendError(f"MiniCPM-o has no built-in voice '{voice.builtin}'",
-                               hint="give the persona a voice recording, or no voice")
         t0 = time.perf_counter()
         with self._lock:
             model = loaded.model
+            self._voice_s = 0.0
+            recording, prompt = self._voice_of(loaded, persona)
             voice_embeds = None
-            if voice.reference_audio is not None:
+            if recording is not None:
                 # The official offline path (the whole recording in one pass).
                 with torch.no_grad():
-                    voice_embeds = model.embed_reference_audio(
-                        read_recording(Path(voice.reference_audio)))
+                    voice_embeds = model.embed_reference_audio(read_recording(recording))
             prefix = protocol.system_prefix(self._ids, loaded.tokenizer, persona.role_prompt,
                                             voice_embeds)
             self._decoder.start(prefix)
             self._audio = model.new_audio_stream()
+            if self._voice is not None and prompt is not None:
+                self._voice.begin(prompt)
             self._interrupt.clear()
             self.counts = Counts()
             self.results = []
-            self.timing = Timing()
+            self.timing = Timing(voice_s=self._voice_s)
             self._started = True
         self.timing.prefix_s = time.perf_counter() - t0
+
+    def _voice_of(self, loaded: Any, persona: Persona) -> tuple[Path | None, Any]:
+        """The recording the persona speaks with, and its prompt for token2wav (None
+        without a speech path: then only the persona's own recording, for the LLM)."""
+        if self._voice is None:
+            if persona.voice.builtin:
+                raise BackendError(f"MiniCPM-o has no built-in voice '{persona.voice.builtin}'",
+                                   hint="give the persona a voice recording, or no voice")
+            audio = persona.voice.reference_audio
+            return (Path(audio) if audio is not None else None), None
+        recording = speech.voice_recording(loaded, persona)
+        t = time.perf_counter()
+        prompt = loaded.voices.prompt_for(recording)
+        self._voice_s = time.perf_counter() - t
+        return recording, prompt
 
     def interrupt(self) -> None:
         """Make the model listen from its next generated token on (any thread)."""
@@ -234,29 +265,46 @@ class MiniCPMOBackend:
             t_encoded = time.perf_counter()
             forced = control.barge_in or control.force_listen or self._interrupt.is_set()
             self._interrupt.clear()
+            hear = getattr(self.schedule, "hear", None)
+            if hear is not None:  # a tiny test model's script hears the flow too
+                hear(self._decoder.state.units, control, audio)
             result = self._decoder.step(protocol.unit_prefill(self._ids, frames, heard),
                                         force_listen=forced, stop=self._interrupt)
-            self.results.append(result)
+            text = loaded.tokenizer.decode(list(result.text_ids), skip_special_tokens=True)
+            t_decided = time.perf_counter()
+            speech_chunk = silence = None
+            if self._voice is not None:
+                speech_chunk, silence = self._voice.unit(result, text)
+            self.results.append(result.without_hidden())  # the hidden states are device memory
             self.counts.units += 1
             self.counts.frames += len(frames)
             self.counts.audio_positions += int(heard.shape[0])
             if self.record_timing:
-                self.timing.units.append(time.perf_counter() - t0)
+                done = time.perf_counter()
+                self.timing.units.append(done - t0)
                 self.timing.encode.append(t_encoded - t0)
-            outputs = self._outputs(loaded.tokenizer, result)
+                self.timing.speech.append(done - t_decided)
+            outputs = self._outputs(result, text, speech_chunk, silence)
         return iter(outputs)
 
     @staticmethod
-    def _outputs(tokenizer: Any, result: UnitResult) -> list[Output]:
+    def _outputs(result: UnitResult, text: str, speech_chunk: SpeechChunk | None,
+                 silence: SpeechChunk | None) -> list[Output]:
+        """The unit's decision, words and speech, in the order the flow reads them: the
+        speech before an END_OF_TURN, the silence that makes the unit up after it."""
         if not result.speaking:
-            return [Output(decision=Decision.END_OF_TURN if result.closed_turn
-                           else Decision.LISTEN)]
-        outputs = [Output(decision=Decision.SPEAK)]
-        text = tokenizer.decode(list(result.text_ids), skip_special_tokens=True)
-        if text:
-            outputs.append(Output(text=text))
-        if result.turn_ended or result.closed_turn:
+            outputs = [Output(decision=Decision.END_OF_TURN if result.closed_turn
+                              else Decision.LISTEN)]
+        else:
+            outputs = [Output(decision=Decision.SPEAK)]
+            if text:
+                outputs.append(Output(text=text))
+        if speech_chunk is not None:
+            outputs.append(Output(speech=speech_chunk))
+        if result.speaking and (result.turn_ended or result.closed_turn):
             outputs.append(Output(decision=Decision.END_OF_TURN))
+        if silence is not None:
+            outputs.append(Output(speech=silence))
         return outputs
 
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -80,7 +80,14 @@ class UnitResult:
     in this unit (it said something, or a turn went on through it); a turn closed by a
     forced listen before the model said anything is not speaking. `turn_ended`: it said
     <|turn_eos|>. `forced`: the unit was given <|listen|>; `closed_turn`: a forced
-    listen closed an open turn. `stopped`: interrupted mid-unit.
+    listen closed an open turn. `stopped`: interrupted mid-unit. `turn_open`: the
+    model's turn is still open after the unit (words after a <|turn_eos|> reopen it).
+
+    `text_hidden`: what the speech decoder needs besides `text_ids`: the LLM's last
+    hidden state (after its final norm) at each of them, [len(text_ids), llm_hidden],
+    on the LLM's device; None when there are no words. It is only ever made for words
+    the model speaks (a listening unit feeds no generated token); do not keep results
+    with it beyond the unit (`without_hidden()`), they would hold device memory.
     """
 
     index: int
@@ -93,6 +100,12 @@ class UnitResult:
     stopped: bool = False
     prefill_positions: int = 0
     dropped: int = 0
+    turn_open: bool = False
+    text_hidden: torch.Tensor | None = field(default=None, repr=False, compare=False)
+
+    def without_hidden(self) -> UnitResult:
+        """The same record without the device tensor (for keeping a history)."""
+        return replace(self, text_hidden=None)
 
 
 @dataclass
@@ -164,6 +177,21 @@ class DuplexDecoder:
                 parts.append(piece.tensor.to(device=table.weight.device, dtype=table.weight.dtype))
         return torch.cat(parts, dim=0)
 
+    def _feed_word(self, token: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed one generated token: the logits after it (float32, [vocab]) and the LLM's
+        last hidden state at it ([llm_hidden], after the final norm: the speech decoder's
+        input). The same computation as `_feed` with logits (the decoder stack, then the
+        head on the last position), keeping the hidden state it passes through."""
+        embeds = self._embed([Tokens((token,))])
+        past = self.cache_length
+        position_ids = torch.arange(past, past + 1, device=embeds.device).unsqueeze(0)
+        out = self.llm.model(inputs_embeds=embeds.unsqueeze(0), position_ids=position_ids,
+                             cache=self.state.cache, use_cache=True)
+        self.state.cache = out.cache
+        hidden = out.last_hidden_state[:, -1:]
+        logits = self.llm.get_output_embeddings()(hidden)
+        return logits[0, -1].float(), hidden[0, -1].detach()
+
     def _feed(self, embeds: torch.Tensor, *, logits: bool = True) -> torch.Tensor | None:
         """Append positions to the cache; the logits after the last one (float32, [vocab])."""
         past = self.cache_length
@@ -206,6 +234,7 @@ class DuplexDecoder:
         was_open = st.turn_open  # a turn that goes on into this unit
         tokens: list[int] = [ids.turn_eos] if closed else []
         text_ids: list[int] = []
+        text_hidden: list[torch.Tensor] = []
         turn_ended = stopped = False
         end: int | None = None
         for j in range(s.max_unit_tokens):
@@ -234,12 +263,13 @@ class DuplexDecoder:
             st.turn_open = True
             was_open = True
             tokens.append(token)
-            logits = self._feed_ids(token)
+            logits, hidden = self._feed_word(token)
             if token == ids.turn_eos:
                 st.turn_open = False
                 turn_ended = True
             if j != 0:
                 text_ids.append(token)
+                text_hidden.append(hidden)
         assert end is not None
         # The terminator and </unit> in one pass (the official code feeds them one by one;
         # the cache holds the same positions).
@@ -251,7 +281,9 @@ class DuplexDecoder:
         return UnitResult(index=index, tokens=tuple(tokens), text_ids=tuple(text_ids),
                           speaking=was_open, turn_ended=turn_ended, forced=forced,
                           closed_turn=closed, stopped=stopped,
-                          prefill_positions=prefill_positions, dropped=dropped)
+                          prefill_positions=prefill_positions, dropped=dropped,
+                          turn_open=st.turn_open,
+                          text_hidden=torch.stack(text_hidden) if text_hidden else None)
 
     # --- the decode --------------------------------------------------------------------------
 

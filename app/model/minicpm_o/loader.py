@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -47,6 +48,11 @@ class LoadedMiniCPMO:
     placement: Placement
     plan: Plan | None = None  # the memory plan it was loaded under (memory_plan.py)
     context_note: str = ""  # which window (tokens) was chosen, and why
+    # The speech path (speech.py): token2wav/stream.Token2Wav on the device, the voice
+    # prompts of recordings (token2wav/voice_cache.VoiceCache), the voices shipped.
+    token2wav: Any = None
+    voices: Any = None
+    builtin_voices: dict[str, Path] = field(default_factory=dict)
 
 
 def skeleton(config: MiniCPMOConfig, dtype: torch.dtype = torch.float32) -> MiniCPMO:
@@ -227,11 +233,53 @@ def load_minicpmo(folder: Path | str, *, device: str = "cpu", quant: Quant | Non
     for name in unused:
         del state[name]
     check_keys(expected, {k: tuple(v.shape) for k, v in state.items()}, folder)
+    loaded = _assemble(model, state, config, tokenizer, folder, q, device, dtype, sized,
+                       from_file=True)
+    from app.model.minicpm_o import speech
+
+    speech.attach_speech(loaded, folder, device)
+    return loaded
+
+
+def load_random(q: Quant, *, device: str = "cuda", context: int | None = None,
+                seed: int = 0, config: MiniCPMOConfig | None = None) -> LoadedMiniCPMO:
+    """The published architecture (sizes.py) with random weights, loaded the way a
+    checkpoint is: the same plan and fit check first, then each tensor made in system
+    memory (where a checkpoint's memory-mapped shards are) and placed by the placement
+    rule, quantized on its way to `device` (`duetto bench gpu`). `config`: another
+    architecture than the published one (tests use the tiny one)."""
+    from app.model import fit, memory_plan, random_weights
+    from app.model.minicpm_o import sizes
+    from app.model.minicpm_o.tiny import make_tokenizer
+
+    ok, why = quant_lib.quant_support(q, device)
+    if not ok:
+        raise BackendError(f"{q.value} cannot run on {device} here: {why}",
+                           hint="pick another quantization (bf16 always works)")
+    config = config or sizes.config()
+    dtype = quant_lib.torch_dtype(q, device)
+    model = skeleton(config, dtype)
+    folder = Path("<random minicpm-o 4.5>")
+    planner = memory_plan.Planner(FAMILY, config, device=device, float_dtype=dtype,
+                                  name=str(folder), skeleton_model=model,
+                                  vocoder_files=dict(sizes.TOKEN2WAV_FILES))
+    sized = fit.size(planner, q, context, device)
+    lazy = random_weights.state_dict(model, "cpu", dtype, seed=seed)
+    state = {name: t[...] for name, t in lazy.items()}
+    return _assemble(model, state, config, make_tokenizer(), folder, q, device, dtype, sized,
+                     from_file=False)
+
+
+
+def _assemble(model: MiniCPMO, state: dict[str, torch.Tensor], config: MiniCPMOConfig,
+              tokenizer: object, folder: Path, q: Quant, device: str, dtype: torch.dtype,
+              sized, *, from_file: bool) -> LoadedMiniCPMO:
+    """Fill the meta tree with `state` and place it (quantizing) on `device`."""
     try:
         model.load_state_dict(state, assign=True, strict=True)
         del state
         placement = Placement.for_device(FAMILY, q, device, model)
-        place(model, placement, device, from_file=True)
+        place(model, placement, device, from_file=from_file)
     except Exception as exc:  # out of memory, a damaged file: said plainly, logged in full
         raise checkpoint.explain_load_error(exc, f"loading {FAMILY} from {folder}") from exc
     return LoadedMiniCPMO(model=model.eval(), tokenizer=tokenizer, config=config,

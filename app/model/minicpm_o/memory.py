@@ -31,6 +31,9 @@ LARGEST_PASS = 512  # tokens of the largest prefill: the system prefix (role tex
 # Allowance for the vocoder's per-chunk activations and its prompt caches until part 2
 # measures them (`duetto bench gpu`).
 TOKEN2WAV_WORKING = 128 * 2**20
+# The longest voice prompt the speech path takes (s): the flow's stream cache grows with
+# it (token2wav/flow.py cache_bytes), so the plan counts this much.
+VOICE_PROMPT_SECONDS = 10
 CUBLAS_WORKSPACE = 32 * 1024**2
 
 
@@ -95,7 +98,29 @@ def vocoder_parts(files: dict[str, tuple[int, bool]] | None, *, gpu: bool) -> li
     if host:
         parts.append(Part("voice encoders", "weights", HOST, sum(host.values()), dict(host),
                           note="token2wav's ONNX voice encoders, on the CPU"))
+    if "flow.pt" in device:
+        parts.append(vocoder_cache_part())
     return parts
+
+
+def vocoder_cache_part():  # -> Part
+    """The flow's stream caches, held through the conversation: the turn-start state
+    (the voice prompt through the flow, kept to restore at each turn) and the live one,
+    which grows by 100 frames past the prompt before it is cut."""
+    from app.model.memory_plan import Part
+    from app.model.minicpm_o.token2wav.flow import DEFAULT_TIMESTEPS, cache_bytes
+    from app.model.minicpm_o.token2wav.flow_yaml import published_flow_config
+
+    config = published_flow_config()
+    prompt_frames = 50 * VOICE_PROMPT_SECONDS  # 50 mel frames a second
+    terms = {
+        # cache_bytes counts the prompt plus the 100 frames a turn keeps past it
+        "turn-start cache": cache_bytes(config, prompt_frames - 100, DEFAULT_TIMESTEPS),
+        "live cache": cache_bytes(config, prompt_frames, DEFAULT_TIMESTEPS),
+    }
+    return Part("speech vocoder cache", "context", DEVICE, sum(terms.values()), terms,
+                note=f"float32, a {VOICE_PROMPT_SECONDS} s voice prompt, "
+                     f"{DEFAULT_TIMESTEPS} flow steps")
 
 
 def working_part(config: MiniCPMOConfig, window: int, itemsize: int, placement: Placement,

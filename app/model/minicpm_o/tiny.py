@@ -18,11 +18,13 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from app.model.minicpm_o.config import MiniCPMOConfig
 
 DUETTO_META = "duetto.json"
+REPLY_UNITS = 3  # seconds of each tiny answer
 SHARDS = 4
 INDEX = "model.safetensors.index.json"
 UNK_ID = 128244  # <unk>: an ordinary vocabulary entry in the published tokenizer
@@ -185,6 +187,46 @@ def build_tiny(folder: Path, *, min_answer_tokens: int = 8, seed: int = 0) -> Pa
     config = tiny_config_dict()
     write_checkpoint(folder, config, random_state(config, seed))
     make_tokenizer().save_pretrained(folder)
-    meta = {"tiny": True, "seed": int(seed), "min_answer_tokens": int(min_answer_tokens)}
+    write_tiny_speech(folder, seed)
+    # A random model's own decisions are noise: the tiny one answers each of the user's
+    # turns with REPLY_UNITS units (schedule.py's ReplySchedule, a test instrument).
+    meta = {"tiny": True, "seed": int(seed), "min_answer_tokens": int(min_answer_tokens),
+            "reply_units": REPLY_UNITS}
     (folder / DUETTO_META).write_text(json.dumps(meta, indent=1))
     return folder
+
+
+DEMO_VOICE = Path("assets") / "demo.wav"  # where the official code looks for its voice
+DEMO_VOICE_SECONDS = 4.0
+
+
+def write_tiny_speech(folder: Path, seed: int = 0) -> None:
+    """The speech path's files as the checkpoint ships them: assets/token2wav (flow,
+    vocoder, the two voice encoders), tiny and random, and a demo voice recording."""
+    import soundfile
+
+    from app.model.minicpm_o.speech import ASSETS
+    from app.model.minicpm_o.token2wav.tiny_flow import write_tiny_flow
+    from app.model.minicpm_o.token2wav.tiny_hift import write_tiny_hift
+    from app.model.minicpm_o.token2wav.tiny_voice import write_tiny_voice_encoders
+
+    assets = Path(folder) / ASSETS
+    write_tiny_flow(assets, seed)
+    write_tiny_hift(assets, seed)
+    write_tiny_voice_encoders(assets, seed)
+    soundfile.write(str(Path(folder) / DEMO_VOICE), speech_like(16000, DEMO_VOICE_SECONDS),
+                    16000, subtype="PCM_16")
+
+
+def speech_like(rate: int, seconds: float) -> np.ndarray:
+    """Speech-like audio at `rate` (gliding harmonics, syllable-rate loudness, a pause),
+    rounded to 16-bit steps so that a PCM_16 file holds exactly these samples: a voice
+    for tiny models, which cannot tell it from a person's."""
+    t = np.arange(round(seconds * rate), dtype=np.float64) / rate
+    pitch = 180.0 * (1.0 + 0.2 * np.sin(2 * np.pi * 0.6 * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    voice = sum(np.sin(k * phase) / k for k in (1, 2, 3, 4, 6))
+    envelope = 0.4 + 0.6 * np.sin(2 * np.pi * 3.5 * t) ** 2
+    envelope = np.where((t % 3.0) > 2.6, 0.02, envelope)
+    wave = 0.25 * voice * envelope
+    return np.round(wave * 32767).astype(np.int16).astype(np.float32) / 32768

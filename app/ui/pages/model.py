@@ -28,6 +28,7 @@ from app.model.contract import BackendError, Quant
 from app.ui import hardware
 from app.ui.options import is_self_check
 from app.ui.pages.common import note, page_layout, section, set_note
+from app.ui.pages.model_server import ServerBox
 from app.ui.tasks import TaskGroup
 
 QUANT_LABELS = {
@@ -65,9 +66,12 @@ class ModelPage(QWidget):
         where, w = section(self, "Where the weights come from")
         self.registry_radio = QRadioButton("A model from the list", where)
         self.folder_radio = QRadioButton("A folder on this computer", where)
+        self.server_radio = QRadioButton("A server on another machine (vLLM-Omni or "
+                                         "`duetto serve`)", where)
         group = QButtonGroup(self)
         group.addButton(self.registry_radio)
         group.addButton(self.folder_radio)
+        group.addButton(self.server_radio)
         form = QFormLayout()
         form.setHorizontalSpacing(14)
         form.setVerticalSpacing(10)
@@ -107,6 +111,11 @@ class ModelPage(QWidget):
         row.addWidget(self.browse_button)
         row.addWidget(self.selfcheck_button)
         form.addRow("Folder", row)
+        form.addRow(self.server_radio)
+        self.server = ServerBox(settings, tasks, where)
+        form.addRow(self.server)
+        self.token_note = note("", where)
+        form.addRow("", self.token_note)
         w.addLayout(form)
         layout.addWidget(where)
 
@@ -133,7 +142,7 @@ class ModelPage(QWidget):
         self.family.currentIndexChanged.connect(self._fill_entries)
         for signal in (self.entry.currentIndexChanged, self.quant.currentIndexChanged,
                        self.device.currentIndexChanged, self.registry_radio.toggled,
-                       self.folder.textChanged):
+                       self.server_radio.toggled, self.folder.textChanged):
             signal.connect(self.refresh)
         self.browse_button.clicked.connect(self._browse)
         self.download_button.clicked.connect(self.download)
@@ -150,7 +159,9 @@ class ModelPage(QWidget):
         if index >= 0:
             self.entry.setCurrentIndex(index)
         self.folder.setText(model.local_dir)
-        (self.folder_radio if model.local_dir else self.registry_radio).setChecked(True)
+        chosen = (self.server_radio if model.use_server else
+                  self.folder_radio if model.local_dir else self.registry_radio)
+        chosen.setChecked(True)
         self.quant.setCurrentIndex(max(0, self.quant.findData(model.quant)))
         self.device.setCurrentIndex(max(0, self.device.findData(model.device)))
 
@@ -174,6 +185,11 @@ class ModelPage(QWidget):
         model.local_dir = self.folder.text().strip() if self.folder_radio.isChecked() else ""
         model.quant = str(self.quant.currentData())
         model.device = str(self.device.currentData())
+        model.use_server = self.server_radio.isChecked()
+        kept = self.server.apply_to(settings)
+        if kept:
+            set_note(self.token_note, kept[:1].upper() + kept[1:] + ".",
+                     "ok" if "keyring" in kept and "only until" not in kept else "warning")
 
     def selected_entry(self) -> registry.RegistryEntry | None:
         model_id = self.entry.currentData()
@@ -201,8 +217,10 @@ class ModelPage(QWidget):
         registry_mode = self.registry_radio.isChecked()
         for widget in (self.family, self.entry, self.download_button):
             widget.setEnabled(registry_mode)
+        server_mode = self.server_radio.isChecked()
         for widget in (self.folder, self.browse_button):
-            widget.setEnabled(not registry_mode)
+            widget.setEnabled(self.folder_radio.isChecked())
+        self.server.setEnabled(server_mode)
         entry = self.selected_entry()
         if entry is not None:
             cached = entry.id in _cached_ids()
@@ -227,7 +245,10 @@ class ModelPage(QWidget):
                                     f"({gpu.free_gib:.1f} GiB free)", "ok")
         fit = self.fit()
         folder = self.folder.text().strip()
-        if not registry_mode:
+        if server_mode:
+            set_note(self.fit_note, "The server's GPU holds the model: nothing is loaded "
+                                    "here. Weights and Device apply to local models.")
+        elif not registry_mode:
             if folder and is_self_check(Path(folder)):
                 set_note(self.fit_note, "Self-check model: tiny and random, it runs anywhere "
                                         "and says nothing meaningful.", "accent")

@@ -46,6 +46,8 @@ def card(parent: QWidget) -> tuple[QFrame, QVBoxLayout]:
 RTF_TIP = ("Real-time factor: how many seconds this machine takes to compute one second "
            "of the assistant's speech. Below 1× it keeps up and speaks smoothly; at 2× a "
            "1 s sentence takes 2 s to make, so answers come late and in pieces.")
+NETWORK_TIP = ("The model runs on a server: what the network adds to each answer (the "
+               "round trip less the server's own time).")
 
 
 def _seconds(value: float | None) -> str:
@@ -157,12 +159,15 @@ class SidePanel(QWidget):
         self.turn_value = QLabel("—", timing)
         self.stop_value = QLabel("—", timing)
         self.rtf_value = QLabel("—", timing)
+        self.network_value = QLabel("—", timing)
+        rows = []
         for row, (name, value, tip) in enumerate((
             ("Answer delay", self.turn_value,
              "last turn-taking latency: end of your speech → first sound of the answer"),
             ("Stop on interruption", self.stop_value,
              "last interruption latency: you start talking → the assistant is silent"),
             ("Real-time factor", self.rtf_value, RTF_TIP),
+            ("Network", self.network_value, NETWORK_TIP),
         )):
             label = muted(name, timing)
             label.setToolTip(tip)
@@ -171,6 +176,11 @@ class SidePanel(QWidget):
             figures.addWidget(label, row, 0)
             value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             figures.addWidget(value, row, 1)
+            rows.append(label)
+        # Shown only while the model runs on a server.
+        self.network_label = rows[-1]
+        self.network_label.hide()
+        self.network_value.hide()
         tv.addLayout(figures)
         # What the factor means, in words, once it says this machine is too slow.
         self.rtf_note = muted("", timing)
@@ -229,8 +239,25 @@ class SidePanel(QWidget):
                                   "slow to keep up, so answers come late.")
         self.rtf_note.setVisible(rtf >= 1)
 
+    def set_network(self, figures: dict[str, float] | None) -> None:
+        """A model on a server: the network's share (RemoteBackend.network_figures)."""
+        shown = figures is not None
+        self.network_label.setVisible(shown)
+        self.network_value.setVisible(shown)
+        if figures is None:
+            return
+        hop = figures.get("hop_median_ms")
+        text = (f"{hop:.0f} ms" if hop is not None else
+                f"{figures['handshake_ms']:.0f} ms")
+        self.network_value.setText(text)
+        detail = f"connecting took {figures['handshake_ms']:.0f} ms"
+        if hop is not None:
+            detail = (f"each answer: {hop:.0f} ms on the network (p90 "
+                      f"{figures.get('hop_p90_ms', hop):.0f} ms); {detail}")
+        self.network_value.setToolTip(f"{NETWORK_TIP}\n{detail}")
+
     def reset_figures(self) -> None:
-        for value in (self.turn_value, self.stop_value, self.rtf_value):
+        for value in (self.turn_value, self.stop_value, self.rtf_value, self.network_value):
             value.setText("—")
             value.setStyleSheet("")
         self.rtf_note.hide()

@@ -1,0 +1,1 @@
+"""A model on another machine, behind the backend contract, over the duplex wire."""
