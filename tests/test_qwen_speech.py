@@ -79,6 +79,38 @@ def test_a_shorter_vocoder_context_leaves_seams(backend):
     assert np.abs(np.concatenate(pieces) - stream.vocode_all()).max() > 1e-3
 
 
+def test_cpu_vocoder_windows_have_fixed_shapes(backend):
+    """On a CPU each new vocoder input length costs oneDNN memory for good (voice.py): the
+    windows run with oneDNN are of three lengths only, whatever the answer's length, and
+    the speech is still sample-for-sample one pass over the whole mel."""
+    model = backend._loaded.model
+    vocoder = model.token2wav.code2wav_bigvgan_model
+    seen: list[tuple[int, bool]] = []
+    gen = torch.Generator().manual_seed(2)
+    for n_codes in (9, 40, 75):
+        # Two flow steps, as the tiny model speaks: the DiT is not what is checked here.
+        stream = VoiceStream(model.token2wav, model.speaker_map["Chelsie"], num_steps=2)
+        assert stream.fixed_shapes
+        hook = vocoder.register_forward_pre_hook(
+            lambda _m, args: seen.append((args[0].shape[-1], torch.backends.mkldnn.enabled)))
+        try:
+            pieces = []
+            for c in torch.randint(0, 60, (n_codes,), generator=gen).tolist():
+                stream.push(c)
+                if (w := stream.pull()) is not None:
+                    pieces.append(w)
+            pieces.append(stream.finish())
+        finally:
+            hook.remove()
+        wave = np.concatenate(pieces)
+        assert wave.size == n_codes * 2 * 240
+        assert np.abs(wave - stream.vocode_all()).max() < 1e-4, n_codes
+    with_onednn = {frames for frames, onednn in seen if onednn}
+    assert with_onednn <= set(stream.fixed_windows), sorted(seen)
+    assert len({frames for frames, _ in seen}) > 2  # other lengths came, without oneDNN
+    assert torch.backends.mkldnn.enabled  # and the flag is back
+
+
 def test_first_speech_before_the_thinker_finishes(backend):
     _listen(backend)
     it = backend.step(make_unit(2, image=False), Control(turn_ended=True))

@@ -14,6 +14,7 @@ import test_ui_fakes as fakes
 
 from app.config import settings as settings_store
 from app.flow.events import EventKind
+from app.ui import theme
 from app.ui.main_window import MainWindow
 from app.ui.options import LaunchOverrides
 
@@ -597,6 +598,29 @@ def test_a_machine_that_keeps_up_is_not_warned(qtbot, window, harness):
         hub.emit(EventKind.UNIT, 10.0 + i, index=10 + i, compute=1.8, lag=0.5, frames=1)
     qtbot.waitUntil(lambda: any("1.8 s to take in each second" in t
                                 for t in window.messages.texts()), timeout=2000)
+
+
+def test_answers_that_start_late_are_explained_in_words(qtbot, window, harness):
+    """The self-check must answer within 2 s of the end of a turn, or say plainly that this
+    machine cannot keep up and why."""
+    _running(qtbot, window)
+    hub = harness.sessions[0].events
+    hub.emit(EventKind.LATENCY, 5.0, kind="turn_taking", seconds=6.0)  # warming up
+    qtbot.waitUntil(lambda: "6.0" in window.side.turn_value.text(), timeout=2000)
+    hub.emit(EventKind.LATENCY, 9.0, kind="stop", seconds=3.0)  # not an answer's start
+    hub.emit(EventKind.LATENCY, 12.0, kind="turn_taking", seconds=1.4)
+    qtbot.wait(100)
+    assert not any("keep up" in t for t in window.messages.texts())
+    assert "color" not in window.side.turn_value.styleSheet()
+    hub.emit(EventKind.LATENCY, 30.0, kind="turn_taking", seconds=3.2)  # median 2.3 s
+    qtbot.waitUntil(lambda: "3.20" in window.side.turn_value.text(), timeout=2000)
+    assert theme.WARNING in window.side.turn_value.styleSheet()  # the figure itself, orange
+    qtbot.waitUntil(lambda: any("cannot keep up" in t and "start 2.3 s after you stop" in t
+                                and "camera off" in t for t in window.messages.texts()),
+                    timeout=2000)
+    hub.emit(EventKind.LATENCY, 70.0, kind="turn_taking", seconds=4.0)  # said once
+    qtbot.wait(100)
+    assert sum("cannot keep up" in t for t in window.messages.texts()) == 1
 
 
 def test_a_recording_that_stops_is_a_warning_in_its_own_words(qtbot, window, harness):

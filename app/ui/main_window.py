@@ -213,6 +213,8 @@ class MainWindow(QMainWindow):
         bridge.retracted.connect(self.side.transcript.take_back)
         bridge.levels.connect(self._on_levels)
         bridge.latency.connect(self.side.set_latency)
+        bridge.latency.connect(
+            lambda kind, seconds: self._maybe_report(self.slowness.on_latency(kind, seconds)))
         bridge.rtf_changed.connect(self.side.set_rtf)
         bridge.rtf_changed.connect(lambda rtf: self._maybe_report(self.slowness.on_rtf(rtf)))
         bridge.unit_done.connect(self._on_unit_done)

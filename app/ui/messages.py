@@ -243,6 +243,19 @@ def too_slow(real_time_factor: float) -> UserMessage:
     )
 
 
+def answers_late(seconds: float) -> UserMessage:
+    """The answers start too long after the user stops talking for a conversation."""
+    return UserMessage(
+        WARNING,
+        f"This machine cannot keep up with this model: its answers start {seconds:.1f} s "
+        "after you stop talking (a conversation needs under 2 s), because it takes that "
+        "long to take in your words and compute the first second of speech",
+        "the conversation goes on, and nothing is lost",
+        "use a GPU or a smaller model (Settings → Model), or switch the camera off: each "
+        "camera frame is more for the model to take in",
+    )
+
+
 def falling_behind(ratio: float) -> UserMessage:
     """The model takes longer to take in what the user says than it lasts."""
     return UserMessage(

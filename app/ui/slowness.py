@@ -1,6 +1,8 @@
 """Whether this machine keeps up with the model, said once per conversation in words.
 
-Two signs: the real-time factor of the assistant's speech (seconds of compute per second
+Three signs: how long after the end of the user's turn the answer starts (over 2 s, a
+conversation stalls; judged from the second answer, as the first pays for warming up),
+the real-time factor of the assistant's speech (seconds of compute per second
 of speech, from the session's metrics after each answer; above 1 the voice comes in
 pieces), and how long the model takes to take in one unit of conversation while it
 listens (longer than the unit lasts, and it falls further behind with every unit). How
@@ -22,6 +24,10 @@ from app.ui.messages import UserMessage
 # of speech against 7.8 s over the next answers, tiny model on a busy 2-core machine).
 SLOW_RTF = 1.5
 RTF_REPORTS_BEFORE_JUDGING = 1
+# The answer starts this long after the user stopped talking, median of the answers so
+# far (from the second): past it the user wonders whether they were heard.
+SLOW_ANSWER_S = 2.0
+ANSWERS_BEFORE_JUDGING = 1
 # Taking in a unit takes longer than the unit lasts, over the last few units.
 SLOW_UNIT_RATIO = 1.0
 UNITS_SEEN = 5
@@ -36,6 +42,20 @@ class SlownessWatch:
         self.warned = False
         self._rtf_reports = 0
         self._ratios: deque[float] = deque(maxlen=UNITS_SEEN)
+        self._answers_seen = 0
+        self._answer_delays: list[float] = []
+
+    def on_latency(self, kind: str, seconds: float) -> UserMessage | None:
+        """A latency the session measured; `turn_taking` is the end of the user's turn to
+        the answer's first sound (session metrics)."""
+        if kind != "turn_taking":
+            return None
+        self._answers_seen += 1
+        if self._answers_seen <= ANSWERS_BEFORE_JUDGING:
+            return None
+        self._answer_delays.append(seconds)
+        delay = statistics.median(self._answer_delays)
+        return self._warn(messages.answers_late(delay)) if delay > SLOW_ANSWER_S else None
 
     def on_rtf(self, rtf: float) -> UserMessage | None:
         self._rtf_reports += 1

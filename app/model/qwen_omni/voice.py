@@ -13,18 +13,48 @@ the wave. Streaming here uses the same two modules on windows:
   the real kernel/rate layout, measured by perturbation). Each vocoder window gets
   `vocoder_context` frames of context on both sides and only its middle samples are
   kept, so the streamed waveform is sample-for-sample what vocoding the assembled mel
-  in one pass gives: no seam at chunk boundaries (tests/test_qwen_voice.py checks it).
+  in one pass gives: no seam at chunk boundaries (tests/test_qwen_speech.py checks it).
+
+Fixed vocoder shapes on a CPU. torch runs BigVGAN's convolutions through oneDNN there,
+which compiles kernels for every new input length and keeps memory for each. An
+answer's last window was whatever was left, so a conversation kept bringing new lengths
+(427 distinct convolution shapes in a 5-minute soak, all the vocoder's): the tiny
+vocoder on windows of 50 lengths grew the process by 50 MB, and went on growing with
+oneDNN's primitive cache capped at 64 entries (+10 MB over 250 windows); with oneDNN
+off it stayed flat. So on a CPU every window that can be is one fixed length,
+`steady_frames`: a window may reach further left than `vocoder_context` (frames beyond
+the receptive field do not change the kept samples, and its right edge stays where it
+was, so the end of an answer is vocoded exactly), and the first two chunks' windows,
+which start at the first frame, have fixed lengths of their own. A window of any other
+length (the last one of an answer shorter than `steady_frames`) runs with oneDNN off:
+about 1.6 times slower, but it compiles and keeps nothing. A GPU runs every window as
+it comes; nothing changes there.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import RungeKutta4ODESolver
 
 VOCODER_CONTEXT_FRAMES = 18
+
+
+@contextmanager
+def without_onednn() -> Iterator[None]:
+    """torch's CPU kernels without oneDNN for a moment (the flag is process-wide; the
+    model's work runs on one thread, and anything else running meanwhile only takes
+    torch's own kernels)."""
+    was = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = was
 
 
 class VoiceStream:
@@ -65,6 +95,15 @@ class VoiceStream:
         self.lookahead_codes = lookahead_codes
         self.left_codes = left_blocks * self.block_codes
         self.vctx = vocoder_context
+        # Every window's length on a CPU (module docstring): room for a chunk, the frames
+        # the look-ahead holds back and the context on both sides, which is also the most
+        # an answer's last window needs.
+        self.fixed_shapes = self.device.type == "cpu"
+        self.steady_frames = self.chunk_frames + lookahead_codes * self.repeats + 2 * self.vctx
+        # The first two chunks' windows start at frame 0 and cannot reach that far left;
+        # with a pull after every code (as the answer streams) they have these lengths.
+        self.fixed_windows = (self.steady_frames, self.first_chunk_frames + self.vctx,
+                              self.first_chunk_frames + self.chunk_frames + self.vctx)
         self.num_steps = num_steps
         self.guidance = guidance_scale
         self.sway = sway_coefficient
@@ -154,12 +193,26 @@ class VoiceStream:
     @torch.no_grad()
     def _emit(self, mel_end: int, wave_end: int) -> np.ndarray:
         self._extend_mel(mel_end)
-        lo = max(0, self.emitted_frames - self.vctx)
-        wave = self.vocoder(self.mel[..., lo:mel_end].to(self.dtype)).reshape(-1)
+        lo = self._window_start(max(0, self.emitted_frames - self.vctx), mel_end)
+        wave = self._vocode(self.mel[..., lo:mel_end]).reshape(-1)
         spf = self.samples_per_frame
         out = wave[(self.emitted_frames - lo) * spf : (wave_end - lo) * spf]
         self.emitted_frames = wave_end
         return out.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def _window_start(self, lo: int, mel_end: int) -> int:
+        """Where the vocoder window ending at `mel_end` starts: `lo` (context enough), or
+        further left so that it is `steady_frames` long, on a CPU."""
+        if self.fixed_shapes and 0 <= mel_end - self.steady_frames <= lo:
+            return mel_end - self.steady_frames
+        return lo
+
+    def _vocode(self, mel: torch.Tensor) -> torch.Tensor:
+        frames = mel.shape[-1]
+        if self.fixed_shapes and frames not in self.fixed_windows:
+            with without_onednn():
+                return self.vocoder(mel.to(self.dtype))
+        return self.vocoder(mel.to(self.dtype))
 
     @torch.no_grad()
     def vocode_all(self) -> np.ndarray:

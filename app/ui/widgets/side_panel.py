@@ -16,6 +16,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui import theme
+from app.ui.slowness import SLOW_ANSWER_S
 from app.ui.widgets.meter import LevelMeter
 from app.ui.widgets.subtitles import breakable, tail
 
@@ -217,9 +218,13 @@ class SidePanel(QWidget):
             # Both are the end of the user's speech to the answer's first sound; say
             # which, since an answer after an interruption is timed the same way.
             self.turn_value.setText(_seconds(seconds))
+            late = seconds > SLOW_ANSWER_S
+            self.turn_value.setStyleSheet(f"color: {theme.WARNING};" if late else "")
             after = "after you interrupted: " if kind == "response_after_interruption" else ""
             self.turn_value.setToolTip(f"last answer, {after}end of your speech → first "
-                                       "sound of the answer")
+                                       "sound of the answer" + (
+                                           f" (late: a conversation needs under "
+                                           f"{SLOW_ANSWER_S:.0f} s)" if late else ""))
         elif kind == "stop":
             self.stop_value.setText(_seconds(seconds))
 
