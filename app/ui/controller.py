@@ -79,6 +79,7 @@ class ConversationController(QObject):
     load_released = Signal()  # a cancelled load has stopped and freed its memory
     camera_changed = Signal(bool, str)  # the running camera is on/off; why it failed, or ""
     _worker_phase = Signal(int, str)  # (job, phase) from a worker, applied on the main thread
+    _release = Signal(bool)  # a failed or cancelled load's memory, freed on the main thread
 
     def __init__(
         self,
@@ -110,6 +111,7 @@ class ConversationController(QObject):
         self._camera_job_for: Any = None
         self.bridge.ended.connect(self._on_session_ended)
         self._worker_phase.connect(self._apply_worker_phase)
+        self._release.connect(self._release_memory)
 
     # ------------------------------------------------------------ state
     @property
@@ -193,11 +195,16 @@ class ConversationController(QObject):
                 return
         kept = self._run_start(job, options, key, need_load, old, cancel)
         # The attempt's exception and frames are gone by now: what a failed or cancelled
-        # load loaded is garbage, and the allocator can hand it back.
+        # load loaded is garbage, and the allocator can hand it back. The collection runs
+        # on the main thread: a cycle can hold Qt objects, and deleting those from a worker
+        # thread crashed the process (a segfault in gc.collect, seen in the test suite).
         if need_load and not kept:
-            release_memory()
-            if cancel.is_set():
-                self.load_released.emit()
+            self._release.emit(cancel.is_set())
+
+    def _release_memory(self, cancelled: bool) -> None:
+        release_memory()
+        if cancelled:
+            self.load_released.emit()
 
     def _run_start(self, job: int, options: ConversationOptions, key: BackendKey,
                    need_load: bool, old: Any, cancel: threading.Event) -> bool:
