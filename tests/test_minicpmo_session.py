@@ -142,7 +142,9 @@ def test_the_answer_is_heard_after_the_users_turn_and_a_barge_in_silences_it(tmp
     backend = MiniCPMOBackend()
     backend.load(ModelSource(local_dir=model_dir), Quant.BF16, lambda *_: None)
     question = speak("Could you tell me what you see on the table?")
-    interruption = speak("Wait, stop, I have another question for you.")
+    # One breath: a pause after "Wait, stop," may rightly be judged the end of a turn
+    # (the end-of-turn model hears a finished sentence), and the model may then answer.
+    interruption = speak("Wait I have another question for you about the table")
     silenced: list[float] = []
     with LiveConversation(None, tmp_path / "rec", backend=backend,
                           persona=Persona("t", "Be brief.")) as conv:

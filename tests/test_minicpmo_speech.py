@@ -9,6 +9,8 @@ of it comes, never what it says.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -65,31 +67,57 @@ def test_a_turn_is_spoken_and_the_stream_keeps_time_with_the_units():
     lengths = [_audio(u).size for u in per_unit]
     # Listening before the turn: one second of silence a unit.
     assert lengths[0] == RATE and not _audio(per_unit[0]).any()
-    # The turn: speech in each of its units; the last one also flushes token2wav (the
-    # last codes and the vocoder's held tail), so it yields more than a second...
-    speech = [o.speech for u in per_unit[1:4] for o in u if o.speech is not None
+    speech = [o.speech for u in per_unit[1:5] for o in u if o.speech is not None
               and o.speech.audio.any()]
     assert speech and all(c.response_id == 1 for c in speech)
     assert [c.seq for c in speech] == sorted(c.seq for c in speech)
-    assert lengths[3] > RATE
-    # ... and the unit after it gives the excess back from its silence.
-    assert sum(lengths[:5]) == 5 * RATE
-    assert lengths[5] == lengths[6] == RATE
+    # The turn's last unit filled its second; its end (the last codes and the vocoder's
+    # held tail, a second flow pass) comes first in the next unit, the listening one,
+    # then the turn's END_OF_TURN: the speech goes on without a gap.
+    assert lengths[3] == RATE
+    after = per_unit[4]
+    assert after[0].speech is not None and after[0].speech.audio.any()
+    assert after[0].speech.response_id == 1
+    assert after[1].decision is Decision.END_OF_TURN
+    assert not any(o.decision is Decision.END_OF_TURN for o in per_unit[3])
+    # The stream holds the units' length, the tail included.
     assert sum(lengths) == 7 * RATE
     # The words ride on the speech that voices them.
     spans = [c.text_span for c in speech if c.text_span]
     assert spans, "the unit's words go with its speech chunk"
 
 
+def test_a_turn_that_ends_short_of_its_second_ends_in_that_unit():
+    """When the last unit's codes fill no window, the flush is voiced at once (holding it
+    over would put a gap of silence before the turn's last words)."""
+    from app.model.minicpm_o.live_voice import LiveVoice
+
+    backend = _backend([(1, 3)])
+    voice: LiveVoice = backend._voice
+    real_feed = voice.speech.feed
+
+    def short_last(result):
+        codes = real_feed(result)
+        if codes.turn_ended and not codes.interrupted:
+            return dataclasses.replace(codes, codes=codes.codes[:5])
+        return codes
+
+    voice.speech.feed = short_last
+    per_unit = _run(backend, range(4))
+    kinds = [o.decision for o in per_unit[2] if o.decision is not None]
+    assert kinds == [Decision.SPEAK, Decision.END_OF_TURN]
+    assert not any(o.decision is Decision.END_OF_TURN for o in per_unit[3])
+    assert sum(_audio(u).size for u in per_unit) == 4 * RATE
+
+
 def test_the_outputs_come_in_the_order_the_flow_reads_them():
     backend = _backend([(0, 2)])
-    first, last = _run(backend, range(2))
+    first, _, after = _run(backend, range(3))
     assert first[0].decision is Decision.SPEAK
-    kinds = ["speech" if o.speech is not None else o.decision or "text" for o in last]
-    # The turn's speech before its END_OF_TURN; silence making the unit up after it.
-    end = kinds.index(Decision.END_OF_TURN)
-    assert "speech" in kinds[:end]
-    assert all(k == "speech" for k in kinds[end + 1:])
+    kinds = ["speech" if o.speech is not None else o.decision or "text" for o in after]
+    # The turn's held-over tail, its END_OF_TURN (which says the model listens), then
+    # the silence making the unit up: one decision before each chunk, as the flow reads.
+    assert kinds == ["speech", Decision.END_OF_TURN, "speech"]
 
 
 def test_each_turn_is_a_new_response_and_the_silence_after_keeps_its_id():

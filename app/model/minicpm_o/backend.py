@@ -53,12 +53,11 @@ from app.model.contract import (
     Persona,
     Progress,
     Quant,
-    SpeechChunk,
     Unit,
 )
 from app.model.minicpm_o import protocol, schedule, speech
 from app.model.minicpm_o.duplex import DuplexDecoder, Sampling, UnitResult
-from app.model.minicpm_o.live_voice import LiveVoice
+from app.model.minicpm_o.live_voice import LiveVoice, Voiced
 from app.model.minicpm_o.protocol import SpecialIds, Window
 from app.model.minicpm_o.tts import SpeechSampling, SpeechStream
 from app.model.voice_file import read_mono
@@ -277,10 +276,10 @@ class MiniCPMOBackend:
                                         force_listen=forced, stop=self._interrupt)
             text = loaded.tokenizer.decode(list(result.text_ids), skip_special_tokens=True)
             t_decided = time.perf_counter()
-            speech_chunk = silence = None
+            voiced = None
             spoken = self._voice.spoken_seconds if self._voice is not None else 0.0
             if self._voice is not None:
-                speech_chunk, silence = self._speech(result, text)
+                voiced = self._speech(result, text)
             self.results.append(result.without_hidden())  # the hidden states are device memory
             self.counts.units += 1
             self.counts.frames += len(frames)
@@ -295,11 +294,10 @@ class MiniCPMOBackend:
                 self.timing.voiced.append((self._voice.spoken_seconds - spoken)
                                           if self._voice is not None else 0.0)
                 self.timing.started.append(t0)
-            outputs = self._outputs(result, text, speech_chunk, silence)
+            outputs = self._outputs(result, text, voiced)
         return iter(outputs)
 
-    def _speech(self, result: UnitResult, text: str
-                ) -> tuple[SpeechChunk | None, SpeechChunk | None]:
+    def _speech(self, result: UnitResult, text: str) -> Voiced:
         """The unit's voice. Every float tensor the speech path makes names its dtype:
         torch's default dtype is one setting for the process, and a model build on another
         thread (the window sizes memory plans in the background) changes it while it runs;
@@ -309,23 +307,34 @@ class MiniCPMOBackend:
         return self._voice.unit(result, text)
 
     @staticmethod
-    def _outputs(result: UnitResult, text: str, speech_chunk: SpeechChunk | None,
-                 silence: SpeechChunk | None) -> list[Output]:
-        """The unit's decision, words and speech, in the order the flow reads them: the
-        speech before an END_OF_TURN, the silence that makes the unit up after it."""
+    def _outputs(result: UnitResult, text: str, voiced: Voiced | None) -> list[Output]:
+        """The unit's decision, words and speech, in the order the flow reads them (see
+        live_voice.Voiced): the tail of a turn before and its END_OF_TURN, the unit's
+        decision and words, its speech before its own END_OF_TURN, the silence after.
+        Without a speech path (`voiced` None): the decision, the words, END_OF_TURN."""
+        outputs: list[Output] = []
+        if voiced is not None and voiced.tail is not None:
+            outputs.append(Output(speech=voiced.tail))
+        if voiced is not None and voiced.tail_ends_turn:
+            outputs.append(Output(decision=Decision.END_OF_TURN))
         if not result.speaking:
-            outputs = [Output(decision=Decision.END_OF_TURN if result.closed_turn
-                              else Decision.LISTEN)]
+            # After a held-over END_OF_TURN, LISTEN says nothing more, and the flow reads
+            # one decision per chunk of speech: it would take the END_OF_TURN's place.
+            if not (voiced is not None and voiced.tail_ends_turn) or result.closed_turn:
+                outputs.append(Output(decision=Decision.END_OF_TURN if result.closed_turn
+                                      else Decision.LISTEN))
         else:
-            outputs = [Output(decision=Decision.SPEAK)]
+            outputs.append(Output(decision=Decision.SPEAK))
             if text:
                 outputs.append(Output(text=text))
-        if speech_chunk is not None:
-            outputs.append(Output(speech=speech_chunk))
-        if result.speaking and (result.turn_ended or result.closed_turn):
+        if voiced is not None and voiced.speech is not None:
+            outputs.append(Output(speech=voiced.speech))
+        ends = (voiced.ends_turn if voiced is not None
+                else result.turn_ended or result.closed_turn)
+        if result.speaking and ends:
             outputs.append(Output(decision=Decision.END_OF_TURN))
-        if silence is not None:
-            outputs.append(Output(speech=silence))
+        if voiced is not None and voiced.silence is not None:
+            outputs.append(Output(speech=voiced.silence))
         return outputs
 
 

@@ -8,8 +8,12 @@ the units:
 * a speaking unit: its 25 speech codes (tts.py) go to token2wav (token2wav/stream.py),
   which voices every full window (28 codes, 25 voiced); the turn's first unit flushes
   shorter windows so the answer starts without waiting for a full one;
-* the unit that ends the turn also flushes token2wav's rest: the last codes and the
-  vocoder's held-back tail, so that unit yields more than a second;
+* the turn's end flushes token2wav's rest: the last codes and the vocoder's held-back
+  tail (a few hundred ms). When the unit that ends the turn has already filled its
+  second, that flush (a second flow pass) is held over to the start of the next unit,
+  which listens and is cheap, with the turn's END_OF_TURN after it; else it is voiced in
+  the unit itself. So no unit pays for two flow passes, and the speech plays on without
+  a gap (the tail follows a full second);
 * a unit with less than a second (no window filled yet, or a listening unit) is made
   up with silence, after the speech;
 * what a turn's end yielded beyond its second is taken back from the silence of the
@@ -17,7 +21,8 @@ the units:
   it holds their length, within the one flush.
 
 A barge-in (a forced listen that closed the turn, a stop mid-unit) drops what
-token2wav holds: nothing of the cut answer is voiced afterwards.
+token2wav holds, a held-over tail included: nothing of the cut answer is voiced
+afterwards.
 
 The first window a process runs through token2wav pays for its allocations and kernel
 set-up (on the tiny model on the CPU about three times a warm window); `begin` runs one
@@ -31,6 +36,8 @@ it is 0. `seq` counts the chunks of one id; `text_span` is the unit's words.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from app.model.contract import SpeechChunk
@@ -39,6 +46,20 @@ from app.model.minicpm_o.token2wav.flow import SILENCE_CODE
 from app.model.minicpm_o.token2wav.prompt import VoicePrompt
 from app.model.minicpm_o.token2wav.stream import SAMPLE_RATE, STRIDE_CODES, Token2Wav
 from app.model.minicpm_o.tts import SpeechStream
+
+
+@dataclass
+class Voiced:
+    """One unit's voice, in the order it plays: `tail` (the end of the turn before,
+    held over), then END_OF_TURN of that turn when `tail_ends_turn`; the unit's own
+    `speech`, then its END_OF_TURN when `ends_turn` (a turn whose end is held over for
+    the next unit does not end here); then `silence`, making the unit up."""
+
+    tail: SpeechChunk | None = None
+    tail_ends_turn: bool = False
+    speech: SpeechChunk | None = None
+    ends_turn: bool = False
+    silence: SpeechChunk | None = None
 
 
 class LiveVoice:
@@ -53,6 +74,7 @@ class LiveVoice:
         self._response_id = 0
         self._seq = 0
         self._in_turn = False
+        self._finish_due = False  # a turn's end waits for the next unit (unit())
         self.spoken_seconds = 0.0  # speech (not silence) voiced in this conversation
         self._warmed = False
 
@@ -66,6 +88,7 @@ class LiveVoice:
         self._ahead = 0
         self._response_id = self._seq = 0
         self._in_turn = False
+        self._finish_due = False
         self.spoken_seconds = 0.0
 
     def _warm(self) -> None:
@@ -79,18 +102,18 @@ class LiveVoice:
         if state is not None:
             generator.set_state(state)
 
-    def cut(self) -> None:
-        """Drop the answer in progress (barge-in from outside the model's own decode)."""
-        self.speech.end_turn()
-        self.token2wav.reset()
-        self._in_turn = False
-
-    def unit(self, result: UnitResult, text: str = "") -> tuple[SpeechChunk | None,
-                                                                 SpeechChunk | None]:
-        """The unit's speech, and the silence that makes the unit up (either may be None).
-
-        The speech chunk belongs before an END_OF_TURN of this unit, the silence after.
-        """
+    def unit(self, result: UnitResult, text: str = "") -> Voiced:
+        """The unit's voice (module docstring; Voiced says in which order it plays)."""
+        voiced = Voiced()
+        tail = np.zeros(0, np.float32)
+        if self._finish_due:  # the last turn's end, held over from the unit before
+            self._finish_due = False
+            voiced.tail_ends_turn = True
+            if result.forced or result.stopped:  # talked over: its tail is not voiced
+                self.token2wav.reset()
+            else:
+                tail = self.token2wav.finish()
+                voiced.tail = self._chunk(tail, "") if tail.size else None
         codes = self.speech.feed(result)
         pieces: list[np.ndarray] = []
         first = result.speaking and not self._in_turn and not codes.interrupted
@@ -100,20 +123,29 @@ class LiveVoice:
             self._in_turn = True
         if codes.codes:
             pieces.append(self.token2wav.push(codes.codes, flush=codes.turn_started))
+        speech = (np.concatenate(pieces).astype(np.float32, copy=False) if pieces
+                  else np.zeros(0, np.float32))
         if codes.turn_ended:
             if codes.interrupted:
                 self.token2wav.reset()
-            elif self._in_turn:
-                pieces.append(self.token2wav.finish())
+                voiced.ends_turn = True
+            elif self._in_turn and speech.size + tail.size >= self.unit_samples:
+                # This unit's second is full: its end (the last codes, the vocoder's
+                # held tail) is voiced at the start of the next unit, which is cheap
+                # (the model listens), so that no unit pays for two flow passes.
+                self._finish_due = True
+            else:
+                if self._in_turn:
+                    speech = np.concatenate([speech, self.token2wav.finish()])
+                voiced.ends_turn = True
             self._in_turn = False
-        audio = (np.concatenate(pieces).astype(np.float32, copy=False) if pieces
-                 else np.zeros(0, np.float32))
-        speech = self._chunk(audio, text) if audio.size else None
-        self.spoken_seconds += audio.size / SAMPLE_RATE
-        short = self.unit_samples - audio.size - self._ahead
+        voiced.speech = self._chunk(speech, text) if speech.size else None
+        heard = speech.size + tail.size
+        self.spoken_seconds += heard / SAMPLE_RATE
+        short = self.unit_samples - heard - self._ahead
         self._ahead = max(0, -short)
-        silence = self._chunk(np.zeros(short, np.float32), "") if short > 0 else None
-        return speech, silence
+        voiced.silence = self._chunk(np.zeros(short, np.float32), "") if short > 0 else None
+        return voiced
 
     def _chunk(self, audio: np.ndarray, text: str) -> SpeechChunk:
         chunk = SpeechChunk(audio, SAMPLE_RATE, self._response_id, self._seq, text)
