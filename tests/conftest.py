@@ -16,3 +16,19 @@ def _user_folders(tmp_path, monkeypatch):
     monkeypatch.setenv("DUETTO_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("DUETTO_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DUETTO_MODELS_DIR", str(tmp_path / "models"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Torch on one thread for a module (`pytestmark = pytest.mark.usefixtures(...)`).
+
+    Tiny models run hundreds of small ops per chunk: on a busy 2-core machine torch's
+    threads waiting on each other cost far more than they share (8x to 37x measured for
+    the tiny MiniCPM-o decoder, flow and vocoder on the dev box), as the benches know.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

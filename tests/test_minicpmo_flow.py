@@ -30,16 +30,7 @@ from app.model.minicpm_o.token2wav.flow_yaml import (
 from app.model.minicpm_o.token2wav.prompt import VoicePrompt
 from app.model.minicpm_o.token2wav.tiny_flow import tiny_flow_config, write_tiny_flow
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny flow is hundreds of small ops per chunk: on a busy machine, torch's
-    threads waiting on each other cost far more than they share (37 s against 1 s for
-    the parity stream on the 2-core dev box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

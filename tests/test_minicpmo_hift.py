@@ -33,15 +33,7 @@ GOLDENS = DATA / "minicpmo_goldens"
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny vocoder and flow are hundreds of small ops per chunk: on a busy machine,
-    torch's threads waiting on each other cost far more than they share (about 18x on
-    the 2-core dev box)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _key_list() -> dict[str, tuple[int, ...]]:

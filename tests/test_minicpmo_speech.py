@@ -26,14 +26,7 @@ RATE = 24000
 PERSONA = Persona("t", "Be brief.")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny token2wav on one torch thread, as the benches run it (on a busy 2-core
-    machine more threads make it many times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _backend(runs, persona: Persona = PERSONA) -> MiniCPMOBackend:

@@ -26,14 +26,7 @@ GOLDENS = Path(__file__).parent / "data" / "minicpmo_goldens"
 TOLERANCE = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny decoder's ops are small: on a busy 2-core box, torch's threads waiting on
-    each other cost more than they share (about 8x here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
