@@ -38,6 +38,7 @@ from app.model.minicpm_o.token2wav.conformer import ConformerCache, UpsampleConf
 from app.model.minicpm_o.token2wav.dit import DiT, DiTCache
 from app.model.minicpm_o.token2wav.flow_yaml import EstimatorConfig, FlowConfig, read_flow_yaml
 from app.model.minicpm_o.token2wav.prompt import VoicePrompt
+from app.model.minicpm_o.token2wav.state_check import state_differences
 
 SILENCE_CODE = 4218  # the speech tokenizer's code for silence
 NOISE_SEED = 0
@@ -289,19 +290,16 @@ def _check_steps(n_timesteps: int) -> None:
 
 def check_state_keys(model: nn.Module, state: dict[str, torch.Tensor], source: Path) -> None:
     """Every name and shape of `state` must be the model's: say which differ if not."""
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    missing = sorted(set(want) - set(got))
-    unexpected = sorted(set(got) - set(want))
-    reshaped = sorted(k for k in set(want) & set(got) if want[k] != got[k])
-    if missing or unexpected or reshaped:
+    diff = state_differences(model, state)
+    if diff:
         parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-        if reshaped:
-            k = reshaped[0]
-            parts.append(f"{len(reshaped)} of another shape (e.g. {k}: file {got[k]}, "
-                         f"flow.yaml's tree {want[k]})")
+        if diff.missing:
+            parts.append(f"{len(diff.missing)} missing (e.g. {', '.join(diff.missing[:3])})")
+        if diff.unexpected:
+            parts.append(f"{len(diff.unexpected)} unexpected "
+                         f"(e.g. {', '.join(diff.unexpected[:3])})")
+        if diff.reshaped:
+            k = diff.reshaped[0]
+            parts.append(f"{len(diff.reshaped)} of another shape (e.g. {k}: file "
+                         f"{diff.got[k]}, flow.yaml's tree {diff.want[k]})")
         raise FlowLoadError(f"{source} does not fit flow.yaml: " + "; ".join(parts))

@@ -33,6 +33,7 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from app.model.building import building
+from app.model.minicpm_o.token2wav.state_check import state_differences
 
 # The published file names every tensor with this prefix (its training wrapper's name for
 # the generator beside the discriminator).
@@ -293,20 +294,17 @@ def read_hift_state(path: Path) -> dict[str, torch.Tensor]:
 
 def check_state_keys(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
     """Refuse a file whose names or shapes are not the module's, naming the differences."""
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    got = {k: tuple(v.shape) for k, v in state.items()}
-    missing = sorted(want.keys() - got.keys())
-    unexpected = sorted(got.keys() - want.keys())
-    wrong = sorted(k for k in want.keys() & got.keys() if want[k] != got[k])
-    if missing or unexpected or wrong:
+    diff = state_differences(model, state)
+    if diff:
         parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (first: {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (first: {', '.join(unexpected[:3])})")
-        if wrong:
+        if diff.missing:
+            parts.append(f"{len(diff.missing)} missing (first: {', '.join(diff.missing[:3])})")
+        if diff.unexpected:
+            parts.append(f"{len(diff.unexpected)} unexpected "
+                         f"(first: {', '.join(diff.unexpected[:3])})")
+        if diff.reshaped:
             parts.append("wrong shapes: " + ", ".join(
-                f"{k} {got[k]} instead of {want[k]}" for k in wrong[:3]))
+                f"{k} {diff.got[k]} instead of {diff.want[k]}" for k in diff.reshaped[:3]))
         raise ValueError(f"{path} is not a HiFT vocoder as published: " + "; ".join(parts))
 
 
