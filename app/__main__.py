@@ -56,8 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from app.malloc_arenas import cap_malloc_arenas
     from app.termination import exit_on_sigterm
 
+    cap_malloc_arenas()  # first, before any thread: see app/malloc_arenas.py
     exit_on_sigterm()  # a SIGTERM finalizes open recordings instead of cutting them off
     args = build_parser().parse_args(argv)
     if args.command is None:
