@@ -58,8 +58,9 @@ def test_voice_stream_is_seamless(backend):
 
 
 def test_a_shorter_vocoder_context_leaves_seams(backend):
-    """The check above can fail: the tiny vocoder keeps the real one's rates, kernels and
-    dilations, so its receptive field needs the stream's 18 frames of context; with 8 the
+    """The check above can fail: the tiny vocoder keeps the real one's rates, upsampling
+    kernels and widest AMP block (kernel 11, dilations 1, 3, 5), so its receptive field is
+    the real one's and needs the stream's 18 frames of context; with 8 the
     streamed wave differs from one pass at the chunk seams. Also: the CPU vocoder runs
     our polyphase activations (antialias.py), installed by the loader."""
     model = backend._loaded.model
