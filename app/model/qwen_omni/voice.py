@@ -154,7 +154,7 @@ class VoiceStream:
             self.noise = torch.cat([self.noise, extra], dim=1)
         return self.noise[:, start:end].to(self.device)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def decode_mel(self, codes: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """DiT flow-matching on one window: codes (1, n) → mel (1, mel_dim, n*repeats)."""
         frames = codes.shape[1] * self.repeats
@@ -190,7 +190,7 @@ class VoiceStream:
         offset = start * self.repeats
         self.mel = torch.cat([self.mel, mel[..., have - offset : mel_end - offset]], dim=-1)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def _emit(self, mel_end: int, wave_end: int) -> np.ndarray:
         self._extend_mel(mel_end)
         lo = self._window_start(max(0, self.emitted_frames - self.vctx), mel_end)
@@ -214,7 +214,7 @@ class VoiceStream:
                 return self.vocoder(mel.to(self.dtype))
         return self.vocoder(mel.to(self.dtype))
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def vocode_all(self) -> np.ndarray:
         """The assembled mel vocoded in one pass: the reference the stream must equal."""
         return self.vocoder(self.mel.to(self.dtype)).reshape(-1).float().cpu().numpy()
