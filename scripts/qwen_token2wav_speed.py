@@ -56,7 +56,7 @@ def measure(loaded: loader.Loaded, seconds: float, seed: int = 0) -> dict[str, f
         return run
 
     stream.decode_mel = timed("dit", stream.decode_mel)
-    stream.vocoder = timed("vocoder", stream.vocoder)
+    stream._vocode = timed("vocoder", stream._vocode)
     wall, cpu = time.perf_counter(), time.thread_time()
     samples = chunks = 0
     for code in codes.tolist():
