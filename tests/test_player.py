@@ -347,10 +347,12 @@ def test_a_live_chunk_longer_than_the_cushion_waits_the_cushion_time_after_it_ar
     assert player.underruns == 0
 
 
-def _live_units(player: Player, now: list[float], units: list[tuple[bool, float]]) -> None:
+def _live_units(player: Player, now: list[float], units: list[tuple[bool, float]],
+                flush_before: int | None = None) -> None:
     """A native model stepping in 1 s units (MiniCPM-o's): unit k is written, one burst,
     `lag` seconds after its end at k + 1, sound or silence; the device pulls 10 ms blocks
-    on the same clock meanwhile."""
+    on the same clock meanwhile. A barge-in flushes the player before unit
+    `flush_before`; the silence after the cut run keeps its id and is dropped."""
     arrivals = [(k + 1 + lag, k, sound) for k, (sound, lag) in enumerate(units)]
     pending = sorted(arrivals)
     rid = 0
@@ -359,6 +361,8 @@ def _live_units(player: Player, now: list[float], units: list[tuple[bool, float]
         while pending and pending[0][0] <= t:
             arrival, k, sound = pending.pop(0)
             now[0] = arrival
+            if k == flush_before:
+                player.flush()
             if sound and (k == 0 or not units[k - 1][0]):  # a run starts: a new response
                 rid += 1
             player.write(chunk(np.full(RATE, 0.5 if sound else 0.0), response_id=rid, seq=k))
@@ -416,3 +420,21 @@ def test_a_run_landing_in_queued_silence_is_held_back_by_more_silence():
     fixed._pace.first_factor = 1.0
     _live_units(fixed, now, units)
     assert fixed.underruns == 1
+
+
+def test_the_pace_measures_the_models_stream_through_a_barge_in_and_its_own_padding():
+    """Chunks a flush dropped still took their time on the model's stream, and silence
+    the player padded in did not: lags stay the model's (about 0.3-0.5 s here)."""
+    units = FIRST_ANSWER[:5] + [(False, 0.02)] * 3 \
+        + [(True, 0.30), (True, 0.45), (True, 0.6), (False, 0.02), (True, 0.05), (True, 0.3)]
+    now = [0.0]
+    player = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
+    _live_units(player, now, units, flush_before=5)
+    assert player.stats().dropped_chunks == 3
+    assert player.underruns == 0
+    # The last run landed in queued silence and was padded (0.58 + 0.15 - 0.03 s ahead
+    # of it, about 0.1 s more than was queued); its second unit is 0.28 s late all the same.
+    assert player.paced_runs == 3
+    lags = list(player._pace.sound_lags)
+    assert max(lags) == pytest.approx(0.58, abs=0.02)
+    assert lags[-2:] == [pytest.approx(0.03, abs=0.02), pytest.approx(0.28, abs=0.02)]

@@ -168,6 +168,7 @@ class Player:
         self._starving_quiet = False
         self._arrived: tuple[float, int, float] = (0.0, 0, 0.0)
         self._pace = LivePace(output_rate)
+        self._offered = 0  # samples of the model's stream offered to write(), at our rate
         self.paced_runs = 0  # runs of speech held back beyond the cushion, and how long
         self.paced_seconds = 0.0
         # What the speaker played, every sample including silence, for the echo canceller
@@ -186,6 +187,10 @@ class Player:
     def write(self, chunk: SpeechChunk) -> bool:
         """Queue one chunk. Returns False when the chunk was dropped (a flushed response)."""
         with self._write_lock:
+            # Where this chunk lies on the stream the model made, dropped chunks counted
+            # and padding not: the pace measures the model's lateness against it.
+            offered = self._offered
+            self._offered += round(np.size(chunk.audio) * self.output_rate / chunk.sample_rate)
             if chunk.response_id <= self._flushed_through:
                 self._dropped_chunks += 1
                 return False
@@ -213,7 +218,7 @@ class Player:
             if starts and empty:
                 self._cushion_at = ring.write_pos
             if self.live:
-                self._pace_live(samples, empty)
+                self._pace_live(samples, empty, offered)
             self._open_response = chunk.response_id
             self._expecting_more = True  # before the samples are published (see _cushion_at)
             start = ring.write_pos
@@ -225,14 +230,14 @@ class Player:
             )
             return True
 
-    def _pace_live(self, samples: np.ndarray, empty: bool) -> None:
+    def _pace_live(self, samples: np.ndarray, empty: bool, offered: int) -> None:
         """Writer side, live streams, before `samples` are published: when they may play
         (module docstring). In an empty ring, the wait after arrival; after queued
         silence, more silence first where the run would start too soon."""
         ring = self._ring
         now = self._clock()
         sound = np.flatnonzero(np.abs(samples) > QUIET)
-        lag = self._pace.note(now, ring.write_pos, bool(sound.size))
+        lag = self._pace.note(now, offered, bool(sound.size))
         cushion = self.prebuffer / self.output_rate
         long = len(samples) >= self.prebuffer > 0
         starts_run = long and sound.size > 0 and (empty or self._quiet_from < ring.write_pos)
