@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
 import numpy as np
 import pytest
@@ -402,7 +403,7 @@ def test_a_later_run_is_paced_by_the_lags_the_stream_has_shown_with_silence_befo
     now = [0.0]
     fixed = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
     fixed._pace.first_factor = 1.0
-    fixed._pace.trusted_after = 10**6  # never learns: every run starts on its own lag
+    fixed._pace.sound_lags = deque(maxlen=0)  # never learns: each run starts on its own lag
     _live_units(fixed, now, FIRST_ANSWER + second)
     assert fixed.underruns >= 1
 
@@ -438,3 +439,20 @@ def test_the_pace_measures_the_models_stream_through_a_barge_in_and_its_own_padd
     lags = list(player._pace.sound_lags)
     assert max(lags) == pytest.approx(0.58, abs=0.02)
     assert lags[-2:] == [pytest.approx(0.03, abs=0.02), pytest.approx(0.28, abs=0.02)]
+
+
+def test_a_long_answer_after_short_ones_is_paced_by_its_own_first_unit_too():
+    """What the stream has shown (one-unit answers, 0.28 s) says little about a longer
+    turn whose units grow (0.22 to 0.48 s past the listening units'): its first unit's
+    lag, doubled, holds it back as well."""
+    units = [(False, 0.02)] * 2 + [(True, 0.30)] + [(False, 0.02)] * 2 \
+        + [(True, 0.24), (True, 0.35), (True, 0.50), (False, 0.02)]
+    now = [0.0]
+    player = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
+    _live_units(player, now, units)
+    assert player.underruns == 0
+    now = [0.0]
+    learned_only = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
+    learned_only._pace.first_factor = 1.0
+    _live_units(learned_only, now, units)
+    assert learned_only.underruns == 1

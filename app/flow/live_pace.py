@@ -11,10 +11,13 @@ than `lead` later than that one did. The lag is not steady: on the tiny model on
 decoder's and token2wav's caches grow through a turn), so a fixed 150 ms cushion after
 a cheap first unit ran dry once in several answers.
 
-So the lead is sized from what this stream has shown: the lags of the units that
-carried sound, the latest `keep` of them. Until it has seen a few (the first answer of
-a conversation), it assumes a later unit may take up to `first_factor` times what this
-one took. Then the cushion goes on top, for the scatter of threads and devices.
+So the lead is sized from what this stream has shown and from the run's own first
+unit: the later units may come as late as the latest `keep` sound-carrying chunks did,
+or `first_factor` times as late as this run's first unit, whichever is more (on the
+tiny model a turn's third unit took up to 1.9 times its first: 0.22 then 0.42 s past
+the listening units'; a learned maximum alone let a run that started on a cheap unit
+after short answers run dry). Then the cushion goes on top, for the scatter of threads
+and devices.
 
 Lags are measured here, from the stream itself: a chunk starting at stream position p
 (samples) that arrives at time t is `t - p / rate` late against the stream's own clock;
@@ -34,10 +37,9 @@ class LivePace:
     player's writers, under their lock."""
 
     def __init__(self, rate: int, *, window: float = 30.0, keep: int = 32,
-                 trusted_after: int = 3, first_factor: float = 2.0) -> None:
+                 first_factor: float = 2.0) -> None:
         self.rate = rate
         self.window = window
-        self.trusted_after = trusted_after
         self.first_factor = first_factor
         self._late: deque[tuple[float, float]] = deque()  # (arrival, lateness)
         self.sound_lags: deque[float] = deque(maxlen=keep)
@@ -55,7 +57,5 @@ class LivePace:
 
     def lead(self, lag: float, cushion: float) -> float:
         """Seconds a run whose first chunk came `lag` late must wait after it arrived."""
-        worst = max(self.sound_lags, default=0.0)
-        if len(self.sound_lags) < self.trusted_after:
-            worst = max(worst, self.first_factor * lag)
-        return max(0.0, worst - lag) + cushion
+        worst = max(max(self.sound_lags, default=0.0), self.first_factor * lag)
+        return worst - lag + cushion

@@ -383,8 +383,10 @@ class Player:
         """Callback side: whether playback may (re)start with `queued` samples at `now`."""
         if self.live:
             arrived_at, length, wait = self._arrived
-            if length >= self.prebuffer > 0 and queued < self.prebuffer + length:
-                # A long chunk alone (module docstring): wait after it arrived.
+            if length >= self.prebuffer > 0:
+                # A long chunk (module docstring): wait after it arrived, however much came
+                # with it (a unit's speech, its turn's end and its silence come at once;
+                # that says nothing about when the next unit comes).
                 return now - arrived_at >= wait
         return queued >= self.prebuffer
 
