@@ -403,7 +403,7 @@ def test_a_later_run_is_paced_by_the_lags_the_stream_has_shown_with_silence_befo
     now = [0.0]
     fixed = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
     fixed._pace.first_factor = 1.0
-    fixed._pace.sound_lags = deque(maxlen=0)  # never learns: each run starts on its own lag
+    fixed._pace._sound = deque(maxlen=0)  # never learns: each run starts on its own lag
     _live_units(fixed, now, FIRST_ANSWER + second)
     assert fixed.underruns >= 1
 
@@ -456,3 +456,4 @@ def test_a_long_answer_after_short_ones_is_paced_by_its_own_first_unit_too():
     learned_only._pace.first_factor = 1.0
     _live_units(learned_only, now, units)
     assert learned_only.underruns == 1
+

@@ -12,12 +12,14 @@ decoder's and token2wav's caches grow through a turn), so a fixed 150 ms cushion
 a cheap first unit ran dry once in several answers.
 
 So the lead is sized from what this stream has shown and from the run's own first
-unit: the later units may come as late as the latest `keep` sound-carrying chunks did,
+unit: the later units may come as late as the sound-carrying chunks of the last
+`window` seconds did,
 or `first_factor` times as late as this run's first unit, whichever is more (on the
 tiny model a turn's third unit took up to 1.9 times its first: 0.22 then 0.42 s past
 the listening units'; a learned maximum alone let a run that started on a cheap unit
 after short answers run dry). Then the cushion goes on top, for the scatter of threads
-and devices.
+and devices. Streams of short frames (Moshi's 80 ms) gather their cushion in samples
+as before (their own spread is what the doubling after an underrun answers).
 
 Lags are measured here, from the stream itself: a chunk starting at stream position p
 (samples) that arrives at time t is `t - p / rate` late against the stream's own clock;
@@ -36,23 +38,28 @@ class LivePace:
     """Lags of one live stream's chunks and the lead a run of speech needs. Used by the
     player's writers, under their lock."""
 
-    def __init__(self, rate: int, *, window: float = 30.0, keep: int = 32,
-                 first_factor: float = 2.0) -> None:
+    def __init__(self, rate: int, *, window: float = 30.0, first_factor: float = 2.0) -> None:
         self.rate = rate
         self.window = window
         self.first_factor = first_factor
         self._late: deque[tuple[float, float]] = deque()  # (arrival, lateness)
-        self.sound_lags: deque[float] = deque(maxlen=keep)
+        self._sound: deque[tuple[float, float]] = deque()  # (arrival, lag) of sound chunks
+
+    @property
+    def sound_lags(self) -> list[float]:
+        """The lags of the sound-carrying chunks of the last `window` seconds."""
+        return [lag for _, lag in self._sound]
 
     def note(self, arrival: float, position: int, sound: bool) -> float:
         """A chunk starting at stream `position` arrived at `arrival`: its lag (s)."""
         late = arrival - position / self.rate
         self._late.append((arrival, late))
-        while self._late and self._late[0][0] < arrival - self.window:
-            self._late.popleft()
+        for kept in (self._late, self._sound):
+            while kept and kept[0][0] < arrival - self.window:
+                kept.popleft()
         lag = late - min(x for _, x in self._late)
         if sound:
-            self.sound_lags.append(lag)
+            self._sound.append((arrival, lag))
         return lag
 
     def lead(self, lag: float, cushion: float) -> float:
