@@ -457,3 +457,23 @@ def test_a_long_answer_after_short_ones_is_paced_by_its_own_first_unit_too():
     _live_units(learned_only, now, units)
     assert learned_only.underruns == 1
 
+
+
+def test_the_player_suits_the_backend_a_live_stream_and_the_cushion_it_asks_for():
+    from app.model.contract import BackendSpec
+
+    def spec(**kwargs) -> BackendSpec:
+        return BackendSpec(family="x", unit_ms=80, audio_in_rate=16000, audio_out_rate=RATE,
+                           frames_per_unit=0, **kwargs)
+
+    local = Player(RATE)
+    local.suit(spec(native_duplex=True))
+    assert local.live and local.prebuffer == round(0.15 * RATE)
+    served = Player(RATE)
+    served.suit(spec(native_duplex=True, playback_cushion_ms=300))
+    assert served.prebuffer == round(0.3 * RATE)
+    served.write(chunk(np.full(round(0.2 * RATE), 0.5)))
+    assert np.all(pull(served, 5) == 0.0)  # 200 ms queued: still gathering 300
+    turns = Player(RATE)
+    turns.suit(spec(native_duplex=False))
+    assert not turns.live

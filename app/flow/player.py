@@ -42,7 +42,7 @@ import numpy as np
 
 from app.flow.live_pace import LivePace
 from app.flow.spsc_ring import SpscRing
-from app.model.contract import SpeechChunk
+from app.model.contract import BackendSpec, SpeechChunk
 
 QUIET = 1e-5  # a live stream's samples at or below this are its silence (about -100 dBFS)
 
@@ -182,6 +182,15 @@ class Player:
         self.silenced = 0
         self.silenced_at = 0.0
         self._sounding = False
+
+    def suit(self, spec: BackendSpec) -> None:
+        """Play as this backend speaks: one live stream for a native-duplex model, and the
+        cushion it asks for (a server's speech comes less evenly). Before playback."""
+        self.live = spec.native_duplex
+        if spec.playback_cushion_ms is not None:
+            asked = round(spec.playback_cushion_ms * self.output_rate / 1000)
+            self._min_prebuffer = max(self._min_prebuffer, asked)
+            self.prebuffer = max(self.prebuffer, asked)
 
     # ----------------------------------------------------------------- writers
     def write(self, chunk: SpeechChunk) -> bool:

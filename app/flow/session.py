@@ -164,7 +164,7 @@ class Session:
         )
         self.controller = DuplexController(self.config.duplex, native_duplex=spec.native_duplex)
         self.native = spec.native_duplex
-        player.live = spec.native_duplex  # a native model's output is one steady stream
+        player.suit(spec)  # a native model's output is one steady stream
         self._runs = RunReader()  # worker side: a native model's runs of speech
         self._spoken = SpokenText(player)  # listener side: words as they are heard
         self._played = PlayedReporter(backend, player)  # polled by the listener: played.py

@@ -161,6 +161,9 @@ class BackendSpec:
     voices: tuple[str, ...] = ()
     accepts_reference_voice: bool = False
     vram_gib: Mapping[Quant, float] = field(default_factory=dict)
+    # Speech the player gathers before it starts, where this backend's speech comes less
+    # evenly than a local step's (a server's, across a network); None: the player's own.
+    playback_cushion_ms: int | None = None
 
 
 @dataclass(frozen=True)
