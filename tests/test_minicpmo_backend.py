@@ -53,10 +53,10 @@ def test_each_unit_yields_its_decision_and_words():
     L, S, E = Decision.LISTEN, Decision.SPEAK, Decision.END_OF_TURN
     assert _step(backend, 0) == [(L, "")]
     assert _step(backend, 1) == [(S, ""), (None, SAID)]
-    # The turn's last unit filled its second of speech: its end (and END_OF_TURN) is
-    # held over to the start of the next unit (live_voice.py).
-    assert _step(backend, 2, frame=False) == [(S, ""), (None, SAID)]
-    assert _step(backend, 3) == [(E, "")]  # (LISTEN would say nothing more)
+    # The turn's last unit filled its second of speech: its end (and END_OF_TURN) come
+    # after its speech (live_voice.py).
+    assert _step(backend, 2, frame=False) == [(S, ""), (None, SAID), (E, "")]
+    assert _step(backend, 3) == [(L, "")]
     _step(backend, 4)
     assert backend.counts.units == 5 and backend.counts.frames == 4
     assert backend.counts.audio_positions == 50
@@ -156,8 +156,8 @@ def test_a_reply_schedule_answers_each_turn_the_flow_ends_and_yields_to_a_barge_
     assert _step(backend, 0) == [(L, "")]
     assert _step(backend, 1, Control(turn_ended=True))[0] == (S, "")
     assert _step(backend, 2)[0] == (S, "")
-    assert _step(backend, 3)[0] == (S, "")  # the answer's last unit...
-    assert _step(backend, 4) == [(E, "")]  # ... its end voiced at the next
+    assert _step(backend, 3) == [(S, ""), (None, SAID), (E, "")]  # the answer's last
+    assert _step(backend, 4) == [(L, "")]
     assert _step(backend, 5, Control(turn_ended=True))[0] == (S, "")
     assert _step(backend, 6, Control(barge_in=True)) == [(E, "")]  # cut short
     assert _step(backend, 7) == [(L, "")]  # and not taken up again
@@ -182,6 +182,6 @@ def test_a_reply_schedule_answers_when_the_user_falls_quiet():
     assert step(0, quiet) == [(Decision.LISTEN, "")]  # nobody has spoken: no answer
     assert step(1, talk) == [(Decision.LISTEN, "")]  # the user talks on
     assert step(2, ends)[0] == (Decision.SPEAK, "")  # and stops: the answer starts
-    assert step(3, quiet)[0] == (Decision.SPEAK, "")
-    assert step(4, quiet) == [(Decision.END_OF_TURN, "")]
-    assert step(5, quiet) == [(Decision.LISTEN, "")]  # one answer per turn
+    last = step(3, quiet)
+    assert last[0] == (Decision.SPEAK, "") and last[-1] == (Decision.END_OF_TURN, "")
+    assert step(4, quiet) == [(Decision.LISTEN, "")]  # one answer per turn

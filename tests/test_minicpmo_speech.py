@@ -65,14 +65,14 @@ def test_a_turn_is_spoken_and_the_stream_keeps_time_with_the_units():
     assert speech and all(c.response_id == 1 for c in speech)
     assert [c.seq for c in speech] == sorted(c.seq for c in speech)
     # The turn's last unit filled its second; its end (the last codes and the vocoder's
-    # held tail, a second flow pass) comes first in the next unit, the listening one,
-    # then the turn's END_OF_TURN: the speech goes on without a gap.
-    assert lengths[3] == RATE
-    after = per_unit[4]
-    assert after[0].speech is not None and after[0].speech.audio.any()
-    assert after[0].speech.response_id == 1
-    assert after[1].decision is Decision.END_OF_TURN
-    assert not any(o.decision is Decision.END_OF_TURN for o in per_unit[3])
+    # held tail, a second flow pass) follows its speech, then the turn's END_OF_TURN:
+    # the speech goes on without a gap. The next unit's silence gives the time back.
+    last = per_unit[3]
+    kinds = ["speech" if o.speech is not None else o.decision or "text" for o in last]
+    assert kinds == [Decision.SPEAK, "text", "speech", "speech", Decision.END_OF_TURN]
+    assert last[2].speech.audio.size == RATE
+    assert last[3].speech.audio.any() and last[3].speech.response_id == 1
+    assert lengths[4] == 2 * RATE - lengths[3] and not _audio(per_unit[4]).any()
     # The stream holds the units' length, the tail included.
     assert sum(lengths) == 7 * RATE
     # The words ride on the speech that voices them.
@@ -105,12 +105,14 @@ def test_a_turn_that_ends_short_of_its_second_ends_in_that_unit():
 
 def test_the_outputs_come_in_the_order_the_flow_reads_them():
     backend = _backend([(0, 2)])
-    first, _, after = _run(backend, range(3))
+    first, last, after = _run(backend, range(3))
     assert first[0].decision is Decision.SPEAK
+    kinds = ["speech" if o.speech is not None else o.decision or "text" for o in last]
+    # The unit's decision and words, its speech, then the turn's end (its last audio and
+    # END_OF_TURN, which says the model listens); the next unit listens in silence.
+    assert kinds == [Decision.SPEAK, "text", "speech", "speech", Decision.END_OF_TURN]
     kinds = ["speech" if o.speech is not None else o.decision or "text" for o in after]
-    # The turn's held-over tail, its END_OF_TURN (which says the model listens), then
-    # the silence making the unit up: one decision before each chunk, as the flow reads.
-    assert kinds == ["speech", Decision.END_OF_TURN, "speech"]
+    assert kinds == [Decision.LISTEN, "speech"]
 
 
 def test_each_turn_is_a_new_response_and_the_silence_after_keeps_its_id():

@@ -345,3 +345,96 @@ def test_a_live_chunk_longer_than_the_cushion_waits_the_cushion_time_after_it_ar
     assert np.all(pull(player, 5, t0=100.0) == 0.0)  # 50 ms after it arrived: holding
     assert np.all(pull(player, 3, t0=100.101) == 0.5)  # 100 ms on: playing
     assert player.underruns == 0
+
+
+def _live_units(player: Player, now: list[float], units: list[tuple[bool, float]],
+                flush_before: int | None = None) -> None:
+    """A native model stepping in 1 s units (MiniCPM-o's): unit k is written, one burst,
+    `lag` seconds after its end at k + 1, sound or silence; the device pulls 10 ms blocks
+    on the same clock meanwhile. A barge-in flushes the player before unit
+    `flush_before`; the silence after the cut run keeps its id and is dropped."""
+    arrivals = [(k + 1 + lag, k, sound) for k, (sound, lag) in enumerate(units)]
+    pending = sorted(arrivals)
+    rid = 0
+    t = 0.0
+    while t < len(units) + 2.0:
+        while pending and pending[0][0] <= t:
+            arrival, k, sound = pending.pop(0)
+            now[0] = arrival
+            if k == flush_before:
+                player.flush()
+            if sound and (k == 0 or not units[k - 1][0]):  # a run starts: a new response
+                rid += 1
+            player.write(chunk(np.full(RATE, 0.5 if sound else 0.0), response_id=rid, seq=k))
+        pull(player, 1, t0=t)
+        t += BLOCK / RATE
+
+
+# Listening units cost next to nothing; a turn's first unit less than the ones after.
+FIRST_ANSWER = [(False, 0.02)] * 3 + [(True, 0.30), (True, 0.50), (True, 0.45)] \
+    + [(False, 0.02)] * 2
+
+
+def test_a_live_run_of_long_units_waits_until_later_units_can_keep_up():
+    now = [0.0]
+    player = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
+    _live_units(player, now, FIRST_ANSWER)
+    assert player.underruns == 0
+    # Its lag over the listening units' (0.28 s) again: the first guess at 2x.
+    assert player.paced_runs == 1 and player.paced_seconds == pytest.approx(0.28, abs=0.01)
+    # Sized as a fixed cushion after the first unit (the pace's first guess at 1x), the
+    # unit 0.2 s later than the first ran the speech dry.
+    now = [0.0]
+    fixed = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
+    fixed._pace.first_factor = 1.0
+    _live_units(fixed, now, FIRST_ANSWER)
+    assert fixed.underruns == 1
+
+
+def test_a_later_run_is_paced_by_the_lags_the_stream_has_shown_with_silence_before_it():
+    """The stream plays on through the listening units (silence queued), so the run that
+    starts cheaply is held back by more silence, as late as the answers before ran."""
+    second = [(True, 0.10), (True, 0.50), (False, 0.02)]
+    now = [0.0]
+    player = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
+    _live_units(player, now, FIRST_ANSWER + second)
+    assert player.underruns == 0 and player.paced_runs == 2
+    now = [0.0]
+    fixed = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
+    fixed._pace.first_factor = 1.0
+    fixed._pace.trusted_after = 10**6  # never learns: every run starts on its own lag
+    _live_units(fixed, now, FIRST_ANSWER + second)
+    assert fixed.underruns >= 1
+
+
+def test_a_run_landing_in_queued_silence_is_held_back_by_more_silence():
+    """A fast backend: the listening units' silence is still playing when the run comes
+    (0.1 s late, under the stream's 0.17 s), so it is held back by silence written first."""
+    units = [(False, 0.02)] * 3 + [(True, 0.10), (True, 0.28), (True, 0.2)] + [(False, 0.02)]
+    now = [0.0]
+    player = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
+    _live_units(player, now, units)
+    assert player.underruns == 0 and player.paced_runs == 1
+    now = [0.0]
+    fixed = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
+    fixed._pace.first_factor = 1.0
+    _live_units(fixed, now, units)
+    assert fixed.underruns == 1
+
+
+def test_the_pace_measures_the_models_stream_through_a_barge_in_and_its_own_padding():
+    """Chunks a flush dropped still took their time on the model's stream, and silence
+    the player padded in did not: lags stay the model's (about 0.3-0.5 s here)."""
+    units = FIRST_ANSWER[:5] + [(False, 0.02)] * 3 \
+        + [(True, 0.30), (True, 0.45), (True, 0.6), (False, 0.02), (True, 0.05), (True, 0.3)]
+    now = [0.0]
+    player = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
+    _live_units(player, now, units, flush_before=5)
+    assert player.stats().dropped_chunks == 3
+    assert player.underruns == 0
+    # The last run landed in queued silence and was padded (0.58 + 0.15 - 0.03 s ahead
+    # of it, about 0.1 s more than was queued); its second unit is 0.28 s late all the same.
+    assert player.paced_runs == 3
+    lags = list(player._pace.sound_lags)
+    assert max(lags) == pytest.approx(0.58, abs=0.02)
+    assert lags[-2:] == [pytest.approx(0.03, abs=0.02), pytest.approx(0.28, abs=0.02)]

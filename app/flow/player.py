@@ -21,8 +21,12 @@ it said while muted is lost, and `heard()` knows it). A gap in the stream's sile
 model listening, or between its runs) is not heard as a stutter: it only sets the stream
 later behind the model, and is counted apart (`quiet_gaps`). A live chunk as long as the
 cushion or longer (MiniCPM-o's 1 s units) says nothing about when the next one comes, so
-playback waits the cushion's time after it arrived rather than for the cushion's samples:
-otherwise each unit would have to be ready as early as the one that started the stream.
+playback waits after it arrived rather than for the cushion's samples: otherwise each
+unit would have to be ready as early as the one that started the stream. A run of speech
+in such chunks starts only once it can be sustained: its first sample waits as long
+after it arrived as live_pace.py reckons the units after it may come later, plus the
+cushion; in a stream already playing (silence queued before the run) the wait is made
+up with more silence before the run.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.flow.live_pace import LivePace
 from app.flow.spsc_ring import SpscRing
 from app.model.contract import SpeechChunk
 
@@ -83,6 +88,8 @@ class PlayerStats:
     dropped_chunks: int
     overflow_samples: int
     queued_seconds: float
+    paced_runs: int = 0
+    paced_seconds: float = 0.0
 
 
 class Player:
@@ -156,10 +163,14 @@ class Player:
         # Live streams. Ring position from which everything written is silence (the writer
         # sets it before publishing; the callback, running dry after it, played silence
         # last), whether the last dry-out was such, and (writer's clock, samples) of the
-        # chunk that landed in an empty ring: the long-chunk cushion waits from then.
+        # chunk that landed in an empty ring and how long it waits after arriving.
         self._quiet_from = 0
         self._starving_quiet = False
-        self._arrived: tuple[float, int] = (0.0, 0)
+        self._arrived: tuple[float, int, float] = (0.0, 0, 0.0)
+        self._pace = LivePace(output_rate)
+        self._offered = 0  # samples of the model's stream offered to write(), at our rate
+        self.paced_runs = 0  # runs of speech held back beyond the cushion, and how long
+        self.paced_seconds = 0.0
         # What the speaker played, every sample including silence, for the echo canceller
         # and the recording. `reference_mark` is (reference position, speaker time) of the
         # latest block, one tuple swapped in whole so readers never see half an update.
@@ -176,6 +187,10 @@ class Player:
     def write(self, chunk: SpeechChunk) -> bool:
         """Queue one chunk. Returns False when the chunk was dropped (a flushed response)."""
         with self._write_lock:
+            # Where this chunk lies on the stream the model made, dropped chunks counted
+            # and padding not: the pace measures the model's lateness against it.
+            offered = self._offered
+            self._offered += round(np.size(chunk.audio) * self.output_rate / chunk.sample_rate)
             if chunk.response_id <= self._flushed_through:
                 self._dropped_chunks += 1
                 return False
@@ -203,11 +218,7 @@ class Player:
             if starts and empty:
                 self._cushion_at = ring.write_pos
             if self.live:
-                if empty:
-                    self._arrived = (self._clock(), len(samples))
-                sound = np.flatnonzero(np.abs(samples) > QUIET)
-                if sound.size:
-                    self._quiet_from = ring.write_pos + int(sound[-1]) + 1
+                self._pace_live(samples, empty, offered)
             self._open_response = chunk.response_id
             self._expecting_more = True  # before the samples are published (see _cushion_at)
             start = ring.write_pos
@@ -218,6 +229,31 @@ class Player:
                 Segment(start, taken, chunk.response_id, chunk.seq, chunk.text_span)
             )
             return True
+
+    def _pace_live(self, samples: np.ndarray, empty: bool, offered: int) -> None:
+        """Writer side, live streams, before `samples` are published: when they may play
+        (module docstring). In an empty ring, the wait after arrival; after queued
+        silence, more silence first where the run would start too soon."""
+        ring = self._ring
+        now = self._clock()
+        sound = np.flatnonzero(np.abs(samples) > QUIET)
+        lag = self._pace.note(now, offered, bool(sound.size))
+        cushion = self.prebuffer / self.output_rate
+        long = len(samples) >= self.prebuffer > 0
+        starts_run = long and sound.size > 0 and (empty or self._quiet_from < ring.write_pos)
+        wait = self._pace.lead(lag, cushion) if starts_run else cushion
+        if starts_run and wait > cushion:
+            self.paced_runs += 1
+            self.paced_seconds += wait - cushion
+        if empty:
+            self._arrived = (now, len(samples), wait)
+        elif starts_run:
+            queued = (ring.write_pos - max(ring.read_pos, self._flush_to)) / self.output_rate
+            pad = round((wait - queued) * self.output_rate)
+            if pad > 0:
+                ring.write(np.zeros(pad, np.float32))
+        if sound.size:
+            self._quiet_from = ring.write_pos + int(sound[-1]) + 1
 
     def _adapt_prebuffer(self) -> None:
         """Between responses: shrink the prebuffer slowly after a response ran clean."""
@@ -346,10 +382,10 @@ class Player:
     def _cushion_ready(self, queued: int, now: float) -> bool:
         """Callback side: whether playback may (re)start with `queued` samples at `now`."""
         if self.live:
-            arrived_at, length = self._arrived
+            arrived_at, length, wait = self._arrived
             if length >= self.prebuffer > 0 and queued < self.prebuffer + length:
-                # A long chunk alone (module docstring): wait the cushion's time after it.
-                return now - arrived_at >= self.prebuffer / self.output_rate
+                # A long chunk alone (module docstring): wait after it arrived.
+                return now - arrived_at >= wait
         return queued >= self.prebuffer
 
     def _track_mute(self, paused: bool) -> None:
@@ -447,4 +483,6 @@ class Player:
             dropped_chunks=self._dropped_chunks,
             overflow_samples=self._overflow_samples,
             queued_seconds=self._ring.available / self.output_rate,
+            paced_runs=self.paced_runs,
+            paced_seconds=self.paced_seconds,
         )

@@ -295,7 +295,31 @@ class MiniCPMOBackend:
                                           if self._voice is not None else 0.0)
                 self.timing.started.append(t0)
             outputs = self._outputs(result, text, voiced)
+        if voiced is not None and voiced.end_due:
+            return self._then_turn_end(outputs)
         return iter(outputs)
+
+    def _then_turn_end(self, outputs: list[Output]) -> Iterator[Output]:
+        """The unit's outputs, then its turn's last audio and END_OF_TURN: voiced only
+        once the unit's speech has gone to the flow (live_voice.py), off the unit's
+        critical path. A barge-in meanwhile drops it."""
+        yield from outputs
+        with self._lock:
+            voice = self._voice
+            assert voice is not None
+            if self._interrupt.is_set():
+                voice.drop_turn_end()
+                tail = None
+            else:
+                started = time.perf_counter()
+                tail = voice.finish_turn()
+                if self.record_timing and self.timing.speech:
+                    self.timing.speech[-1] += time.perf_counter() - started
+                    if tail is not None:
+                        self.timing.voiced[-1] += tail.audio.size / tail.sample_rate
+        if tail is not None:
+            yield Output(speech=tail)
+        yield Output(decision=Decision.END_OF_TURN)
 
     def _speech(self, result: UnitResult, text: str) -> Voiced:
         """The unit's voice. Every float tensor the speech path makes names its dtype:
@@ -309,20 +333,14 @@ class MiniCPMOBackend:
     @staticmethod
     def _outputs(result: UnitResult, text: str, voiced: Voiced | None) -> list[Output]:
         """The unit's decision, words and speech, in the order the flow reads them (see
-        live_voice.Voiced): the tail of a turn before and its END_OF_TURN, the unit's
-        decision and words, its speech before its own END_OF_TURN, the silence after.
-        Without a speech path (`voiced` None): the decision, the words, END_OF_TURN."""
+        live_voice.Voiced): the unit's decision and words, its speech before its own
+        END_OF_TURN, the silence after. A turn whose end is due (`end_due`) gets its
+        last audio and END_OF_TURN after these (_then_turn_end). Without a speech path
+        (`voiced` None): the decision, the words, END_OF_TURN."""
         outputs: list[Output] = []
-        if voiced is not None and voiced.tail is not None:
-            outputs.append(Output(speech=voiced.tail))
-        if voiced is not None and voiced.tail_ends_turn:
-            outputs.append(Output(decision=Decision.END_OF_TURN))
         if not result.speaking:
-            # After a held-over END_OF_TURN, LISTEN says nothing more, and the flow reads
-            # one decision per chunk of speech: it would take the END_OF_TURN's place.
-            if not (voiced is not None and voiced.tail_ends_turn) or result.closed_turn:
-                outputs.append(Output(decision=Decision.END_OF_TURN if result.closed_turn
-                                      else Decision.LISTEN))
+            outputs.append(Output(decision=Decision.END_OF_TURN if result.closed_turn
+                                  else Decision.LISTEN))
         else:
             outputs.append(Output(decision=Decision.SPEAK))
             if text:

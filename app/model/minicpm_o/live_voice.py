@@ -10,10 +10,14 @@ the units:
   shorter windows so the answer starts without waiting for a full one;
 * the turn's end flushes token2wav's rest: the last codes and the vocoder's held-back
   tail (a few hundred ms). When the unit that ends the turn has already filled its
-  second, that flush (a second flow pass) is held over to the start of the next unit,
-  which listens and is cheap, with the turn's END_OF_TURN after it; else it is voiced in
-  the unit itself. So no unit pays for two flow passes, and the speech plays on without
-  a gap (the tail follows a full second);
+  second, that flush (a second flow pass) is voiced only once the unit's speech is out
+  (`Voiced.end_due`, then `finish_turn()`), so it is not on the unit's critical path:
+  the speech reaches the player as early as a unit with one flow pass would, and the
+  tail follows it a flow pass later, far ahead of its time to play (it plays after a
+  full second). Else the flush is voiced in the unit itself, before its silence. The
+  unit that ended a turn used to pay for both passes before its speech went out; later
+  the flush moved to the next unit, which was cheap only when the model listened
+  there: a new turn starting in it paid for both (an underrun in bench duplex);
 * a unit with less than a second (no window filled yet, or a listening unit) is made
   up with silence, after the speech;
 * what a turn's end yielded beyond its second is taken back from the silence of the
@@ -21,7 +25,7 @@ the units:
   it holds their length, within the one flush.
 
 A barge-in (a forced listen that closed the turn, a stop mid-unit) drops what
-token2wav holds, a held-over tail included: nothing of the cut answer is voiced
+token2wav holds, a turn end still due included: nothing of the cut answer is voiced
 afterwards.
 
 The first window a process runs through token2wav pays for its allocations and kernel
@@ -36,6 +40,7 @@ it is 0. `seq` counts the chunks of one id; `text_span` is the unit's words.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,19 +52,20 @@ from app.model.minicpm_o.token2wav.prompt import VoicePrompt
 from app.model.minicpm_o.token2wav.stream import SAMPLE_RATE, STRIDE_CODES, Token2Wav
 from app.model.minicpm_o.tts import SpeechStream
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Voiced:
-    """One unit's voice, in the order it plays: `tail` (the end of the turn before,
-    held over), then END_OF_TURN of that turn when `tail_ends_turn`; the unit's own
-    `speech`, then its END_OF_TURN when `ends_turn` (a turn whose end is held over for
-    the next unit does not end here); then `silence`, making the unit up."""
+    """One unit's voice, in the order it plays: the unit's `speech`, then its
+    END_OF_TURN when `ends_turn`; then `silence`, making the unit up. With `end_due`
+    the turn ended in a unit whose second is full: once `speech` is out, the caller asks
+    `LiveVoice.finish_turn()` for the turn's last audio, and END_OF_TURN follows that."""
 
-    tail: SpeechChunk | None = None
-    tail_ends_turn: bool = False
     speech: SpeechChunk | None = None
     ends_turn: bool = False
     silence: SpeechChunk | None = None
+    end_due: bool = False
 
 
 class LiveVoice:
@@ -74,7 +80,7 @@ class LiveVoice:
         self._response_id = 0
         self._seq = 0
         self._in_turn = False
-        self._finish_due = False  # a turn's end waits for the next unit (unit())
+        self._end_due = False  # a turn's end waits for finish_turn() (Voiced.end_due)
         self.spoken_seconds = 0.0  # speech (not silence) voiced in this conversation
         self._warmed = False
 
@@ -88,7 +94,7 @@ class LiveVoice:
         self._ahead = 0
         self._response_id = self._seq = 0
         self._in_turn = False
-        self._finish_due = False
+        self._end_due = False
         self.spoken_seconds = 0.0
 
     def _warm(self) -> None:
@@ -105,17 +111,14 @@ class LiveVoice:
     def unit(self, result: UnitResult, text: str = "") -> Voiced:
         """The unit's voice (module docstring; Voiced says in which order it plays)."""
         voiced = Voiced()
-        tail = np.zeros(0, np.float32)
-        if self._finish_due:  # the last turn's end, held over from the unit before
-            self._finish_due = False
-            voiced.tail_ends_turn = True
-            if result.forced or result.stopped:  # talked over: its tail is not voiced
-                self.token2wav.reset()
-            else:
-                tail = self.token2wav.finish()
-                voiced.tail = self._chunk(tail, "") if tail.size else None
-        codes = self.speech.feed(result)
+        if self._end_due:
+            # The caller stopped reading the last unit's outputs before finish_turn():
+            # its run is over for the flow, so its last audio is dropped, not voiced
+            # inside whatever this unit is.
+            log.warning("a turn's last audio was not asked for (finish_turn) and is dropped")
+            self._drop_turn_end()
         pieces: list[np.ndarray] = []
+        codes = self.speech.feed(result)
         first = result.speaking and not self._in_turn and not codes.interrupted
         if first:  # the model starts a turn: a new run on the stream
             self._response_id += 1
@@ -129,23 +132,50 @@ class LiveVoice:
             if codes.interrupted:
                 self.token2wav.reset()
                 voiced.ends_turn = True
-            elif self._in_turn and speech.size + tail.size >= self.unit_samples:
-                # This unit's second is full: its end (the last codes, the vocoder's
-                # held tail) is voiced at the start of the next unit, which is cheap
-                # (the model listens), so that no unit pays for two flow passes.
-                self._finish_due = True
+            elif self._in_turn and speech.size >= self.unit_samples:
+                # This unit's second is full: its end (the last codes, the vocoder's held
+                # tail) is a second flow pass, voiced once the speech is out.
+                self._end_due = voiced.end_due = True
             else:
                 if self._in_turn:
                     speech = np.concatenate([speech, self.token2wav.finish()])
                 voiced.ends_turn = True
             self._in_turn = False
         voiced.speech = self._chunk(speech, text) if speech.size else None
-        heard = speech.size + tail.size
+        voiced.silence = self._make_up(speech.size)
+        return voiced
+
+    def finish_turn(self) -> SpeechChunk | None:
+        """The end of a turn whose last unit was full (Voiced.end_due): its last audio,
+        taken back from the silence of the units that follow. None if none is due."""
+        if not self._end_due:
+            return None
+        tail = self._finish_turn_audio()
+        self._ahead += tail.size  # the unit was full already: all of it is ahead
+        return self._chunk(tail, "") if tail.size else None
+
+    def drop_turn_end(self) -> None:
+        """The model was talked over before its turn's end was voiced: drop it."""
+        if self._end_due:
+            self._drop_turn_end()
+
+    def _finish_turn_audio(self) -> np.ndarray:
+        self._end_due = False
+        tail = self.token2wav.finish()
+        self.spoken_seconds += tail.size / SAMPLE_RATE
+        return tail
+
+    def _drop_turn_end(self) -> None:
+        self._end_due = False
+        self.token2wav.reset()
+
+    def _make_up(self, heard: int) -> SpeechChunk | None:
+        """The silence that makes a unit with `heard` samples of speech up to its second,
+        less what earlier units yielded beyond theirs."""
         self.spoken_seconds += heard / SAMPLE_RATE
         short = self.unit_samples - heard - self._ahead
         self._ahead = max(0, -short)
-        voiced.silence = self._chunk(np.zeros(short, np.float32), "") if short > 0 else None
-        return voiced
+        return self._chunk(np.zeros(short, np.float32), "") if short > 0 else None
 
     def _chunk(self, audio: np.ndarray, text: str) -> SpeechChunk:
         chunk = SpeechChunk(audio, SAMPLE_RATE, self._response_id, self._seq, text)
