@@ -22,7 +22,7 @@ from app.model import checkpoint, fit, hf_load, memory_plan, quant
 from app.model.contract import BackendError, ModelSource, Progress, Quant
 from app.model.memory_plan import Plan
 from app.model.placement import Placement, float_prefixes
-from app.model.qwen_omni import antialias
+from app.model.qwen_omni import antialias, speaker_encoding
 from app.model.qwen_omni.tiny import DUETTO_META
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,7 @@ def load(
         raise BackendError(f"{folder}/spk_dict.pt holds no speakers",
                            hint="re-download spk_dict.pt from the model repository")
     antialias.for_cpu(model.token2wav)
+    speaker_encoding.for_cpu(model.token2wav)
     progress("loaded", 1.0)
     return Loaded(
         model=model,
@@ -176,6 +177,7 @@ def load_generated(config, tokenizer, speakers: dict, q: Quant, *, device: str,
                                     config=config, state_dict=weights)
     model.speaker_map = dict(speakers)
     antialias.for_cpu(model.token2wav)
+    speaker_encoding.for_cpu(model.token2wav)
     return Loaded(model=model, tokenizer=tokenizer, folder=Path(f"<{name}>"),
                   device=torch.device(device), dtype=placement.float_dtype, quant=q,
                   min_answer_tokens=0, plan=sized.plan, placement=placement,

@@ -187,13 +187,17 @@ def _tiny_config(vocab: dict[str, int]):  # -> Qwen2_5OmniConfig
             # (antialias.py) the cost follows the samples times channels at each stage,
             # so halving the channels from 128 took a third off the vocoder's time.
             "upsample_initial_channel": 64,
-            # Same rates and kernels as the real vocoder: 240 samples per mel frame
-            # and the same receptive field, so streaming is tested on the real shape
-            # (tests/test_qwen_speech.py: a shorter vocoder context leaves seams).
+            # Same rates and upsampling kernels as the real vocoder: 240 samples per
+            # mel frame. Each stage keeps one of the real vocoder's three parallel AMP
+            # blocks, the widest (kernel 11, dilations 1, 3, 5): parallel blocks are
+            # summed, so a stage's receptive field is its widest block's and the whole
+            # vocoder's is the real one's, and streaming is tested on the real shape
+            # (tests/test_qwen_speech.py: a shorter vocoder context leaves seams). The
+            # other two blocks were two thirds of the tiny vocoder's time.
             "upsample_rates": [5, 3, 2, 2, 2, 2],
             "upsample_kernel_sizes": [11, 7, 4, 4, 4, 4],
-            "resblock_kernel_sizes": [3, 7, 11],
-            "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+            "resblock_kernel_sizes": [11],
+            "resblock_dilation_sizes": [[1, 3, 5]],
         },
     }
     return Qwen2_5OmniConfig(
