@@ -55,12 +55,17 @@ def _personas(assets: Path) -> list[ShippedFile]:
 def _scenarios() -> list[ShippedFile]:
     from app.bench import duplex_scenario
 
-    folder = duplex_scenario.builtin_dir()
-    try:
-        scenarios = duplex_scenario.load_dir(folder)
-    except duplex_scenario.ScenarioError as exc:
-        return [ShippedFile(False, f"duplex benchmark scenarios: {exc}")]
-    return [ShippedFile(True, f"{len(scenarios)} duplex benchmark scenarios in {folder}")]
+    found = []
+    for which in duplex_scenario.SETS:
+        folder = duplex_scenario.builtin_dir(which)
+        try:
+            scenarios = duplex_scenario.load_dir(folder)
+        except duplex_scenario.ScenarioError as exc:
+            found.append(ShippedFile(False, f"duplex benchmark scenarios ({which}): {exc}"))
+            continue
+        found.append(ShippedFile(True, f"{len(scenarios)} duplex benchmark scenarios "
+                                       f"({which} set) in {folder}"))
+    return found
 
 
 def _turn_model() -> list[ShippedFile]:

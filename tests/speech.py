@@ -37,3 +37,11 @@ def speak(text: str, rate: int = 16000, voice: str = "en-us") -> np.ndarray:
 
 def silence(seconds: float, rate: int = 16000) -> np.ndarray:
     return np.zeros(int(seconds * rate), dtype=np.float32)
+
+
+def babble(seconds: float, level_db: float, seed: int = 3, rate: int = 16000) -> np.ndarray:
+    """Four far-off espeak talkers at once, at `level_db` dBFS RMS (the benchmark's)."""
+    from app.bench.duplex_media import noise_track
+    from app.bench.duplex_scenario import Noise
+
+    return noise_track(Noise("babble", level_db, seed), rate, seconds, _CACHE)

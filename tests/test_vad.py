@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from speech import needs_espeak, silence, speak
+from speech import babble, needs_espeak, silence, speak
 
 from app.flow.vad import VadKind, VoiceActivity
 
@@ -55,3 +55,31 @@ def test_two_utterances_with_a_pause_are_two_segments(gap):
     audio = np.concatenate([silence(0.5), first, silence(gap), second, silence(0.6)])
     kinds = [e.kind for e in run(VoiceActivity(), audio)]
     assert kinds == [VadKind.ONSET, VadKind.OFFSET] * 2
+
+
+def test_babble_far_below_the_user_does_not_hold_their_speech_open():
+    """Far-off talkers at -38 dBFS score as speech to silero all the time; the user's
+    speech must still end where it ends, and the babble alone must not start it again
+    (the benchmark's noise_babble_turn held the turn open forever)."""
+    words = speak("Where is the nearest train station?")
+    start, end = 0.8, 0.8 + len(words) / RATE
+    audio = babble(end + 4.0, -38.0)
+    audio[round(start * RATE) : round(start * RATE) + len(words)] += words
+    events = run(VoiceActivity(), audio)
+    offsets = [e for e in events if e.kind is VadKind.OFFSET and e.t > end - 0.3]
+    assert offsets, f"the user's speech never ended: {events}"
+    assert offsets[0].t - end < 0.35 and offsets[0].detected_at - end < 0.6
+    assert not [e for e in events if e.kind is VadKind.ONSET and e.t > end], events
+
+
+def test_a_user_who_steps_back_from_the_microphone_is_still_heard():
+    """12 dB quieter than they were: below the floor under their earlier level, but
+    well above a quiet room, so it is their speech, and it ends where it ends."""
+    first = speak("Tell me something interesting about octopuses.")
+    second = speak("How many hearts do they have?") * np.float32(10 ** (-12 / 20))
+    audio = np.concatenate([silence(0.5), first, silence(1.5), second, silence(0.8)])
+    events = run(VoiceActivity(), audio)
+    assert [e.kind for e in events] == [VadKind.ONSET, VadKind.OFFSET] * 2, events
+    start = 0.5 + (len(first) / RATE) + 1.5
+    end = start + len(second) / RATE
+    assert abs(events[2].t - start) < 0.15 and abs(events[3].t - end) < 0.2

@@ -57,7 +57,8 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_the_wheel_carries_every_file_the_package_reads(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    shipped_folders = [ROOT / "app" / "assets", ROOT / "app" / "bench" / "scenarios"]
+    shipped_folders = [ROOT / "app" / "assets", ROOT / "app" / "bench" / "scenarios",
+                       ROOT / "app" / "bench" / "photos"]
     on_disk = {p.relative_to(ROOT).as_posix() for folder in shipped_folders
                for p in folder.rglob("*") if p.is_file() and p.name != "README.md"}
     assert on_disk, "no assets found in the checkout"

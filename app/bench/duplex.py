@@ -31,7 +31,7 @@ import soundfile
 
 from app.bench import scoring
 from app.bench.duplex_report import table
-from app.bench.duplex_scenario import Scenario, ScenarioError, builtin_dir, load_dir
+from app.bench.duplex_scenario import SETS, Scenario, ScenarioError, builtin_dir, load_dir
 
 TASK_FILE = "task.json"
 SCORE_FILE = "score.json"
@@ -53,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quant", default="bf16", choices=["bf16", "fp16", "int8", "nf4"])
     parser.add_argument("--scenarios", metavar="DIR", type=Path, default=None,
                         help="folder of scenario files (default: the built-in set)")
+    parser.add_argument("--set", dest="scenario_set", choices=SETS, default="default",
+                        help="which built-in set, without --scenarios: the default 30 "
+                             "scenarios, or the hard ones (other voices and speeds, "
+                             "quieter talkers, louder noise, stronger echo, photographs)")
     parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
                         help="run only these scenarios (names or shell patterns, e.g. "
                              "'interrupt_*'); may name scenarios outside the default set")
@@ -152,7 +156,7 @@ def hop_figures(backend: Any) -> dict[str, float] | None:
 def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Namespace,
                  speech) -> dict[str, Any]:
     """Run one scenario in real time; returns its score (also saved beside the recording)."""
-    from app.bench.duplex_media import SceneSource, noise_track
+    from app.bench.duplex_media import HandheldPhoto, SceneSource, noise_track
     from app.bench.duplex_user import ScriptedUser, resample
     from app.flow.player import Player
     from app.flow.resample import StreamResampler
@@ -188,6 +192,9 @@ def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Nam
 
             session.attach(FileVideoSource(scenario.video.file, session.timeline, loop=True,
                                            on_event=session.on_source_event))
+        elif scenario.video.photo is not None:
+            session.attach(SceneSource(session.timeline, HandheldPhoto(scenario.video.photo),
+                                       scenario.video.fps))
         else:
             session.attach(SceneSource(session.timeline, scenario.video.scene,
                                        scenario.video.fps))
@@ -424,7 +431,8 @@ def run(args: argparse.Namespace) -> int:
     if args.rescore is not None:
         return rescore(args.rescore)
     try:
-        scenarios = select(load_dir(args.scenarios or builtin_dir()), args.only, args.long)
+        folder = args.scenarios or builtin_dir(getattr(args, "scenario_set", "default"))
+        scenarios = select(load_dir(folder), args.only, args.long)
     except ScenarioError as exc:
         print(f"duetto bench duplex: {exc}", file=sys.stderr)
         return 2
@@ -433,12 +441,25 @@ def run(args: argparse.Namespace) -> int:
             mark = "" if s.default else "  (not in the default set)"
             print(f"{s.name:<34} {s.category:<20} {s.description}{mark}")
         return 0
-    from app.bench.speech_cache import SpeechCache, SpeechUnavailable, check_tools
+    from app.bench.speech_cache import (
+        SpeechCache,
+        SpeechUnavailable,
+        UnknownVoice,
+        check_tools,
+        check_voices,
+    )
     from app.model.contract import BackendError
 
     try:
         check_tools()
-    except SpeechUnavailable as exc:
+        # Before the model loads: a voice espeak-ng lacks stops the run in a second.
+        wanted: dict[str, list[str]] = {}
+        for s in scenarios:
+            for line in s.lines:
+                wanted.setdefault(line.voice.name, []).append(s.name)
+        check_voices(wanted)
+        _check_photos(scenarios)
+    except (SpeechUnavailable, UnknownVoice, ScenarioError) as exc:
         print(f"duetto bench duplex: {exc}", file=sys.stderr)
         return 2
     out = args.out or default_out()
@@ -476,6 +497,18 @@ def run(args: argparse.Namespace) -> int:
               f"{hops['median_ms']} ms, p90 {hops['p90_ms']} ms over {hops['count']}")
     print(f"recordings, results.txt and results.json are in {out}")
     return 0 if results["passed"] else 1
+
+
+def _check_photos(scenarios: list[Scenario]) -> None:
+    """Every photograph the scenarios show can be decoded (before the model loads)."""
+    from app.bench.duplex_media import HandheldPhoto
+
+    for s in scenarios:
+        if s.video is not None and s.video.photo is not None:
+            try:
+                HandheldPhoto(s.video.photo)
+            except ValueError as exc:
+                raise ScenarioError(f"{s.source or s.name}: {exc}") from None
 
 
 def one_line(score: dict[str, Any]) -> str:

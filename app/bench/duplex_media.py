@@ -2,7 +2,8 @@
 
 Noise is made deterministically from the scenario's seed, at a given RMS level, as a
 loop of LOOP_SECONDS tiled over the run (a 10-minute session needs no 10 minutes of
-fresh noise). The scene source is a camera double: it draws simple moving shapes and
+fresh noise). The scene source is a camera double: it draws frames (simple moving
+shapes, or a real photograph seen through a slowly drifting hand-held camera) and
 pushes them into the session's timeline at the scenario's frame rate, in real time.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -101,12 +104,45 @@ def draw_scene(scene: str, t: float, width: int = 320, height: int = 240) -> np.
     return frame
 
 
-class SceneSource:
-    """A camera double: frames of a generated scene pushed at `fps`, in real time."""
+class HandheldPhoto:
+    """A still photograph as a hand-held camera films it: a `width`x`height` view that
+    drifts a few pixels each way, so consecutive frames differ as a real camera's do."""
 
-    def __init__(self, sink, scene: str, fps: float) -> None:
+    DRIFT = 12  # pixels the view wanders each way
+
+    def __init__(self, path: Path, width: int = 320, height: int = 240) -> None:
+        import cv2
+
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise ValueError(f"{path} is not an image opencv can read")
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        h, w = rgb.shape[:2]
+        # Cover the view plus the drift, keeping the photograph's proportions.
+        scale = max((width + 2 * self.DRIFT) / w, (height + 2 * self.DRIFT) / h)
+        size = (max(width + 2 * self.DRIFT, round(w * scale)),
+                max(height + 2 * self.DRIFT, round(h * scale)))
+        self._image = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+        self.width, self.height = width, height
+
+    def __call__(self, t: float) -> np.ndarray:
+        h, w = self._image.shape[:2]
+        x0 = (w - self.width) // 2 + round(self.DRIFT * 0.8 * np.sin(0.9 * t))
+        y0 = (h - self.height) // 2 + round(self.DRIFT * 0.8 * np.sin(0.6 * t + 1.0))
+        return self._image[y0 : y0 + self.height, x0 : x0 + self.width].copy()
+
+
+class SceneSource:
+    """A camera double: frames pushed at `fps`, in real time.
+
+    `scene` is a generated scene's name (draw_scene) or anything that draws the frame
+    at a time, such as a HandheldPhoto.
+    """
+
+    def __init__(self, sink, scene: str | Callable[[float], np.ndarray], fps: float) -> None:
         self._sink = sink
         self.scene = scene
+        self._draw = scene if callable(scene) else (lambda t: draw_scene(scene, t))
         self.period = 1.0 / fps
         self.frames = 0
         self._stop = threading.Event()
@@ -126,7 +162,7 @@ class SceneSource:
         origin = time.monotonic()
         while not self._stop.is_set():
             now = time.monotonic()
-            self._sink.push_frame(draw_scene(self.scene, now - origin), now)
+            self._sink.push_frame(self._draw(now - origin), now)
             self.frames += 1
             next_at = origin + self.frames * self.period
             self._stop.wait(max(0.0, next_at - time.monotonic()))

@@ -14,14 +14,20 @@ the assistant is expected to do about it. A line is placed by exactly one of:
 Reactive lines wait at most `timeout` seconds after the previous line; then they are
 spoken anyway and marked as such, so a mute assistant cannot stall the benchmark.
 
-`expect` says what the line is for (see EXPECTATIONS). Scenario-level tables add an
-echo path, background noise and video; `repeat_until` cycles the lines until the
-scenario has run that many seconds (long sessions); `default = false` keeps a scenario
-out of the default set.
+`expect` says what the line is for (see EXPECTATIONS). A line's voice is espeak-ng's:
+`voice` (a language such as "en-gb-scotland", optionally with a variant: "en-us+f3"),
+`wpm` and `pitch`; a scenario-level `[voice]` table (name, wpm, pitch) sets them for
+every line that does not. Scenario-level tables add an echo path, background noise and
+video (a generated `scene`, a video `file`, or a `photo`: one of the photographs in
+app/bench/photos, or an image file); `repeat_until` cycles the lines until the scenario
+has run that many seconds (long sessions); `default = false` keeps a scenario out of the
+default set. Whether espeak-ng knows a voice is checked before a run
+(`speech_cache.check_voices`), not here: loading a scenario needs no espeak-ng.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -40,9 +46,14 @@ EXPECTATIONS = {
 TRIGGERS = ("at", "gap", "on_speech", "on_silence")
 NOISE_KINDS = ("white", "pink", "hum", "babble")
 SCENES = ("desk", "street")
+SETS = ("default", "hard")  # built-in sets: the scenarios folder and its hard/ folder
+PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
+# espeak-ng's language names ("en", "en-gb-x-rp") and an optional "+variant" ("+f3").
+_VOICE_NAME = re.compile(r"[a-z]{2,3}(-[a-z0-9]+)*(\+[A-Za-z0-9_]+)?")
+_VOICE_KEYS = {"name", "wpm", "pitch"}
 _LINE_KEYS = {*TRIGGERS, "text", "expect", "timeout", "voice", "wpm", "pitch", "gain_db"}
 _TOP_KEYS = {"name", "category", "description", "default", "line", "tail", "max_tail",
-             "repeat_until", "echo", "noise", "video", "end_of_turn_silence"}
+             "repeat_until", "echo", "noise", "video", "end_of_turn_silence", "voice"}
 
 
 class ScenarioError(ValueError):
@@ -83,6 +94,7 @@ class Video:
     scene: str | None = None  # a generated scene (SCENES)
     file: Path | None = None  # or a video file, relative to the scenario's folder
     fps: float = 2.0
+    photo: Path | None = None  # or a still photograph, seen through a hand-held camera
 
 
 @dataclass(frozen=True)
@@ -117,7 +129,26 @@ def _unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
         raise ScenarioError(f"{where}: unknown field(s) {', '.join(extra)}")
 
 
-def _line(raw: Any, where: str, first: bool) -> Line:
+def _voice_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _VOICE_NAME.fullmatch(value):
+        raise ScenarioError(
+            f"{where}: voice must be an espeak-ng voice such as \"en-us\", "
+            f"\"en-gb-scotland\" or \"en-us+f3\" (language, then +variant), got {value!r}"
+        )
+    return value
+
+
+def _voice(raw: dict[str, Any], where: str, default: Voice, name_key: str) -> Voice:
+    """The voice of `raw` (a line, or the scenario's [voice] table) over `default`."""
+    return Voice(
+        name=_voice_name(raw[name_key], where) if name_key in raw else default.name,
+        wpm=int(_number(raw, "wpm", where, lo=80, hi=450)) if "wpm" in raw else default.wpm,
+        pitch=(int(_number(raw, "pitch", where, lo=0, hi=99)) if "pitch" in raw
+               else default.pitch),
+    )
+
+
+def _line(raw: Any, where: str, first: bool, default_voice: Voice) -> Line:
     if not isinstance(raw, dict):
         raise ScenarioError(f"{where}: a line must be a table")
     _unknown(raw, _LINE_KEYS, where)
@@ -135,11 +166,7 @@ def _line(raw: Any, where: str, first: bool) -> Line:
         raise ScenarioError(f"{where}: the first line must be placed with at or gap")
     value = _number(raw, trigger, where, lo=0.0, hi=3600.0)
     timeout = _number(raw, "timeout", where, lo=0.5, hi=120.0) if "timeout" in raw else 8.0
-    voice = Voice(
-        name=str(raw.get("voice", "en-us")),
-        wpm=int(_number(raw, "wpm", where, lo=80, hi=400)) if "wpm" in raw else 160,
-        pitch=int(_number(raw, "pitch", where, lo=0, hi=99)) if "pitch" in raw else 50,
-    )
+    voice = _voice(raw, where, default_voice, "voice")
     gain = _number(raw, "gain_db", where, lo=-40.0, hi=12.0) if "gain_db" in raw else 0.0
     return Line(text.strip(), expect, trigger, value, timeout, voice, gain)
 
@@ -156,8 +183,17 @@ def parse(data: dict[str, Any], source: Path | None = None) -> Scenario:
     raw_lines = data.get("line")
     if not isinstance(raw_lines, list) or not raw_lines:
         raise ScenarioError(f"{where}: a scenario needs at least one [[line]]")
+    default_voice = Voice()
+    if "voice" in data:
+        v = data["voice"]
+        if not isinstance(v, dict):
+            raise ScenarioError(f"{where}: voice must be a table ([voice] with name, wpm, "
+                                "pitch)")
+        _unknown(v, _VOICE_KEYS, f"{where}, voice")
+        default_voice = _voice(v, f"{where}, voice", default_voice, "name")
     lines = tuple(
-        _line(raw, f"{where}, line {i + 1}", first=(i == 0)) for i, raw in enumerate(raw_lines)
+        _line(raw, f"{where}, line {i + 1}", first=(i == 0), default_voice=default_voice)
+        for i, raw in enumerate(raw_lines)
     )
     echo = noise = video = None
     if "echo" in data:
@@ -176,20 +212,7 @@ def parse(data: dict[str, Any], source: Path | None = None) -> Scenario:
         noise = Noise(n["kind"], _number(n, "level_db", f"{where}, noise", lo=-90.0, hi=-6.0),
                       int(n.get("seed", 0)))
     if "video" in data:
-        v = data["video"]
-        _unknown(v, {"scene", "file", "fps"}, f"{where}, video")
-        scene, file = v.get("scene"), v.get("file")
-        if (scene is None) == (file is None):
-            raise ScenarioError(f"{where}: video needs exactly one of scene or file")
-        if scene is not None and scene not in SCENES:
-            raise ScenarioError(f"{where}: video scene must be one of {', '.join(SCENES)}")
-        path = None
-        if file is not None:
-            path = Path(file)
-            if not path.is_absolute() and source is not None:
-                path = source.parent / path
-        fps = _number(v, "fps", f"{where}, video", lo=0.2, hi=30.0) if "fps" in v else 2.0
-        video = Video(scene, path, fps)
+        video = _video(data["video"], where, source)
     return Scenario(
         name=name,
         category=category,
@@ -210,6 +233,55 @@ def parse(data: dict[str, Any], source: Path | None = None) -> Scenario:
     )
 
 
+def photos_dir() -> Path:
+    """The photographs shipped with the benchmark (app/bench/photos, see its README)."""
+    return Path(str(resources.files("app.bench") / "photos"))
+
+
+def photo_names() -> list[str]:
+    return sorted(p.stem for p in photos_dir().glob("*.jpg"))
+
+
+def _photo(value: Any, where: str, source: Path | None) -> Path:
+    """A shipped photograph by name ("coffee"), or an image file beside the scenario."""
+    if not isinstance(value, str) or not value:
+        raise ScenarioError(f"{where}: photo must be a string")
+    if Path(value).suffix.lower() not in PHOTO_SUFFIXES:
+        path = photos_dir() / f"{value}.jpg"
+        if not path.is_file():
+            raise ScenarioError(f"{where}: no shipped photo {value!r}; the shipped ones are "
+                                f"{', '.join(photo_names())}, or give an image file "
+                                f"({', '.join(PHOTO_SUFFIXES)})")
+        return path
+    path = Path(value)
+    if not path.is_absolute() and source is not None:
+        path = source.parent / path
+    if not path.is_file():
+        raise ScenarioError(f"{where}: photo file {path} does not exist")
+    return path
+
+
+def _video(v: Any, where: str, source: Path | None) -> Video:
+    where = f"{where}, video"
+    if not isinstance(v, dict):
+        raise ScenarioError(f"{where}: video must be a table")
+    _unknown(v, {"scene", "file", "photo", "fps"}, where)
+    given = [k for k in ("scene", "file", "photo") if k in v]
+    if len(given) != 1:
+        raise ScenarioError(f"{where}: video needs exactly one of scene, file or photo")
+    scene = v.get("scene")
+    if scene is not None and scene not in SCENES:
+        raise ScenarioError(f"{where}: video scene must be one of {', '.join(SCENES)}")
+    path = None
+    if "file" in v:
+        path = Path(str(v["file"]))
+        if not path.is_absolute() and source is not None:
+            path = source.parent / path
+    photo = _photo(v["photo"], where, source) if "photo" in v else None
+    fps = _number(v, "fps", where, lo=0.2, hi=30.0) if "fps" in v else 2.0
+    return Video(scene, path, fps, photo)
+
+
 def load(path: Path) -> Scenario:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -218,9 +290,14 @@ def load(path: Path) -> Scenario:
     return parse(data, path)
 
 
-def builtin_dir() -> Path:
-    """The scenarios shipped inside the package (app/bench/scenarios), found through it."""
-    return Path(str(resources.files("app.bench") / "scenarios"))
+def builtin_dir(which: str = "default") -> Path:
+    """A set of scenarios shipped inside the package, found through it: the default set
+    (app/bench/scenarios) or the harder one (app/bench/scenarios/hard)."""
+    if which not in SETS:
+        raise ScenarioError(f"no built-in scenario set {which!r}; the sets are "
+                            f"{', '.join(SETS)}")
+    folder = Path(str(resources.files("app.bench") / "scenarios"))
+    return folder if which == "default" else folder / which
 
 
 def load_dir(folder: Path) -> list[Scenario]:

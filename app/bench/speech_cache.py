@@ -58,6 +58,52 @@ def check_tools() -> None:
         )
 
 
+class UnknownVoice(ValueError):
+    """A scenario asks for a voice espeak-ng does not have."""
+
+
+def _listed(args: list[str]) -> list[list[str]]:
+    done = subprocess.run(["espeak-ng", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SpeechUnavailable(f"espeak-ng {' '.join(args)} failed ({done.returncode}): "
+                                f"{done.stderr.strip()[:300]}")
+    return [line.split() for line in done.stdout.splitlines()[1:] if line.split()]
+
+
+def espeak_voices() -> tuple[set[str], set[str]]:
+    """The languages espeak-ng speaks (en-us, en-gb-scotland, ...) and its variants (f3).
+
+    Listed rather than tried: espeak-ng refuses an unknown language, but ignores an
+    unknown variant and speaks in its default voice, which would make a scenario that
+    asks for another voice silently test the usual one.
+    """
+    check_tools()
+    # Columns: priority, language, age/gender, voice name, file, other languages.
+    languages = {row[1] for row in _listed(["--voices"]) if len(row) >= 5
+                 and not row[4].startswith("mb/")}  # MBROLA voices need a separate package
+    variants = {row[4].removeprefix("!v/") for row in _listed(["--voices=variant"])
+                if len(row) >= 5}
+    return languages, variants
+
+
+def check_voices(wanted: dict[str, list[str]]) -> None:
+    """Raise UnknownVoice when espeak-ng lacks a voice of `wanted` (voice name -> where
+    it is asked for, e.g. scenario names), naming each and where, before anything runs."""
+    languages, variants = espeak_voices()
+    bad = []
+    for name, where in sorted(wanted.items()):
+        language, _, variant = name.partition("+")
+        if language not in languages or (variant and variant not in variants):
+            bad.append(f"{name!r} (in {', '.join(sorted(set(where)))})")
+    if bad:
+        english = sorted(v for v in languages if v.startswith("en"))
+        raise UnknownVoice(
+            f"espeak-ng has no voice {'; '.join(bad)}. English ones here: "
+            f"{', '.join(english)}; a variant after + is one of `espeak-ng "
+            "--voices=variant` (f1-f5, m1-m7, ...)"
+        )
+
+
 class SpeechCache:
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder or default_cache_dir()

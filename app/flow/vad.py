@@ -7,6 +7,13 @@ recommended gap). Times are on the session clock: an onset is stamped with the s
 its first speech window, an offset with the end of its last one. A single window scored
 above `strong_threshold` is an onset by itself. What an onset or an
 offset *means* (end of turn, barge-in, backchannel) is the duplex controller's business.
+
+A window counts as the user's speech only when its level says so too: near the user's
+own level, learned as they talk, or clearly above the room's (speech_level.py). Far-off
+talkers score as speech to silero; without this, background babble at -38 dBFS kept the
+user's turn open for as long as it went on. Speech that silero still hears but that has
+fallen to the room's level ends after `min_quiet_ms`, longer than `min_silence_ms`, so
+that a soft syllable does not split the user's speech.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import enum
 from dataclasses import dataclass
 
 import numpy as np
+
+from app.flow.speech_level import Level, SpeechLevel
 
 WINDOW = 512
 RATE = 16000
@@ -41,7 +50,9 @@ class VoiceActivity:
         strong_threshold: float = 0.8,
         min_speech_ms: float = 64.0,
         min_silence_ms: float = 96.0,
+        min_quiet_ms: float = 192.0,
         model=None,
+        level: SpeechLevel | None = None,
     ) -> None:
         import torch
 
@@ -57,6 +68,12 @@ class VoiceActivity:
         self.off_threshold = max(0.05, threshold - 0.15)
         self._need_speech = max(1, round(min_speech_ms / 1000 / WINDOW_SECONDS))
         self._need_silence = max(1, round(min_silence_ms / 1000 / WINDOW_SECONDS))
+        # Speech that silero still hears but that fell to the room's level (below the
+        # user's floor) ends the user's speech after this longer run: a soft syllable
+        # dips for less, and the end of a turn is timed from the last speech anyway.
+        self._need_quiet = max(self._need_silence,
+                               round(min_quiet_ms / 1000 / WINDOW_SECONDS))
+        self._quiet_run = 0  # windows in a row without the user's speech, for any reason
         self._pending = np.zeros(0, dtype=np.float32)
         self._pending_t = 0.0
         self.speaking = False
@@ -64,6 +81,9 @@ class VoiceActivity:
         self._run_start = 0.0  # where that run began
         self._last_speech_end = 0.0
         self.last_probability = 0.0
+        # The user's own level: quieter voices (the room's) are not their speech.
+        self.level = level if level is not None else SpeechLevel()
+        self.last_level: Level | None = None
 
     @property
     def speech_until(self) -> float | None:
@@ -79,7 +99,8 @@ class VoiceActivity:
         self._model.reset_states()
         self._pending = np.zeros(0, dtype=np.float32)
         self.speaking = False
-        self._run = 0
+        self._run = self._quiet_run = 0
+        self.level.reset()
 
     def feed(self, samples: np.ndarray, t: float) -> list[VadEvent]:
         """Score 16 kHz mono `samples` starting at session time `t`; return new events."""
@@ -92,9 +113,9 @@ class VoiceActivity:
         window_t = self._pending_t
         with self._torch.inference_mode():
             for start in range(0, whole, WINDOW):
-                chunk = self._torch.from_numpy(buf[start : start + WINDOW].copy())
-                prob = float(self._model(chunk, RATE))
-                event = self._decide(prob, window_t)
+                window = buf[start : start + WINDOW].copy()
+                prob = float(self._model(self._torch.from_numpy(window), RATE))
+                event = self._decide(prob, window_t, self.level.measure(window))
                 if event is not None:
                     events.append(event)
                 window_t += WINDOW_SECONDS
@@ -102,11 +123,12 @@ class VoiceActivity:
         self._pending_t = window_t
         return events
 
-    def _decide(self, prob: float, window_t: float) -> VadEvent | None:
+    def _decide(self, prob: float, window_t: float, level: Level) -> VadEvent | None:
         self.last_probability = prob
+        self.last_level = level
         window_end = window_t + WINDOW_SECONDS
         if not self.speaking:
-            if prob >= self.threshold:
+            if prob >= self.threshold and self.level.starts(level):
                 if self._run == 0:
                     self._run_start = window_t
                 self._run += 1
@@ -114,17 +136,22 @@ class VoiceActivity:
                     self.speaking = True
                     self._run = 0
                     self._last_speech_end = window_end
+                    self.level.learn(level)
                     return VadEvent(VadKind.ONSET, self._run_start, window_end)
             else:
                 self._run = 0
             return None
-        if prob < self.off_threshold:
-            self._run += 1
-            if self._run >= self._need_silence:
-                self.speaking = False
-                self._run = 0
-                return VadEvent(VadKind.OFFSET, self._last_speech_end, window_end)
-        else:
-            self._run = 0
+        loud_enough = self.level.holds(level)
+        if prob >= self.threshold and loud_enough:
+            self.level.learn(level)
+        silent = prob < self.off_threshold
+        self._run = self._run + 1 if silent else 0
+        self._quiet_run = self._quiet_run + 1 if silent or not loud_enough else 0
+        if self._quiet_run == 0:
             self._last_speech_end = window_end
+        if self._run >= self._need_silence or self._quiet_run >= self._need_quiet:
+            self.speaking = False
+            self._run = self._quiet_run = 0
+            self.level.stretch_ended()
+            return VadEvent(VadKind.OFFSET, self._last_speech_end, window_end)
         return None
