@@ -477,3 +477,20 @@ def test_the_player_suits_the_backend_a_live_stream_and_the_cushion_it_asks_for(
     turns = Player(RATE)
     turns.suit(spec(native_duplex=False))
     assert not turns.live
+
+
+def test_a_live_streams_sound_ends_where_the_resampler_has_given_all_of_it():
+    """The resampler keeps its look-ahead back: the last ms of a chunk come out with the
+    next one. A run's end is placed after them (a mute lifted at the written position let
+    them be heard: a click after a barge-in)."""
+    from app.flow.resample import StreamResampler
+
+    player = Player(48000, prebuffer_seconds=0.0, live=True, resampler_factory=StreamResampler)
+    player.write(SpeechChunk(np.full(RATE // 4, 0.5, np.float32), RATE, 1, 0))
+    written, end = player.written_position, player.stream_position
+    assert end > written
+    player.write(SpeechChunk(np.zeros(RATE // 4, np.float32), RATE, 1, 1))
+    ring = np.zeros(player.written_position, np.float32)
+    player._ring.read_into(ring)
+    assert np.abs(ring[written:end]).max() > 0.1  # the chunk's last sound, given late
+    assert not ring[end:].any()  # then silence, the filter's ringing included

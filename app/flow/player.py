@@ -275,6 +275,16 @@ class Player:
         """Ring position one past the newest queued sample (the writer's side)."""
         return self._ring.write_pos
 
+    @property
+    def stream_position(self) -> int:
+        """Ring position one past the end of all that was written, as it will be heard:
+        with what a live stream's resampler still owes (its look-ahead, some ms of the
+        last chunk, which come out with the next). A run of speech ends there, not at
+        `written_position`: a mute lifted at the latter let its last ms be heard."""
+        with self._write_lock:
+            owed = sum(getattr(r, "owed", lambda: 0)() for r in self._resamplers.values())
+            return self._ring.write_pos + owed
+
     def end_response(self, response_id: int) -> None:
         """The backend finished this response: silence after it is not an underrun.
 

@@ -141,6 +141,15 @@ class StreamResampler:
         top = n_in * self.up - 1 - self._c
         return top // self.down + 1 if top >= 0 else 0
 
+    def owed(self) -> int:
+        """Outputs not yet returned that the input received so far still reaches (its last
+        sample reaches half the filter past its own place): how far past what was
+        returned the stream's sound so far goes."""
+        if self.consumed == 0 or self.identity:
+            return 0
+        last = (self._c + (self.consumed - 1) * self.up) // self.down
+        return max(0, last + 1 - self.produced)
+
     # --- streaming ----------------------------------------------------------------------
 
     def process(self, chunk: np.ndarray) -> np.ndarray:

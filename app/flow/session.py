@@ -907,7 +907,7 @@ class Session:
 
     def _native_run_ended(self, rid: int) -> None:
         """Worker side: a run of speech is over (its end is queued up to here)."""
-        self._inbox.append(("done", (rid, self.player.written_position)))
+        self._inbox.append(("done", (rid, self.player.stream_position)))
         self.events.emit(EventKind.METRICS, self._now, summary=self.metrics.summary())
         with self._interrupt_lock:
             self._generated.add(rid)
