@@ -264,6 +264,13 @@ class Player:
         if sound.size:
             self._quiet_from = ring.write_pos + int(sound[-1]) + 1
 
+    def skip(self, chunk: SpeechChunk) -> None:
+        """A chunk of the model's stream that will not be written (its run was cut by a
+        barge-in): the stream's time moves on all the same, and the pace must know it, or
+        the next run's units look late by all that was skipped."""
+        with self._write_lock:
+            self._offered += round(np.size(chunk.audio) * self.output_rate / chunk.sample_rate)
+
     def _adapt_prebuffer(self) -> None:
         """Between responses: shrink the prebuffer slowly after a response ran clean."""
         if self.underruns == self._underruns_at_response_start:

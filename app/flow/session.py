@@ -890,7 +890,9 @@ class Session:
             if chunk is not None:
                 with self._interrupt_lock:
                     interrupted = rid in self._interrupted
-                if not interrupted and self.player.write(chunk):
+                if interrupted:
+                    self.player.skip(chunk)
+                elif self.player.write(chunk):
                     self.metrics.speech_generated(len(chunk.audio) / chunk.sample_rate, 0.0)
             if frame.text:
                 self.events.emit(EventKind.TEXT, self._now, text=frame.text, response=rid)
