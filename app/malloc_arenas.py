@@ -26,6 +26,7 @@ import ctypes.util
 import logging
 import os
 from collections.abc import Callable, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +34,21 @@ M_ARENA_MAX = -8  # glibc's <malloc.h>
 ARENAS = 1
 
 
-def _load_mallopt() -> Callable[[int, int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
+def glibc_function(name: str, argtypes: list[Any], restype: Any) -> Any | None:
+    """glibc's function `name`, typed; None where there is no glibc (no C library found,
+    or another one: musl has a `mallopt` that does nothing, and no `malloc_trim`)."""
+    library = ctypes.util.find_library("c")
+    if library is None:
         return None
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-        # musl has a mallopt that does nothing; only glibc has malloc_trim beside it.
-        libc.malloc_trim  # noqa: B018
+        libc = ctypes.CDLL(library)
+        libc.malloc_trim  # noqa: B018 - glibc's own: the mark of glibc
+        function = getattr(libc, name)
     except (OSError, AttributeError):
         return None
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return mallopt
+    function.argtypes = argtypes
+    function.restype = restype
+    return function
 
 
 def user_chose(environ: Mapping[str, str]) -> bool:
@@ -63,7 +65,8 @@ def cap_malloc_arenas(
     a thread that already has an arena keeps it."""
     if user_chose(os.environ if environ is None else environ):
         return False
-    setter = _load_mallopt() if mallopt is True else (mallopt or None)
+    setter = (glibc_function("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
+              if mallopt is True else (mallopt or None))
     if setter is None:
         return False
     if setter(M_ARENA_MAX, arenas) != 1:  # mallopt returns 1 on success

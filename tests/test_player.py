@@ -377,24 +377,33 @@ def _live_units(player: Player, now: list[float], units: list[tuple[bool, float]
         t += BLOCK / RATE
 
 
+def _played_units(units: list[tuple[bool, float]], *, flush_before: int | None = None,
+                  first_factor: float | None = None, learns: bool = True) -> Player:
+    """A live player with a 150 ms cushion, after `_live_units` played `units` through it;
+    `first_factor` and `learns` set its pace otherwise, to show what the pace is for."""
+    now = [0.0]
+    player = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
+    if first_factor is not None:
+        player._pace.first_factor = first_factor
+    if not learns:
+        player._pace._sound = deque(maxlen=0)  # each run starts on its own lag
+    _live_units(player, now, units, flush_before)
+    return player
+
+
 # Listening units cost next to nothing; a turn's first unit less than the ones after.
 FIRST_ANSWER = [(False, 0.02)] * 3 + [(True, 0.30), (True, 0.50), (True, 0.45)] \
     + [(False, 0.02)] * 2
 
 
 def test_a_live_run_of_long_units_waits_until_later_units_can_keep_up():
-    now = [0.0]
-    player = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
-    _live_units(player, now, FIRST_ANSWER)
+    player = _played_units(FIRST_ANSWER)
     assert player.underruns == 0
     # Its lag over the listening units' (0.28 s) again: the first guess at 2x.
     assert player.paced_runs == 1 and player.paced_seconds == pytest.approx(0.28, abs=0.01)
     # Sized as a fixed cushion after the first unit (the pace's first guess at 1x), the
     # unit 0.2 s later than the first ran the speech dry.
-    now = [0.0]
-    fixed = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
-    fixed._pace.first_factor = 1.0
-    _live_units(fixed, now, FIRST_ANSWER)
+    fixed = _played_units(FIRST_ANSWER, first_factor=1.0)
     assert fixed.underruns == 1
 
 
@@ -402,15 +411,9 @@ def test_a_later_run_is_paced_by_the_lags_the_stream_has_shown_with_silence_befo
     """The stream plays on through the listening units (silence queued), so the run that
     starts cheaply is held back by more silence, as late as the answers before ran."""
     second = [(True, 0.10), (True, 0.50), (False, 0.02)]
-    now = [0.0]
-    player = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
-    _live_units(player, now, FIRST_ANSWER + second)
+    player = _played_units(FIRST_ANSWER + second)
     assert player.underruns == 0 and player.paced_runs == 2
-    now = [0.0]
-    fixed = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
-    fixed._pace.first_factor = 1.0
-    fixed._pace._sound = deque(maxlen=0)  # never learns: each run starts on its own lag
-    _live_units(fixed, now, FIRST_ANSWER + second)
+    fixed = _played_units(FIRST_ANSWER + second, first_factor=1.0, learns=False)
     assert fixed.underruns >= 1
 
 
@@ -418,14 +421,9 @@ def test_a_run_landing_in_queued_silence_is_held_back_by_more_silence():
     """A fast backend: the listening units' silence is still playing when the run comes
     (0.1 s late, under the stream's 0.17 s), so it is held back by silence written first."""
     units = [(False, 0.02)] * 3 + [(True, 0.10), (True, 0.28), (True, 0.2)] + [(False, 0.02)]
-    now = [0.0]
-    player = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
-    _live_units(player, now, units)
+    player = _played_units(units)
     assert player.underruns == 0 and player.paced_runs == 1
-    now = [0.0]
-    fixed = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
-    fixed._pace.first_factor = 1.0
-    _live_units(fixed, now, units)
+    fixed = _played_units(units, first_factor=1.0)
     assert fixed.underruns == 1
 
 
@@ -434,9 +432,7 @@ def test_the_pace_measures_the_models_stream_through_a_barge_in_and_its_own_padd
     silence the player padded in did not: lags stay the model's (about 0.3-0.5 s)."""
     units = FIRST_ANSWER[:5] + [(False, 0.02)] * 3 \
         + [(True, 0.30), (True, 0.45), (True, 0.6), (False, 0.02), (True, 0.05), (True, 0.3)]
-    now = [0.0]
-    player = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
-    _live_units(player, now, units, flush_before=5)
+    player = _played_units(units, flush_before=5)
     assert player.underruns == 0
     # The last run landed in queued silence and was padded (0.58 + 0.15 - 0.03 s ahead
     # of it, about 0.1 s more than was queued); its second unit is 0.28 s late all the same.
@@ -452,14 +448,9 @@ def test_a_long_answer_after_short_ones_is_paced_by_its_own_first_unit_too():
     lag, doubled, holds it back as well."""
     units = [(False, 0.02)] * 2 + [(True, 0.30)] + [(False, 0.02)] * 2 \
         + [(True, 0.24), (True, 0.35), (True, 0.50), (False, 0.02)]
-    now = [0.0]
-    player = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
-    _live_units(player, now, units)
+    player = _played_units(units)
     assert player.underruns == 0
-    now = [0.0]
-    learned_only = make_player(prebuffer_seconds=0.15, live=True, clock=lambda: now[0])
-    learned_only._pace.first_factor = 1.0
-    _live_units(learned_only, now, units)
+    learned_only = _played_units(units, first_factor=1.0)
     assert learned_only.underruns == 1
 
 

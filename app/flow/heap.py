@@ -24,7 +24,6 @@ from one sample to the next. A leak shows in the kept memory; the benchmark gate
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import time
 from collections import deque
@@ -32,23 +31,15 @@ from collections.abc import Callable
 
 import psutil
 
+from app.malloc_arenas import glibc_function
+
 log = logging.getLogger(__name__)
 
 TRIM_EVERY_SECONDS = 10.0
 
 
 def _load_malloc_trim() -> Callable[[int], int] | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        libc = ctypes.CDLL(name)
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-    trim.argtypes = [ctypes.c_size_t]
-    trim.restype = ctypes.c_int
-    return trim
+    return glibc_function("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
 
 
 class HeapTrimmer:
