@@ -88,8 +88,6 @@ class PlayerStats:
     dropped_chunks: int
     overflow_samples: int
     queued_seconds: float
-    paced_runs: int = 0
-    paced_seconds: float = 0.0
 
 
 class Player:
@@ -511,6 +509,4 @@ class Player:
             dropped_chunks=self._dropped_chunks,
             overflow_samples=self._overflow_samples,
             queued_seconds=self._ring.available / self.output_rate,
-            paced_runs=self.paced_runs,
-            paced_seconds=self.paced_seconds,
         )

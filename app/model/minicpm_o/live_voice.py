@@ -142,6 +142,7 @@ class LiveVoice:
                 voiced.ends_turn = True
             self._in_turn = False
         voiced.speech = self._chunk(speech, text) if speech.size else None
+        self.spoken_seconds += speech.size / SAMPLE_RATE
         voiced.silence = self._make_up(speech.size)
         return voiced
 
@@ -172,7 +173,6 @@ class LiveVoice:
     def _make_up(self, heard: int) -> SpeechChunk | None:
         """The silence that makes a unit with `heard` samples of speech up to its second,
         less what earlier units yielded beyond theirs."""
-        self.spoken_seconds += heard / SAMPLE_RATE
         short = self.unit_samples - heard - self._ahead
         self._ahead = max(0, -short)
         return self._chunk(np.zeros(short, np.float32), "") if short > 0 else None
