@@ -17,8 +17,10 @@ BLOCK = 240  # 10 ms
 
 
 def make_player(rate: int = RATE, **kwargs) -> Player:
-    """A player that starts at once (no jitter cushion) unless a test asks for one."""
+    """A player that starts at once (no jitter cushion, no margin on an answer's paced
+    start) unless a test asks for one."""
     kwargs.setdefault("prebuffer_seconds", 0.0)
+    kwargs.setdefault("start_margin_seconds", 0.0)
     return Player(rate, **kwargs)
 
 

@@ -40,6 +40,10 @@ RESULTS_JSON = "results.json"
 RESULTS_TXT = "results.txt"
 DEFAULT_END_OF_TURN = 0.6  # DuplexConfig's default; read from it at run time
 TURN_MODEL_COMPUTE = 0.15  # the end-of-turn model's compute budget (app/bench/turn.py)
+# The tiny model's answers: about 3 s of speech (150 codes) on 10 text tokens, a real
+# answer's ratio (50 codes and 3.3 tokens a second); its random weights would stop at once.
+ANSWER_TOKENS = 10
+ANSWER_CODES = 150
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,9 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unit-ms", type=int, default=None,
                         help="the backend's unit length (default: the family's own; "
                              "Qwen2.5-Omni 1000, Moshi 80)")
-    parser.add_argument("--answer-tokens", type=int, default=140,
-                        help="tiny model only: minimum answer length in tokens (its "
-                             "talker makes about 50 codes a second: 140 is ~3 s of speech)")
+    parser.add_argument("--answer-tokens", type=int, default=ANSWER_TOKENS,
+                        help="tiny model only: minimum answer length in text tokens")
+    parser.add_argument("--answer-codes", type=int, default=ANSWER_CODES,
+                        help="tiny model only: minimum answer length in speech codes (50 a "
+                             "second: 150 is 3 s of speech)")
     parser.add_argument("--end-of-turn-silence", type=float, default=None,
                         help="override the duplex controller's end-of-turn silence (s); "
                              "with the end-of-turn model, its cap")
@@ -119,8 +125,10 @@ def make_backend(args: argparse.Namespace, tmp: Path) -> Backend:
         from app.model.qwen_omni.tiny import build_tiny
 
         family = "qwen2.5-omni"
-        folder = build_tiny(tmp / "tiny", min_answer_tokens=args.answer_tokens)
-        description = f"tiny Qwen2.5-Omni, random weights, {args.answer_tokens}-token answers"
+        folder = build_tiny(tmp / "tiny", min_answer_tokens=args.answer_tokens,
+                            answer_codes=args.answer_codes)
+        description = (f"tiny Qwen2.5-Omni, random weights, answers of {args.answer_tokens}+ "
+                       f"tokens and {args.answer_codes / 50:g}+ s of speech")
     options = ConversationOptions(model=ModelSource(local_dir=folder),
                                   persona=Persona("bench", ""), family=family,
                                   quant=Quant(args.quant), unit_ms=args.unit_ms)

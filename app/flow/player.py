@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from app.flow.answer_pace import AnswerPace
 from app.flow.live_pace import LivePace
 from app.flow.spsc_ring import SpscRing
 from app.model.contract import BackendSpec, SpeechChunk
@@ -105,6 +106,7 @@ class Player:
         reference_seconds: float = 5.0,
         prebuffer_seconds: float = 0.15,
         max_prebuffer_seconds: float = 1.5,
+        start_margin_seconds: float = 0.03,
         resampler_factory: ResamplerFactory | None = None,
         clock: Callable[[], float] = time.monotonic,
         live: bool = False,
@@ -154,6 +156,12 @@ class Player:
         # see when it decided. (A flag the callback cleared could undo a writer's set.)
         self._cushion_at = -1
         self._underruns_at_response_start = 0
+        # Turn-based answers: how late their chunks come on this machine (answer_pace.py),
+        # and (ring position, arrival, wait) of the answer that started in an empty ring:
+        # it plays `wait` after it arrived, once answers have been measured.
+        self._answer_pace = AnswerPace(most=max_prebuffer_seconds)
+        self._start_margin = start_margin_seconds
+        self._start_wait: tuple[int, float, float] = (-1, 0.0, 0.0)
         # Set by the callback when a response ran dry; counted as an underrun by write()
         # if the same response goes on (a gap inside speech), forgotten if it ended.
         self._starving = False
@@ -181,14 +189,18 @@ class Player:
         self.silenced_at = 0.0
         self._sounding = False
 
-    def suit(self, spec: BackendSpec) -> None:
-        """Play as this backend speaks: one live stream for a native-duplex model, and the
-        cushion it asks for (a server's speech comes less evenly). Before playback."""
+    def suit(self, spec: BackendSpec, answer_pace: AnswerPace | None = None) -> None:
+        """Play as this backend speaks: one live stream for a native-duplex model, the
+        cushion it asks for (a server's speech comes less evenly), and the pace its answers
+        showed before (answer_pace.pace_of). Before playback."""
         self.live = spec.native_duplex
+        if answer_pace is not None:
+            self._answer_pace = answer_pace
         if spec.playback_cushion_ms is not None:
             asked = round(spec.playback_cushion_ms * self.output_rate / 1000)
             self._min_prebuffer = max(self._min_prebuffer, asked)
             self.prebuffer = max(self.prebuffer, asked)
+            self._start_margin = max(self._start_margin, spec.playback_cushion_ms / 1000)
 
     # ----------------------------------------------------------------- writers
     def write(self, chunk: SpeechChunk) -> bool:
@@ -212,6 +224,7 @@ class Player:
             self._starving = False
             self._starving_quiet = False
             self._starved_samples = 0
+            wait: float | None = None  # a turn-based answer's paced start (see below)
             if self.live:
                 # One stream: a cushion at its start and after a flush, not per response.
                 starts = not self._expecting_more
@@ -219,10 +232,17 @@ class Player:
                 starts = chunk.response_id != self._open_response
                 if starts:
                     self._adapt_prebuffer()
+                    self._answer_pace.close()  # the one before, if its end never came
+                lead = self._answer_pace.lead()
+                wait = None if lead is None else lead + self._start_margin
+                arrival = self._clock()
+                self._answer_pace.chunk(arrival, len(samples) / self.output_rate)
             ring = self._ring
             # Empty once a pending flush is honoured: what it drops does not cushion.
             empty = ring.write_pos == max(ring.read_pos, self._flush_to)
             if starts and empty:
+                if not self.live and wait is not None:
+                    self._start_wait = (ring.write_pos, arrival, wait)
                 self._cushion_at = ring.write_pos
             if self.live:
                 self._pace_live(samples, empty, offered)
@@ -301,6 +321,7 @@ class Player:
                 self._expecting_more = False
                 self._starving = False  # it ended: the silence was not a gap
                 self._starved_samples = 0
+                self._answer_pace.close()
             self._resamplers.pop(response_id, None)
 
     def flush(self) -> None:
@@ -312,6 +333,7 @@ class Player:
             self._starving = False
             self._starved_samples = 0
             self._resamplers.clear()
+            self._answer_pace.close()  # a cut answer: how late it came so far counts
             self._flush_to = self._ring.write_pos
 
     def pause(self) -> None:
@@ -370,7 +392,7 @@ class Player:
             mono.fill(0.0)
             got = 0
         elif (cushion_at == ring.read_pos and expecting
-              and not self._cushion_ready(queued, float(time_info.currentTime)
+              and not self._cushion_ready(queued, cushion_at, float(time_info.currentTime)
                                           + self._stream_offset)):
             mono.fill(0.0)  # gathering a cushion before (re)starting
             got = 0
@@ -403,8 +425,12 @@ class Player:
             self.reference_overflows += 1  # nobody drains it: keep playing regardless
         self.reference_mark = (mark, dac_time)
 
-    def _cushion_ready(self, queued: int, now: float) -> bool:
+    def _cushion_ready(self, queued: int, cushion_at: int, now: float) -> bool:
         """Callback side: whether playback may (re)start with `queued` samples at `now`."""
+        if not self.live:
+            at, arrived_at, wait = self._start_wait
+            if at == cushion_at:  # an answer's start, paced (not a restart after a gap)
+                return queued > 0 and (wait <= 0.0 or now - arrived_at >= wait)
         if self.live:
             arrived_at, length, wait = self._arrived
             if length >= self.prebuffer > 0:

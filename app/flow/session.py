@@ -41,6 +41,7 @@ import numpy as np
 
 from app.capture.silence import SilenceSource
 from app.flow import exit_guard
+from app.flow.answer_pace import pace_of
 from app.flow.cpu import limit_model_threads
 from app.flow.device_keeper import DeviceKeeper
 from app.flow.duplex import Action, DuplexConfig, DuplexController, DuplexState
@@ -164,7 +165,7 @@ class Session:
         )
         self.controller = DuplexController(self.config.duplex, native_duplex=spec.native_duplex)
         self.native = spec.native_duplex
-        player.suit(spec)  # a native model's output is one steady stream
+        player.suit(spec, pace_of(backend))  # a native model's: one steady stream
         self._runs = RunReader()  # worker side: a native model's runs of speech
         self._spoken = SpokenText(player)  # listener side: words as they are heard
         self._played = PlayedReporter(backend, player)  # polled by the listener: played.py

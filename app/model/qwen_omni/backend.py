@@ -154,8 +154,15 @@ class QwenOmniBackend:
             self.answer_config = dataclasses.replace(
                 self.answer_config,
                 min_answer_tokens=max(self.answer_config.min_answer_tokens, meta_min),
-                min_codes=max(self.answer_config.min_codes, meta_min + 1),
+                min_codes=max(self.answer_config.min_codes, meta_min + 1,
+                              self._loaded.answer_codes),
             )
+        if self._loaded.answer_codes and meta_min:
+            # Speech that long on that much text (tiny.py): the random thinker, which never
+            # picks its stop token, ends its text there, as a real answer's would end.
+            self.answer_config = dataclasses.replace(
+                self.answer_config,
+                max_answer_tokens=min(self.answer_config.max_answer_tokens, meta_min))
 
     def _vram_gib(self, loaded: loader.Loaded) -> dict[Quant, float]:
         """GiB this checkpoint needs per quantization at this conversation's context, from

@@ -42,6 +42,7 @@ class Loaded:
     dtype: torch.dtype
     quant: Quant
     min_answer_tokens: int  # from duetto.json (tiny models); 0 for real checkpoints
+    answer_codes: int = 0  # from duetto.json (tiny models): the shortest answer's speech
     flow_steps: int | None = None  # token2wav's ODE steps from duetto.json (tiny models)
     plan: Plan | None = None  # the memory plan it was loaded under (memory_plan.py)
     placement: Placement | None = None
@@ -141,6 +142,7 @@ def load(
         dtype=placement.float_dtype,
         quant=q,
         min_answer_tokens=int(meta.get("min_answer_tokens", 0) or 0),
+        answer_codes=int(meta.get("answer_codes", 0) or 0),
         flow_steps=int(meta["flow_steps"]) if meta.get("flow_steps") else None,
         plan=sized.plan,
         placement=placement,

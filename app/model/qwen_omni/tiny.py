@@ -241,10 +241,22 @@ def _make_audible(model, seed: int) -> None:
             t2w.code2wav_bigvgan_model.conv_post.weight.mul_(_TARGET_RMS / rms)
 
 
-def build_tiny(folder: Path, *, min_answer_tokens: int = 8, seed: int = 0) -> Path:
-    """Write a loadable tiny Qwen2.5-Omni checkpoint into `folder` and return it."""
+def build_tiny(folder: Path, *, min_answer_tokens: int = 8, seed: int = 0,
+               answer_codes: int = 0) -> Path:
+    """Write a loadable tiny Qwen2.5-Omni checkpoint into `folder` and return it.
+
+    Its random weights would stop an answer at once: `min_answer_tokens` sets the
+    shortest answer's text, and its speech lasts as many codes (20 ms each) and a little
+    more. `answer_codes`, when set, makes the speech at least that long on its own: a real
+    answer speaks about 15 codes per text token (50 codes, 3.3 tokens a second), and the
+    thinker runs in step with the talker until its text is done, so a tiny answer with a
+    code per token costs a thinker pass for every 20 ms of speech that a real one does
+    not (on a 2-core CPU a third of the answer's time).
+    """
     if min_answer_tokens < 1:
         raise ValueError("min_answer_tokens must be at least 1")
+    if answer_codes < 0:
+        raise ValueError("answer_codes must not be negative")
     from transformers.utils import logging as hf_logging
 
     # The tiny talker's vocabulary is smaller than the text ids its config names (as in
@@ -252,7 +264,7 @@ def build_tiny(folder: Path, *, min_answer_tokens: int = 8, seed: int = 0) -> Pa
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        return _build(Path(folder), min_answer_tokens, seed)
+        return _build(Path(folder), min_answer_tokens, seed, answer_codes)
     finally:
         hf_logging.set_verbosity(previous)
 
@@ -268,7 +280,7 @@ def make_tokenizer(special_ids: dict[str, int]):
     return Qwen2Tokenizer(vocab=vocab, merges=[], additional_special_tokens=specials)
 
 
-def _build(folder: Path, min_answer_tokens: int, seed: int) -> Path:
+def _build(folder: Path, min_answer_tokens: int, seed: int, answer_codes: int) -> Path:
     from transformers import Qwen2_5OmniForConditionalGeneration
 
     folder = Path(folder)
@@ -291,5 +303,7 @@ def _build(folder: Path, min_answer_tokens: int, seed: int) -> Path:
 
     meta = {"tiny": True, "min_answer_tokens": int(min_answer_tokens), "seed": int(seed),
             "flow_steps": TINY_FLOW_STEPS}
+    if answer_codes:
+        meta["answer_codes"] = int(answer_codes)
     (folder / DUETTO_META).write_text(json.dumps(meta, indent=1))
     return folder

@@ -4,6 +4,8 @@ transformers' Qwen2_5OmniToken2WavModel turns a whole code sequence into a wavef
 a DiT (flow matching, block-local attention) makes the mel spectrogram, BigVGAN makes
 the wave. Streaming here uses the same two modules on windows:
 
+* Chunks: small at first (OPENING_CODES), so the first sample comes early and each of
+  the next is ready before the one before it has played, then `chunk_codes` each.
 * DiT: each window starts on a DiT block boundary with `left_blocks` blocks of already
   decoded context on the left and, except at the end, `lookahead_codes` codes on the
   right. Only the window's new mel frames are kept. The starting noise is drawn once
@@ -27,7 +29,7 @@ oneDNN's primitive cache capped at 64 entries (+10 MB over 250 windows); with on
 off it stayed flat. So on a CPU every window that can be is one fixed length,
 `steady_frames`: a window may reach further left than `vocoder_context` (frames beyond
 the receptive field do not change the kept samples, and its right edge stays where it
-was, so the end of an answer is vocoded exactly), and the first two chunks' windows,
+was, so the end of an answer is vocoded exactly), and the opening chunks' windows,
 which start at the first frame, have fixed lengths of their own. With the layers cut to
 the kept frames, a shape is the window's length and the kept frames' place in it. A
 window of any other shape (the last one of an answer) runs with oneDNN off:
@@ -48,6 +50,14 @@ from transformers.models.qwen2_5_omni.modeling_qwen2_5_omni import RungeKutta4OD
 from app.model.qwen_omni import vocoder_span
 
 VOCODER_CONTEXT_FRAMES = 18
+# An answer's first chunks, in codes (20 ms each), before the steady `chunk_codes`. The
+# first sample must come early, and playing each chunk must leave time to make the next.
+# On one core of a 2-core CPU the tiny model's answer streams at about 4x real time: its
+# 6-, 12- and first 24-code chunks came 0.12-0.15, +0.07-0.09 and +0.17-0.20 s after the
+# answer began, each well before the audio ahead of it had played, so playback can start
+# on the first. After a 6-code first chunk a 24-code second one cannot be sustained that
+# way on a machine where the speech runs under 2.5x real time.
+OPENING_CODES = (6, 12)
 
 
 @contextmanager
@@ -72,7 +82,7 @@ class VoiceStream:
         speaker: dict,
         *,
         chunk_codes: int = 24,
-        first_chunk_codes: int = 6,
+        opening_codes: tuple[int, ...] = OPENING_CODES,
         lookahead_codes: int = 6,
         left_blocks: int = 1,
         vocoder_context: int = VOCODER_CONTEXT_FRAMES,
@@ -97,7 +107,9 @@ class VoiceStream:
         self.cond = speaker["cond"].to(self.device, self.dtype)
         self.ref_mel = speaker["ref_mel"].to(self.device, self.dtype)
         self.chunk_frames = chunk_codes * self.repeats
-        self.first_chunk_frames = first_chunk_codes * self.repeats
+        self.opening_frames = tuple(c * self.repeats for c in opening_codes)
+        if not self.opening_frames or min(self.opening_frames) <= 0:
+            raise ValueError("an answer opens with one or more chunks of one code or more")
         self.lookahead_codes = lookahead_codes
         self.left_codes = left_blocks * self.block_codes
         self.vctx = vocoder_context
@@ -110,15 +122,7 @@ class VoiceStream:
         # (vocoder_span.py), so its shapes follow the window's length and where the kept
         # frames lie in it: a fixed shape is (window frames, first kept, end of kept).
         self.by_span = self.fixed_shapes and vocoder_span.needs_of(self.vocoder)
-        first, chunk, ctx = self.first_chunk_frames, self.chunk_frames, self.vctx
-        steady_keep = self.steady_frames - ctx
-        # The first two chunks' windows start at frame 0 and cannot reach that far left;
-        # with a pull after every code (as the answer streams) they have these shapes.
-        self.fixed_windows = (
-            (self.steady_frames, steady_keep - chunk, steady_keep),
-            (first + ctx, 0, first),
-            (first + chunk + ctx, first, first + chunk),
-        )
+        self.fixed_windows = self._opening_windows()
         self.num_steps = num_steps
         self.guidance = guidance_scale
         self.sway = sway_coefficient
@@ -127,6 +131,7 @@ class VoiceStream:
         self.noise = torch.empty(1, 0, self.mel_dim)
         self.mel = torch.empty(1, self.mel_dim, 0, device=self.device)  # final frames
         self.emitted_frames = 0
+        self.chunks = 0  # emitted so far: which of the opening sizes is due
         self.finished = False
 
     # --- inputs ----------------------------------------------------------------------
@@ -147,7 +152,7 @@ class VoiceStream:
         n = len(self.codes)
         mel_end = max(0, (n - self.lookahead_codes) * self.repeats)
         wave_end = mel_end - self.vctx
-        need = self.first_chunk_frames if self.emitted_frames == 0 else self.chunk_frames
+        need = self._chunk_frames(self.chunks)
         if wave_end - self.emitted_frames < need:
             return None
         return self._emit(mel_end, wave_end)
@@ -211,7 +216,31 @@ class VoiceStream:
         lo = self._window_start(max(0, self.emitted_frames - self.vctx), mel_end)
         out = self._vocode(self.mel[..., lo:mel_end], (self.emitted_frames - lo, wave_end - lo))
         self.emitted_frames = wave_end
+        self.chunks += 1
         return out.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def _chunk_frames(self, index: int) -> int:
+        """Frames of the chunk with this index: the opening's sizes, then the steady one."""
+        return self.opening_frames[index] if index < len(self.opening_frames) else self.chunk_frames
+
+    def _opening_windows(self) -> tuple[tuple[int, int, int], ...]:
+        """The vocoder windows' shapes (window frames, first kept, end of kept) as an
+        answer streams with a pull after every code: the steady one, and those of the
+        chunks before it, whose windows start at frame 0 and cannot reach that far left."""
+        steady = (self.steady_frames, self.steady_frames - self.vctx - self.chunk_frames,
+                  self.steady_frames - self.vctx)
+        shapes = [steady]
+        emitted = 0
+        for index in range(len(self.opening_frames) + self.steady_frames):
+            wave_end = emitted + self._chunk_frames(index)
+            mel_end = wave_end + self.vctx
+            lo = self._window_start(max(0, emitted - self.vctx), mel_end)
+            shape = (mel_end - lo, emitted - lo, wave_end - lo)
+            if shape == steady and index >= len(self.opening_frames):
+                break
+            shapes.append(shape)
+            emitted = wave_end
+        return tuple(dict.fromkeys(shapes))
 
     def _window_start(self, lo: int, mel_end: int) -> int:
         """Where the vocoder window ending at `mel_end` starts: `lo` (context enough), or
