@@ -65,6 +65,25 @@ def test_a_tiny_folder_sets_its_flow_steps_and_an_explicit_choice_wins(qwen_tiny
     assert VoiceStream.__init__.__kwdefaults__["num_steps"] == 10
 
 
+def test_a_tiny_folder_with_answer_codes_speaks_that_long_on_its_short_text(qwen_tiny):
+    """A real answer speaks about 15 codes per text token; a tiny folder that says how
+    many codes its answers speak gets text of its `min_answer_tokens` and speech of its
+    `answer_codes` (tiny.py), and one that does not keeps a code per token."""
+    import json
+
+    talky = qwen_tiny.parent / "answer-codes"
+    if not talky.exists():
+        shutil.copytree(qwen_tiny, talky)
+        meta = json.loads((talky / "duetto.json").read_text())
+        (talky / "duetto.json").write_text(json.dumps({**meta, "answer_codes": 150}))
+    config = loaded_backend(talky).answer_config
+    tokens = json.loads((talky / "duetto.json").read_text())["min_answer_tokens"]
+    assert config.min_codes == 150
+    assert config.min_answer_tokens == config.max_answer_tokens == tokens
+    plain = loaded_backend(qwen_tiny).answer_config
+    assert plain.min_codes == tokens + 1 and plain.max_answer_tokens == 512
+
+
 def test_unknown_speaker_lists_the_available_ones(qwen_tiny):
     b = loaded_backend(qwen_tiny)
     with pytest.raises(BackendError) as err:

@@ -66,8 +66,11 @@ class DuplexConfig:
     # Turn-based backends start answering after this much silence, before the end of
     # turn is certain; the answer's audio is held until `end_of_turn_silence` passes and
     # dropped if the user goes on. It hides the answer's first-chunk time in the silence
-    # the user has to wait anyway. None turns it off.
-    speculate_after: float | None = 0.05
+    # the user has to wait anyway, so it starts as soon as voice activity has confirmed
+    # the pause (its offset needs about 0.1 s of silence): on a 2-core CPU the tiny
+    # model's first chunk took 0.3 s, as long as the end-of-turn model's verdict, and each
+    # 50 ms waited here was a 50 ms later answer. None turns it off.
+    speculate_after: float | None = 0.0
     # With an end-of-turn model: the silence after which it judges the turn so far; a
     # "complete" verdict ends the turn at once, and `end_of_turn_silence` becomes the cap
     # for when it says "not yet". None: no model, the silence alone decides.

@@ -52,12 +52,13 @@ from app.model.qwen_omni import vocoder_span
 VOCODER_CONTEXT_FRAMES = 18
 # An answer's first chunks, in codes (20 ms each), before the steady `chunk_codes`. The
 # first sample must come early, and playing each chunk must leave time to make the next.
-# On one core of a 2-core CPU the tiny model's answer streams at about 4x real time: its
-# 6-, 12- and first 24-code chunks came 0.12-0.15, +0.07-0.09 and +0.17-0.20 s after the
-# answer began, each well before the audio ahead of it had played, so playback can start
-# on the first. After a 6-code first chunk a 24-code second one cannot be sustained that
-# way on a machine where the speech runs under 2.5x real time.
-OPENING_CODES = (6, 12)
+# The first chunk waits for its codes and for the 15 codes the DiT's look-ahead and the
+# vocoder's context hold back; each chunk after it costs a DiT pass and a vocoder window
+# (on the tiny model in a live session on a 2-core CPU about 0.1 s, plus 2-3 ms a code).
+# A 6-code first chunk (0.12 s) played at once ran dry before the next arrived whenever
+# the machine was busy with the user's speech; a 12-code one (0.24 s) covers the next
+# 24 codes (0.13-0.16 s there), so playback can start on the first chunk.
+OPENING_CODES = (12,)
 
 
 @contextmanager
