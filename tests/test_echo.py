@@ -89,6 +89,7 @@ def test_the_echo_path_monitor_tells_headphones_from_a_loud_room():
     from app.flow.echo import EchoPathMonitor
 
     far = speechlike(4.0, seed=5)
+    far[: RATE // 2] = 0.0  # the room is heard alone first (see the test below)
     tick = 640
     headphones, room_ = EchoPathMonitor(), EchoPathMonitor()
     mic_room = room(far)
@@ -122,4 +123,24 @@ def test_room_noise_is_not_mistaken_for_an_echo_path():
     for start in range(0, len(far), tick):
         part = slice(start, start + tick)
         monitor.update(far[part], noise[part])
+    assert monitor.negligible, monitor.coupling_db
+
+
+def test_room_noise_before_the_far_end_ever_rested_leaves_the_path_unknown():
+    """The assistant talks from its first block over a noisy room with no echo: until it
+    rests once, the noise cannot be told from an echo, so the path is unknown (the raw
+    mic is listened to), not loud; once it rests, the path shows negligible."""
+    from app.flow.echo import EchoPathMonitor
+
+    tick = 320
+    far = speechlike(6.0, seed=7)
+    far[: 4 * RATE] = np.where(far[: 4 * RATE] == 0.0, 0.05, far[: 4 * RATE])  # no rest
+    far[4 * RATE : 5 * RATE] = 0.0  # then a second's rest
+    noise = (0.01 * np.random.default_rng(3).standard_normal(len(far))).astype(np.float32)
+    monitor = EchoPathMonitor(block_ticks=12)
+    for start in range(0, 4 * RATE, tick):
+        monitor.update(far[start : start + tick], noise[start : start + tick])
+    assert monitor.coupling_db is None and not monitor.negligible
+    for start in range(4 * RATE, len(far), tick):
+        monitor.update(far[start : start + tick], noise[start : start + tick])
     assert monitor.negligible, monitor.coupling_db
