@@ -54,11 +54,11 @@ VOCODER_CONTEXT_FRAMES = 18
 # first sample must come early, and playing each chunk must leave time to make the next.
 # The first chunk waits for its codes and for the 15 codes the DiT's look-ahead and the
 # vocoder's context hold back; each chunk after it costs a DiT pass and a vocoder window
-# (on the tiny model in a live session on a 2-core CPU about 0.1 s, plus 2-3 ms a code).
-# A 6-code first chunk (0.12 s) played at once ran dry before the next arrived whenever
-# the machine was busy with the user's speech; a 12-code one (0.24 s) covers the next
-# 24 codes (0.13-0.16 s there), so playback can start on the first chunk.
-OPENING_CODES = (12,)
+# (on the tiny model in a live bench session on a 2-core CPU, 12 codes took 0.12-0.18 s
+# and 24 codes 0.17-0.31 s). Played at once, a 6-code first chunk (0.12 s) ran dry before
+# the next came whenever the machine was busy with the user's speech, and a 12-code one
+# (0.24 s) did before a 24-code second; 12 and 12, then 24, keep ahead from the first.
+OPENING_CODES = (12, 12)
 
 
 @contextmanager
