@@ -10,9 +10,11 @@ Everything the callback learns (which sample it played, when it reached the spea
 when a flush took effect) lands in plain int/float attributes that other threads read:
 no locks on the callback's side.
 
-Two kinds of source. A turn-based model writes answers: each response gathers its own
-jitter cushion, ends with `end_response()`, and `pause()` holds its place (an "mm-hm"
-loses nothing). A native-duplex model (`live=True`) writes one continuous stream, a
+Two kinds of source. A turn-based model writes answers: each response starts once the
+chunks after its first will keep up, by how late the backend's recent answers came
+(answer_pace.py; before any was measured, once its jitter cushion is queued), ends with
+`end_response()`, and `pause()` holds its place (an "mm-hm" loses nothing). A
+native-duplex model (`live=True`) writes one continuous stream, a
 frame every 80 ms whether it speaks or listens, with response ids marking its runs of
 speech: the stream gathers a cushion once (again only after a flush or running dry),
 any gap after sound is an underrun whichever response it falls in, and `pause()` mutes in
