@@ -42,13 +42,13 @@ def test_the_wait_is_the_longest_recent_lead_and_a_stall_is_capped_and_forgotten
 
 
 def _play_answers(answers: list[list[tuple[float, float]]], *, margin: float = 0.03,
-                  keep: int = 6) -> tuple[Player, list[float]]:
+                  keep: int = 6, cushion: float = 0.15) -> tuple[Player, list[float]]:
     """Answers written through a player whose device pulls 10 ms blocks on the writer's
     clock. Each answer is (arrival after the answer's first chunk, seconds) per chunk,
     the first at 0; answers start 3 s apart. Returns the player and, per answer, how long
     after its first chunk its first sample played."""
     now = [0.0]
-    player = Player(RATE, prebuffer_seconds=0.15, start_margin_seconds=margin,
+    player = Player(RATE, prebuffer_seconds=cushion, start_margin_seconds=margin,
                     clock=lambda: now[0])
     player.suit(BackendSpec("test", 1000, 16000, 24000, 1, False), AnswerPace(keep=keep))
     writes = sorted((3.0 * (i + 1) + at, i, k, seconds)
@@ -100,20 +100,7 @@ def test_chunks_that_keep_ahead_start_an_answer_within_the_margin_of_its_first()
 def test_starting_on_the_first_chunk_without_the_learned_lead_runs_dry():
     """What the lead is for: with nothing learnt (no answers kept) and no sample cushion,
     the slow second chunk leaves a gap."""
-    now = [0.0]
-    player = Player(RATE, prebuffer_seconds=0.0, clock=lambda: now[0])
-    player._answer_pace = AnswerPace(keep=0)
-    t = 0.0
-    pending = list(SLOW_SECOND)
-    while t < 2.0:
-        now[0] = t
-        while pending and pending[0][0] <= t + 1e-9:
-            _, seconds = pending.pop(0)
-            player.write(SpeechChunk(np.full(round(seconds * RATE), 0.5, np.float32), RATE,
-                                     1, 0, ""))
-        buf = np.zeros((BLOCK, 1), np.float32)
-        player.callback(buf, BLOCK, StreamTime(currentTime=t, outputBufferDacTime=t), None)
-        t = round(t + BLOCK / RATE, 6)
+    player, _ = _play_answers([SLOW_SECOND], keep=0, cushion=0.0)
     assert player.underruns == 1
 
 

@@ -235,8 +235,8 @@ class Player:
                 if starts:
                     self._adapt_prebuffer()
                     self._answer_pace.close()  # the one before, if its end never came
-                lead = self._answer_pace.lead()
-                wait = None if lead is None else lead + self._start_margin
+                    lead = self._answer_pace.lead()
+                    wait = None if lead is None else lead + self._start_margin
                 arrival = self._clock()
                 self._answer_pace.chunk(arrival, len(samples) / self.output_rate)
             ring = self._ring

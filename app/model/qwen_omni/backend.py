@@ -150,19 +150,19 @@ class QwenOmniBackend:
                 self.answer_config, voice={**self.answer_config.voice, "num_steps": steps})
         meta_min = self._loaded.min_answer_tokens
         if meta_min:
-            # Random tiny models stop at once; their folder asks for a minimum length.
+            # Random tiny models stop at once; their folder asks for a minimum length. With
+            # `answer_codes` (tiny.py), speech that long on that much text: the random
+            # thinker, which never picks its stop token, ends its text there, as a real
+            # answer's would end.
+            config = self.answer_config
+            codes = self._loaded.answer_codes
             self.answer_config = dataclasses.replace(
-                self.answer_config,
-                min_answer_tokens=max(self.answer_config.min_answer_tokens, meta_min),
-                min_codes=max(self.answer_config.min_codes, meta_min + 1,
-                              self._loaded.answer_codes),
+                config,
+                min_answer_tokens=max(config.min_answer_tokens, meta_min),
+                min_codes=max(config.min_codes, meta_min + 1, codes),
+                max_answer_tokens=(min(config.max_answer_tokens, meta_min) if codes
+                                   else config.max_answer_tokens),
             )
-        if self._loaded.answer_codes and meta_min:
-            # Speech that long on that much text (tiny.py): the random thinker, which never
-            # picks its stop token, ends its text there, as a real answer's would end.
-            self.answer_config = dataclasses.replace(
-                self.answer_config,
-                max_answer_tokens=min(self.answer_config.max_answer_tokens, meta_min))
 
     def _vram_gib(self, loaded: loader.Loaded) -> dict[Quant, float]:
         """GiB this checkpoint needs per quantization at this conversation's context, from
