@@ -300,6 +300,12 @@ def test_an_answers_wait_splits_into_the_detectors_the_backends_and_the_flows_pa
     judged = [{"event": "turn_judged", "t": 2.3, "complete": True, "seconds": 0.12}, *early]
     assert scoring.answer_split(judged, 2.0, 9.0) == {
         "detector": 0.42, "backend": 0.0, "flow": 0.0}
+    # A verdict made off the listener (it says when it was asked) is stamped when it
+    # arrived: its compute is already in the decision's time.
+    off_listener = [{"event": "turn_judged", "t": 2.3, "complete": True, "seconds": 0.12,
+                     "asked": 2.18}, *early]
+    assert scoring.answer_split(off_listener, 2.0, 9.0) == {
+        "detector": 0.3, "backend": 0.0, "flow": 0.04}
     # An answer that never played, or a decision after the next line began: no split.
     assert scoring.answer_split([_state("responding", 2.3)], 2.0, 9.0) is None
     assert scoring.answer_split(events, 2.0, 2.3) is None

@@ -11,6 +11,7 @@ from app.flow.vad import VadEvent, VadKind
 def config(**kwargs) -> DuplexConfig:
     """Settings for the rule under test; speculation has its own tests below."""
     kwargs.setdefault("speculate_after", None)
+    kwargs.setdefault("speculate_on_silence", None)
     return DuplexConfig(**kwargs)
 
 
@@ -170,6 +171,48 @@ def test_speech_during_the_silence_retracts_the_prepared_answer():
     ctl.on_vad(offset(3.5))
     assert ctl.on_clock(3.7) == [Action.PREPARE_TURN]
     assert ctl.on_clock(4.1) == [Action.END_TURN]
+
+
+def early(**kwargs) -> DuplexController:
+    kwargs.setdefault("end_of_turn_silence", 0.6)
+    return DuplexController(DuplexConfig(speculate_on_silence=0.032, **kwargs))
+
+
+def test_an_answer_is_prepared_after_one_silent_window_before_the_pause_is_confirmed():
+    ctl = early()
+    ctl.on_vad(onset(1.0))
+    assert ctl.on_clock(2.02, speech_until=2.0) == []
+    assert ctl.on_clock(2.04, speech_until=2.0) == [Action.PREPARE_TURN]
+    assert ctl.on_clock(2.06, speech_until=2.0) == []  # once
+    # Voice activity confirms the pause: the answer prepared early is this pause's.
+    assert ctl.on_vad(offset(2.0, lag=0.096)) == []
+    assert ctl.on_clock(2.6) == [Action.END_TURN]
+
+
+def test_speech_that_goes_on_before_the_pause_is_confirmed_retracts_the_early_answer():
+    ctl = early()
+    ctl.on_vad(onset(1.0))
+    assert ctl.on_clock(2.04, speech_until=2.0) == [Action.PREPARE_TURN]
+    assert ctl.on_clock(2.06, speech_until=2.064) == [Action.RETRACT_TURN]
+    assert ctl.on_clock(2.08, speech_until=2.064) == []
+    # The next silence prepares afresh; a confirmed pause and then new speech retracts.
+    assert ctl.on_clock(2.1, speech_until=2.064) == [Action.PREPARE_TURN]
+    ctl.on_vad(offset(2.064))
+    assert ctl.on_vad(onset(2.4)) == [Action.RETRACT_TURN]
+    assert ctl.on_clock(2.44, speech_until=2.44) == []
+
+
+def test_no_early_answer_while_the_assistant_has_the_floor_or_for_a_native_model():
+    ctl = early()
+    ctl.on_vad(onset(1.0))
+    ctl.on_vad(offset(2.0))
+    ctl.on_clock(2.6)
+    ctl.on_model_speech(2.8)
+    ctl.on_vad(onset(3.0))  # the user talks over the answer
+    assert Action.PREPARE_TURN not in ctl.on_clock(3.2, speech_until=3.1)
+    native = DuplexController(DuplexConfig(speculate_on_silence=0.032), native_duplex=True)
+    native.on_vad(onset(1.0))
+    assert native.on_clock(2.1, speech_until=2.0) == []
 
 
 def test_native_duplex_models_are_never_prepared_for():

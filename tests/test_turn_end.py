@@ -33,6 +33,7 @@ from tests.speech import needs_espeak, silence, speak
 
 def judging(**kwargs) -> DuplexController:
     kwargs.setdefault("speculate_after", None)
+    kwargs.setdefault("speculate_on_silence", None)
     kwargs.setdefault("end_of_turn_silence", 1.2)
     kwargs.setdefault("judge_after", 0.2)
     return DuplexController(DuplexConfig(**kwargs))
@@ -46,31 +47,50 @@ def offset(t: float) -> VadEvent:
     return VadEvent(VadKind.OFFSET, t, t + 0.096)
 
 
-def test_the_model_is_asked_once_when_the_pause_is_judge_after_old():
+def test_the_model_is_asked_once_as_soon_as_the_pause_is_confirmed():
     ctl = judging()
+    ctl.on_vad(onset(1.0))
+    # Voice activity confirms the pause 96 ms after the speech ended: ask at once, about
+    # the pause as it will be at 0.2 s (turn_end.TurnJudge.audio_for completes it).
+    assert ctl.on_vad(offset(2.5)) == [Action.JUDGE_TURN]
+    assert ctl.pause_start == 2.5
+    assert ctl.on_clock(2.7) == []  # once per pause
+
+
+def test_asked_late_the_model_is_asked_when_the_pause_is_judge_after_old():
+    ctl = judging(judge_early=False)
     ctl.on_vad(onset(1.0))
     assert ctl.on_vad(offset(2.5)) == []
     assert ctl.on_clock(2.68) == []
     assert ctl.on_clock(2.7) == [Action.JUDGE_TURN]
-    assert ctl.on_clock(2.72) == []  # once per pause
+    assert ctl.on_clock(2.72) == []
 
 
-def test_a_complete_verdict_ends_the_turn_at_once():
+def test_a_complete_verdict_ends_the_turn_once_the_judged_pause_has_passed():
     ctl = judging()
     ctl.on_vad(onset(1.0))
     ctl.on_vad(offset(2.5))
-    ctl.on_clock(2.7)
-    assert ctl.on_turn_judged(True, 2.75) == [Action.END_TURN]
+    # A fast model answers before the pause is as long as the one it judged: the turn
+    # ends when it is, not before (the user may still go on until then).
+    assert ctl.on_turn_judged(True, 2.62, pause=2.5) == []
+    assert ctl.on_clock(2.68) == []
+    assert ctl.on_clock(2.7) == [Action.END_TURN]
     assert ctl.state is DuplexState.RESPONDING
     assert ctl.on_clock(3.7) == []  # not again at the cap
+
+
+def test_a_slow_verdict_ends_the_turn_when_it_comes():
+    ctl = judging()
+    ctl.on_vad(onset(1.0))
+    ctl.on_vad(offset(2.5))
+    assert ctl.on_turn_judged(True, 2.75, pause=2.5) == [Action.END_TURN]
 
 
 def test_not_yet_leaves_the_cap_to_end_the_turn():
     ctl = judging()
     ctl.on_vad(onset(1.0))
     ctl.on_vad(offset(2.5))
-    ctl.on_clock(2.7)
-    assert ctl.on_turn_judged(False, 2.75) == []
+    assert ctl.on_turn_judged(False, 2.75, pause=2.5) == []
     assert ctl.on_clock(3.69) == []
     assert ctl.on_clock(3.7) == [Action.END_TURN]
 
@@ -79,12 +99,15 @@ def test_a_verdict_that_comes_after_the_user_went_on_is_ignored():
     ctl = judging()
     ctl.on_vad(onset(1.0))
     ctl.on_vad(offset(2.5))
-    ctl.on_clock(2.7)
     ctl.on_vad(onset(2.72))
-    assert ctl.on_turn_judged(True, 2.8) == []
+    assert ctl.on_turn_judged(True, 2.8, pause=2.5) == []
     assert ctl.state is DuplexState.LISTENING
-    ctl.on_vad(offset(3.0))  # the next pause is judged afresh
-    assert ctl.on_clock(3.2) == [Action.JUDGE_TURN]
+    # The next pause is judged afresh, and the first pause's verdict, arriving late,
+    # does not end it.
+    assert ctl.on_vad(offset(3.0)) == [Action.JUDGE_TURN]
+    assert ctl.on_turn_judged(True, 3.15, pause=2.5) == []
+    assert ctl.on_clock(3.3) == []
+    assert ctl.on_turn_judged(True, 3.31, pause=3.0) == [Action.END_TURN]
 
 
 def test_without_a_model_the_silence_alone_decides_as_before():
@@ -99,18 +122,16 @@ def test_the_answer_is_still_prepared_during_the_pause_and_kept_on_a_complete_ve
     ctl = judging(speculate_after=0.05)
     ctl.on_vad(onset(1.0))
     # The offset is confirmed 96 ms after the speech ended, past the 50 ms speculation.
-    assert ctl.on_vad(offset(2.5)) == [Action.PREPARE_TURN]
-    assert ctl.on_clock(2.7) == [Action.JUDGE_TURN]
-    assert ctl.on_turn_judged(True, 2.74) == [Action.END_TURN]
+    assert ctl.on_vad(offset(2.5)) == [Action.PREPARE_TURN, Action.JUDGE_TURN]
+    assert ctl.on_turn_judged(True, 2.74, pause=2.5) == [Action.END_TURN]
 
 
 def test_the_prepared_answer_is_dropped_when_the_user_goes_on_after_not_yet():
     ctl = judging(speculate_after=0.05)
     ctl.on_vad(onset(1.0))
     ctl.on_vad(offset(2.5))
-    ctl.on_clock(2.56)
     ctl.on_clock(2.7)
-    ctl.on_turn_judged(False, 2.74)
+    ctl.on_turn_judged(False, 2.74, pause=2.5)
     assert ctl.on_vad(onset(3.0)) == [Action.RETRACT_TURN]
 
 
@@ -177,6 +198,24 @@ def test_a_failing_model_is_dropped_once_and_says_why():
     assert judge.judge(0.0) is None
 
 
+def test_asked_early_the_pause_is_completed_with_the_silence_heard_mirrored():
+    scorer = _Scorer()
+    judge = TurnJudge(TurnEndDetector(scorer, 0.5))
+    speech = np.ones(RATE, dtype=np.float32)
+    quiet = np.linspace(0.0, 0.01, int(0.1 * RATE), dtype=np.float32)  # 0.1 s heard
+    judge.hear(np.concatenate([speech, quiet]), 10.0)
+    assert judge.judge(10.2, pause_start=11.0, silence=0.2) is not None
+    heard = scorer.heard
+    # The turn from 0.2 s before it began, the 0.1 s of silence heard, then 0.1 s more
+    # made of it: mirrored, so the first added sample repeats the last one heard.
+    assert len(heard) == int(1.0 * RATE) + 2 * len(quiet)
+    tail = heard[-2 * len(quiet):]
+    assert np.array_equal(tail[: len(quiet)], quiet)
+    assert np.array_equal(tail[len(quiet):], quiet[::-1])
+    # A pause already as long as the one judged is left as heard.
+    assert len(judge.audio_for(10.2, pause_start=11.0, silence=0.05)) == int(1.1 * RATE)
+
+
 # ------------------------------------------------------------------ the model itself
 
 
@@ -236,3 +275,14 @@ def test_a_question_scores_complete_and_a_cut_clause_does_not(smart_turn):
                                          silence(0.2)]))
     assert done.complete and done.probability > 0.8
     assert not cut.complete and cut.probability < 0.2
+
+
+def test_a_verdict_made_while_the_listener_stood_still_counts_from_when_it_existed():
+    ctl = judging()
+    ctl.on_vad(onset(1.0))
+    ctl.on_vad(offset(2.5))
+    # Asked at 2.6 on the listener; the call took 0.15 s, so the verdict existed at 2.75
+    # while the listener's clock still says 2.6: the turn ends when it reaches 2.75.
+    assert ctl.on_turn_judged(True, 2.6, pause=2.5, decided=2.75) == []
+    assert ctl.on_clock(2.74) == []
+    assert ctl.on_clock(2.76) == [Action.END_TURN]

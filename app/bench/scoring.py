@@ -195,10 +195,13 @@ def answer_split(events: list[dict[str, Any]], end: float,
                    None)
     if decided is None:
         return None
-    # Events are stamped with the audio's time; the end-of-turn model's call made its
-    # verdict that much later in real time (the listener catches up afterwards).
+    # Events are stamped with the audio's time. A verdict made on the listener's own
+    # thread (recordings without `asked`) came that much later in real time than its
+    # stamp (the listener caught up afterwards); one made off the listener is stamped
+    # when it arrived.
     verdict_after = next((float(ev.get("seconds", 0.0)) for ev in events
                           if ev.get("event") == "turn_judged" and ev.get("complete")
+                          and "asked" not in ev
                           and abs(float(ev["t"]) - decided) < 1e-6), 0.0)
     spoke = next((ev for ev in events if ev.get("event") == "state"
                   and ev.get("state") == "speaking" and decided <= float(ev["t"]) < until

@@ -60,6 +60,7 @@ from app.flow.spoken import SpokenText
 from app.flow.stall import StallWatch
 from app.flow.timeline import OverflowEvent, Timeline
 from app.flow.turn_end import TurnJudge
+from app.flow.turn_judging import TurnJudging
 from app.flow.unit_builder import MIN_FINAL_UNIT_SECONDS, UnitBuilder
 from app.flow.vad import VadKind, VoiceActivity
 from app.model.contract import Backend, Control, Decision, Output, Persona, Unit
@@ -172,9 +173,11 @@ class Session:
         self._response_end: int | None = None  # native: ring position where it ended
         self._holding_model = False  # native: muted while the user holds the floor
         self.vad = vad or VoiceActivity()
-        # The end-of-turn model (turn_end.py), asked when the controller says JUDGE_TURN;
-        # it hears what voice activity hears.
+        # The end-of-turn model (turn_end.py), asked when the controller says JUDGE_TURN,
+        # on a thread of its own (turn_judging.py); it hears what voice activity hears.
         self.turn_judge = turn_judge or TurnJudge(None)
+        self.turn_judging = TurnJudging(self.turn_judge, self.events,
+                                        self.config.duplex.end_of_turn_silence)
         self.echo = EchoCanceller(self.tick_rate, enabled=self.config.echo_cancellation)
         self.echo_path = EchoPathMonitor(block_ticks=max(1, round(0.24 / self.config.tick_seconds)))
         self._far_tick = np.zeros(0, dtype=np.float32)  # what played during the last tick
@@ -349,6 +352,7 @@ class Session:
         for thread in (self._listener, self._worker):
             if thread is not None and thread is not threading.current_thread():
                 thread.join(timeout=5.0)
+        self.turn_judging.close()
         if self.output is not None:
             self.output.stop()
         self.metrics.underruns = self.player.underruns
@@ -397,6 +401,10 @@ class Session:
             if event.kind is VadKind.OFFSET:
                 self._last_offset_t = event.t
             self._act(self.controller.on_vad(event), event.t)
+        for judged in self.turn_judging.collect(self._now):
+            complete = judged.verdict is not None and judged.verdict.complete
+            self._act(self.controller.on_turn_judged(complete, self._now, judged.pause,
+                                                     judged.decided), self._now)
         if self._force_listen.is_set():
             self._force_listen.clear()
             self._act(self.controller.force_listen(self._now), self._now)
@@ -551,29 +559,15 @@ class Session:
 
     def _judge_turn(self) -> None:
         """Ask the end-of-turn model about the pause the user is in (see turn_end.py)."""
-        verdict = self.turn_judge.judge(self.controller.burst_start)
-        if verdict is not None:
-            self.events.emit(
-                EventKind.TURN_JUDGED, self._now,
-                probability=verdict.probability, complete=verdict.complete,
-                seconds=verdict.seconds, audio_seconds=verdict.audio_seconds,
-                silence=self._now - self._last_offset_t,
-            )
-        elif self.turn_judge.failure is not None:  # once: the judge has dropped the model
-            self.events.emit(
-                EventKind.ERROR, self._now,
-                message=f"{self.turn_judge.failure}; the conversation goes on, and turns "
-                        f"end after {self.controller.config.end_of_turn_silence:.1f} s "
-                        "of silence",
-            )
-            self.turn_judge.failure = None
-        complete = verdict is not None and verdict.complete
-        self._act(self.controller.on_turn_judged(complete, self._now), self._now)
+        self.turn_judging.ask(self.controller.burst_start, self.controller.pause_start,
+                              self.config.duplex.judge_after or 0.0, self._now)
 
     def _end_turn(self, t: float) -> None:
         if self._speculation is not None:
             # The answer prepared during the silence is due: let it play. The units
-            # gathered meanwhile were the silence itself.
+            # gathered meanwhile were the silence itself. It may have been sent before
+            # voice activity placed the end of the speech: time the answer from there.
+            self.metrics.user_turn_ended(self._last_offset_t, self._after_interruption)
             self._speculation = None
             self._after_speculation.clear()
             self.player.resume()

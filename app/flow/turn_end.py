@@ -186,11 +186,41 @@ class TurnJudge:
         if self.detector is not None:
             self.audio.push(samples, t)
 
-    def judge(self, turn_start: float | None) -> TurnVerdict | None:
-        """The verdict on the turn that began at `turn_start`; None without a model."""
+    def audio_for(self, turn_start: float | None, pause_start: float | None = None,
+                  silence: float = 0.0) -> np.ndarray:
+        """What the model hears of the turn that began at `turn_start`.
+
+        With `pause_start` (where the user's speech ended), a pause heard for less than
+        `silence` seconds is completed to that length with the silence already heard,
+        mirrored back and forth (no seam): the model can be asked about the pause as it
+        will be a moment later (duplex.py, `judge_early`). Voice activity has already
+        called that silence no speech; if speech comes instead, the verdict is dropped.
+        """
+        audio = self.audio.since((turn_start if turn_start is not None else 0.0) - PRE_ROLL)
+        if pause_start is None:
+            return audio
+        heard = self.audio.since(pause_start)
+        missing = round(silence * RATE) - len(heard)
+        if missing <= 0 or len(heard) == 0:
+            return audio
+        back_and_forth = np.concatenate([heard[::-1], heard])
+        reps = -(-missing // len(back_and_forth))
+        filler = np.tile(back_and_forth, reps)[:missing]
+        return np.concatenate([audio, filler])[-WINDOW_SAMPLES:]
+
+    def judge(self, turn_start: float | None, pause_start: float | None = None,
+              silence: float = 0.0) -> TurnVerdict | None:
+        """The verdict on the turn that began at `turn_start` (see `audio_for`); None
+        without a model."""
         if self.detector is None:
             return None
-        audio = self.audio.since((turn_start if turn_start is not None else 0.0) - PRE_ROLL)
+        return self.judge_audio(self.audio_for(turn_start, pause_start, silence))
+
+    def judge_audio(self, audio: np.ndarray) -> TurnVerdict | None:
+        """The verdict on `audio` (16 kHz, the turn so far); None without a model. Never
+        raises: a failing model is dropped and `failure` says why."""
+        if self.detector is None:
+            return None
         try:
             return self.detector.judge(audio)
         except Exception as exc:
