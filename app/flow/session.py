@@ -804,7 +804,15 @@ class Session:
         outputs = self._step(work)
         rid: int | None = None
         speech_compute_from = time.perf_counter()
+        stopped = False
         for out in outputs:
+            if work.cancelled.is_set() and not stopped:
+                # Retracted while the model was starting it: that interrupt() may have
+                # come before the answer's own stop flag existed (backends make a fresh
+                # one per answer), and the whole answer would be made for nothing while
+                # the next one waits. Say it again now that the answer is running.
+                self.backend.interrupt()
+                stopped = True
             if out.speech is not None:
                 chunk = out.speech
                 if rid != chunk.response_id:
