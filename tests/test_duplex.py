@@ -90,6 +90,55 @@ def test_pieces_far_apart_are_separate_backchannels():
     assert ctl.burst_start == 7.5
 
 
+def judging_words(**settings) -> DuplexController:
+    """Speaking, with the word classifier answering JUDGE_BURST (burst_kind.py)."""
+    settings.setdefault("end_of_turn_silence", 0.6)
+    ctl = DuplexController(config(**settings), judge_bursts=True)
+    ctl.on_vad(onset(1.0))
+    ctl.on_vad(offset(2.5))
+    assert ctl.on_clock(3.2) == [Action.END_TURN]
+    ctl.on_model_speech(3.4)
+    return ctl
+
+
+def test_with_the_word_classifier_a_short_utterance_is_judged_when_it_ends():
+    ctl = judging_words(barge_in_min_speech=0.5, burst_judge_max=1.0, resume_delay=0.35)
+    assert ctl.on_vad(onset(5.0)) == [Action.PAUSE_PLAYBACK]
+    assert ctl.on_clock(5.6, speech_until=5.6) == []  # 0.6 s: no barge-in by length yet
+    assert ctl.on_vad(offset(5.7)) == [Action.JUDGE_BURST]
+    # "okay": a backchannel; playback resumes once the resume delay has passed.
+    assert ctl.on_burst_judged(False, 5.8) == []
+    assert ctl.on_clock(6.05) == [Action.RESUME_PLAYBACK]
+    assert (ctl.backchannels, ctl.barge_ins) == (1, 0)
+
+
+def test_a_short_bid_for_the_floor_is_a_barge_in_and_opens_the_users_turn():
+    ctl = judging_words(barge_in_min_speech=0.5, burst_judge_max=1.0, end_of_turn_silence=0.6)
+    ctl.on_vad(onset(5.0))
+    assert ctl.on_vad(offset(5.4)) == [Action.JUDGE_BURST]  # "Stop." 0.4 s
+    assert ctl.on_burst_judged(True, 5.6) == [Action.BARGE_IN]
+    assert ctl.state is DuplexState.LISTENING and ctl.barge_ins == 1
+    # What they said is a turn of its own, timed from where it ended.
+    assert ctl.on_clock(5.99) == []
+    assert ctl.on_clock(6.0) == [Action.END_TURN]
+
+
+def test_with_the_word_classifier_long_speech_is_still_a_barge_in_by_length():
+    ctl = judging_words(barge_in_min_speech=0.5, burst_judge_max=1.0)
+    ctl.on_vad(onset(5.0))
+    assert ctl.on_clock(5.99, speech_until=5.99) == []
+    assert ctl.on_clock(6.0, speech_until=6.0) == [Action.BARGE_IN]
+
+
+def test_a_late_verdict_after_more_speech_changes_nothing():
+    ctl = judging_words(barge_in_min_speech=0.5, burst_judge_max=1.0)
+    ctl.on_vad(onset(5.0))
+    ctl.on_vad(offset(5.3))
+    ctl.on_vad(onset(5.45))  # more speech before the verdict was used
+    assert ctl.on_burst_judged(True, 5.5) == []
+    assert ctl.barge_ins == 0
+
+
 def test_speech_that_goes_on_is_a_barge_in_then_a_new_turn():
     ctl = speaking_controller(barge_in_min_speech=0.3, end_of_turn_silence=0.5)
     assert ctl.on_vad(onset(5.0)) == [Action.PAUSE_PLAYBACK]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import json
 import logging
 import sys
@@ -184,7 +185,8 @@ def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Nam
     )
     player = Player(rate, resampler_factory=StreamResampler)
     persona = Persona("bench", "You are a helpful assistant. Answer in a few sentences.")
-    session = Session(backend, player, persona, config, turn_judge=judge)
+    words = _burst_kind() if not getattr(args, "no_turn_model", False) else None
+    session = Session(backend, player, persona, config, turn_judge=judge, burst_kind=words)
     background = (noise_track(scenario.noise, rate, user.longest_seconds() + 5, speech)
                   if scenario.noise else np.zeros(0, np.float32))
     room = VirtualRoom(
@@ -246,6 +248,14 @@ def run_scenario(scenario: Scenario, backend: Any, out: Path, args: argparse.Nam
     }
     (folder / TASK_FILE).write_text(json.dumps(task, indent=1))
     return score_folder(folder)
+
+
+@functools.cache
+def _burst_kind():
+    """The word classifier for short utterances, loaded once for every scenario."""
+    from app.flow.burst_kind import load_burst_kind
+
+    return load_burst_kind()
 
 
 def _turn_taking(silence: float | None, use_model: bool):

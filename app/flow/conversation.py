@@ -21,6 +21,7 @@ from app.capture.camera import PreviewCallback
 from app.capture.portaudio import load_sounddevice
 from app.capture.replay import ReplayClock
 from app.capture.sources import audio_source, video_source
+from app.flow.burst_kind import load_burst_kind
 from app.flow.duplex import DuplexConfig
 from app.flow.player import Player
 from app.flow.resample import StreamResampler
@@ -167,7 +168,7 @@ def build_session(
         record_dir=options.record_dir,
     )
     session = Session(backend, player, options.persona, config, output=output,
-                      turn_judge=judge)
+                      turn_judge=judge, burst_kind=load_burst_kind())
     clock = ReplayClock(realtime=True)  # file sources share it, like devices share time
     mic_clocks = [clock]
 

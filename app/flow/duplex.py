@@ -51,6 +51,9 @@ class Action(enum.StrEnum):
     PREPARE_TURN = "prepare_turn"  # likely end of turn: start the answer, hold its audio
     RETRACT_TURN = "retract_turn"  # the user went on: drop the prepared answer
     JUDGE_TURN = "judge_turn"  # ask the end-of-turn model; answer with on_turn_judged
+    # A short utterance over the assistant ended: ask the word classifier whether it was a
+    # backchannel or a bid for the floor; answer with on_burst_judged (burst_kind.py).
+    JUDGE_BURST = "judge_burst"
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,11 @@ class DuplexConfig:
     # Voice activity stretches speech by its hangover (~0.1 s), so a 300 ms "mm-hm"
     # reads as ~0.4 s; stopping playback does not wait for this (see pause_on_onset).
     barge_in_min_speech: float = 0.5
+    # With the word classifier (`judge_bursts`): speech over the assistant is a barge-in
+    # by its length alone only from this long on; a shorter utterance is judged by its
+    # words when it ends ("mm-hm" and "okay" carry on, "stop" and "wait" stop). Playback
+    # is paused from the first syllable either way, so nothing is heard meanwhile.
+    burst_judge_max: float = 1.0
     pause_on_onset: bool = True
     # After a short utterance, wait this long for more before resuming playback. Speech
     # pieces closer than this form one burst: "Wait... stop... I have a question" adds up
@@ -98,6 +106,8 @@ class DuplexConfig:
             raise ValueError("end-of-turn silence must be between 0.05 s and 5 s")
         if not 0.0 <= self.barge_in_min_speech <= 3.0:
             raise ValueError("barge-in minimum speech must be between 0 s and 3 s")
+        if not 0.0 <= self.burst_judge_max <= 5.0:
+            raise ValueError("the longest utterance judged by its words must be 0-5 s")
         if not 0.0 <= self.resume_delay <= 2.0:
             raise ValueError("resume delay must be between 0 s and 2 s")
         if self.speculate_after is not None and not 0.0 <= self.speculate_after <= 5.0:
@@ -119,9 +129,13 @@ class Transition:
 
 
 class DuplexController:
-    def __init__(self, config: DuplexConfig | None = None, *, native_duplex: bool = False):
+    def __init__(self, config: DuplexConfig | None = None, *, native_duplex: bool = False,
+                 judge_bursts: bool = False):
         self.config = config or DuplexConfig()
         self.native_duplex = native_duplex
+        # A word classifier answers JUDGE_BURST (see `burst_judge_max`).
+        self.judge_bursts = judge_bursts
+        self._burst_offset: float | None = None  # where a judged utterance ended
         self.state = DuplexState.LISTENING
         self.user_speaking = False
         self._speech_start = 0.0  # onset time of the current user speech
@@ -162,7 +176,7 @@ class DuplexController:
         elif overlapping and self.user_speaking:
             heard_to = now if speech_until is None else min(now, speech_until)
             burst = self._burst_speech + (heard_to - self._speech_start)
-            if burst >= self.config.barge_in_min_speech - _EPSILON:
+            if burst >= self._barge_in_speech - _EPSILON:
                 actions += self._take_floor_back(now)
         elif overlapping and self._resume_due is not None and now >= self._resume_due - _EPSILON:
             # The user said something short and stopped: a backchannel. Carry on.
@@ -253,6 +267,38 @@ class DuplexController:
             self._turn_due = min(self._turn_due, max(now, decided or now, judged))
         return self.on_clock(now)
 
+    def on_burst_judged(self, wants_floor: bool, now: float) -> list[Action]:
+        """The word classifier's verdict on the utterance that just ended (JUDGE_BURST).
+
+        A bid for the floor ("stop", "wait") is a barge-in now, and the user's turn is
+        then timed from the end of what they said, as after any pause; a backchannel
+        leaves the resume timer to carry on. Ignored once more speech has come, the
+        assistant has carried on, or the floor changed hands meanwhile.
+        """
+        offset, self._burst_offset = self._burst_offset, None
+        if (
+            not wants_floor
+            or offset is None
+            or self.user_speaking
+            or self._resume_due is None
+            or self.state not in (DuplexState.SPEAKING, DuplexState.RESPONDING)
+        ):
+            return self.on_clock(now)
+        actions = self._take_floor_back(now, reason="user asked for the floor")
+        self._turn_offset = offset
+        self._turn_due = offset + self.config.end_of_turn_silence
+        if self.config.judge_after is not None:
+            self._judge_due = offset + (0.0 if self.config.judge_early
+                                        else self.config.judge_after)
+        return actions + self.on_clock(now)
+
+    @property
+    def _barge_in_speech(self) -> float:
+        """How long speech over the assistant must last to be a barge-in by length."""
+        if self.judge_bursts:
+            return max(self.config.barge_in_min_speech, self.config.burst_judge_max)
+        return self.config.barge_in_min_speech
+
     def on_model_speech(self, t: float) -> list[Action]:
         """The first audio of a response went to the player (or a native model said SPEAK)."""
         if self.state in (DuplexState.RESPONDING, DuplexState.LISTENING):
@@ -331,8 +377,12 @@ class DuplexController:
         self._burst_speech += max(0.0, event.t - self._speech_start)
         actions: list[Action] = []
         if self.state in (DuplexState.SPEAKING, DuplexState.RESPONDING):
-            # Too short to be a barge-in so far; resume unless more speech follows.
+            # Too short to be a barge-in so far; resume unless more speech follows, or
+            # the words say it was a bid for the floor.
             self._resume_due = event.t + self.config.resume_delay
+            if self.judge_bursts:
+                self._burst_offset = event.t
+                return [Action.JUDGE_BURST, *self.on_clock(event.detected_at)]
             return self.on_clock(event.detected_at)
         self._turn_due = event.t + self.config.end_of_turn_silence
         self._turn_offset = event.t

@@ -45,6 +45,9 @@ class EventKind(enum.StrEnum):
     # The end-of-turn model judged a pause: data {probability, complete, seconds (its
     # compute), audio_seconds (what it heard), silence (how long the pause was then)}.
     TURN_JUDGED = "turn_judged"
+    # The word classifier judged a short utterance over the assistant (burst_kind.py):
+    # data {floor_probability, wants_floor, seconds (its compute), audio_seconds}.
+    BURST_JUDGED = "burst_judged"
     # A turn-based answer's first speech chunk is ready (written to the player, held
     # while the end of the turn is not yet certain): data {response}. The benchmark splits
     # each answer's wait at this moment: the backend's part before, the flow's after.

@@ -42,6 +42,7 @@ import numpy as np
 from app.capture.silence import SilenceSource
 from app.flow import exit_guard
 from app.flow.answer_pace import pace_of
+from app.flow.burst_kind import BurstKind
 from app.flow.cpu import limit_model_threads
 from app.flow.device_keeper import DeviceKeeper
 from app.flow.duplex import Action, DuplexConfig, DuplexController, DuplexState
@@ -138,6 +139,7 @@ class Session:
         output: OutputStream | None = None,
         vad: VoiceActivity | None = None,
         turn_judge: TurnJudge | None = None,
+        burst_kind: BurstKind | None = None,
     ) -> None:
         self.backend = backend
         self.player = player
@@ -164,7 +166,8 @@ class Session:
             frame_max_age=self.config.frame_max_age,
             on_overflow=self._on_overflow,
         )
-        self.controller = DuplexController(self.config.duplex, native_duplex=spec.native_duplex)
+        self.controller = DuplexController(self.config.duplex, native_duplex=spec.native_duplex,
+                                           judge_bursts=burst_kind is not None)
         self.native = spec.native_duplex
         player.suit(spec, pace_of(backend))  # a native model's: one steady stream
         self._runs = RunReader()  # worker side: a native model's runs of speech
@@ -177,7 +180,8 @@ class Session:
         # on a thread of its own (turn_judging.py); it hears what voice activity hears.
         self.turn_judge = turn_judge or TurnJudge(None)
         self.turn_judging = TurnJudging(self.turn_judge, self.events,
-                                        self.config.duplex.end_of_turn_silence)
+                                        self.config.duplex.end_of_turn_silence,
+                                        burst_kind=burst_kind)
         self.echo = EchoCanceller(self.tick_rate, enabled=self.config.echo_cancellation)
         self.echo_path = EchoPathMonitor(block_ticks=max(1, round(0.24 / self.config.tick_seconds)))
         self._far_tick = np.zeros(0, dtype=np.float32)  # what played during the last tick
@@ -543,6 +547,9 @@ class Session:
                 self._retract_turn()
             elif action is Action.JUDGE_TURN:
                 self._judge_turn()
+            elif action is Action.JUDGE_BURST:
+                wants = self.turn_judging.judge_burst(self.controller.burst_start, self._now)
+                self._act(self.controller.on_burst_judged(wants, self._now), self._now)
         history = self.controller.history
         for transition in history[self._history_seen :]:
             extra = {}

@@ -183,8 +183,9 @@ class TurnJudge:
         self.failure = failure  # why there is no model, until the session has said it
 
     def hear(self, samples: np.ndarray, t: float) -> None:
-        if self.detector is not None:
-            self.audio.push(samples, t)
+        # Kept with or without the model: the word classifier (burst_kind.py) listens to
+        # the same audio.
+        self.audio.push(samples, t)
 
     def audio_for(self, turn_start: float | None, pause_start: float | None = None,
                   silence: float = 0.0) -> np.ndarray:

@@ -29,8 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.flow.burst_kind import LEAD as BURST_LEAD
+from app.flow.burst_kind import BurstKind
 from app.flow.events import EventHub, EventKind
 from app.flow.turn_end import TurnJudge, TurnVerdict
+from app.flow.turn_features import RATE
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +65,9 @@ class TurnJudging:
     collects. `threaded` defaults to what this machine's cores allow (`own_thread`)."""
 
     def __init__(self, judge: TurnJudge, events: EventHub, cap_seconds: float, *,
-                 threaded: bool | None = None) -> None:
+                 threaded: bool | None = None, burst_kind: BurstKind | None = None) -> None:
         self.judge = judge
+        self.burst_kind = burst_kind  # the word classifier for short utterances, if any
         self._events = events
         self._cap = cap_seconds  # the silence that ends a turn without the model
         self._threaded = own_thread() if threaded is None else threaded
@@ -99,6 +103,28 @@ class TurnJudging:
                                                 daemon=True)
                 self._thread.start()
             self._cond.notify_all()
+
+    def judge_burst(self, burst_start: float | None, now: float) -> bool:
+        """Whether the short utterance that began at `burst_start` and just ended asked
+        for the floor (burst_kind.py), judged at once on the caller's thread: playback
+        is paused meanwhile, and the call (about 0.1 s) decides whether it resumes. A
+        classifier that fails is dropped, and the utterance counts as a backchannel."""
+        if self.burst_kind is None:
+            return False
+        audio = self.judge.audio.since((burst_start if burst_start is not None else now)
+                                       - BURST_LEAD)
+        try:
+            verdict = self.burst_kind.judge(audio)
+        except Exception:
+            log.exception("the word classifier failed; short utterances are judged by "
+                          "their length from now on")
+            self.burst_kind = None
+            return False
+        self._events.emit(EventKind.BURST_JUDGED, now,
+                          floor_probability=verdict.floor_probability,
+                          wants_floor=verdict.wants_floor, seconds=verdict.seconds,
+                          audio_seconds=len(audio) / RATE)
+        return verdict.wants_floor
 
     def collect(self, now: float) -> list[JudgedPause]:
         """The verdicts decided since the last call, each logged as `turn_judged` when it
