@@ -251,6 +251,15 @@ def test_speech_that_goes_on_before_the_pause_is_confirmed_retracts_the_early_an
     assert ctl.on_clock(2.44, speech_until=2.44) == []
 
 
+def test_a_declined_early_answer_is_asked_for_again_on_a_later_tick():
+    ctl = early()
+    ctl.on_vad(onset(1.0))
+    assert ctl.on_clock(2.04, speech_until=2.0) == [Action.PREPARE_TURN]
+    ctl.decline_speculation()  # the session had too little audio to send
+    assert ctl.on_clock(2.06, speech_until=2.0) == [Action.PREPARE_TURN]
+    assert ctl.on_clock(2.08, speech_until=2.0) == []
+
+
 def test_no_early_answer_while_the_assistant_has_the_floor_or_for_a_native_model():
     ctl = early()
     ctl.on_vad(onset(1.0))

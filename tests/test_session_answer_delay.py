@@ -176,3 +176,20 @@ def test_an_answer_that_plays_is_timed_from_the_end_of_the_users_speech():
     # The answer was held until the turn's end was certain: never faster than that wait.
     # (Less one device block: this test's blocks come faster than real time.)
     assert silence - BLOCK / OUT_RATE <= latencies[0]["seconds"] < silence + 0.5
+
+
+def test_an_early_answer_is_not_sent_on_a_sliver_of_audio():
+    from app.flow.duplex import Action
+    from app.flow.vad import VadEvent, VadKind
+
+    session, _, events = _session()
+    ctl = session.controller
+    ctl.on_vad(VadEvent(VadKind.ONSET, 0.5, 0.564))
+    # One silent window after the speech: an early answer is asked for...
+    assert ctl.on_clock(1.0, speech_until=0.96) == [Action.PREPARE_TURN]
+    # ...but the unit gathered so far is shorter than a final unit may be: padded with
+    # silence, it would stay inside the user's speech if the answer were retracted.
+    session._prepare_turn()
+    assert session._speculation is None and not session._queue
+    assert not [e for e in events if e.kind is EventKind.PREPARED]
+    assert ctl.on_clock(1.02, speech_until=0.96) == [Action.PREPARE_TURN]  # asked again

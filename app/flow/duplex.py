@@ -246,6 +246,13 @@ class DuplexController:
             return [Action.PREPARE_TURN]
         return []
 
+    def decline_speculation(self) -> None:
+        """The session could not start the early answer just asked for (PREPARE_TURN
+        before the pause was confirmed): forget it, so that a later tick may ask again."""
+        if self._speculating and self._speculated_from is not None:
+            self._speculating = False
+            self._speculated_from = None
+
     def on_turn_judged(self, complete: bool, now: float, pause: float | None = None,
                        decided: float | None = None) -> list[Action]:
         """The end-of-turn model's verdict on the pause it was asked about (JUDGE_TURN).

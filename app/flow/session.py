@@ -594,6 +594,13 @@ class Session:
 
     def _prepare_turn(self) -> None:
         """Start answering before the end of the turn is certain; hold the audio."""
+        if (self.controller.user_speaking
+                and self._units.pending_seconds < MIN_FINAL_UNIT_SECONDS):
+            # Before the pause is confirmed, a unit this short would be padded with
+            # silence to the minimum; were the answer retracted, that silence would stay
+            # in the middle of the user's speech. Wait for more audio instead.
+            self.controller.decline_speculation()
+            return
         self.player.pause()  # nothing plays now; the answer queues up behind this
         self._speculation = self._send_final_unit()
         self.events.emit(EventKind.PREPARED, self._now, retracted=False)

@@ -63,6 +63,11 @@ class UnitBuilder:
     def had_speech(self) -> bool:
         return self._had_speech
 
+    @property
+    def pending_seconds(self) -> float:
+        """Audio gathered for the unit in progress."""
+        return self._n / self.rate
+
     def take(self, min_seconds: float = 0.0, now: float | None = None) -> Unit | None:
         """The unit gathered so far (None if empty), padded to `min_seconds` if asked."""
         if self._n == 0:
