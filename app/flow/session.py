@@ -176,8 +176,10 @@ class Session:
         self._response_end: int | None = None  # native: ring position where it ended
         self._holding_model = False  # native: muted while the user holds the floor
         self.vad = vad or VoiceActivity()
-        # The end-of-turn model (turn_end.py), asked when the controller says JUDGE_TURN,
-        # on a thread of its own (turn_judging.py); it hears what voice activity hears.
+        # The end-of-turn model (turn_end.py), asked when the controller says JUDGE_TURN
+        # (on a thread of its own where the cores allow, turn_judging.py), and the word
+        # classifier for short utterances (burst_kind.py), asked on JUDGE_BURST; both
+        # hear what voice activity hears.
         self.turn_judge = turn_judge or TurnJudge(None)
         self.turn_judging = TurnJudging(self.turn_judge, self.events,
                                         self.config.duplex.end_of_turn_silence,
