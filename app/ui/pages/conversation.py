@@ -60,8 +60,11 @@ class ConversationPage(QWidget):
         grid.addWidget(QLabel("Barge-in sensitivity", turns), 2, 0)
         grid.addWidget(self.sensitivity, 2, 1)
         grid.addWidget(self.sensitivity_value, 2, 2)
-        grid.addWidget(note("How much of your speech over Duetto stops it. Shorter sounds "
-                            "(\"mm-hm\") never stop it; it pauses and goes on.", turns), 3, 1)
+        grid.addWidget(note("How much of your speech over Duetto stops it. It pauses at "
+                            "your first sound; a short word is judged by what it says "
+                            "(\"mm-hm\", \"okay\": it goes on; \"stop\", \"wait\": it "
+                            "stops), and a second or more of speech always stops it.",
+                            turns), 3, 1)
         grid.setColumnStretch(1, 1)
         t.addLayout(grid)
         self.turn_model = QCheckBox("Listen for how you finish a sentence (answers at once "
