@@ -68,14 +68,22 @@ def test_the_shipped_file_says_how_it_was_made_and_how_well_it_did():
 
 
 def test_the_tap_leaves_the_end_of_turn_models_answer_unchanged():
-    tap, turn = EncoderTap(), SmartTurn()
-    audio = np.random.default_rng(1).standard_normal(2 * RATE).astype(np.float32) * 0.1
+    """Smart Turn's session also gives out its encoder's last layer; the probability is
+    the one the file's own graph gives, untouched."""
+    import onnxruntime as ort
+
+    from app.flow.turn_end import bundled_model_path
     from app.flow.turn_features import log_mel_features
 
-    p, hidden = tap._session.run(None, {tap._input: log_mel_features(audio)[None]})
-    assert float(np.asarray(p).reshape(-1)[0]) == pytest.approx(turn.probability(audio),
-                                                                abs=1e-6)
-    assert np.asarray(hidden).shape == (1, 400, 384)
+    turn = SmartTurn()
+    plain = ort.InferenceSession(str(bundled_model_path()), providers=["CPUExecutionProvider"])
+    audio = np.random.default_rng(1).standard_normal(2 * RATE).astype(np.float32) * 0.1
+    (p,) = plain.run(None, {plain.get_inputs()[0].name: log_mel_features(audio)[None]})
+    probability, hidden = turn.run(audio)
+    assert probability == pytest.approx(float(np.asarray(p).reshape(-1)[0]), abs=1e-6)
+    assert hidden.shape == (1, 400, 384)
+    # The word classifier listens through that same session.
+    assert EncoderTap(turn).model is turn
 
 
 @needs_espeak

@@ -53,8 +53,9 @@ def test_the_verdict_arrives_through_collect_while_the_caller_goes_on():
 def test_a_request_still_waiting_is_replaced_by_a_newer_one():
     scorer = _GatedScorer()
     judging, _ = _judging(scorer)
-    judging.ask(0.5, pause=1.0, silence=0.2, now=1.1)  # taken up by the thread at once
-    threading.Event().wait(0.05)
+    judging.ask(0.5, pause=1.0, silence=0.2, now=1.1)  # taken up by the thread...
+    with judging._cond:  # ...which is then busy with it (not a guess at how long it takes)
+        assert judging._cond.wait_for(lambda: judging._busy, timeout=5.0)
     judging.ask(0.5, pause=1.5, silence=0.2, now=1.6)  # waits...
     judging.ask(0.5, pause=1.9, silence=0.2, now=2.0)  # ...and is replaced by this one
     scorer.release.set()

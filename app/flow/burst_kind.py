@@ -32,15 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from app.flow.turn_features import RATE, WINDOW_SAMPLES, log_mel_features
+from app.flow.turn_end import PRE_ROLL, SmartTurn, TurnModelUnavailable
+from app.flow.turn_features import RATE, WINDOW_SAMPLES
 
 log = logging.getLogger(__name__)
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "assets" / "burst_kind.json"
-# The graph's value after the encoder's last layer norm: (batch, 400 frames, 384).
-ENCODER_OUTPUT = "layer_norm_8_DequantizeLinear_Output"
 FRAME_SECONDS = 0.02  # the encoder's frames: 400 over the 8 s window
-LEAD = 0.2  # the utterance is heard from this long before its first speech
+LEAD = PRE_ROLL  # heard from this long before its first speech, as a turn is
 
 
 class BurstKindUnavailable(RuntimeError):
@@ -56,38 +55,20 @@ def pooled(hidden: np.ndarray, seconds: float) -> np.ndarray:
 
 
 class EncoderTap:
-    """Smart Turn's ONNX graph with its encoder's last layer as a second output."""
+    """The pooled encoding of an utterance, through the end-of-turn model's session."""
 
-    def __init__(self, model_path: Path | None = None, *, threads: int = 1) -> None:
-        try:
-            import onnx
-            import onnxruntime as ort
-
-            from app.flow.turn_end import TurnModelUnavailable, bundled_model_path
-        except ImportError as exc:
-            raise BurstKindUnavailable(f"the word classifier needs onnx and onnxruntime "
-                                       f"({exc})") from exc
-        try:
-            path = model_path or bundled_model_path()
-            graph = onnx.load(str(path))
-            graph.graph.output.append(
-                onnx.helper.make_tensor_value_info(ENCODER_OUTPUT, onnx.TensorProto.FLOAT,
-                                                   None))
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-            self._session = ort.InferenceSession(graph.SerializeToString(), options,
-                                                 providers=["CPUExecutionProvider"])
-        except TurnModelUnavailable as exc:
-            raise BurstKindUnavailable(str(exc)) from exc
-        except Exception as exc:  # a damaged or foreign file
-            raise BurstKindUnavailable(f"the encoder could not be loaded ({exc})") from exc
-        self._input = self._session.get_inputs()[0].name
+    def __init__(self, model: SmartTurn | None = None, *, threads: int = 1) -> None:
+        if model is None:
+            try:
+                model = SmartTurn(threads=threads)
+            except TurnModelUnavailable as exc:
+                raise BurstKindUnavailable(str(exc)) from exc
+        self.model = model
 
     def features(self, audio: np.ndarray) -> np.ndarray:
         """The pooled encoding of `audio` (16 kHz mono, the utterance ending now)."""
-        _, hidden = self._session.run(None, {self._input: log_mel_features(audio)[None]})
-        return pooled(np.asarray(hidden), min(len(audio), WINDOW_SAMPLES) / RATE)
+        hidden = self.model.encode(audio)
+        return pooled(hidden, min(len(audio), WINDOW_SAMPLES) / RATE)
 
 
 @dataclass(frozen=True)
@@ -151,11 +132,13 @@ def shipped_classifier(path: Path = WEIGHTS) -> Classifier:
                                    f"read ({exc})") from exc
 
 
-def load_burst_kind() -> BurstKind | None:
+def load_burst_kind(model: object = None) -> BurstKind | None:
     """The classifier for a conversation, or None (the duration rule alone) with a log
-    line saying why."""
+    line saying why. `model`: the conversation's end-of-turn model, whose session it
+    shares when it is Smart Turn; without one it loads its own."""
     try:
-        return BurstKind(EncoderTap(), shipped_classifier())
+        tap = EncoderTap(model if isinstance(model, SmartTurn) else None)
+        return BurstKind(tap, shipped_classifier())
     except BurstKindUnavailable as exc:
         log.warning("short utterances are judged by their length alone: %s", exc)
         return None

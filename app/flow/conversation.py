@@ -168,7 +168,9 @@ def build_session(
         record_dir=options.record_dir,
     )
     session = Session(backend, player, options.persona, config, output=output,
-                      turn_judge=judge, burst_kind=load_burst_kind())
+                      turn_judge=judge,
+                      burst_kind=load_burst_kind(judge.detector.scorer if judge.detector
+                                                 else None))
     clock = ReplayClock(realtime=True)  # file sources share it, like devices share time
     mic_clocks = [clock]
 

@@ -292,11 +292,7 @@ class DuplexController:
         ):
             return self.on_clock(now)
         actions = self._take_floor_back(now, reason="user asked for the floor")
-        self._turn_offset = offset
-        self._turn_due = offset + self.config.end_of_turn_silence
-        if self.config.judge_after is not None:
-            self._judge_due = offset + (0.0 if self.config.judge_early
-                                        else self.config.judge_after)
+        self._start_pause(offset)
         return actions + self.on_clock(now)
 
     @property
@@ -391,14 +387,18 @@ class DuplexController:
                 self._burst_offset = event.t
                 return [Action.JUDGE_BURST, *self.on_clock(event.detected_at)]
             return self.on_clock(event.detected_at)
-        self._turn_due = event.t + self.config.end_of_turn_silence
-        self._turn_offset = event.t
-        if self.config.judge_after is not None:
-            self._judge_due = event.t + (0.0 if self.config.judge_early
-                                         else self.config.judge_after)
+        self._start_pause(event.t)
         if self.state is DuplexState.INTERRUPTED:
             self._enter(DuplexState.LISTENING, event.detected_at, "user finished")
         return actions + self.on_clock(event.detected_at)
+
+    def _start_pause(self, offset: float) -> None:
+        """The user's speech ended at `offset`: time the end of their turn from there."""
+        self._turn_offset = offset
+        self._turn_due = offset + self.config.end_of_turn_silence
+        if self.config.judge_after is not None:
+            self._judge_due = offset + (0.0 if self.config.judge_early
+                                        else self.config.judge_after)
 
     def _new_burst(self) -> None:
         self._burst_start = None

@@ -70,15 +70,24 @@ class TurnScorer(Protocol):
         ...
 
 
+# The graph's value after the encoder's last layer norm, (batch, 400 frames of 20 ms,
+# 384): also an output of our session, for the word classifier (burst_kind.py), so one
+# session of the file serves both. Adding an output leaves the probability as it was
+# (tests/test_burst_kind.py).
+ENCODER_OUTPUT = "layer_norm_8_DequantizeLinear_Output"
+
+
 class SmartTurn:
-    """Smart Turn v3 on onnxruntime: the turn so far -> probability it is complete."""
+    """Smart Turn v3 on onnxruntime: the turn so far -> probability it is complete (and
+    the encoder's last layer, `encode`)."""
 
     def __init__(self, model_path: Path | None = None, *, threads: int = 1) -> None:
         try:
+            import onnx
             import onnxruntime as ort
         except ImportError as exc:
-            raise TurnModelUnavailable("the end-of-turn model needs onnxruntime, which is "
-                                       "not installed (pip install onnxruntime)") from exc
+            raise TurnModelUnavailable("the end-of-turn model needs onnx and onnxruntime, "
+                                       f"which are not both installed ({exc})") from exc
         path = model_path or bundled_model_path()
         options = ort.SessionOptions()
         # One thread, run in turn: the call is short and the cores belong to the model.
@@ -87,8 +96,12 @@ class SmartTurn:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
+            graph = onnx.load(str(path))
+            graph.graph.output.append(onnx.helper.make_tensor_value_info(
+                ENCODER_OUTPUT, onnx.TensorProto.FLOAT, None))
             self._session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+                graph.SerializeToString(), sess_options=options,
+                providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # a damaged or foreign file
             raise TurnModelUnavailable(
@@ -99,11 +112,19 @@ class SmartTurn:
         # The first run builds onnxruntime's kernels; pay for it now, not mid-pause.
         self.probability(np.zeros(RATE, dtype=np.float32))
 
-    def probability(self, audio: np.ndarray) -> float:
+    def run(self, audio: np.ndarray) -> tuple[float, np.ndarray]:
+        """The probability that the turn in `audio` is complete, and the encoder's last
+        layer (1, 400, 384)."""
         features = log_mel_features(audio)[np.newaxis]
         # The graph's output is named "logits" but is already a sigmoid probability.
-        (out,) = self._session.run(None, {self._input: features})
-        return float(np.asarray(out).reshape(-1)[0])
+        out, hidden = self._session.run(None, {self._input: features})
+        return float(np.asarray(out).reshape(-1)[0]), np.asarray(hidden)
+
+    def probability(self, audio: np.ndarray) -> float:
+        return self.run(audio)[0]
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        return self.run(audio)[1]
 
 
 @dataclass(frozen=True)

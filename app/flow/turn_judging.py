@@ -159,6 +159,7 @@ class TurnJudging:
                 pause, asked, audio = self._request
                 self._request = None
                 self._busy = True
+                self._cond.notify_all()  # whoever waits on the request's fate
             try:
                 verdict = self.judge.judge_audio(audio)  # never raises (turn_end.py)
                 self._done.append(JudgedPause(pause, asked, verdict))
